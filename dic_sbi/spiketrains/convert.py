@@ -107,14 +107,17 @@ def _window_ms(t_start: Any, t_stop: Any) -> tuple[float | None, float | None]:
     return start, stop
 
 
-def _times_ms(spikes: Any, name: str) -> Array:
-    """Convert without validation: SpikeTrain / quantity (any time unit) / plain array (ms) -> float64 ms."""
+def _times_ms(spikes: Any, name: str, *, copy: bool = True) -> Array:
+    """Convert without validation: SpikeTrain / quantity (any time unit) / plain array (ms) -> float64 ms.
+
+    ``copy=False`` lets a plain float64 array through as is (the CSR path: millions of spikes, read only).
+    """
     if isinstance(spikes, pq.Quantity):  # neo.SpikeTrain is a Quantity too
         return np.array(_quantity_to(spikes, pq.ms, "time", name), dtype=np.float64, copy=True)
     if isinstance(spikes, (str, bytes)) or spikes is None:
         raise InvalidInputError(f"{name} must be spike times (an array, a list or a neo.SpikeTrain), got {spikes!r}.")
     try:
-        return np.array(spikes, dtype=np.float64, copy=True)
+        return np.array(spikes, dtype=np.float64, copy=True if copy else None)
     except (TypeError, ValueError):
         raise InvalidInputError(
             f"{name} must be spike times (an array, a list or a neo.SpikeTrain); could not read "
@@ -259,30 +262,29 @@ def _voltage_mv(value: Any, name: str) -> float:
 
 
 def _crossings(v: Array, dt: float, t0: float, threshold: float, rearm: float) -> Array:
-    """Interpolated upward crossings of ``threshold`` in one trace, honouring the re-arm rule.
+    """Interpolated threshold crossings of one trace that count as spikes under the re-arm rule.
 
-    A crossing at sample ``i`` means ``v[i - 1] <= threshold < v[i]``. It counts as a spike only when the trace
-    has been below ``rearm`` since the previous crossing (counted or not): if it has not, the previous crossing
-    either was a spike (so detection is still disarmed) or was itself rejected (disarmed all along). The first
-    crossing counts unless the trace started above ``threshold`` (a spike already in progress) and has not gone
-    below ``rearm`` since.
+    Sample by sample, as the simulator's in-loop detector: detection is armed at the start only if the trace
+    starts below ``rearm``; an armed trace that reaches ``threshold`` spikes (and disarms); a disarmed trace
+    re-arms when it falls below ``rearm``. Vectorised: a spike can only occur at an upward crossing
+    ``v[i - 1] < threshold <= v[i]``, and a crossing is armed iff the trace was below ``rearm`` somewhere
+    after the previous crossing (whether that one spiked or not, it left detection disarmed), or anywhere
+    before the first crossing.
     """
-    above = v > threshold
+    above = v >= threshold
     up = np.flatnonzero(~above[:-1] & above[1:]) + 1
     if up.size == 0:
         return np.zeros(0)
-    # Index of the last sample below `rearm` at or before each sample (-1 if none yet).
-    idx = np.arange(v.size)
-    last_below = np.maximum.accumulate(np.where(v < rearm, idx, -1))[up]
-    ok = np.empty(up.size, dtype=bool)
-    ok[1:] = last_below[1:] > up[:-1]
-    # Detection starts armed, unless the trace began inside a spike: then it needs a dip below `rearm` first.
-    ok[0] = (not above[0]) or last_below[0] >= 0
-    keep = up[ok]
-    before = v[keep - 1]
-    after = v[keep]
-    frac = (threshold - before) / (after - before)  # in [0, 1): linear interpolation of the crossing time
-    return t0 + (keep - 1 + frac) * dt
+    # Index of the last sample below `rearm` at or before each crossing (-1 if none).
+    last_below = np.maximum.accumulate(np.where(v < rearm, np.arange(v.size), -1))[up]
+    armed = np.empty(up.size, dtype=bool)
+    armed[0] = last_below[0] >= 0
+    armed[1:] = last_below[1:] > up[:-1]
+    spikes = up[armed]
+    before = v[spikes - 1]
+    after = v[spikes]
+    frac = (threshold - before) / (after - before)  # in (0, 1]: linear interpolation of the crossing time
+    return t0 + (spikes - 1 + frac) * dt
 
 
 def detect_spikes(
@@ -297,8 +299,10 @@ def detect_spikes(
 
     A spike is an upward crossing of ``threshold`` (+10 mV); after a spike, detection re-arms only once V has
     fallen below ``rearm`` (0 mV), so a noisy or notched downstroke that re-crosses +10 mV is not a second
-    spike. Crossing times are interpolated linearly between the two samples that bracket the threshold. A trace
-    that starts above ``threshold`` is taken to start inside a spike, which is not counted.
+    spike. Detection starts armed only if the trace starts below ``rearm``: a trace that starts inside a spike,
+    or between the two levels, needs to fall below ``rearm`` first. This is the rule of the simulator's
+    in-loop detector, so detecting spikes in a recorded simulated trace gives the simulator's spikes. Crossing
+    times are interpolated linearly between the two samples that bracket the threshold.
 
     Elephant's :func:`~elephant.spike_train_generation.threshold_detection` does the first step but has no
     re-arm level, reports the first sample above threshold rather than the crossing time, and counts a trace

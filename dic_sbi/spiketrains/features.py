@@ -453,7 +453,7 @@ def features_from_csr(
         ``float64``; plus ``firing_class_code`` (``int8``, index into :data:`FIRING_CLASSES`) for numeric use.
     """
     threshold = _check_cv_threshold(cv_threshold)
-    flat = _times_ms(times, "times")
+    flat = _times_ms(times, "times", copy=False)
     if flat.ndim != 1:
         raise InvalidInputError(f"times must be one-dimensional (all trains concatenated), got shape {flat.shape}.")
     flat = np.ascontiguousarray(flat, dtype=np.float64)
