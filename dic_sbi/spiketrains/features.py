@@ -14,7 +14,7 @@ Rules
   ``spiking_frequency``         Hz     1000 / mean ISI (spiking trains only)
   ``spikes_per_burst``                 mean number of spikes per burst (≥ 1 burst)
   ``burst_duration``            ms     mean time from the first to the last spike of a burst (≥ 1 burst)
-  ``intra_burst_frequency``     Hz     1000 / mean ISI inside bursts (≥ 1 burst with ≥ 2 spikes)
+  ``intra_burst_frequency``     Hz     1000 / mean of all ISIs inside bursts (≥ 1 burst with ≥ 2 spikes)
   ``burst_period``              ms     mean onset-to-onset interval between consecutive bursts (≥ 2 bursts)
   ``inter_burst_frequency``     Hz     1000 / burst_period (≥ 2 bursts)
   ``duty_cycle``                       burst_duration / burst_period (≥ 2 bursts)
@@ -25,8 +25,8 @@ Rules
   class than the train's (burst features of a tonic train, the spiking frequency of a burster) are NaN.
 
 Published code (Brandoit's feature extractor) differs in three details, none of which affects the class: it
-takes the mean of the instantaneous frequencies 1000/ISI for the spiking frequency (≥ the value here, by at
-most about CV², i.e. ≤ 2.3 % for spiking trains); it computes the intra-burst frequency of a burst as
+takes the mean of the instantaneous frequencies 1000/ISI for the spiking frequency (never lower than the value
+here, and higher by about CV², some 2 % at CV = 0.15); it computes the intra-burst frequency of a burst as
 n / duration rather than (n − 1) / duration; and it discards one-spike groups before dropping the first and
 last group.
 
