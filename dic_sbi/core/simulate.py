@@ -1,0 +1,380 @@
+"""``simulate``: the batched, parallel simulator, and the :class:`SimulationResult` it returns."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+import numpy as np
+import scipy.signal
+from numpy.typing import ArrayLike, NDArray
+
+from ..errors import InvalidInputError
+from ..models import ConductanceModel, get_model
+from . import kernels
+from .tables import compile_model, initial_state
+
+if TYPE_CHECKING:  # neo is imported lazily: the numerical core does not need it
+    import neo
+
+__all__ = ["simulate", "SimulationResult", "NOISE_CUTOFF_HZ", "NOISE_FILTER_ORDER"]
+
+NOISE_CUTOFF_HZ = 1000.0  # Brandoit v2: white noise low-passed at 1 kHz ...
+NOISE_FILTER_ORDER = 4  # ... by a 4th-order Butterworth filter
+MAX_SPIKE_RATE_KHZ = 0.3  # first guess of the spike buffer (300 Hz); cells above it are re-run exactly
+MAX_VOLTAGE_BYTES = 8 * 2**30
+
+
+@dataclass
+class SimulationResult:
+    """Spike times (and optionally voltage traces) of a batch of simulated cells.
+
+    Spike times are stored CSR-style, in ms from the start of the simulation: the spikes of cell ``i`` are
+    ``times[offsets[i]:offsets[i + 1]]``; only spikes at ``t >= t_start`` (the end of the transient) are kept.
+
+    Attributes
+    ----------
+    model
+        The simulated model.
+    conductances
+        ``(N, n_conductances)`` maximal conductances, in the model's order.
+    times, offsets
+        Flat spike times (ms) and CSR offsets (length ``N + 1``).
+    t_start, t_stop
+        Recorded window (ms): end of the transient and end of the simulation.
+    dt
+        Integration step (ms).
+    voltage
+        ``(N, n_samples)`` membrane potential (mV) sampled every ``sampling_interval`` ms from ``t_start``, or
+        ``None``.
+    """
+
+    model: ConductanceModel
+    conductances: NDArray[np.float64]
+    times: NDArray[np.float64]
+    offsets: NDArray[np.int64]
+    t_start: float
+    t_stop: float
+    dt: float
+    i_app: NDArray[np.float64]
+    noise_std: float
+    seed: int | None
+    voltage: NDArray[np.float64] | None = None
+    sampling_interval: float | None = None
+    _features: object = field(default=None, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return self.offsets.size - 1
+
+    @property
+    def spike_counts(self) -> NDArray[np.int64]:
+        """Number of recorded spikes per cell."""
+        return np.diff(self.offsets)
+
+    def spike_times(self, i: int) -> NDArray[np.float64]:
+        """Spike times (ms) of cell ``i``."""
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"cell index {i} out of range for {n} cells")
+        i %= n
+        return self.times[self.offsets[i] : self.offsets[i + 1]]
+
+    def __iter__(self) -> Iterator[NDArray[np.float64]]:
+        for i in range(len(self)):
+            yield self.times[self.offsets[i] : self.offsets[i + 1]]
+
+    @property
+    def voltage_times(self) -> NDArray[np.float64]:
+        """Sample times (ms) of :attr:`voltage`."""
+        if self.voltage is None:
+            raise InvalidInputError("voltage was not recorded: call simulate(..., record_voltage=True)")
+        return self.t_start + self.sampling_interval * np.arange(self.voltage.shape[1])
+
+    def spiketrain(self, i: int) -> "neo.SpikeTrain":
+        """Cell ``i`` as a :class:`neo.SpikeTrain` (ms), annotated with the model and its conductances."""
+        from ..spiketrains import to_spiketrain
+
+        times = self.spike_times(i)
+        i %= len(self)
+        annotations = {"model": self.model.name, "cell": int(i)}
+        annotations.update({f"g_{name}": float(v) for name, v in zip(self.model.conductance_names, self.conductances[i])})
+        return to_spiketrain(times, t_start=self.t_start, t_stop=self.t_stop, **annotations)
+
+    def spiketrains(self) -> list["neo.SpikeTrain"]:
+        """Every cell as a :class:`neo.SpikeTrain`."""
+        return [self.spiketrain(i) for i in range(len(self))]
+
+    def analogsignal(self, i: int) -> "neo.AnalogSignal":
+        """Voltage trace of cell ``i`` as a :class:`neo.AnalogSignal` (mV)."""
+        import neo
+        import quantities as pq
+
+        if self.voltage is None:
+            raise InvalidInputError("voltage was not recorded: call simulate(..., record_voltage=True)")
+        return neo.AnalogSignal(
+            self.voltage[i][:, None],
+            units=pq.mV,
+            sampling_period=self.sampling_interval * pq.ms,
+            t_start=self.t_start * pq.ms,
+            name=f"{self.model.name} cell {i % len(self)}",
+        )
+
+    def features(self) -> dict[str, NDArray[np.float64]]:
+        """Firing class and burst features of every cell (see :mod:`dic_sbi.spiketrains`); cached."""
+        if self._features is None:
+            from ..spiketrains import features_from_csr
+
+            self._features = features_from_csr(self.times, self.offsets, self.t_start, self.t_stop)
+        return self._features  # type: ignore[return-value]
+
+
+# -- input checking ------------------------------------------------------------------------------------------
+
+
+def _as_conductances(model: ConductanceModel, conductances: ArrayLike) -> tuple[NDArray[np.float64], bool]:
+    try:
+        g = np.asarray(conductances, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise InvalidInputError(f"conductances: could not be read as an array of numbers ({err})") from None
+    single = g.ndim == 1
+    if single:
+        g = g[None, :]
+    if g.ndim != 2 or g.shape[1] != model.n_conductances:
+        raise InvalidInputError(
+            f"conductances: expected shape (N, {model.n_conductances}) or ({model.n_conductances},) for model "
+            f"{model.name!r} (order {', '.join(model.conductance_names)}), got {np.shape(conductances)}"
+        )
+    if g.shape[0] == 0:
+        raise InvalidInputError("conductances: empty batch (N = 0)")
+    bad = ~np.isfinite(g)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise InvalidInputError(
+            f"conductances: {int(bad.sum())} non-finite value(s), first in cell {row} ({model.conductance_names[col]})"
+        )
+    neg = g < 0
+    if neg.any():
+        row, col = np.argwhere(neg)[0]
+        raise InvalidInputError(
+            f"conductances: maximal conductances must be >= 0; {int(neg.sum())} negative value(s), first in cell "
+            f"{row} ({model.conductance_names[col]} = {g[row, col]:g})"
+        )
+    return np.ascontiguousarray(g), single
+
+
+def _positive(name: str, value: object) -> float:
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name}: expected a number, got {value!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise InvalidInputError(f"{name}: must be a finite number > 0, got {value!r}")
+    return v
+
+
+def _seed_bits(seed: int | np.random.Generator | None) -> np.uint64:
+    if seed is None:
+        return np.uint64(np.random.SeedSequence().generate_state(1, dtype=np.uint64)[0])
+    if isinstance(seed, np.random.Generator):
+        return np.uint64(seed.integers(0, 2**63, dtype=np.uint64))
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0:
+        return np.uint64(np.random.SeedSequence(int(seed)).generate_state(1, dtype=np.uint64)[0])
+    raise InvalidInputError(f"seed: expected None, a non-negative int or a numpy Generator, got {seed!r}")
+
+
+def noise_filter(dt: float) -> NDArray[np.float64]:
+    """Second-order sections of the 4th-order 1 kHz Butterworth low-pass at sampling step ``dt`` (ms)."""
+    fs = 1000.0 / dt  # Hz
+    if NOISE_CUTOFF_HZ >= fs / 2:
+        raise InvalidInputError(
+            f"dt: {dt} ms samples the noise at {fs:g} Hz, too coarse for its {NOISE_CUTOFF_HZ:g} Hz low-pass; "
+            f"use dt < {1000.0 / (2 * NOISE_CUTOFF_HZ):g} ms"
+        )
+    return np.ascontiguousarray(scipy.signal.butter(NOISE_FILTER_ORDER, NOISE_CUTOFF_HZ, fs=fs, output="sos"))
+
+
+# -- the simulator ------------------------------------------------------------------------------------------
+
+
+def simulate(
+    model: str | ConductanceModel,
+    conductances: ArrayLike,
+    *,
+    duration: float | None = None,
+    transient: float | None = None,
+    dt: float | None = None,
+    i_app: float | ArrayLike = 0.0,
+    noise_std: float = 0.0,
+    seed: int | np.random.Generator | None = None,
+    record_voltage: bool = False,
+    sampling_interval: float | None = None,
+    chunk_size: int = 4096,
+    n_threads: int | None = None,
+    progress: bool | None = None,
+) -> SimulationResult:
+    """Simulate a batch of cells of one model and return their spike times.
+
+    Parameters
+    ----------
+    model
+        A model name (``"stg"``, ``"da"``) or a :class:`~dic_sbi.models.ConductanceModel`.
+    conductances
+        ``(N, n_conductances)`` or ``(n_conductances,)`` maximal conductances (mS/cm², model order), all >= 0.
+    duration, transient, dt
+        Simulated time, discarded initial time and integration step (ms); default: the model's protocol
+        (STG 6000 / 3000 / 0.05, DA 12000 / 3000 / 0.05).
+    i_app
+        Constant injected current (µA/cm²), a scalar or one value per cell.
+    noise_std
+        σ (µA/cm²) of the white Gaussian current noise, drawn at every step and low-passed by a 4th-order
+        Butterworth filter at 1 kHz (Brandoit et al.). 0 disables it.
+    seed
+        Seed of the noise (int or ``numpy.random.Generator``); the same seed gives the same result whatever the
+        chunking or the number of threads.
+    record_voltage
+        Also return the membrane potential from ``transient`` to ``duration``.
+    sampling_interval
+        Step (ms) of the recorded voltage, a multiple of ``dt`` (default ``dt``).
+    chunk_size
+        Cells per parallel chunk: memory stays bounded whatever N is.
+    n_threads
+        Threads (default: all cores).
+    progress
+        Show a progress bar over chunks (default: when there is more than one chunk).
+
+    Returns
+    -------
+    SimulationResult
+    """
+    model = get_model(model)
+    g, _ = _as_conductances(model, conductances)
+    N = g.shape[0]
+    proto = model.protocol
+    duration = _positive("duration", proto.duration if duration is None else duration)
+    dt = _positive("dt", proto.dt if dt is None else dt)
+    transient = proto.transient if transient is None else transient
+    try:
+        transient = float(transient)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"transient: expected a number, got {transient!r}") from None
+    if not math.isfinite(transient) or transient < 0:
+        raise InvalidInputError(f"transient: must be a finite number >= 0, got {transient!r}")
+    if transient >= duration:
+        raise InvalidInputError(f"transient: must be shorter than duration ({transient:g} >= {duration:g} ms)")
+    if dt > duration - transient:
+        raise InvalidInputError(f"dt: {dt:g} ms is longer than the recorded window ({duration - transient:g} ms)")
+    n_steps = int(round(duration / dt))
+    if abs(n_steps * dt - duration) > 1e-9 * duration:
+        raise InvalidInputError(f"dt: duration {duration:g} ms is not a whole number of steps of {dt:g} ms")
+
+    i_app_arr = np.asarray(i_app, dtype=np.float64)
+    if i_app_arr.ndim == 0:
+        i_app_arr = np.full(N, float(i_app_arr))
+    if i_app_arr.shape != (N,) or not np.all(np.isfinite(i_app_arr)):
+        raise InvalidInputError(f"i_app: expected a finite scalar or {N} finite values, got shape {i_app_arr.shape}")
+    try:
+        noise_std = float(noise_std)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"noise_std: expected a number, got {noise_std!r}") from None
+    if not math.isfinite(noise_std) or noise_std < 0:
+        raise InvalidInputError(f"noise_std: must be >= 0, got {noise_std!r}")
+    sos = noise_filter(dt) if noise_std > 0 else np.zeros((0, 6))
+    seed_bits = _seed_bits(seed) if noise_std > 0 else kernels.NO_SEED
+    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise InvalidInputError(f"chunk_size: expected a positive int, got {chunk_size!r}")
+
+    first_record = int(math.ceil(transient / dt - 1e-9))
+    if record_voltage:
+        sampling_interval = dt if sampling_interval is None else _positive("sampling_interval", sampling_interval)
+        record_every = int(round(sampling_interval / dt))
+        if record_every < 1 or abs(record_every * dt - sampling_interval) > 1e-9 * sampling_interval:
+            raise InvalidInputError(
+                f"sampling_interval: must be a whole multiple of dt ({dt:g} ms), got {sampling_interval:g}"
+            )
+        n_samples = (n_steps - first_record) // record_every + 1
+        if N * n_samples * 8 > MAX_VOLTAGE_BYTES:
+            raise InvalidInputError(
+                f"record_voltage: {N} traces of {n_samples} samples need {N * n_samples * 8 / 2**30:.1f} GiB; "
+                "record fewer cells or use a larger sampling_interval"
+            )
+        voltage = np.full((N, n_samples), np.nan)
+    else:
+        sampling_interval, record_every, voltage = None, 1, None
+
+    cm = compile_model(model, dt)
+    V0, Ca0, x0 = initial_state(model)
+    cap = max(16, int(math.ceil((duration - transient) * MAX_SPIKE_RATE_KHZ)))
+    chunks = [(s, min(s + chunk_size, N)) for s in range(0, N, chunk_size)]
+    counts_all = np.empty(N, dtype=np.int64)
+    pieces: list[NDArray[np.float64]] = []
+
+    kernel = kernels.get_kernel(cm)
+
+    def run(cells: NDArray[np.int64], capacity: int):
+        # Cells are passed with their global index so that each keeps its own noise stream.
+        spikes = np.empty((cells.size, capacity))
+        counts = np.empty(cells.size, dtype=np.int64)
+        vbuf = np.empty((cells.size, voltage.shape[1])) if voltage is not None else np.empty((0, 0))
+        contiguous = cells.size == 0 or cells[-1] - cells[0] == cells.size - 1
+        groups = [(0, cells.size)] if contiguous else [(k, k + 1) for k in range(cells.size)]
+        for a, b in groups:
+            c0 = int(cells[a])
+            kernel(
+                g[c0 : c0 + b - a], i_app_arr[c0 : c0 + b - a], c0, seed_bits, noise_std, sos, V0, Ca0, x0, cm.table,
+                cm.v_min, cm.inv_step, cm.calcium_decay, dt, n_steps, transient, proto.spike_threshold,
+                proto.spike_rearm, spikes[a:b], counts[a:b], first_record, record_every,
+                vbuf[a:b] if voltage is not None else vbuf,
+            )  # fmt: skip
+        return spikes, counts, vbuf
+
+    show = (len(chunks) > 1) if progress is None else bool(progress)
+    previous_threads = kernels.set_threads(n_threads) if n_threads is not None else None
+    try:
+        bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=N, desc=f"simulate {model.name}", unit="cell", leave=False)
+        for lo, hi in chunks:
+            spikes, counts, vbuf = run(np.arange(lo, hi), cap)
+            over = np.flatnonzero(counts > cap)
+            if over.size:
+                s2, c2, v2 = run(lo + over, int(counts[over].max()))
+                assert np.array_equal(c2, counts[over])  # deterministic re-run
+            counts_all[lo:hi] = counts
+            if over.size == 0:  # compact copy, so the chunk buffer is freed
+                pieces.append(spikes[np.arange(cap) < counts[:, None]])
+            else:
+                rows = [spikes[k, : counts[k]] if counts[k] <= cap else s2[np.searchsorted(over, k), : counts[k]]
+                        for k in range(hi - lo)]  # fmt: skip
+                pieces.append(np.concatenate(rows))
+            if voltage is not None:
+                voltage[lo:hi] = vbuf
+                if over.size:
+                    voltage[lo + over] = v2
+            if bar is not None:
+                bar.update(hi - lo)
+        if bar is not None:
+            bar.close()
+    finally:
+        if previous_threads is not None:
+            kernels.set_threads(previous_threads)
+
+    offsets = np.zeros(N + 1, dtype=np.int64)
+    np.cumsum(counts_all, out=offsets[1:])
+    times = np.concatenate(pieces) if pieces else np.empty(0)
+    return SimulationResult(
+        model=model,
+        conductances=g.copy(),
+        times=times,
+        offsets=offsets,
+        t_start=transient,
+        t_stop=duration,
+        dt=dt,
+        i_app=i_app_arr,
+        noise_std=noise_std,
+        seed=seed if isinstance(seed, (int, np.integer)) else None,
+        voltage=voltage,
+        sampling_interval=sampling_interval,
+    )

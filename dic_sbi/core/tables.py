@@ -1,0 +1,170 @@
+"""Compile a model (data) into the flat arrays the simulation kernel reads.
+
+The kernel knows nothing about STG or DA. It reads:
+
+- a rate table over a voltage grid: for every gate its steady state and its Rush–Larsen decay factor
+  ``exp(-dt / τ(V))`` (an instantaneous gate has decay 0); for an ERG scheme the exact one-step affine map of
+  the (o, i) pair at frozen V (equilibrium and 2×2 propagator ``expm(A dt)``);
+- the channel structure: which gates with which integer exponents, reversal potentials, calcium carriers;
+- the calcium constants.
+
+Tabulating x_inf and the decay factor is the classic NEURON ``usetable`` scheme: each step then costs a few
+linear interpolations instead of dozens of exponentials. The grid step (default 0.02 mV) keeps the interpolation
+error below 1e-6 on every gate of both models (tested), far below the integration error at dt = 0.05 ms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import scipy.linalg
+from numpy.typing import NDArray
+
+from ..models.base import CalciumGate, ConductanceModel, Gate, InstantaneousGate
+from ..models.kinetics import ErgScheme
+
+__all__ = ["CompiledModel", "compile_model", "initial_state", "GATE_STANDARD", "GATE_CALCIUM", "GATE_ERG"]
+
+# Gate kinds understood by the kernel.
+GATE_STANDARD = 0  # x <- x_inf + (x - x_inf) * decay   (instantaneous gates have decay = 0)
+GATE_CALCIUM = 1  # same, with x_inf = σ(V) * Ca / (Ca + K)
+GATE_ERG = 2  # (o, i) <- s* + E (s - s*), six table columns
+
+V_MIN, V_MAX = -150.0, 100.0  # the table's voltage range; V is clamped into it for the lookup only
+DEFAULT_TABLE_STEP = 0.02  # mV
+
+
+@dataclass(frozen=True)
+class CompiledModel:
+    """Flat arrays describing a model for the kernel at one time step ``dt``."""
+
+    table: NDArray[np.float64]  # (n_rows, 2 n_cols): value and increment to the next row, per column
+    v_min: float
+    inv_step: float
+    gate_kind: NDArray[np.int64]  # (G,)
+    gate_col: NDArray[np.int64]  # (G,) first table column of each gate
+    gate_K: NDArray[np.float64]  # (G,) calcium half-activation (GATE_CALCIUM only)
+    gate_state: NDArray[np.int64]  # (G,) index of the gate's state slot (ERG uses two consecutive slots)
+    n_states: int
+    channel_start: NDArray[np.int64]  # (C + 1,) CSR into channel_gate / channel_exponent
+    channel_gate: NDArray[np.int64]
+    channel_exponent: NDArray[np.int64]
+    reversal: NDArray[np.float64]  # (C,)
+    carries_calcium: NDArray[np.bool_]  # (C,)
+    has_calcium: bool
+    calcium_decay: float
+    calcium_alpha: float
+    calcium_beta: float
+    capacitance: float
+    gate_names: tuple[str, ...]
+
+
+def _gates_in_order(model: ConductanceModel) -> list:
+    seen: dict[int, object] = {}
+    for ch in model.channels:
+        for gate, _ in ch.gates:
+            seen.setdefault(id(gate), gate)
+    return list(seen.values())
+
+
+def _gate_name(gate: object) -> str:
+    return getattr(gate, "name", "erg")
+
+
+def _erg_columns(scheme: ErgScheme, V: NDArray[np.float64], dt: float) -> NDArray[np.float64]:
+    A, b = scheme.generator(V)
+    s_eq = -np.linalg.solve(A, b[..., None])[..., 0]
+    E = scipy.linalg.expm(A * dt)
+    return np.column_stack([s_eq[:, 0], s_eq[:, 1], E[:, 0, 0], E[:, 0, 1], E[:, 1, 0], E[:, 1, 1]])
+
+
+@lru_cache(maxsize=32)
+def compile_model(model: ConductanceModel, dt: float, table_step: float = DEFAULT_TABLE_STEP) -> CompiledModel:
+    """Tabulate ``model`` for time step ``dt`` (ms); cached per (model, dt, table_step)."""
+    V = np.arange(V_MIN, V_MAX + 2 * table_step, table_step)
+    gates = _gates_in_order(model)
+    columns: list[NDArray[np.float64]] = []
+    kind, col, K, state = [], [], [], []
+    n_cols = n_states = 0
+    for gate in gates:
+        col.append(n_cols)
+        state.append(n_states)
+        if isinstance(gate, ErgScheme):
+            block = _erg_columns(gate, V, dt)
+            kind.append(GATE_ERG)
+            K.append(0.0)
+            n_states += 2
+        else:
+            if isinstance(gate, Gate):
+                x_inf, decay = gate.steady_state(V), np.exp(-dt / gate.time_constant(V))
+                kind.append(GATE_STANDARD)
+                K.append(0.0)
+            elif isinstance(gate, CalciumGate):
+                x_inf, decay = gate.voltage_factor(V), np.exp(-dt / gate.time_constant(V))
+                kind.append(GATE_CALCIUM)
+                K.append(gate.K)
+            elif isinstance(gate, InstantaneousGate):
+                x_inf, decay = gate.steady_state(V), np.zeros_like(V)
+                kind.append(GATE_STANDARD)
+                K.append(0.0)
+            else:  # pragma: no cover - a model file with a gate type the kernel does not know
+                raise TypeError(f"unsupported gate type {type(gate).__name__}")
+            block = np.column_stack([x_inf, decay])
+            n_states += 1
+        columns.append(block)
+        n_cols += block.shape[1]
+    values = np.hstack(columns)
+    if not np.all(np.isfinite(values)):  # pragma: no cover - guards a broken model file
+        raise ValueError(f"model {model.name!r}: non-finite kinetics on the table grid")
+    # Row r holds, per column, the value at V_r and the increment to V_{r+1}: one row read per lookup.
+    table = np.empty((values.shape[0] - 1, 2 * values.shape[1]))
+    table[:, 0::2] = values[:-1]
+    table[:, 1::2] = np.diff(values, axis=0)
+
+    index = {id(g): i for i, g in enumerate(gates)}
+    start, gidx, expo = [0], [], []
+    for ch in model.channels:
+        for gate, p in ch.gates:
+            gidx.append(index[id(gate)])
+            expo.append(int(p))
+        start.append(len(gidx))
+
+    ca = model.calcium
+    return CompiledModel(
+        table=table,
+        v_min=float(V[0]),
+        inv_step=1.0 / table_step,
+        gate_kind=np.array(kind, dtype=np.int64),
+        gate_col=np.array(col, dtype=np.int64),
+        gate_K=np.array(K, dtype=np.float64),
+        gate_state=np.array(state, dtype=np.int64),
+        n_states=n_states,
+        channel_start=np.array(start, dtype=np.int64),
+        channel_gate=np.array(gidx, dtype=np.int64),
+        channel_exponent=np.array(expo, dtype=np.int64),
+        reversal=model.reversal_potentials,
+        carries_calcium=np.array([ch.carries_calcium for ch in model.channels], dtype=np.bool_),
+        has_calcium=ca is not None,
+        calcium_decay=float(np.exp(-dt / ca.tau)) if ca else 1.0,
+        calcium_alpha=float(ca.alpha) if ca else 0.0,
+        calcium_beta=float(ca.beta) if ca else 0.0,
+        capacitance=float(model.capacitance),
+        gate_names=tuple(_gate_name(g) for g in gates),
+    )
+
+
+def initial_state(model: ConductanceModel) -> tuple[float, float, NDArray[np.float64]]:
+    """``(V0, Ca0, gate states)`` of spec §1–2: gates at steady state at V0 (mKCa with Ca0), ERG o = i = 0."""
+    V0 = float(model.initial_voltage)
+    Ca0 = float(model.calcium.initial) if model.calcium else 0.0
+    states: list[float] = []
+    for gate in _gates_in_order(model):
+        if isinstance(gate, ErgScheme):
+            states += [0.0, 0.0]
+        elif isinstance(gate, CalciumGate):
+            states.append(float(gate.steady_state(V0, Ca0)))
+        else:
+            states.append(float(gate.steady_state(V0)))
+    return V0, Ca0, np.array(states, dtype=np.float64)
