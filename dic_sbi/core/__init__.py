@@ -1,5 +1,5 @@
 """Numerical core (numpy + numba, float64, no torch): simulator, reference integrator, DICs, populations."""
 
-from .simulate import SimulationResult, simulate
+from .simulator import SimulationResult, simulate
 
 __all__ = ["simulate", "SimulationResult"]

@@ -10,7 +10,7 @@ The kernel knows nothing about STG or DA. It reads:
 
 Tabulating x_inf and the decay factor is the classic NEURON ``usetable`` scheme: each step then costs a few
 linear interpolations instead of dozens of exponentials. The grid step (default 0.02 mV) keeps the interpolation
-error below 1e-6 on every gate of both models (tested), far below the integration error at dt = 0.05 ms.
+error below 2e-6 on every gate of both models (tested), far below the integration error at dt = 0.05 ms.
 """
 
 from __future__ import annotations

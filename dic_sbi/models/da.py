@@ -20,18 +20,32 @@ from .kinetics import ErgScheme, FunctionTau, MagnesiumBlock, Sigmoid, SigmoidTa
 
 E_NA, E_K, E_CA, E_LEAK, E_NMDA = 60.0, -85.0, 60.0, -50.0, 0.0
 
-# τ_m has a near-removable singularity at V = -19.565 / 0.5052 ≈ -38.727 mV where the bracket turns negative
-# over a few µV; the bracket diverges there, so τ_m → 0.01 ms, and clamping at 0.01 keeps it continuous.
-TAU_M_FLOOR = 0.01
+# τ_m's bracket has a pole at V = -19.565 / 0.5052 ≈ -38.727 mV whose numerator vanishes 17 µV away: a
+# removable singularity in the original rate, made a spike by rounding of the published constants, where τ_m
+# dips to 0 and turns negative over a few µV. Across ±TAU_M_BRIDGE mV around the pole τ_m is replaced by the
+# straight line between its values at the two ends (a guard in the spirit of spec §2), so every consumer -
+# tables, reference integrator, DICs - sees the same smooth, positive function.
+V_POLE = -19.565 / 0.5052
+TAU_M_BRIDGE = 1.0  # mV: the pole still moves τ_m by 0.3 % at the ends
+TAU_M_FLOOR = 0.01  # ms
 
 
-def _tau_m(V: np.ndarray) -> np.ndarray:
+def _tau_m_raw(V: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         alpha = -(15.6504 + 0.4043 * V) / (np.exp(np.minimum(-19.565 - 0.5052 * V, 700.0)) - 1.0)
         bracket = alpha + 3.0212 * np.exp(np.minimum(-7.4630e-3 * V, 700.0))
         tau = 0.01 + 1.0 / bracket
-    tau = np.where(np.isfinite(tau), tau, TAU_M_FLOOR)
-    return np.maximum(tau, TAU_M_FLOOR)
+    return np.maximum(np.where(np.isfinite(tau), tau, TAU_M_FLOOR), TAU_M_FLOOR)
+
+
+_TAU_M_ENDS = _tau_m_raw(np.array([V_POLE - TAU_M_BRIDGE, V_POLE + TAU_M_BRIDGE]))
+
+
+def _tau_m(V: np.ndarray) -> np.ndarray:
+    V = np.asarray(V, dtype=float)
+    w = (V - (V_POLE - TAU_M_BRIDGE)) / (2 * TAU_M_BRIDGE)
+    bridge = _TAU_M_ENDS[0] + w * (_TAU_M_ENDS[1] - _TAU_M_ENDS[0])
+    return np.where(np.abs(V - V_POLE) < TAU_M_BRIDGE, bridge, _tau_m_raw(V))
 
 
 def _tau_h(V: np.ndarray) -> np.ndarray:

@@ -1,0 +1,106 @@
+"""Build the reference set of the simulator-accuracy tests: cells of every firing class in both models,
+integrated with the tight-tolerance reference integrator (scipy LSODA, rtol = atol = 1e-8).
+
+Cells: the published test vector of each model, plus cells drawn uniformly from the model's default conductance
+box (seeded), taken in draw order until each class has its quota. Chaotic or irregular cells have no
+integrator-independent mean ISI, so a drawn cell is kept only if its features are converged in dt (the fast
+simulator at dt = 0.0125 and 0.025 ms agree within 0.3 % and on spikes per burst); how many were skipped is
+stored in the output. Run from the repository root:
+
+    python tests/reference_data/make_reference.py            # ~20 min on 2 cores
+
+and commit ``tests/reference_data/reference_cells.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+import dic_sbi
+from dic_sbi.core.reference import simulate_reference
+from dic_sbi.spiketrains import features_from_csr
+
+OUT = Path(__file__).with_name("reference_cells.json")
+QUOTA = {"spiking": 6, "bursting": 6, "silent": 3}
+RTOL = ATOL = 1e-8
+TEST_VECTORS = {
+    "stg": [3951.841874625046, 137.74048912522852, 2.9127829247578534, 7.284855521681209, 109.17735788681486,
+            239.38396353795864, 0.29088220179767166, 0.009126662525247945],
+    "da": [42.17872311164837, 8.972168993357155, 0.02539789992130862, 0.0644062068629352, 0.16653562721303106,
+           0.13891638491433672, 0.01504927503238648],
+}  # fmt: skip
+
+
+def converged(fa: dict, fb: dict, i: int) -> bool:
+    if fa["firing_class"][i] != fb["firing_class"][i]:
+        return False
+    cls = fa["firing_class"][i]
+    if cls == "silent":
+        return True
+    if cls == "spiking":
+        return abs(fa["mean_isi"][i] / fb["mean_isi"][i] - 1) < 3e-3
+    keys = ("burst_period", "intra_burst_frequency")
+    ok = all(np.isfinite(fa[k][i]) and abs(fa[k][i] / fb[k][i] - 1) < 3e-3 for k in keys)
+    return ok and fa["spikes_per_burst"][i] == fb["spikes_per_burst"][i] and float(fa["spikes_per_burst"][i]).is_integer()
+
+
+def select(name: str, seed: int = 2024, n_draws: int = 400) -> tuple[np.ndarray, list[str], int]:
+    model = dic_sbi.get_model(name)
+    lo, hi = model.default_bounds()
+    g = lo + (hi - lo) * np.random.default_rng(seed).random((n_draws, model.n_conductances))
+    fine = dic_sbi.simulate(name, g, dt=0.0125, progress=False).features()
+    coarse = dic_sbi.simulate(name, g, dt=0.025, progress=False).features()
+    chosen, classes, skipped = [], [], 0
+    count = dict.fromkeys(QUOTA, 0)
+    for i in range(n_draws):
+        cls = str(fine["firing_class"][i])
+        if count[cls] >= QUOTA[cls]:
+            continue
+        if not converged(fine, coarse, i):
+            skipped += 1
+            continue
+        chosen.append(g[i])
+        classes.append(cls)
+        count[cls] += 1
+    if count != QUOTA:
+        raise RuntimeError(f"{name}: could not fill the quota {QUOTA}, got {count}")
+    return np.array(chosen), classes, skipped
+
+
+def run_one(args: tuple[str, list[float]]) -> dict:
+    name, g = args
+    t = time.process_time()
+    res = simulate_reference(name, np.array(g), rtol=RTOL, atol=ATOL)
+    return {"spike_times": res.spike_times.tolist(), "n_rhs": res.n_rhs, "cpu_s": time.process_time() - t}
+
+
+def main() -> None:
+    cells = []
+    skipped = {}
+    for name in ("stg", "da"):
+        g, classes, skipped[name] = select(name)
+        cells.append({"model": name, "source": "published test vector", "conductances": TEST_VECTORS[name]})
+        cells += [{"model": name, "source": f"default box draw ({c})", "conductances": row.tolist()}
+                  for row, c in zip(g, classes)]  # fmt: skip
+    print(f"{len(cells)} cells; skipped as not converged in dt: {skipped}", file=sys.stderr)
+    with ProcessPoolExecutor(2) as pool:
+        results = list(pool.map(run_one, [(c["model"], c["conductances"]) for c in cells]))
+    for c, r in zip(cells, results):
+        model = dic_sbi.get_model(c["model"])
+        c.update(r, t_start=model.protocol.transient, t_stop=model.protocol.duration)
+    OUT.write_text(json.dumps({
+        "integrator": {"method": "LSODA", "rtol": RTOL, "atol": ATOL, "scipy": __import__("scipy").__version__},
+        "selection": {"quota": QUOTA, "seed": 2024, "skipped_not_converged": skipped},
+        "cells": cells,
+    }, indent=1))  # fmt: skip
+    print(f"wrote {OUT}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

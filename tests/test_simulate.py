@@ -1,0 +1,222 @@
+"""The batched simulator: input checking, determinism, chunking, noise, voltage recording, neo output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import quantities as pq
+
+import dic_sbi
+from dic_sbi import InvalidInputError, UnknownModelError, simulate
+from dic_sbi.core.tables import compile_model
+
+STG_VECTOR = np.array([3951.841874625046, 137.74048912522852, 2.9127829247578534, 7.284855521681209,
+                       109.17735788681486, 239.38396353795864, 0.29088220179767166, 0.009126662525247945])  # fmt: skip
+DA_VECTOR = np.array([42.17872311164837, 8.972168993357155, 0.02539789992130862, 0.0644062068629352,
+                      0.16653562721303106, 0.13891638491433672, 0.01504927503238648])  # fmt: skip
+SHORT = dict(duration=1000.0, transient=200.0)
+
+
+def test_single_vector_and_batch_agree():
+    one = simulate("stg", STG_VECTOR, **SHORT)
+    many = simulate("stg", np.stack([STG_VECTOR] * 3), **SHORT)
+    assert len(one) == 1 and len(many) == 3
+    for i in range(3):
+        np.testing.assert_array_equal(many.spike_times(i), one.spike_times(0))
+    assert one.spike_counts[0] > 5
+
+
+def test_spikes_inside_window_and_sorted():
+    res = simulate("da", DA_VECTOR, duration=4000.0, transient=1000.0)
+    t = res.spike_times(0)
+    assert t.size >= 3
+    assert np.all(np.diff(t) > 0)
+    assert t[0] >= 1000.0 and t[-1] <= 4000.0
+
+
+def test_chunking_and_threads_do_not_change_results():
+    rng = np.random.default_rng(1)
+    g = STG_VECTOR * rng.uniform(0.9, 1.1, size=(11, 8))
+    a = simulate("stg", g, **SHORT, chunk_size=3, noise_std=3.0, seed=5)
+    b = simulate("stg", g, **SHORT, chunk_size=64, noise_std=3.0, seed=5, n_threads=1)
+    np.testing.assert_array_equal(a.offsets, b.offsets)
+    np.testing.assert_array_equal(a.times, b.times)
+    # a cell's result does not depend on which batch it is in (noise keyed by global index is the exception)
+    c = simulate("stg", g[4], **SHORT)
+    np.testing.assert_array_equal(c.spike_times(0), simulate("stg", g, **SHORT).spike_times(4))
+
+
+def test_noise_is_seeded():
+    kw = dict(**SHORT, noise_std=5.0)
+    a = simulate("stg", STG_VECTOR, seed=1, **kw).spike_times(0)
+    b = simulate("stg", STG_VECTOR, seed=1, **kw).spike_times(0)
+    c = simulate("stg", STG_VECTOR, seed=2, **kw).spike_times(0)
+    np.testing.assert_array_equal(a, b)
+    assert a.size != c.size or not np.allclose(a, c)
+    gen = simulate("stg", STG_VECTOR, seed=np.random.default_rng(3), **kw)
+    assert gen.spike_counts[0] > 0
+
+
+def test_noise_statistics_match_filtered_white_noise():
+    """A passive cell (only leak) driven by the noise: V fluctuates with the variance predicted by the filter."""
+    from scipy import signal
+
+    model = dic_sbi.get_model("stg")
+    g = np.zeros(model.n_conductances)
+    g[model.index("leak")] = 1.0  # τ = 1 ms, so V follows the filtered current closely
+    dt, sigma = 0.025, 4.0
+    res = simulate(model, g, duration=4000.0, transient=100.0, dt=dt, noise_std=sigma, seed=0, record_voltage=True)
+    v = res.voltage[0] - model.channels[-1].reversal
+    # predicted variance of V: white noise (variance σ² per sample) through Butterworth then the RC filter
+    sos = signal.butter(4, 1000.0, fs=1000.0 / dt, output="sos")
+    impulse = np.zeros(20000)
+    impulse[0] = 1.0
+    h = signal.sosfilt(sos, impulse)
+    a = np.exp(-dt)  # exponential-Euler RC response to a step-wise constant input, gain (1 - a)
+    h_v = signal.lfilter([0.0, 1.0 - a], [1.0, -a], h)
+    predicted = sigma**2 * np.sum(h_v**2)
+    assert np.var(v) == pytest.approx(predicted, rel=0.1)
+    assert abs(np.mean(v)) < 0.1 * np.std(v)
+
+
+def test_injected_current_shifts_passive_voltage():
+    model = dic_sbi.get_model("da")
+    g = np.zeros(model.n_conductances)
+    g[model.index("leak")] = 0.05
+    res = simulate(model, g, duration=600.0, transient=500.0, i_app=1.0, record_voltage=True, sampling_interval=1.0)
+    # steady state of a passive membrane: V = E_leak + I / g_leak
+    np.testing.assert_allclose(res.voltage[0, -1], -50.0 + 1.0 / 0.05, atol=1e-6)
+    per_cell = simulate(model, np.stack([g, g]), duration=600.0, transient=500.0, i_app=[0.0, 0.5],
+                        record_voltage=True, sampling_interval=1.0)  # fmt: skip
+    np.testing.assert_allclose(per_cell.voltage[:, -1], [-50.0, -40.0], atol=1e-6)
+
+
+def test_voltage_recording_and_neo_objects():
+    res = simulate("stg", STG_VECTOR, **SHORT, record_voltage=True, sampling_interval=0.1)
+    assert res.voltage.shape == (1, int(800 / 0.1) + 1)
+    np.testing.assert_allclose(res.voltage_times[[0, -1]], [200.0, 1000.0])
+    assert np.nanmax(res.voltage) > 10.0
+    sig = res.analogsignal(0)
+    assert sig.units == pq.mV and float(sig.sampling_period.rescale("ms")) == pytest.approx(0.1)
+    st = res.spiketrain(0)
+    assert st.units == pq.ms
+    assert float(st.t_start) == 200.0 and float(st.t_stop) == 1000.0
+    np.testing.assert_allclose(st.magnitude, res.spike_times(0))
+    assert st.annotations["model"] == "stg" and st.annotations["g_Na"] == pytest.approx(STG_VECTOR[0])
+    assert len(res.spiketrains()) == 1
+    # spikes detected from the recorded trace by the spike-train layer equal the in-loop detection
+    from dic_sbi.spiketrains import detect_spikes
+
+    fine = simulate("stg", STG_VECTOR, **SHORT, record_voltage=True)
+    detected = detect_spikes(fine.analogsignal(0))
+    np.testing.assert_allclose(detected.rescale("ms").magnitude, fine.spike_times(0), atol=1e-9)
+
+
+def test_spike_buffer_overflow_is_rerun_exactly():
+    # Shrink the first-guess spike buffer so that cells overflow it and are re-run with an exact one.
+    import dic_sbi.core.simulator as sim
+
+    old = sim.MAX_SPIKE_RATE_KHZ
+    try:
+        sim.MAX_SPIKE_RATE_KHZ = 0.001  # capacity of 16 spikes
+        small = simulate("stg", np.stack([STG_VECTOR] * 5), duration=2500.0, transient=200.0)
+    finally:
+        sim.MAX_SPIKE_RATE_KHZ = old
+    ref = simulate("stg", np.stack([STG_VECTOR] * 5), duration=2500.0, transient=200.0)
+    np.testing.assert_array_equal(small.times, ref.times)
+    assert small.spike_counts.max() > 16
+
+
+def test_features_of_result():
+    res = simulate("stg", np.stack([STG_VECTOR, np.zeros(8) + np.eye(8)[7] * 0.01]), **SHORT)
+    f = res.features()
+    assert list(f["firing_class"]) == ["spiking", "silent"] or f["firing_class"][1] == "silent"
+
+
+def test_rate_table_interpolation_is_accurate():
+    """The tabulated steady states and decay factors match the kinetic functions between grid points."""
+    for name in ("stg", "da"):
+        model = dic_sbi.get_model(name)
+        cm = compile_model(model, 0.05)
+        V = np.linspace(-99.0, 60.0, 2001) + 0.0037  # off-grid
+        u = (V - cm.v_min) * cm.inv_step
+        r = u.astype(int)
+        f = u - r
+        for gate_name, col in zip(cm.gate_names, cm.gate_col):
+            gate = model.gates()[gate_name]
+            if gate_name == "erg":
+                o_inf, _ = gate.steady_state(V)
+                approx = cm.table[r, 2 * col] + f * cm.table[r, 2 * col + 1]
+                np.testing.assert_allclose(approx, o_inf, atol=2e-6)
+                continue
+            ss = getattr(gate, "voltage_factor", None) or gate.steady_state
+            approx = cm.table[r, 2 * col] + f * cm.table[r, 2 * col + 1]
+            np.testing.assert_allclose(approx, ss(V), atol=2e-6, err_msg=f"{name} {gate_name} steady state")
+            if hasattr(gate, "time_constant"):
+                decay = cm.table[r, 2 * col + 2] + f * cm.table[r, 2 * col + 3]
+                np.testing.assert_allclose(decay, np.exp(-0.05 / gate.time_constant(V)), atol=2e-6)
+
+
+def test_exp_nonpositive_matches_libm():
+    from numba import njit
+
+    from dic_sbi.core.kernels import exp_nonpositive
+
+    @njit
+    def run(x):
+        out = np.empty_like(x)
+        for i in range(x.size):
+            out[i] = exp_nonpositive(x[i])
+        return out
+
+    x = -np.concatenate([np.random.default_rng(0).random(20000) * 700, np.linspace(0, 3, 3001), [0.0, 1e-12]])
+    np.testing.assert_allclose(run(x), np.exp(x), rtol=5e-16, atol=0)
+
+
+# -- bad input ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(conductances=np.ones((2, 5))), "conductances: expected shape"),
+        (dict(conductances=np.ones((2, 8, 1))), "conductances: expected shape"),
+        (dict(conductances=np.zeros((0, 8))), "conductances: empty"),
+        (dict(conductances=np.where(np.eye(8)[2] > 0, np.nan, STG_VECTOR)), r"conductances: 1 non-finite.*CaT"),
+        (dict(conductances=np.where(np.eye(8)[1] > 0, -1.0, STG_VECTOR)), r"conductances: .*negative.*Kd"),
+        (dict(conductances=[["a"] * 8]), "conductances: could not be read"),
+        (dict(dt=0.0), "dt: must be"),
+        (dict(dt=-0.1), "dt: must be"),
+        (dict(dt=float("nan")), "dt: must be"),
+        (dict(dt=0.07), "dt: duration .* not a whole number"),
+        (dict(duration=100.0, transient=100.0), "transient: must be shorter"),
+        (dict(duration=100.0, transient=200.0), "transient: must be shorter"),
+        (dict(transient=-1.0), "transient: must be"),
+        (dict(duration="long"), "duration: expected a number"),
+        (dict(i_app=[1.0, 2.0]), "i_app: expected"),
+        (dict(i_app=np.inf), "i_app: expected"),
+        (dict(noise_std=-1.0), "noise_std: must be"),
+        (dict(noise_std=1.0, dt=0.5, duration=1000.0), "dt: .* too coarse"),
+        (dict(noise_std=1.0, seed=-3), "seed: expected"),
+        (dict(record_voltage=True, sampling_interval=0.07), "sampling_interval: must be a whole multiple"),
+        (dict(chunk_size=0), "chunk_size"),
+    ],
+)
+def test_bad_input_names_the_argument(kwargs, match):
+    args = dict(conductances=STG_VECTOR, duration=200.0, transient=100.0)
+    args.update(kwargs)
+    with pytest.raises(InvalidInputError, match=match):
+        simulate("stg", **args)
+
+
+def test_unknown_model():
+    with pytest.raises(UnknownModelError, match="unknown model 'ca1'.*da, stg"):
+        simulate("ca1", STG_VECTOR)
+    with pytest.raises(InvalidInputError, match="model: expected a model name"):
+        simulate(3, STG_VECTOR)
+
+
+def test_zero_conductances_do_not_crash():
+    res = simulate("stg", np.zeros(8), duration=200.0, transient=100.0, i_app=0.0, record_voltage=True)
+    assert res.spike_counts[0] == 0
+    np.testing.assert_allclose(res.voltage, -70.0)
