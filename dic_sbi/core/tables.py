@@ -2,8 +2,8 @@
 
 The kernel knows nothing about STG or DA. It reads:
 
-- a rate table over a voltage grid: for every gate its steady state and its Rush–Larsen decay factor
-  ``exp(-dt / τ(V))`` (an instantaneous gate has decay 0); for an ERG scheme the exact one-step affine map of
+- a rate table over a voltage grid: for every gate its Rush–Larsen decay factor ``d = exp(-dt / τ(V))`` and
+  ``A = x_inf (1 - d)``, so that a step is ``x <- A + d x`` (an instantaneous gate has d = 0); for an ERG scheme the exact one-step affine map of
   the (o, i) pair at frozen V (equilibrium and 2×2 propagator ``expm(A dt)``);
 - the channel structure: which gates with which integer exponents, reversal potentials, calcium carriers;
 - the calcium constants.
@@ -28,8 +28,8 @@ from ..models.kinetics import ErgScheme
 __all__ = ["CompiledModel", "compile_model", "initial_state", "GATE_STANDARD", "GATE_CALCIUM", "GATE_ERG"]
 
 # Gate kinds understood by the kernel.
-GATE_STANDARD = 0  # x <- x_inf + (x - x_inf) * decay   (instantaneous gates have decay = 0)
-GATE_CALCIUM = 1  # same, with x_inf = σ(V) * Ca / (Ca + K)
+GATE_STANDARD = 0  # x <- A + d x with A = x_inf (1 - d), d = exp(-dt/τ)   (instantaneous gates: d = 0)
+GATE_CALCIUM = 1  # same, with A = σ(V) (1 - d) * Ca / (Ca + K)
 GATE_ERG = 2  # (o, i) <- s* + E (s - s*), six table columns
 
 V_MIN, V_MAX = -150.0, 100.0  # the table's voltage range; V is clamped into it for the lookup only
@@ -111,7 +111,8 @@ def compile_model(model: ConductanceModel, dt: float, table_step: float = DEFAUL
                 K.append(0.0)
             else:  # pragma: no cover - a model file with a gate type the kernel does not know
                 raise TypeError(f"unsupported gate type {type(gate).__name__}")
-            block = np.column_stack([x_inf, decay])
+            # x <- x_inf + (x - x_inf) d  is stored as  x <- A + d x  with A = x_inf (1 - d): one op less per step
+            block = np.column_stack([x_inf * (1.0 - decay), decay])
             n_states += 1
         columns.append(block)
         n_cols += block.shape[1]
