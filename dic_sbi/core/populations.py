@@ -21,6 +21,7 @@ number of threads; the compiled kernel runs over cells in parallel.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,8 +51,9 @@ DEFAULT_TOL = 1e-9
 VALID, NEGATIVE, SEED_FAILED, MOVE_FAILED, RESIDUAL = 0, 1, 2, 3, 4
 
 _BLOCK = 1024  # cells per parallel work item: scratch arrays are allocated once per block
-_MAX_ROUND = 4_000_000  # cells per kernel call: bounds the memory of one round of draws
-_MAX_HALVINGS = 12  # damped Newton: a step cut 2^12-fold without decrease means the draw has no solution nearby
+_CHUNK = 1 << 17  # draws per kernel call: scratch buffers are allocated once and reused
+_PAIR_CONSTANT, _PAIR_ONE_NONLINEAR, _PAIR_GENERAL = 0, 1, 2  # how a pair is solved (see _plan)
+_MAX_HALVINGS = 30  # damped Newton: a step cut 2^30-fold without decrease means the draw has no solution nearby
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,10 @@ class PopulationInfo:
 
 
 # -- compiled kernels ---------------------------------------------------------------------------------------
-# ``lin`` is the tuple of :func:`_lin_tuple`: (S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w, leak).
+# The DIC map is passed as explicit arrays (tuples of arrays would be unpacked, with reference counting, on
+# every call): S0 (3, n), ca_index, ca_power, ca_K (k,), ca_C (k, 3), ca_D (k,), ca_a, ca_b (n,), ca_beta, ca_w (3,).
+# ``base`` (5,) holds the part of the map that does not involve the unknowns: three raw DIC rows, Ca_inf and
+# dCa_inf/dV summed over the known conductances, so that a solve only re-evaluates the unknowns' terms.
 
 
 @numba.njit(cache=True, inline="always")
@@ -156,30 +161,25 @@ def _ipow(x, p):
 
 
 @numba.njit(cache=True)
-def _base(g, lin, unknowns, m, base):
-    """Contributions of every conductance except ``unknowns[:m]``: ``base = (raw_0, raw_1, raw_2, Ca, dCa)``.
-
-    Newton iterations only move the unknowns, so the rest of the DIC map is summed once per solve.
-    """
-    S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w, leak = lin
+def _partial_sums(g, unknowns, m, S0, ca_a, ca_b, ca_beta, base):
+    """``base`` = contributions of every conductance except ``unknowns[:m]``."""
     r0 = 0.0
     r1 = 0.0
     r2 = 0.0
     Ca = ca_beta
     dCa = 0.0
     for j in range(g.shape[0]):
-        skip = False
+        known = True
         for b in range(m):
             if unknowns[b] == j:
-                skip = True
-        if skip:
-            continue
-        gj = g[j]
-        r0 += S0[0, j] * gj
-        r1 += S0[1, j] * gj
-        r2 += S0[2, j] * gj
-        Ca += ca_a[j] * gj
-        dCa += ca_b[j] * gj
+                known = False
+        if known:
+            gj = g[j]
+            r0 += S0[0, j] * gj
+            r1 += S0[1, j] * gj
+            r2 += S0[2, j] * gj
+            Ca += ca_a[j] * gj
+            dCa += ca_b[j] * gj
     base[0] = r0
     base[1] = r1
     base[2] = r2
@@ -188,50 +188,74 @@ def _base(g, lin, unknowns, m, base):
 
 
 @numba.njit(cache=True)
-def _eval(g, lin, unknowns, m, base, want_jac, raw, J):
-    """``raw = gleak · DIC(g)`` from ``base`` (see :func:`_base`) and the unknowns' current values; with
-    ``want_jac``, also ``J[:, b] = ∂raw/∂g[unknowns[b]]`` for b < m."""
-    S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w, leak = lin
-    raw[0] = base[0]
-    raw[1] = base[1]
-    raw[2] = base[2]
+def _raw(g, unknowns, m, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, raw):
+    """``raw = gleak · DIC(g)`` (3,) from ``base`` and the unknowns' current values."""
+    r0 = base[0]
+    r1 = base[1]
+    r2 = base[2]
     Ca = base[3]
     dCa = base[4]
     for b in range(m):
         u = unknowns[b]
         gu = g[u]
-        raw[0] += S0[0, u] * gu
-        raw[1] += S0[1, u] * gu
-        raw[2] += S0[2, u] * gu
+        r0 += S0[0, u] * gu
+        r1 += S0[1, u] * gu
+        r2 += S0[2, u] * gu
         Ca += ca_a[u] * gu
         dCa += ca_b[u] * gu
-        if want_jac:
-            J[0, b] = S0[0, u]
-            J[1, b] = S0[1, u]
-            J[2, b] = S0[2, u]
+    for k in range(ca_index.shape[0]):
+        p = ca_power[k]
+        K = ca_K[k]
+        inv = 1.0 / (Ca + K)
+        rp1 = _ipow(Ca * inv, p - 1)  # r^(p-1), r(Ca) = Ca / (Ca + K)
+        gi = g[ca_index[k]]
+        a = gi * rp1 * Ca * inv  # g · r^p: voltage path
+        c = gi * p * rp1 * K * inv * inv * ca_D[k] * dCa  # g · ∂(r^p)/∂Ca · D · dCa/dV: calcium path
+        r0 += a * ca_C[k, 0] + c * ca_w[0]
+        r1 += a * ca_C[k, 1] + c * ca_w[1]
+        r2 += a * ca_C[k, 2] + c * ca_w[2]
+    raw[0] = r0
+    raw[1] = r1
+    raw[2] = r2
+
+
+@numba.njit(cache=True)
+def _jacobian(g, unknowns, m, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, J):
+    """``J[:, b] = ∂raw/∂g[unknowns[b]]`` (3, m) of the exact map, calcium terms included."""
+    Ca = base[3]
+    dCa = base[4]
+    for b in range(m):
+        u = unknowns[b]
+        gu = g[u]
+        Ca += ca_a[u] * gu
+        dCa += ca_b[u] * gu
+        J[0, b] = S0[0, u]
+        J[1, b] = S0[1, u]
+        J[2, b] = S0[2, u]
     for k in range(ca_index.shape[0]):
         i = ca_index[k]
         p = ca_power[k]
         K = ca_K[k]
         inv = 1.0 / (Ca + K)
-        x = Ca * inv  # r(Ca) = Ca / (Ca + K)
-        dr = K * inv * inv
+        x = Ca * inv
+        dr = K * inv * inv  # r'(Ca)
+        d2r = -2.0 * dr * inv  # r''(Ca)
         rp1 = _ipow(x, p - 1)
-        rp = rp1 * x
+        rp2 = _ipow(x, p - 2) if p >= 2 else 0.0
+        D = ca_D[k]
+        path = p * rp1 * dr * D  # ∂(r^p)/∂Ca · D
+        dpath = p * D * ((p - 1) * rp2 * dr * dr + rp1 * d2r)  # ∂path/∂Ca
+        dvolt = p * rp1 * dr  # ∂(r^p)/∂Ca
         gi = g[i]
-        path = p * rp1 * dr * ca_D[k]  # ∂(r^p)/∂Ca · D
         for r in range(3):
-            raw[r] += gi * (rp * ca_C[k, r] + path * dCa * ca_w[r])
-        if want_jac:
-            rp2 = _ipow(x, p - 2) if p >= 2 else 0.0
-            d2r = -2.0 * dr * inv
-            dpath = p * ca_D[k] * ((p - 1) * rp2 * dr * dr + rp1 * d2r)  # ∂path/∂Ca
+            col = rp1 * x * ca_C[k, r] + path * dCa * ca_w[r]  # the channel's own column
+            by_Ca = gi * (dvolt * ca_C[k, r] + dpath * dCa * ca_w[r])  # times ∂Ca/∂g_u = a_u
+            by_dCa = gi * path * ca_w[r]  # times ∂(dCa/dV)/∂g_u = b_u
             for b in range(m):
                 u = unknowns[b]
-                for r in range(3):
-                    col = rp * ca_C[k, r] + path * dCa * ca_w[r]
-                    dcol = (p * rp1 * dr * ca_C[k, r] + dpath * dCa * ca_w[r]) * ca_a[u] + path * ca_w[r] * ca_b[u]
-                    J[r, b] += gi * dcol + (col if u == i else 0.0)
+                J[r, b] += by_Ca * ca_a[u] + by_dCa * ca_b[u]
+                if u == i:
+                    J[r, b] += col
 
 
 @numba.njit(cache=True)
@@ -263,22 +287,30 @@ def _small_solve(J, rhs, m, x):
 
 
 @numba.njit(cache=True)
-def _newton(g, unknowns, row0, target, m, tol, max_iter, lin, base, raw, J, Jm, res, step, save):
-    """Damped Newton for ``raw[row0:row0+m] = target`` over ``g[unknowns]``, in place.
+def _newton(
+    g, unknowns, row0, target, m, tol, max_iter,
+    S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w, leak,
+    base, raw, J, Jm, res, step, save,
+):
+    """Damped Newton for ``raw[row0:row0+m] = target`` over ``g[unknowns[:m]]``, in place.
 
-    Returns True when ``max |DIC - target| <= tol`` (normalised by gleak). A draw whose iteration produces
-    non-finite values, cannot decrease the residual, or runs out of iterations has diverged (False).
+    True when ``max |DIC - target| <= tol`` (normalised by gleak) at a full evaluation of the map. A draw whose
+    iteration gives non-finite values, cannot decrease the residual by step halving, or runs out of iterations
+    has diverged (False).
     """
-    scale = 1.0 / g[lin[10]]
-    _base(g, lin, unknowns, m, base)
-    _eval(g, lin, unknowns, m, base, True, raw, J)
+    scale = 1.0 / g[leak]
+    _partial_sums(g, unknowns, m, S0, ca_a, ca_b, ca_beta, base)
+    _raw(g, unknowns, m, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, raw)
     err = 0.0
     for a in range(m):
         res[a] = target[a] - raw[row0 + a]
         err = max(err, abs(res[a]) * scale)
+    if not np.isfinite(err):
+        return False
     for _ in range(max_iter):
         if err <= tol:
             return True
+        _jacobian(g, unknowns, m, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, J)
         for a in range(m):
             for b in range(m):
                 Jm[a, b] = J[row0 + a, b]
@@ -292,7 +324,7 @@ def _newton(g, unknowns, row0, target, m, tol, max_iter, lin, base, raw, J, Jm, 
         for _ in range(_MAX_HALVINGS):
             for b in range(m):
                 g[unknowns[b]] = save[b] + lam * step[b]
-            _eval(g, lin, unknowns, m, base, True, raw, J)
+            _raw(g, unknowns, m, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, raw)
             new_err = 0.0
             for a in range(m):
                 res[a] = target[a] - raw[row0 + a]
@@ -307,34 +339,99 @@ def _newton(g, unknowns, row0, target, m, tol, max_iter, lin, base, raw, J, Jm, 
     return err <= tol
 
 
+@numba.njit(cache=True, inline="always")
+def _scalar_residual(xv, F0, F1, ax, bx, o, e, rho, wk, base, g, ca_index, ca_power, ca_K, ca_C, ca_D, want_slope):
+    """``F(x)`` (and ``F'(x)`` if ``want_slope``) of :func:`_solve_one_nonlinear`, closed-form."""
+    F = F0 + F1 * xv
+    dF = F1
+    Ca = base[3] + ax * xv
+    dCa = base[4] + bx * xv
+    for k in range(ca_index.shape[0]):
+        p = ca_power[k]
+        K = ca_K[k]
+        inv = 1.0 / (Ca + K)
+        r = Ca * inv
+        dr = K * inv * inv
+        rp1 = _ipow(r, p - 1)
+        gk = g[ca_index[k]]
+        Ck = ca_C[k, o] - rho * ca_C[k, e]
+        D = ca_D[k]
+        F += gk * (rp1 * r * Ck + p * rp1 * dr * D * dCa * wk)
+        if want_slope:
+            rp2 = _ipow(r, p - 2) if p >= 2 else 0.0
+            d2r = -2.0 * dr * inv
+            dF += gk * (
+                p * rp1 * dr * ax * Ck + p * D * wk * (((p - 1) * rp2 * dr * dr + rp1 * d2r) * ax * dCa + rp1 * dr * bx)
+            )
+    return F, dF
+
+
+@numba.njit(cache=True)
+def _solve_one_nonlinear(
+    g, unk, e, o, target_e, target_o, tol, max_iter,
+    S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w, leak, base, raw,
+):
+    """Solve rows (e, o) for the pair ``unk = (x, y)`` when only x enters Ca_inf and y has a constant column.
+
+    Row e is linear in y, so y is eliminated exactly and damped Newton runs on the scalar
+    ``F(x) = R_o(x, y(x))``, the residual of row o once row e holds, whose value and slope are closed-form.
+    Stopping and divergence rules are those of :func:`_newton`.
+    """
+    x = unk[0]
+    y = unk[1]
+    _partial_sums(g, unk, 2, S0, ca_a, ca_b, ca_beta, base)
+    rho = S0[o, y] / S0[e, y]
+    F0 = base[o] - target_o - rho * (base[e] - target_e)
+    F1 = S0[o, x] - rho * S0[e, x]
+    ax = ca_a[x]
+    bx = ca_b[x]
+    wk = ca_w[o] - rho * ca_w[e]
+    scale = 1.0 / g[leak]
+    xv = g[x]
+    F, dF = _scalar_residual(xv, F0, F1, ax, bx, o, e, rho, wk, base, g, ca_index, ca_power, ca_K, ca_C, ca_D, True)
+    err = abs(F) * scale
+    if not np.isfinite(err):
+        return False
+    converged = err <= tol
+    for _ in range(max_iter):
+        if converged or dF == 0.0:
+            break
+        step = -F / dF
+        accepted = False
+        for _ in range(_MAX_HALVINGS):
+            # The slope comes with the trial value: an accepted trial is the next iterate.
+            Ft, dFt = _scalar_residual(
+                xv + step, F0, F1, ax, bx, o, e, rho, wk, base, g, ca_index, ca_power, ca_K, ca_C, ca_D, True
+            )
+            if np.isfinite(Ft) and abs(Ft) * scale < err:
+                accepted = True
+                break
+            step *= 0.5
+        if not accepted:
+            return False
+        xv += step
+        F, dF = Ft, dFt
+        err = abs(F) * scale
+        converged = err <= tol
+    if not converged:
+        return False
+    # y from row e: everything but y's own (constant) term, then divide.
+    g[x] = xv
+    _raw(g, unk, 1, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, raw)
+    g[y] = (target_e - raw[e]) / S0[e, y]
+    return np.isfinite(g[y])
+
+
 @numba.njit(parallel=True, cache=True)
 def _population_kernel(
-    gleak,
-    uniforms,
-    cell_target,
-    targets,
-    target_pair,
-    free_index,
-    free_low,
-    free_high,
-    fixed_index,
-    fixed_value,
-    reference_leak,
-    seed_index,
-    seed_target,
-    seed_constant,
-    seed_inverse,
-    pairs,
-    pair_constant,
-    pair_inverse,
-    tol,
-    max_iter,
-    lin,
-    out,
-    status,
+    gleak, uniforms, cell_target, targets, target_pair,
+    free_index, free_low, free_high, fixed_index, fixed_value, reference_leak,
+    seed_index, seed_target, seed_constant, seed_inverse, pairs, pair_mode, pair_inverse, pair_rows,
+    tol, max_iter,
+    S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w, leak,
+    out, status,
 ):
     N, n = out.shape
-    leak = lin[10]
     n_blocks = (N + _BLOCK - 1) // _BLOCK
     for blk in numba.prange(n_blocks):
         raw = np.empty(3)
@@ -362,13 +459,18 @@ def _population_kernel(
                 tgt[a] = seed_target[a] * gl
             if seed_constant:
                 # Constant Jacobian columns: one exact solve with the precomputed inverse.
-                _base(g, lin, unk, 0, base)
-                _eval(g, lin, unk, 0, base, False, raw, J)
+                _partial_sums(g, unk, 0, S0, ca_a, ca_b, ca_beta, base)
+                _raw(g, unk, 0, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, raw)
+                r0 = tgt[0] - raw[0]
+                r1 = tgt[1] - raw[1]
+                r2 = tgt[2] - raw[2]
                 for a in range(3):
-                    res[a] = tgt[a] - raw[a]
-                for a in range(3):
-                    g[seed_index[a]] = seed_inverse[a, 0] * res[0] + seed_inverse[a, 1] * res[1] + seed_inverse[a, 2] * res[2]
-            elif not _newton(g, seed_index, 0, tgt, 3, tol, max_iter, lin, base, raw, J, Jm, res, step, save):
+                    g[seed_index[a]] = seed_inverse[a, 0] * r0 + seed_inverse[a, 1] * r1 + seed_inverse[a, 2] * r2
+            elif not _newton(
+                g, seed_index, 0, tgt, 3, tol, max_iter,
+                S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w, leak,
+                base, raw, J, Jm, res, step, save,
+            ):
                 status[c] = SEED_FAILED
                 continue
             # Stage 2: move (g_s, g_u) to the target with the chosen pair.
@@ -378,26 +480,46 @@ def _population_kernel(
             unk[1] = pairs[p, 1]
             tgt[0] = targets[t, 0] * gl
             tgt[1] = targets[t, 1] * gl
-            if pair_constant[p]:
+            mode = pair_mode[p]
+            if mode == _PAIR_CONSTANT:
                 if seed_constant:
                     # The seed hit (g_s, g_u) = seed target exactly, so the residual is known without evaluating.
-                    res[0] = tgt[0] - seed_target[1] * gl
-                    res[1] = tgt[1] - seed_target[2] * gl
+                    r1 = tgt[0] - seed_target[1] * gl
+                    r2 = tgt[1] - seed_target[2] * gl
                 else:
-                    _base(g, lin, unk, 0, base)
-                    _eval(g, lin, unk, 0, base, False, raw, J)
-                    res[0] = tgt[0] - raw[1]
-                    res[1] = tgt[1] - raw[2]
-                g[unk[0]] += pair_inverse[p, 0, 0] * res[0] + pair_inverse[p, 0, 1] * res[1]
-                g[unk[1]] += pair_inverse[p, 1, 0] * res[0] + pair_inverse[p, 1, 1] * res[1]
-            elif not _newton(g, unk, 1, tgt, 2, tol, max_iter, lin, base, raw, J, Jm, res, step, save):
+                    _partial_sums(g, unk, 0, S0, ca_a, ca_b, ca_beta, base)
+                    _raw(g, unk, 0, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, raw)
+                    r1 = tgt[0] - raw[1]
+                    r2 = tgt[1] - raw[2]
+                g[unk[0]] += pair_inverse[p, 0, 0] * r1 + pair_inverse[p, 0, 1] * r2
+                g[unk[1]] += pair_inverse[p, 1, 0] * r1 + pair_inverse[p, 1, 1] * r2
+                # Independent check of the one-step solves (Newton checks its own last full evaluation).
+                _partial_sums(g, unk, 0, S0, ca_a, ca_b, ca_beta, base)
+                _raw(g, unk, 0, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, raw)
+                if not (abs(raw[1] / gl - targets[t, 0]) <= tol and abs(raw[2] / gl - targets[t, 1]) <= tol):
+                    status[c] = RESIDUAL
+                    continue
+            elif mode == _PAIR_ONE_NONLINEAR:
+                e = pair_rows[p, 0]
+                o = pair_rows[p, 1]
+                if not _solve_one_nonlinear(
+                    g, unk, e, o, tgt[e - 1], tgt[o - 1], tol, max_iter,
+                    S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w, leak, base, raw,
+                ):
+                    status[c] = MOVE_FAILED
+                    continue
+                # Full evaluation of the accepted cell.
+                _partial_sums(g, unk, 0, S0, ca_a, ca_b, ca_beta, base)
+                _raw(g, unk, 0, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, raw)
+                if not (abs(raw[1] / gl - targets[t, 0]) <= tol and abs(raw[2] / gl - targets[t, 1]) <= tol):
+                    status[c] = RESIDUAL
+                    continue
+            elif not _newton(
+                g, unk, 1, tgt, 2, tol, max_iter,
+                S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w, leak,
+                base, raw, J, Jm, res, step, save,
+            ):
                 status[c] = MOVE_FAILED
-                continue
-            # Independent check of every accepted cell.
-            _base(g, lin, unk, 0, base)
-            _eval(g, lin, unk, 0, base, False, raw, J)
-            if not (abs(raw[1] / gl - targets[t, 0]) <= tol and abs(raw[2] / gl - targets[t, 1]) <= tol):
-                status[c] = RESIDUAL
                 continue
             negative = False
             for j in range(n):
@@ -407,7 +529,11 @@ def _population_kernel(
 
 
 @numba.njit(parallel=True, cache=True)
-def _recover_kernel(cells, cell_pair, pairs, seed_target, tol, max_iter, lin, seed_values, log_det, ok):
+def _recover_kernel(
+    cells, cell_pair, pairs, seed_target, tol, max_iter,
+    S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w, leak,
+    seed_values, log_det, ok,
+):
     """Invert the move stage: the seed values of the pair and ``log |det ∂(g_s, g_u)/∂ḡ_pair|``.
 
     The seed differs from the final cell only in the pair, and satisfies the three seed equations, so the two
@@ -415,7 +541,6 @@ def _recover_kernel(cells, cell_pair, pairs, seed_target, tol, max_iter, lin, se
     sampler produces. Gauss-Newton; ``ok`` is False when the least-squares residual does not vanish.
     """
     N, n = cells.shape
-    leak = lin[10]
     for c in numba.prange(N):
         g = cells[c].copy()
         raw = np.empty(3)
@@ -425,15 +550,16 @@ def _recover_kernel(cells, cell_pair, pairs, seed_target, tol, max_iter, lin, se
         rhs = np.empty(3)
         step = np.empty(3)
         save = np.empty(2)
+        res = np.empty(3)
         unk = pairs[cell_pair[c]]
         gl = g[leak]
         # Jacobian of the final cell's (g_s, g_u) with respect to the pair (normalised DICs).
-        _base(g, lin, unk, 2, base)
-        _eval(g, lin, unk, 2, base, True, raw, J)
+        _partial_sums(g, unk, 2, S0, ca_a, ca_b, ca_beta, base)
+        _jacobian(g, unk, 2, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, J)
         det = (J[1, 0] * J[2, 1] - J[1, 1] * J[2, 0]) / (gl * gl)
         log_det[c] = np.log(abs(det)) if det != 0.0 else -np.inf
+        _raw(g, unk, 2, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, raw)
         err = 0.0
-        res = np.empty(3)
         for a in range(3):
             res[a] = seed_target[a] * gl - raw[a]
             err = max(err, abs(res[a]) / gl)
@@ -441,6 +567,7 @@ def _recover_kernel(cells, cell_pair, pairs, seed_target, tol, max_iter, lin, se
         for _ in range(max_iter):
             if converged:
                 break
+            _jacobian(g, unk, 2, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, J)
             # Normal equations of the 3 × 2 least-squares step.
             for a in range(2):
                 rhs[a] = J[0, a] * res[0] + J[1, a] * res[1] + J[2, a] * res[2]
@@ -456,7 +583,7 @@ def _recover_kernel(cells, cell_pair, pairs, seed_target, tol, max_iter, lin, se
             for _ in range(_MAX_HALVINGS):
                 g[unk[0]] = save[0] + lam * step[0]
                 g[unk[1]] = save[1] + lam * step[1]
-                _eval(g, lin, unk, 2, base, True, raw, J)
+                _raw(g, unk, 2, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, raw)
                 new_err = 0.0
                 for a in range(3):
                     res[a] = seed_target[a] * gl - raw[a]
@@ -474,15 +601,16 @@ def _recover_kernel(cells, cell_pair, pairs, seed_target, tol, max_iter, lin, se
         ok[c] = converged
 
 
-@numba.njit(parallel=True, cache=True)
-def _compact(cells, status, starts, counts, need, out, filled):
-    """Copy the first ``need[t]`` valid cells of each target's block of draws into ``out[t, filled[t]:]``."""
-    T = starts.shape[0]
-    for t in numba.prange(T):
+@numba.njit(cache=True)
+def _compact(cells, status, ids, starts, counts, n, out, filled):
+    """Append the valid cells of each target's segment ``[starts[i], starts[i] + counts[i])`` of ``cells`` to
+    ``out[ids[i]]``, in draw order, until the target holds ``n`` cells."""
+    # Serial: it only copies memory, and a parallel region per chunk costs more than it saves.
+    for i in range(ids.shape[0]):
+        t = ids[i]
         k = filled[t]
-        stop = filled[t] + need[t]
-        for c in range(starts[t], starts[t] + counts[t]):
-            if k >= stop:
+        for c in range(starts[i], starts[i] + counts[i]):
+            if k >= n:
                 break
             if status[c] == VALID:
                 for j in range(cells.shape[1]):
@@ -499,8 +627,9 @@ class _Plan:
     lin_tuple: tuple
     seed_constant: bool
     seed_inverse: Array
-    pair_constant: NDArray[np.bool_]
+    pair_mode: NDArray[np.intp]
     pair_inverse: Array
+    pair_rows: NDArray[np.intp]
 
 
 def _plan(model: ConductanceModel, calcium_path_tau: CalciumPathTau) -> _Plan:
@@ -513,19 +642,35 @@ def _plan(model: ConductanceModel, calcium_path_tau: CalciumPathTau) -> _Plan:
     seed_inverse = np.zeros((3, 3))
     if seed_constant:
         seed_inverse = _inverse(lin.S0[:, seed.seed_index], model, "seed_solve")
-    pair_constant = constant[seed.pairs].all(axis=1)
-    pair_inverse = np.zeros((len(seed.pairs), 2, 2))
+    # Each pair is solved the cheapest exact way its structure allows: a precomputed inverse when both columns
+    # are constant; a scalar Newton when one unknown moves Ca_inf and the other has a constant column (which is
+    # then eliminated, see _solve_one_nonlinear); a 2-D Newton otherwise. ``pairs`` is reordered so that the
+    # calcium unknown comes first.
+    pairs = seed.pairs.copy()
+    pair_mode = np.full(len(pairs), _PAIR_GENERAL, dtype=np.intp)
+    pair_inverse = np.zeros((len(pairs), 2, 2))
+    pair_rows = np.zeros((len(pairs), 2), dtype=np.intp)
+    calcium_gated = np.zeros(model.n_conductances, dtype=bool)
+    calcium_gated[lin.ca_index] = True
     for p, cols in enumerate(seed.pairs):
-        if pair_constant[p]:
+        if constant[cols].all():
+            pair_mode[p] = _PAIR_CONSTANT
             pair_inverse[p] = _inverse(lin.S0[1:, cols], model, f"compensating pair {seed.pair_names[p]}")
+        elif constant[cols].sum() == 1 and not calcium_gated[cols].any():
+            x, y = (cols[1], cols[0]) if constant[cols[0]] else (cols[0], cols[1])
+            pairs[p] = (x, y)
+            e = 1 if abs(lin.S0[1, y]) >= abs(lin.S0[2, y]) else 2  # eliminate y with its better-conditioned row
+            pair_rows[p] = (e, 3 - e)
+            pair_mode[p] = _PAIR_ONE_NONLINEAR
     return _Plan(
         model=model,
-        seed=seed,
+        seed=dataclasses.replace(seed, pairs=pairs),
         lin_tuple=_lin_tuple(lin, seed.leak),
         seed_constant=seed_constant,
         seed_inverse=seed_inverse,
-        pair_constant=pair_constant,
+        pair_mode=pair_mode,
         pair_inverse=pair_inverse,
+        pair_rows=pair_rows,
     )
 
 
@@ -575,8 +720,8 @@ def _run_kernel(
     out = np.empty((N, plan.model.n_conductances))
     status = np.empty(N, dtype=np.int8)
     _population_kernel(
-        gleak,
-        np.ascontiguousarray(uniforms),
+        np.ascontiguousarray(gleak, dtype=float),
+        np.ascontiguousarray(uniforms, dtype=float),
         cell_target,
         np.ascontiguousarray(targets, dtype=float),
         target_pair,
@@ -591,11 +736,12 @@ def _run_kernel(
         plan.seed_constant,
         plan.seed_inverse,
         s.pairs,
-        plan.pair_constant,
+        plan.pair_mode,
         plan.pair_inverse,
+        plan.pair_rows,
         float(tol),
         int(max_iter),
-        plan.lin_tuple,
+        *plan.lin_tuple,
         out,
         status,
     )
@@ -647,27 +793,54 @@ def _choose_pairs(model: ConductanceModel, seed: SeedDistribution, g_s: Array, g
     raise InvalidInputError(f"pair: expected None (the model's rule) or a pair of conductance names, got {pair!r}")
 
 
-def sample_draws(
-    model: ConductanceModel,
-    targets: Array,
-    target_pair: NDArray[np.intp],
-    draws_per_target: NDArray[np.int64],
-    rng: np.random.Generator,
-    *,
-    calcium_path_tau: CalciumPathTau = "model",
-    tol: float = DEFAULT_TOL,
-    max_iter: int = 30,
-    plan: _Plan | None = None,
-) -> tuple[Array, NDArray[np.int8]]:
-    """Run ``draws_per_target[t]`` independent draws for each target (cells laid out target by target).
+class _ChunkRunner:
+    """Runs the kernel over a round of draws in fixed-size chunks with reused buffers.
 
-    Internal building block of :func:`degenerate_population` and the reachability map.
+    Fresh memory is expensive to touch (page faults), and a chunk that fits in cache is cheap to compact, so
+    draws, cells and status codes live in buffers of ``_CHUNK`` cells allocated once per call.
     """
-    plan = plan or _plan(model, calcium_path_tau)
-    N = int(draws_per_target.sum())
-    gleak, uniforms = _draw_free(plan.seed, rng, N)
-    cell_target = np.repeat(np.arange(targets.shape[0], dtype=np.intp), draws_per_target)
-    return _run_kernel(plan, gleak, uniforms, cell_target, targets, target_pair, tol=tol, max_iter=max_iter)
+
+    def __init__(self, plan: _Plan, targets: Array, target_pair: NDArray[np.intp], *, tol: float, max_iter: int):
+        self.plan, self.targets, self.target_pair = plan, np.ascontiguousarray(targets, dtype=float), target_pair
+        self.tol, self.max_iter = tol, max_iter
+        n_free = plan.seed.free_index.size
+        self.gleak = np.empty(_CHUNK)
+        self.uniforms = np.empty((_CHUNK, n_free))
+        self.cells = np.empty((_CHUNK, plan.model.n_conductances))
+        self.status = np.empty(_CHUNK, dtype=np.int8)
+
+    def run(self, want: NDArray[np.int64], rng: np.random.Generator, on_chunk) -> None:
+        """Draw ``want[t]`` cells for each target t (in target order) and call
+        ``on_chunk(ids, starts, counts, cells, status)`` for each chunk, segments given per target id."""
+        sd, plan = self.plan.seed, self.plan
+        ends = np.cumsum(want)
+        begins = ends - want
+        total = int(ends[-1]) if ends.size else 0
+        for c0 in range(0, total, _CHUNK):
+            c1 = min(total, c0 + _CHUNK)
+            m = c1 - c0
+            ids = np.arange(np.searchsorted(ends, c0, side="right"), np.searchsorted(begins, c1, side="left"))
+            ids = ids[want[ids] > 0]
+            starts = np.maximum(begins[ids], c0) - c0
+            counts = np.minimum(ends[ids], c1) - c0 - starts
+            gleak, uniforms = self.gleak[:m], self.uniforms[:m]
+            rng.standard_gamma(sd.gamma_shape, out=gleak)
+            gleak *= sd.gamma_scale
+            rng.random(out=uniforms)
+            cells, status = self.cells[:m], self.status[:m]
+            _population_kernel(
+                gleak, uniforms, np.repeat(ids, counts).astype(np.intp), self.targets, self.target_pair,
+                sd.free_index, sd.free_low, sd.free_high, sd.fixed_index, sd.fixed_value, sd.reference_leak,
+                sd.seed_index, sd.seed_target, plan.seed_constant, plan.seed_inverse,
+                sd.pairs, plan.pair_mode, plan.pair_inverse, plan.pair_rows,
+                float(self.tol), int(self.max_iter), *plan.lin_tuple, cells, status,
+            )
+            on_chunk(ids, starts, counts, cells, status)
+
+
+def _segment_sums(values: NDArray, starts: NDArray[np.int64], counts: NDArray[np.int64]) -> NDArray[np.int64]:
+    cum = np.concatenate([[0], np.cumsum(values)])
+    return cum[starts + counts] - cum[starts]
 
 
 def degenerate_population(
@@ -743,10 +916,16 @@ def degenerate_population(
     target_pair = _choose_pairs(model, plan.seed, g_s_arr, g_u_arr, pair).ravel()
     T = targets.shape[0]
 
-    out = np.full((T, n, model.n_conductances), np.nan)
+    out = np.empty((T, n, model.n_conductances))
     filled = np.zeros(T, dtype=np.int64)
     drawn = np.zeros(T, dtype=np.int64)
     valid = np.zeros(T, dtype=np.int64)
+    runner = _ChunkRunner(plan, targets, target_pair, tol=tol, max_iter=max_iter)
+
+    def on_chunk(ids, starts, counts, cells, status):
+        valid[ids] += _segment_sums(status == VALID, starts, counts)
+        _compact(cells, status, ids, starts, counts, n, out, filled)
+
     while True:
         need = n - filled
         active = (need > 0) & (drawn < max_draws)
@@ -756,17 +935,8 @@ def degenerate_population(
         rate = (valid + 1.0) / (drawn + 1.0)
         want = np.ceil(need / rate + 4.0 * np.sqrt(need / rate) + 16.0).astype(np.int64)
         want = np.where(active, np.minimum(want, max_draws - drawn), 0)
-        # Bound one round's memory; the remaining targets go in the next round (the order of draws is fixed).
-        cum = np.cumsum(want)
-        if cum[-1] > _MAX_ROUND:
-            keep = cum - want < _MAX_ROUND
-            want = np.where(keep, np.minimum(want, np.maximum(_MAX_ROUND - (cum - want), 1)), 0)
-        cells, status = sample_draws(model, targets, target_pair, want, rng, tol=tol, max_iter=max_iter, plan=plan)
-        starts = np.concatenate([[0], np.cumsum(want)[:-1]]).astype(np.int64)
-        ok_cum = np.concatenate([[0], np.cumsum(status == VALID)])
-        valid += ok_cum[starts + want] - ok_cum[starts]
+        runner.run(want, rng, on_chunk)
         drawn += want
-        _compact(cells, status, starts, want, need * (want > 0), out, filled)
 
     reach = valid / np.maximum(drawn, 1)
     failed = filled < n
@@ -832,28 +1002,9 @@ def _density_parts(
         targets = lin.raw(g)[:, 1:] / gl[:, None]
     finite = np.isfinite(targets).all(axis=1) & (gl > 0) & (g >= 0).all(axis=1)
     targets = np.where(finite[:, None], targets, 0.0)
-    cell_pair = _choose_pairs(model, sd, targets[:, 0], targets[:, 1], pair)
-
-    seed_values = np.empty((N, 2))
-    log_det = np.empty(N)
-    recovered = np.empty(N, dtype=np.bool_)
     safe = np.where(finite[:, None], g, 1.0)
-    _recover_kernel(safe, cell_pair, sd.pairs, sd.seed_target, 1e-7, max_iter, plan.lin_tuple, seed_values, log_det, recovered)
-    seeds = safe.copy()
-    rows = np.arange(N)
-    seeds[rows, sd.pairs[cell_pair, 0]] = seed_values[:, 0]
-    seeds[rows, sd.pairs[cell_pair, 1]] = seed_values[:, 1]
-
-    # Free draws z = (gleak, free conductances at their seed values); fixed conductances must match exactly.
     scale = np.where(finite, gl, 1.0) / sd.reference_leak
-    free = seeds[:, sd.free_index] / scale[:, None]
     width = sd.free_high - sd.free_low
-    slack = 1e-9 * np.maximum(np.abs(sd.free_high), 1.0)
-    in_range = ((free >= sd.free_low - slack) & (free <= sd.free_high + slack)).all(axis=1)
-    fixed_ok = np.isclose(
-        seeds[:, sd.fixed_index], sd.fixed_value * scale[:, None], rtol=support_rtol, atol=0.0
-    ).all(axis=1)
-    uniforms = np.clip((free - sd.free_low) / width, 0.0, 1.0)
     with np.errstate(divide="ignore"):
         log_gamma = (
             (sd.gamma_shape - 1.0) * np.log(np.where(finite, gl, 1.0))
@@ -863,24 +1014,54 @@ def _density_parts(
         )
     log_p_free = log_gamma - np.sum(np.log(width)) - sd.free_index.size * np.log(scale)
 
-    # Exact support check: re-running the sampler on the recovered draws must give back the same cell (this
-    # also rejects the other root of the calcium equation, which the sampler does not produce).
-    candidates = finite & recovered & in_range & fixed_ok
-    on_support = np.zeros(N, dtype=np.bool_)
-    idx = np.flatnonzero(candidates)
-    if idx.size:
-        rerun, status = _run_kernel(
-            plan,
-            np.ascontiguousarray(gl[idx]),
-            uniforms[idx],
-            np.arange(idx.size, dtype=np.intp),
-            targets[idx],
-            cell_pair[idx],
-            tol=tol,
-            max_iter=max_iter,
+    def attempt(cell_pair: NDArray[np.intp]) -> tuple[Array, Array, NDArray[np.bool_]]:
+        seed_values = np.empty((N, 2))
+        log_det = np.empty(N)
+        recovered = np.empty(N, dtype=np.bool_)
+        _recover_kernel(
+            safe, cell_pair, sd.pairs, sd.seed_target, 1e-7, max_iter, *plan.lin_tuple, seed_values, log_det, recovered
         )
-        same = np.all(np.abs(rerun - g[idx]) <= support_rtol * np.maximum(np.abs(g[idx]), gl[idx, None]), axis=1)
-        on_support[idx] = (status == VALID) & same
+        seeds = safe.copy()
+        rows = np.arange(N)
+        seeds[rows, sd.pairs[cell_pair, 0]] = seed_values[:, 0]
+        seeds[rows, sd.pairs[cell_pair, 1]] = seed_values[:, 1]
+        # Free draws z = (gleak, free conductances at their seed values); fixed conductances must match.
+        free = seeds[:, sd.free_index] / scale[:, None]
+        slack = 1e-9 * np.maximum(np.abs(sd.free_high), 1.0)
+        in_range = ((free >= sd.free_low - slack) & (free <= sd.free_high + slack)).all(axis=1)
+        fixed_ok = np.isclose(seeds[:, sd.fixed_index], sd.fixed_value * scale[:, None], rtol=support_rtol, atol=0.0)
+        uniforms = np.clip((free - sd.free_low) / width, 0.0, 1.0)
+        # Exact support check: re-running the sampler on the recovered draws must give back the same cell (this
+        # also rejects the other root of the calcium equation, which the sampler does not produce).
+        on_support = np.zeros(N, dtype=np.bool_)
+        idx = np.flatnonzero(finite & recovered & in_range & fixed_ok.all(axis=1))
+        if idx.size:
+            rerun, status = _run_kernel(
+                plan, gl[idx], uniforms[idx], np.arange(idx.size, dtype=np.intp), targets[idx], cell_pair[idx],
+                tol=tol, max_iter=max_iter,
+            )
+            same = np.all(np.abs(rerun - g[idx]) <= support_rtol * np.maximum(np.abs(g[idx]), gl[idx, None]), axis=1)
+            on_support[idx] = (status == VALID) & same
+        return seeds, log_det, on_support
+
+    cell_pair = _choose_pairs(model, sd, targets[:, 0], targets[:, 1], pair)
+    seeds, log_det, on_support = attempt(cell_pair)
+    if pair is None:
+        # A cell made for a target on a line where the rule switches pair has DICs a rounding error away from
+        # it: also try every pair the rule picks within a tiny neighbourhood of the cell's DICs.
+        delta = 1e-7 * np.maximum(1.0, np.abs(targets))
+        tried = [cell_pair]
+        for ds, du in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)):
+            alt = _choose_pairs(model, sd, targets[:, 0] + ds * delta[:, 0], targets[:, 1] + du * delta[:, 1], None)
+            retry = ~on_support & finite & np.all([alt != t for t in tried], axis=0)
+            if not retry.any():
+                continue
+            tried.append(alt)
+            trial_pair = np.where(retry, alt, cell_pair)
+            s2, d2, ok2 = attempt(trial_pair)
+            take = retry & ok2
+            cell_pair = np.where(take, alt, cell_pair)
+            seeds[take], log_det[take], on_support[take] = s2[take], d2[take], True
     return _DensityParts(
         targets=targets,
         pair=cell_pair,

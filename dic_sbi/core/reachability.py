@@ -19,13 +19,13 @@ from .dics import CalciumPathTau
 from .populations import (
     DEFAULT_TOL,
     VALID,
+    _ChunkRunner,
     _as_rng,
     _check_positive_int,
     _check_targets,
     _choose_pairs,
-    _draw_free,
     _plan,
-    _run_kernel,
+    _segment_sums,
 )
 
 __all__ = ["ReachabilityMap", "reachability", "reachability_map"]
@@ -73,10 +73,15 @@ class ReachabilityMap:
 def _fractions(model, plan, g_s, g_u, pair_idx, n_draws, rng, tol, max_iter):
     targets = np.stack([g_s.ravel(), g_u.ravel()], axis=-1)
     T = targets.shape[0]
-    gleak, uniforms = _draw_free(plan.seed, rng, T * n_draws)
-    cell_target = np.repeat(np.arange(T, dtype=np.intp), n_draws)
-    _, status = _run_kernel(plan, gleak, uniforms, cell_target, targets, pair_idx.ravel(), tol=tol, max_iter=max_iter)
-    return (status == VALID).reshape(T, n_draws).mean(axis=1).reshape(g_s.shape)
+    valid = np.zeros(T, dtype=np.int64)
+
+    def on_chunk(ids, starts, counts, cells, status):
+        valid[ids] += _segment_sums(status == VALID, starts, counts)
+
+    _ChunkRunner(plan, targets, pair_idx.ravel(), tol=tol, max_iter=max_iter).run(
+        np.full(T, n_draws, dtype=np.int64), rng, on_chunk
+    )
+    return (valid / n_draws).reshape(g_s.shape)
 
 
 def reachability(
