@@ -50,7 +50,8 @@ DEFAULT_TOL = 1e-9
 # Status codes of a draw.
 VALID, NEGATIVE, SEED_FAILED, MOVE_FAILED, RESIDUAL = 0, 1, 2, 3, 4
 
-_BLOCK = 1024  # cells per parallel work item: scratch arrays are allocated once per block
+_BLOCK = 256  # cells per parallel work item, processed together in vectorised loops
+_FAST_ITERATIONS = 8  # undamped Newton steps of the block fast path before a cell goes to the damped solver
 _CHUNK = 1 << 17  # draws per kernel call: scratch buffers are allocated once and reused
 _PAIR_CONSTANT, _PAIR_ONE_NONLINEAR, _PAIR_GENERAL = 0, 1, 2  # how a pair is solved (see _plan)
 _MAX_HALVINGS = 30  # damped Newton: a step cut 2^30-fold without decrease means the draw has no solution nearby
@@ -422,6 +423,140 @@ def _solve_one_nonlinear(
     return np.isfinite(g[y])
 
 
+# Vectorised block code: cells of a block are processed together, structure-of-arrays (``G[j, i]`` is
+# conductance j of cell i), in element-wise loops the compiler turns into SIMD instructions. The per-cell solvers
+# above are the fallback for the cells the block fast path leaves unconverged, and for structures it does not
+# cover.
+
+
+@numba.njit(cache=True)
+def _block_sums(G, i0, i1, skip0, skip1, S0, ca_a, ca_b, ca_beta, r0, r1, r2, Ca, dCa):
+    """Raw DIC rows, Ca_inf and dCa_inf/dV of cells ``i0:i1`` summed over conductances other than skip0, skip1."""
+    for i in range(i0, i1):
+        r0[i] = 0.0
+        r1[i] = 0.0
+        r2[i] = 0.0
+        Ca[i] = ca_beta
+        dCa[i] = 0.0
+    for j in range(G.shape[0]):
+        if j == skip0 or j == skip1:
+            continue
+        s0 = S0[0, j]
+        s1 = S0[1, j]
+        s2 = S0[2, j]
+        aj = ca_a[j]
+        bj = ca_b[j]
+        for i in range(i0, i1):
+            gj = G[j, i]
+            r0[i] += s0 * gj
+            r1[i] += s1 * gj
+            r2[i] += s2 * gj
+            Ca[i] += aj * gj
+            dCa[i] += bj * gj
+
+
+@numba.njit(cache=True)
+def _block_calcium_terms(G, i0, i1, ca_index, ca_power, ca_K, ca_C, ca_D, ca_w, Ca, dCa, r0, r1, r2, t_r, t_pow):
+    """Add the calcium-gated channels' terms, at the given Ca_inf and dCa_inf/dV, to the raw rows."""
+    for k in range(ca_index.shape[0]):
+        p = ca_power[k]
+        K = ca_K[k]
+        gi = ca_index[k]
+        D = ca_D[k]
+        for i in range(i0, i1):
+            t_r[i] = Ca[i] / (Ca[i] + K)
+            t_pow[i] = 1.0
+        for _ in range(p - 1):
+            for i in range(i0, i1):
+                t_pow[i] *= t_r[i]  # r^(p-1)
+        c0, c1, c2 = ca_C[k, 0], ca_C[k, 1], ca_C[k, 2]
+        w0, w1, w2 = ca_w[0], ca_w[1], ca_w[2]
+        for i in range(i0, i1):
+            inv = 1.0 / (Ca[i] + K)
+            volt = G[gi, i] * t_pow[i] * t_r[i]
+            calc = G[gi, i] * p * t_pow[i] * K * inv * inv * D * dCa[i]
+            r0[i] += volt * c0 + calc * w0
+            r1[i] += volt * c1 + calc * w1
+            r2[i] += volt * c2 + calc * w2
+
+
+@numba.njit(cache=True)
+def _block_scalar_newton(
+    G, gl, i0, i1, x, y, e, o, t_e, t_o, tol, n_iter,
+    S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w,
+    b0, b1, b2, Ca0, dCa0, xv, F, dF, t_r, t_pow, t_pow2, done,
+):
+    """Undamped scalar Newton of :func:`_solve_one_nonlinear` for cells ``i0:i1`` at once, from their seed values.
+
+    ``done[i]`` is True where ``|F| / gleak <= tol`` after at most ``n_iter`` steps; ``xv`` then holds x and
+    ``G[y]`` is set from row e. The other cells are left to the per-cell damped solver.
+    """
+    _block_sums(G, i0, i1, x, y, S0, ca_a, ca_b, ca_beta, b0, b1, b2, Ca0, dCa0)
+    rho = S0[o, y] / S0[e, y]
+    F1 = S0[o, x] - rho * S0[e, x]
+    ax = ca_a[x]
+    bx = ca_b[x]
+    wk = ca_w[o] - rho * ca_w[e]
+    for i in range(i0, i1):
+        xv[i] = G[x, i]
+    for it in range(n_iter + 1):
+        for i in range(i0, i1):
+            Be = b1[i] if e == 1 else b2[i]
+            Bo = b1[i] if o == 1 else b2[i]
+            F[i] = (Bo - t_o * gl[i]) - rho * (Be - t_e * gl[i]) + F1 * xv[i]
+            dF[i] = F1
+        for k in range(ca_index.shape[0]):
+            p = ca_power[k]
+            K = ca_K[k]
+            gk = ca_index[k]
+            D = ca_D[k]
+            Ck = ca_C[k, o] - rho * ca_C[k, e]
+            for i in range(i0, i1):
+                t_r[i] = (Ca0[i] + ax * xv[i]) / (Ca0[i] + ax * xv[i] + K)
+                t_pow[i] = 1.0
+                t_pow2[i] = 1.0
+            for _ in range(p - 1):
+                for i in range(i0, i1):
+                    t_pow[i] *= t_r[i]  # r^(p-1)
+            for _ in range(p - 2):
+                for i in range(i0, i1):
+                    t_pow2[i] *= t_r[i]  # r^(p-2)
+            for i in range(i0, i1):
+                c = Ca0[i] + ax * xv[i]
+                dc = dCa0[i] + bx * xv[i]
+                inv = 1.0 / (c + K)
+                dr = K * inv * inv
+                d2r = -2.0 * dr * inv
+                rp1 = t_pow[i]
+                rp2 = t_pow2[i] if p >= 2 else 0.0
+                g = G[gk, i]
+                F[i] += g * (rp1 * t_r[i] * Ck + p * rp1 * dr * D * dc * wk)
+                dF[i] += g * (p * rp1 * dr * ax * Ck + p * D * wk * (((p - 1) * rp2 * dr * dr + rp1 * d2r) * ax * dc + rp1 * dr * bx))
+        n_open = 0
+        for i in range(i0, i1):
+            ok = abs(F[i]) <= tol * gl[i]
+            done[i] = ok
+            n_open += 0 if ok else 1
+        if n_open == 0 or it == n_iter:
+            break
+        for i in range(i0, i1):
+            if not done[i]:
+                xv[i] -= F[i] / dF[i]
+    # y from row e, everything but y's own constant term: base + x's column and the calcium terms at x.
+    for i in range(i0, i1):
+        Ca0[i] += ax * xv[i]
+        dCa0[i] += bx * xv[i]
+        b0[i] += S0[0, x] * xv[i]
+        b1[i] += S0[1, x] * xv[i]
+        b2[i] += S0[2, x] * xv[i]
+    _block_calcium_terms(G, i0, i1, ca_index, ca_power, ca_K, ca_C, ca_D, ca_w, Ca0, dCa0, b0, b1, b2, t_r, t_pow)
+    for i in range(i0, i1):
+        if done[i]:
+            Be = b1[i] if e == 1 else b2[i]
+            G[x, i] = xv[i]
+            G[y, i] = (t_e * gl[i] - Be) / S0[e, y]
+
+
 @numba.njit(parallel=True, cache=True)
 def _population_kernel(
     gleak, uniforms, cell_target, targets, target_pair,
@@ -434,6 +569,26 @@ def _population_kernel(
     N, n = out.shape
     n_blocks = (N + _BLOCK - 1) // _BLOCK
     for blk in numba.prange(n_blocks):
+        c0 = blk * _BLOCK
+        m = min(N, c0 + _BLOCK) - c0
+        G = np.zeros((n, _BLOCK))
+        gl = np.empty(_BLOCK)
+        r0 = np.empty(_BLOCK)
+        r1 = np.empty(_BLOCK)
+        r2 = np.empty(_BLOCK)
+        Ca = np.empty(_BLOCK)
+        dCa = np.empty(_BLOCK)
+        xv = np.empty(_BLOCK)
+        F = np.empty(_BLOCK)
+        dF = np.empty(_BLOCK)
+        t_r = np.empty(_BLOCK)
+        t_pow = np.empty(_BLOCK)
+        t_pow2 = np.empty(_BLOCK)
+        done = np.zeros(_BLOCK, dtype=np.bool_)
+        code = np.zeros(_BLOCK, dtype=np.int8)
+        checked = np.zeros(_BLOCK, dtype=np.bool_)  # the cell's solver already verified its residual
+        # Per-cell scratch for the fallback solvers.
+        g = np.empty(n)
         raw = np.empty(3)
         base = np.empty(5)
         J = np.empty((3, 3))
@@ -443,89 +598,146 @@ def _population_kernel(
         save = np.empty(3)
         tgt = np.empty(3)
         unk = np.empty(2, dtype=np.intp)
-        for c in range(blk * _BLOCK, min(N, (blk + 1) * _BLOCK)):
-            g = out[c]
-            for j in range(n):
-                g[j] = 0.0
-            gl = gleak[c]
-            s = gl / reference_leak
-            g[leak] = gl
-            for f in range(free_index.shape[0]):
-                g[free_index[f]] = (free_low[f] + (free_high[f] - free_low[f]) * uniforms[c, f]) * s
-            for f in range(fixed_index.shape[0]):
-                g[fixed_index[f]] = fixed_value[f] * s
-            # Stage 1: the spiking seed.
+
+        # Free draws.
+        for i in range(m):
+            gl[i] = gleak[c0 + i]
+            G[leak, i] = gl[i]
+        for f in range(free_index.shape[0]):
+            j = free_index[f]
+            lo = free_low[f]
+            width = free_high[f] - free_low[f]
+            for i in range(m):
+                G[j, i] = (lo + width * uniforms[c0 + i, f]) * gl[i] / reference_leak
+        for f in range(fixed_index.shape[0]):
+            j = fixed_index[f]
+            for i in range(m):
+                G[j, i] = fixed_value[f] * gl[i] / reference_leak
+
+        # Stage 1: the spiking seed.
+        if seed_constant:
+            # Constant Jacobian columns: one exact solve with the precomputed inverse (seed unknowns are 0 here).
+            _block_sums(G, 0, m, -1, -1, S0, ca_a, ca_b, ca_beta, r0, r1, r2, Ca, dCa)
+            _block_calcium_terms(G, 0, m, ca_index, ca_power, ca_K, ca_C, ca_D, ca_w, Ca, dCa, r0, r1, r2, t_r, t_pow)
             for a in range(3):
-                tgt[a] = seed_target[a] * gl
-            if seed_constant:
-                # Constant Jacobian columns: one exact solve with the precomputed inverse.
-                _partial_sums(g, unk, 0, S0, ca_a, ca_b, ca_beta, base)
-                _raw(g, unk, 0, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, raw)
-                r0 = tgt[0] - raw[0]
-                r1 = tgt[1] - raw[1]
-                r2 = tgt[2] - raw[2]
+                ja = seed_index[a]
+                v0, v1, v2 = seed_inverse[a, 0], seed_inverse[a, 1], seed_inverse[a, 2]
+                for i in range(m):
+                    G[ja, i] = (
+                        v0 * (seed_target[0] * gl[i] - r0[i])
+                        + v1 * (seed_target[1] * gl[i] - r1[i])
+                        + v2 * (seed_target[2] * gl[i] - r2[i])
+                    )
+        else:
+            for i in range(m):
+                for j in range(n):
+                    g[j] = G[j, i]
                 for a in range(3):
-                    g[seed_index[a]] = seed_inverse[a, 0] * r0 + seed_inverse[a, 1] * r1 + seed_inverse[a, 2] * r2
-            elif not _newton(
-                g, seed_index, 0, tgt, 3, tol, max_iter,
-                S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w, leak,
-                base, raw, J, Jm, res, step, save,
-            ):
-                status[c] = SEED_FAILED
-                continue
-            # Stage 2: move (g_s, g_u) to the target with the chosen pair.
-            t = cell_target[c]
+                    tgt[a] = seed_target[a] * gl[i]
+                if _newton(
+                    g, seed_index, 0, tgt, 3, tol, max_iter,
+                    S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w, leak,
+                    base, raw, J, Jm, res, step, save,
+                ):
+                    for j in range(n):
+                        G[j, i] = g[j]
+                else:
+                    code[i] = SEED_FAILED
+
+        # Stage 2: move (g_s, g_u) to the target, run by run of cells sharing a target.
+        i0 = 0
+        while i0 < m:
+            t = cell_target[c0 + i0]
+            i1 = i0 + 1
+            while i1 < m and cell_target[c0 + i1] == t:
+                i1 += 1
             p = target_pair[t]
-            unk[0] = pairs[p, 0]
-            unk[1] = pairs[p, 1]
-            tgt[0] = targets[t, 0] * gl
-            tgt[1] = targets[t, 1] * gl
+            u0 = pairs[p, 0]
+            u1 = pairs[p, 1]
+            ts = targets[t, 0]
+            tu = targets[t, 1]
             mode = pair_mode[p]
             if mode == _PAIR_CONSTANT:
                 if seed_constant:
                     # The seed hit (g_s, g_u) = seed target exactly, so the residual is known without evaluating.
-                    r1 = tgt[0] - seed_target[1] * gl
-                    r2 = tgt[1] - seed_target[2] * gl
+                    for i in range(i0, i1):
+                        r1[i] = (ts - seed_target[1]) * gl[i]
+                        r2[i] = (tu - seed_target[2]) * gl[i]
                 else:
-                    _partial_sums(g, unk, 0, S0, ca_a, ca_b, ca_beta, base)
-                    _raw(g, unk, 0, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, raw)
-                    r1 = tgt[0] - raw[1]
-                    r2 = tgt[1] - raw[2]
-                g[unk[0]] += pair_inverse[p, 0, 0] * r1 + pair_inverse[p, 0, 1] * r2
-                g[unk[1]] += pair_inverse[p, 1, 0] * r1 + pair_inverse[p, 1, 1] * r2
-                # Independent check of the one-step solves (Newton checks its own last full evaluation).
-                _partial_sums(g, unk, 0, S0, ca_a, ca_b, ca_beta, base)
-                _raw(g, unk, 0, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, raw)
-                if not (abs(raw[1] / gl - targets[t, 0]) <= tol and abs(raw[2] / gl - targets[t, 1]) <= tol):
-                    status[c] = RESIDUAL
-                    continue
-            elif mode == _PAIR_ONE_NONLINEAR:
-                e = pair_rows[p, 0]
-                o = pair_rows[p, 1]
-                if not _solve_one_nonlinear(
-                    g, unk, e, o, tgt[e - 1], tgt[o - 1], tol, max_iter,
-                    S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w, leak, base, raw,
-                ):
-                    status[c] = MOVE_FAILED
-                    continue
-                # Full evaluation of the accepted cell.
-                _partial_sums(g, unk, 0, S0, ca_a, ca_b, ca_beta, base)
-                _raw(g, unk, 0, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, raw)
-                if not (abs(raw[1] / gl - targets[t, 0]) <= tol and abs(raw[2] / gl - targets[t, 1]) <= tol):
-                    status[c] = RESIDUAL
-                    continue
-            elif not _newton(
-                g, unk, 1, tgt, 2, tol, max_iter,
-                S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w, leak,
-                base, raw, J, Jm, res, step, save,
-            ):
-                status[c] = MOVE_FAILED
+                    _block_sums(G, i0, i1, -1, -1, S0, ca_a, ca_b, ca_beta, r0, r1, r2, Ca, dCa)
+                    _block_calcium_terms(G, i0, i1, ca_index, ca_power, ca_K, ca_C, ca_D, ca_w, Ca, dCa, r0, r1, r2, t_r, t_pow)
+                    for i in range(i0, i1):
+                        r1[i] = ts * gl[i] - r1[i]
+                        r2[i] = tu * gl[i] - r2[i]
+                q00, q01 = pair_inverse[p, 0, 0], pair_inverse[p, 0, 1]
+                q10, q11 = pair_inverse[p, 1, 0], pair_inverse[p, 1, 1]
+                for i in range(i0, i1):
+                    G[u0, i] += q00 * r1[i] + q01 * r2[i]
+                    G[u1, i] += q10 * r1[i] + q11 * r2[i]
+            else:
+                if mode == _PAIR_ONE_NONLINEAR:
+                    e = pair_rows[p, 0]
+                    o = pair_rows[p, 1]
+                    t_e = ts if e == 1 else tu
+                    t_o = ts if o == 1 else tu
+                    _block_scalar_newton(
+                        G, gl, i0, i1, u0, u1, e, o, t_e, t_o, tol, _FAST_ITERATIONS,
+                        S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w,
+                        r0, r1, r2, Ca, dCa, xv, F, dF, t_r, t_pow, t_pow2, done,
+                    )
+                else:
+                    for i in range(i0, i1):
+                        done[i] = False
+                # Per-cell damped solvers for the rest, from the seed.
+                unk[0] = u0
+                unk[1] = u1
+                tgt[0] = 0.0
+                for i in range(i0, i1):
+                    if done[i] or code[i] != VALID:
+                        continue
+                    for j in range(n):
+                        g[j] = G[j, i]
+                    tgt[0] = ts * gl[i]
+                    tgt[1] = tu * gl[i]
+                    if mode == _PAIR_ONE_NONLINEAR:
+                        ok = _solve_one_nonlinear(
+                            g, unk, pair_rows[p, 0], pair_rows[p, 1], tgt[pair_rows[p, 0] - 1], tgt[pair_rows[p, 1] - 1],
+                            tol, max_iter, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w, leak,
+                            base, raw,
+                        )
+                    else:
+                        ok = _newton(
+                            g, unk, 1, tgt, 2, tol, max_iter,
+                            S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w, leak,
+                            base, raw, J, Jm, res, step, save,
+                        )
+                        checked[i] = True  # Newton verified its last full evaluation
+                    if ok:
+                        for j in range(n):
+                            G[j, i] = g[j]
+                    else:
+                        code[i] = MOVE_FAILED
+            i0 = i1
+
+        # Independent full evaluation of every cell against its target, then signs.
+        _block_sums(G, 0, m, -1, -1, S0, ca_a, ca_b, ca_beta, r0, r1, r2, Ca, dCa)
+        _block_calcium_terms(G, 0, m, ca_index, ca_power, ca_K, ca_C, ca_D, ca_w, Ca, dCa, r0, r1, r2, t_r, t_pow)
+        for i in range(m):
+            if code[i] != VALID:
                 continue
-            negative = False
+            t = cell_target[c0 + i]
+            if not checked[i] and not (
+                abs(r1[i] / gl[i] - targets[t, 0]) <= tol and abs(r2[i] / gl[i] - targets[t, 1]) <= tol
+            ):
+                code[i] = RESIDUAL
+                continue
             for j in range(n):
-                if not g[j] >= 0.0:
-                    negative = True
-            status[c] = NEGATIVE if negative else VALID
+                if not G[j, i] >= 0.0:
+                    code[i] = NEGATIVE
+        for i in range(m):
+            status[c0 + i] = code[i]
+            for j in range(n):
+                out[c0 + i, j] = G[j, i]
 
 
 @numba.njit(parallel=True, cache=True)
