@@ -104,10 +104,11 @@ def test_voltage_recording_and_neo_objects():
     np.testing.assert_allclose(st.magnitude, res.spike_times(0))
     assert st.annotations["model"] == "stg" and st.annotations["g_Na"] == pytest.approx(STG_VECTOR[0])
     assert len(res.spiketrains()) == 1
-    # spikes detected from the recorded trace by the spike-train layer equal the in-loop detection
+    # spikes detected from the recorded trace by the spike-train layer equal the in-loop detection (without
+    # substeps, the trace holds every step the in-loop detector saw)
     from dic_sbi.spiketrains import detect_spikes
 
-    fine = simulate("stg", STG_VECTOR, **SHORT, record_voltage=True)
+    fine = simulate("stg", STG_VECTOR, **SHORT, record_voltage=True, fine_substeps=1)
     detected = detect_spikes(fine.analogsignal(0))
     np.testing.assert_allclose(detected.rescale("ms").magnitude, fine.spike_times(0), atol=1e-9)
 
@@ -189,6 +190,8 @@ def test_exp_nonpositive_matches_libm():
         (dict(dt=-0.1), "dt: must be"),
         (dict(dt=float("nan")), "dt: must be"),
         (dict(dt=0.07), "dt: duration .* not a whole number"),
+        (dict(dt=0.03, duration=300.0, noise_std=1.0, seed=1, record_voltage=True, sampling_interval=0.05),
+         "sampling_interval: must be a whole multiple"),
         (dict(duration=100.0, transient=100.0), "transient: must be shorter"),
         (dict(duration=100.0, transient=200.0), "transient: must be shorter"),
         (dict(transient=-1.0), "transient: must be"),
@@ -200,6 +203,7 @@ def test_exp_nonpositive_matches_libm():
         (dict(noise_std=1.0, seed=-3), "seed: expected"),
         (dict(record_voltage=True, sampling_interval=0.07), "sampling_interval: must be a whole multiple"),
         (dict(chunk_size=0), "chunk_size"),
+        (dict(fine_substeps=0), "fine_substeps: expected an int >= 1"),
     ],
 )
 def test_bad_input_names_the_argument(kwargs, match):

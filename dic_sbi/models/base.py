@@ -106,13 +106,16 @@ class CalciumDynamics:
 
 @dataclass(frozen=True)
 class Protocol:
-    """Default simulation protocol: total duration, discarded transient, time step (ms)."""
+    """Default simulation protocol: total duration, discarded transient, time step (ms), spike detection, and the
+    substepping of spikes (a step that starts above ``fine_above`` mV is taken as ``fine_substeps`` substeps)."""
 
     duration: float
     transient: float
     dt: float
     spike_threshold: float = 10.0
     spike_rearm: float = 0.0
+    fine_above: float = -50.0  # mV: a step starting above this voltage (a spike or a burst) ...
+    fine_substeps: int = 4  # ... is split into this many substeps
 
 
 @dataclass(frozen=True)
