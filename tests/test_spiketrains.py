@@ -570,7 +570,8 @@ def test_detect_spikes_reproduces_the_simulators_spikes():
     simulate = pytest.importorskip("dic_sbi").simulate
     stg_vector_1 = [3951.841874625046, 137.74048912522852, 2.9127829247578534, 7.284855521681209,
                     109.17735788681486, 239.38396353795864, 0.29088220179767166, 0.009126662525247945]
-    res = simulate("stg", stg_vector_1, record_voltage=True, noise_std=3.0, seed=0)
+    # without substeps the recorded trace holds every step the in-loop detector saw
+    res = simulate("stg", stg_vector_1, record_voltage=True, noise_std=3.0, seed=0, fine_substeps=1)
     detected = detect_spikes(res.voltage[0], sampling_period=res.sampling_interval, t_start=res.t_start)
     assert len(res.times) > 10
     np.testing.assert_allclose(detected.magnitude, res.times, atol=1e-9)
