@@ -224,3 +224,16 @@ def test_zero_conductances_do_not_crash():
     res = simulate("stg", np.zeros(8), duration=200.0, transient=100.0, i_app=0.0, record_voltage=True)
     assert res.spike_counts[0] == 0
     np.testing.assert_allclose(res.voltage, -70.0)
+
+
+def test_closed_form_2x2_exponential_matches_scipy():
+    import scipy.linalg
+
+    from dic_sbi.core.tables import expm_2x2
+
+    A = np.random.default_rng(0).normal(scale=3.0, size=(500, 2, 2))  # real, complex and near-equal eigenvalues
+    A[0] = [[-1.0, 1.0], [0.0, -1.0]]  # defective (confluent)
+    np.testing.assert_allclose(expm_2x2(A, 0.3), scipy.linalg.expm(A * 0.3), atol=1e-12)
+    erg = dic_sbi.get_model("da").gates()["erg"]
+    G, _ = erg.generator(np.linspace(-150.0, 100.0, 501))  # stiff at depolarised V
+    np.testing.assert_allclose(expm_2x2(G, 0.1), scipy.linalg.expm(G * 0.1), atol=1e-12)

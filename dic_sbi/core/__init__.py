@@ -1,8 +1,8 @@
 """Numerical core (numpy + numba, float64, no torch): simulator, reference integrator, DICs, populations."""
 
 from .dics import dics, sensitivity_matrix, steady_state_current, threshold_voltage
-from .populations import degenerate_population, population_log_density
-from .reachability import reachability_map
+from .populations import PopulationInfo, degenerate_population, population_log_density
+from .reachability import ReachabilityMap, reachability, reachability_map
 from .simulator import SimulationResult, simulate
 
 __all__ = [
@@ -14,5 +14,8 @@ __all__ = [
     "threshold_voltage",
     "degenerate_population",
     "population_log_density",
+    "reachability",
     "reachability_map",
+    "ReachabilityMap",
+    "PopulationInfo",
 ]

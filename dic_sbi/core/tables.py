@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import scipy.linalg
 from numpy.typing import NDArray
 
 from ..models.base import CalciumGate, ConductanceModel, Gate, InstantaneousGate
@@ -73,10 +72,32 @@ def _gate_name(gate: object) -> str:
     return getattr(gate, "name", "erg")
 
 
+def expm_2x2(A: NDArray[np.float64], t: float) -> NDArray[np.float64]:
+    """``expm(A t)`` for a stack of real 2×2 matrices ``A (..., 2, 2)``, in closed form (Sylvester's formula).
+
+    ``expm(A t) = (e^{λ1 t} (A - λ2 I) - e^{λ2 t} (A - λ1 I)) / (λ1 - λ2)`` with the eigenvalues ``λ1,2``; it
+    never forms ``e^{+|λ| t}``, so it stays finite for the very stiff rates of depolarised voltages. Near-equal
+    eigenvalues use the confluent limit ``e^{s t} (I + t (A - s I))``; complex pairs are handled in complex
+    arithmetic (the result is real).
+    """
+    tr = A[..., 0, 0] + A[..., 1, 1]
+    det = A[..., 0, 0] * A[..., 1, 1] - A[..., 0, 1] * A[..., 1, 0]
+    s = 0.5 * tr
+    q = np.sqrt((s * s - det).astype(complex))
+    l1, l2 = s + q, s - q
+    eye = np.eye(2)
+    e1, e2 = np.exp(l1 * t)[..., None, None], np.exp(l2 * t)[..., None, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        distinct = (e1 * (A - l2[..., None, None] * eye) - e2 * (A - l1[..., None, None] * eye)) / (l1 - l2)[..., None, None]
+    confluent = np.exp(s * t)[..., None, None] * (eye + t * (A - s[..., None, None] * eye))
+    close = (np.abs(q * t) < 1e-6)[..., None, None]
+    return np.where(close, confluent, distinct).real
+
+
 def _erg_columns(scheme: ErgScheme, V: NDArray[np.float64], dt: float) -> NDArray[np.float64]:
     A, b = scheme.generator(V)
     s_eq = -np.linalg.solve(A, b[..., None])[..., 0]
-    E = scipy.linalg.expm(A * dt)
+    E = expm_2x2(A, dt)
     return np.column_stack([s_eq[:, 0], s_eq[:, 1], E[:, 0, 0], E[:, 0, 1], E[:, 1, 0], E[:, 1, 1]])
 
 

@@ -12,6 +12,7 @@ from .base import (
     CalciumDynamics,
     CalciumGate,
     Channel,
+    CompensationRule,
     ConductanceModel,
     DICConventions,
     Gate,
@@ -25,6 +26,7 @@ from .stg import STG
 __all__ = [
     "ConductanceModel",
     "Channel",
+    "CompensationRule",
     "Gate",
     "CalciumGate",
     "InstantaneousGate",
