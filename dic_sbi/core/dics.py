@@ -33,6 +33,7 @@ from ..errors import InvalidInputError
 from ..models import ConductanceModel, get_model
 from ..models.base import CalciumGate, Gate, InstantaneousGate
 from ..models.kinetics import ErgScheme
+from .checks import check_conductances
 
 __all__ = [
     "Linearization",
@@ -266,28 +267,6 @@ def _check_voltage(model: ConductanceModel, V: ArrayLike | None, *, name: str = 
     return arr
 
 
-def check_conductances(model: ConductanceModel, conductances: ArrayLike, *, name: str = "conductances") -> Array:
-    """Validate ``conductances (..., n_conductances)``: finite, non-negative, gleak > 0; returns float64."""
-    try:
-        g = np.asarray(conductances, dtype=float)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"{name}: expected an array of maximal conductances, got {type(conductances).__name__}") from None
-    n = model.n_conductances
-    if g.ndim == 0 or g.shape[-1] != n:
-        raise InvalidInputError(
-            f"{name}: expected shape (..., {n}) with the conductances of model {model.name!r} in the order "
-            f"{model.conductance_names}, got shape {g.shape}"
-        )
-    if not np.all(np.isfinite(g)):
-        raise InvalidInputError(f"{name}: conductances must be finite; found NaN or inf")
-    if np.any(g < 0):
-        raise InvalidInputError(f"{name}: maximal conductances must be non-negative; found {g.min():g}")
-    leak = g[..., model.index("leak")]
-    if np.any(leak <= 0):
-        raise InvalidInputError(f"{name}: gleak must be positive (DICs are normalised by it); found {leak.min():g}")
-    return g
-
-
 def _voltage_layout(V: Array) -> tuple[Array, bool]:
     if V.ndim > 1:
         raise InvalidInputError(f"V: expected None, a scalar or a 1-D array of voltages, got shape {V.shape}")
@@ -332,7 +311,7 @@ def sensitivity_matrix(
                 "calcium-carrying conductances; pass conductances=..."
             )
         return lin.S0.copy()
-    g = check_conductances(model, conductances)
+    g = check_conductances(model, conductances, positive_leak=True)
     gb = g[..., None, :] if vector else g
     return lin.columns(gb)
 
@@ -364,7 +343,7 @@ def dics(
         ``(..., 3)`` for scalar V, ``(..., m, 3)`` for 1-D V.
     """
     model = get_model(model)
-    g = check_conductances(model, conductances)
+    g = check_conductances(model, conductances, positive_leak=True)
     V, vector = _voltage_layout(_check_voltage(model, V))
     lin = linearize(model, V, calcium_path_tau=calcium_path_tau)
     gb = g[..., None, :] if vector else g
@@ -377,7 +356,7 @@ def steady_state_current(model: str | ConductanceModel, conductances: ArrayLike,
     ``conductances (..., n)`` and scalar V give ``(...)``; 1-D V of length m gives ``(..., m)``.
     """
     model = get_model(model)
-    g = check_conductances(model, conductances)
+    g = check_conductances(model, conductances, positive_leak=True)
     V, vector = _voltage_layout(_check_voltage(model, V))
     lin = linearize(model, V)
     gb = g[..., None, :] if vector else g
@@ -434,7 +413,7 @@ def threshold_voltage(
         ``(...)`` thresholds in mV.
     """
     model = get_model(model)
-    g = check_conductances(model, conductances)
+    g = check_conductances(model, conductances, positive_leak=True)
     lo, hi = (float(v) for v in v_range)
     if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
         raise InvalidInputError(f"v_range: expected (low, high) with low < high in mV, got {v_range}")

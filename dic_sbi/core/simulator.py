@@ -13,6 +13,7 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import InvalidInputError
 from ..models import ConductanceModel, get_model
 from . import kernels
+from .checks import check_conductances
 from .tables import compile_model, initial_state
 
 if TYPE_CHECKING:  # neo is imported lazily: the numerical core does not need it
@@ -132,35 +133,18 @@ class SimulationResult:
 # -- input checking ------------------------------------------------------------------------------------------
 
 
-def _as_conductances(model: ConductanceModel, conductances: ArrayLike) -> tuple[NDArray[np.float64], bool]:
-    try:
-        g = np.asarray(conductances, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise InvalidInputError(f"conductances: could not be read as an array of numbers ({err})") from None
-    single = g.ndim == 1
-    if single:
+def _as_batch(model: ConductanceModel, conductances: ArrayLike) -> NDArray[np.float64]:
+    g = check_conductances(model, conductances)
+    if g.ndim == 1:
         g = g[None, :]
-    if g.ndim != 2 or g.shape[1] != model.n_conductances:
+    if g.ndim != 2:
         raise InvalidInputError(
             f"conductances: expected shape (N, {model.n_conductances}) or ({model.n_conductances},) for model "
-            f"{model.name!r} (order {', '.join(model.conductance_names)}), got {np.shape(conductances)}"
+            f"{model.name!r}, got {g.shape}"
         )
     if g.shape[0] == 0:
         raise InvalidInputError("conductances: empty batch (N = 0)")
-    bad = ~np.isfinite(g)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise InvalidInputError(
-            f"conductances: {int(bad.sum())} non-finite value(s), first in cell {row} ({model.conductance_names[col]})"
-        )
-    neg = g < 0
-    if neg.any():
-        row, col = np.argwhere(neg)[0]
-        raise InvalidInputError(
-            f"conductances: maximal conductances must be >= 0; {int(neg.sum())} negative value(s), first in cell "
-            f"{row} ({model.conductance_names[col]} = {g[row, col]:g})"
-        )
-    return np.ascontiguousarray(g), single
+    return np.ascontiguousarray(g)
 
 
 def _positive(name: str, value: object) -> float:
@@ -252,7 +236,7 @@ def simulate(
     SimulationResult
     """
     model = get_model(model)
-    g, _ = _as_conductances(model, conductances)
+    g = _as_batch(model, conductances)
     N = g.shape[0]
     proto = model.protocol
     duration = _positive("duration", proto.duration if duration is None else duration)
