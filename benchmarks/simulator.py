@@ -1,7 +1,8 @@
 """Simulator benchmark (issue 2): dic_sbi.simulate against the published integration and Brian2, side by side.
 
 For each model's default protocol (STG 6000 ms, DA 12000 ms, dt = the model default) it times, on the same cells
-(drawn uniformly from the model's default conductance box, seeded, a mix of silent, spiking and bursting cells):
+(by default one degenerate-population cell per DIC target drawn uniformly over the published box: the cells the
+pipeline simulates, a mix of spiking and bursting; ``--workload box`` draws uniformly from the conductance box):
 
 - dic_sbi.simulate for N = 1, 100, 10 000 cells, on one thread and on all cores;
 - (a) the reference integrator at the published settings (scipy BDF, rtol 1e-2, atol 1e-4, one cell at a time,
@@ -61,9 +62,17 @@ def machine() -> dict:
     }
 
 
-def cells(model: dic_sbi.ConductanceModel, n: int, seed: int = 0) -> np.ndarray:
-    lo, hi = model.default_bounds()
-    return lo + (hi - lo) * np.random.default_rng(seed).random((n, model.n_conductances))
+def cells(model: dic_sbi.ConductanceModel, n: int, workload: str, seed: int = 0) -> np.ndarray:
+    """``population``: one degenerate cell per DIC target drawn uniformly over the published box (what the
+    pipeline simulates: training sets, validation); ``box``: uniform over the default conductance box."""
+    rng = np.random.default_rng(seed)
+    if workload == "box":
+        lo, hi = model.default_bounds()
+        return lo + (hi - lo) * rng.random((n, model.n_conductances))
+    (s0, s1), (u0, u1) = model.dic_box
+    g = dic_sbi.degenerate_population(model, rng.uniform(s0, s1, 2 * n), rng.uniform(u0, u1, 2 * n), 1, seed=rng,
+                                      on_unreachable="nan")[:, 0]  # fmt: skip
+    return g[np.all(np.isfinite(g), axis=1)][:n]
 
 
 def time_fast(name: str, g: np.ndarray, threads: int | None, repeats: int) -> dict:
@@ -106,6 +115,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="N up to 500 and fewer repeats")
     ap.add_argument("--models", default="stg,da")
     ap.add_argument("--reference-cells", type=int, default=3)
+    ap.add_argument("--workload", default="population", choices=("population", "box"))
     ap.add_argument("--brian2-target", default="cpp_standalone", choices=("cython", "cpp_standalone", "none"))
     ap.add_argument("--brian2-max-n", type=int, default=100, help="largest N run through Brian2")
     ap.add_argument("--out", default=str(HERE / "results" / "simulator.json"))
@@ -121,7 +131,7 @@ def main() -> None:
         model = dic_sbi.get_model(name)
         p = model.protocol
         n_steps = int(round(p.duration / p.dt))
-        g_all = cells(model, max(sizes))
+        g_all = cells(model, max(sizes), args.workload)
         dic_sbi.simulate(name, g_all[:2], duration=10 * p.dt, transient=0.0)  # compile outside the timings
         fast = {}
         for n in sizes:
@@ -153,7 +163,7 @@ def main() -> None:
                                  "ratio_vs_dic_sbi": per_cell_cpu / ours})  # fmt: skip
                     print(rows[-1], flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
+    Path(args.out).write_text(json.dumps({"machine": info, "workload": args.workload, "rows": rows}, indent=1))
     print("\n| model | engine | N | threads | wall ms/cell | CPU ms/cell | CPU ns/cell-step | baseline / dic_sbi (1 core) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

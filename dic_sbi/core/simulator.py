@@ -208,7 +208,7 @@ def simulate(
         ``(N, n_conductances)`` or ``(n_conductances,)`` maximal conductances (mS/cm², model order), all >= 0.
     duration, transient, dt
         Simulated time, discarded initial time and integration step (ms); default: the model's protocol
-        (STG 6000 / 3000 / 0.05, DA 12000 / 3000 / 0.05).
+        (STG 6000 / 3000 / 0.1, DA 12000 / 3000 / 0.1).
     i_app
         Constant injected current (µA/cm²), a scalar or one value per cell.
     noise_std
@@ -223,7 +223,7 @@ def simulate(
         Step (ms) of the recorded voltage, a multiple of ``dt`` (default ``dt``).
     fine_substeps
         Substeps of a step that starts above the protocol's ``fine_above`` voltage, i.e. during spikes (default:
-        the model's protocol, 4); 1 gives a plain fixed-step scheme.
+        the model's protocol: STG 3 above -45 mV, DA 4 above -55 mV); 1 gives a plain fixed-step scheme.
     chunk_size
         Cells per parallel chunk: memory stays bounded whatever N is.
     n_threads

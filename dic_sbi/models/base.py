@@ -114,8 +114,8 @@ class Protocol:
     dt: float
     spike_threshold: float = 10.0
     spike_rearm: float = 0.0
-    fine_above: float = -50.0  # mV: a step starting above this voltage (a spike or a burst) ...
-    fine_substeps: int = 4  # ... is split into this many substeps
+    fine_above: float = float("inf")  # mV: a step starting above this voltage (in a spike) ...
+    fine_substeps: int = 1  # ... is split into this many substeps (1: a plain fixed-step scheme)
 
 
 @dataclass(frozen=True)
