@@ -1,0 +1,40 @@
+"""The sbi boundary (layer 4): priors, simulators, features, embedding nets, the DIC posterior, training and
+diagnostics. torch and sbi are imported only here."""
+
+from .diagnostics import (
+    DEFAULT_PPC_FEATURES,
+    PredictiveCheck,
+    SBCResult,
+    TARPResult,
+    posterior_predictive_check,
+    simulation_based_calibration,
+    tarp_calibration,
+)
+from .embedding import ISIEmbedding, Standardize
+from .features import SUMMARY_NAMES, summary_statistics
+from .posterior import DICPosterior
+from .priors import ConductancePrior, DICPrior
+from .simulators import ConductanceSimulator, DICSimulator
+from .training import TrainingRun, train_conductance_posterior, train_dic_posterior
+
+__all__ = [
+    "ConductancePrior",
+    "DICPrior",
+    "ConductanceSimulator",
+    "DICSimulator",
+    "summary_statistics",
+    "SUMMARY_NAMES",
+    "ISIEmbedding",
+    "Standardize",
+    "DICPosterior",
+    "TrainingRun",
+    "train_dic_posterior",
+    "train_conductance_posterior",
+    "simulation_based_calibration",
+    "tarp_calibration",
+    "posterior_predictive_check",
+    "SBCResult",
+    "TARPResult",
+    "PredictiveCheck",
+    "DEFAULT_PPC_FEATURES",
+]

@@ -1,0 +1,88 @@
+"""Small helpers shared by the sbi layer: seeds, argument checks, models that pickle by name."""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from ..errors import InvalidInputError
+from ..models import ConductanceModel, get_model
+
+__all__ = ["Seed", "numpy_rng", "torch_generator", "as_batch", "model_state", "restore_model"]
+
+#: What every stochastic function of this layer accepts as ``seed``.
+Seed = Union[int, np.random.Generator, torch.Generator, None]
+
+
+def _draw_int(generator: torch.Generator | None) -> int:
+    return int(torch.randint(0, 2**62, (), generator=generator))
+
+
+def numpy_rng(seed: Seed, name: str = "seed") -> np.random.Generator:
+    """A numpy Generator from ``seed``.
+
+    ``None`` draws the seed from torch's global generator, so that ``torch.manual_seed`` and
+    ``sbi.inference.simulate_for_sbi(seed=...)`` (which seeds torch in every worker) make runs reproducible.
+    """
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, torch.Generator):
+        return np.random.default_rng(_draw_int(seed))
+    if seed is None:
+        return np.random.default_rng(_draw_int(None))
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0:
+        return np.random.default_rng(int(seed))
+    raise InvalidInputError(
+        f"{name}: expected None, a non-negative int, a numpy.random.Generator or a torch.Generator, got {seed!r}"
+    )
+
+
+def torch_generator(seed: Seed, name: str = "seed") -> torch.Generator | None:
+    """A torch Generator from ``seed``, or ``None`` (torch's global generator) when ``seed`` is ``None``."""
+    if seed is None or isinstance(seed, torch.Generator):
+        return seed
+    if isinstance(seed, np.random.Generator):
+        return torch.Generator().manual_seed(int(seed.integers(0, 2**62)))
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0:
+        return torch.Generator().manual_seed(int(seed))
+    raise InvalidInputError(
+        f"{name}: expected None, a non-negative int, a numpy.random.Generator or a torch.Generator, got {seed!r}"
+    )
+
+
+def as_batch(value: Any, dim: int, name: str) -> NDArray[np.float64]:
+    """``value`` (torch or numpy, ``(dim,)`` or ``(B, dim)``) as a float64 ``(B, dim)`` array of finite numbers."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name}: expected a tensor or array of numbers, got {type(value).__name__}") from None
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise InvalidInputError(f"{name}: expected shape (batch, {dim}) or ({dim},), got {tuple(np.shape(value))}")
+    if not np.all(np.isfinite(arr)):
+        raise InvalidInputError(f"{name}: found NaN or inf; every entry must be finite")
+    return np.ascontiguousarray(arr)
+
+
+def model_state(model: ConductanceModel) -> str | ConductanceModel:
+    """What to pickle for ``model``: its registry name when it is the registered object, else the object.
+
+    Workers then resolve the name to their own registered model, whose compiled tables and kernels are cached
+    per process, instead of compiling a fresh copy for every unpickled batch.
+    """
+    try:
+        if get_model(model.name) is model:
+            return model.name
+    except Exception:  # noqa: BLE001 - an unregistered model simply pickles as itself
+        pass
+    return model
+
+
+def restore_model(state: str | ConductanceModel) -> ConductanceModel:
+    return get_model(state)

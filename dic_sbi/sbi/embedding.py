@@ -1,0 +1,131 @@
+"""Embedding nets for ``x``: a fixed standardisation, and a masked convolutional net over log-ISI sequences.
+
+Both are meant for ``sbi.neural_nets.posterior_nn(..., embedding_net=..., z_score_x="none")``: sbi's own
+z-scoring would rescale the ISI count that :class:`ISIEmbedding` reads its mask from, and it floors standard
+deviations at 1e-7, so a feature constant in the training set (say, no silent cell) blows up to ~1e7 on an
+observation where it is not. :class:`Standardize` does the same job with a sane floor.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import InvalidInputError
+from .features import SUMMARY_NAMES
+
+__all__ = ["Standardize", "ISIEmbedding"]
+
+
+class Standardize(nn.Module):
+    """``(x - mean) / max(std, min_std)`` per column, with statistics fixed at construction.
+
+    Arguments:
+        mean, std: ``(k,)`` column statistics (e.g. of the training ``x``).
+        min_std: Floor of the standard deviation.
+    """
+
+    def __init__(self, mean: Tensor, std: Tensor, *, min_std: float = 0.1) -> None:
+        super().__init__()
+        mean = torch.as_tensor(mean, dtype=torch.float32)
+        std = torch.as_tensor(std, dtype=torch.float32)
+        if mean.shape != std.shape or mean.ndim != 1:
+            raise InvalidInputError(f"mean, std: expected two (k,) tensors, got {tuple(mean.shape)} and {tuple(std.shape)}")
+        # Frozen parameters rather than buffers: sbi locates a net's device from its first parameter.
+        self.mean = nn.Parameter(mean, requires_grad=False)
+        self.std = nn.Parameter(std.clamp_min(min_std), requires_grad=False)
+
+    @classmethod
+    def from_data(cls, x: Tensor, *, columns: int | None = None, min_std: float = 0.1) -> "Standardize":
+        """Statistics of the finite rows of ``x``; with ``columns``, only the first ``columns`` are scaled."""
+        x = torch.as_tensor(x, dtype=torch.float32)
+        x = x[torch.isfinite(x).all(dim=1)]
+        if x.shape[0] < 2:
+            raise InvalidInputError("x: need at least two finite rows to standardise")
+        mean, std = x.mean(0), x.std(0)
+        if columns is not None:
+            mean[columns:], std[columns:] = 0.0, 1.0
+        return cls(mean, std, min_std=min_std)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+class ISIEmbedding(nn.Module):
+    r"""Embedding of a spike train given as summary features and a padded log-ISI sequence.
+
+    Input rows are the ``output="isi"`` layout of the simulators: ``n_summary`` summary columns, the number
+    ``n`` of ISIs kept, then ``max_isis`` log10-ISIs of which the first ``n`` are real. The sequence goes
+    through ``n_layers`` masked 1-D convolutions (padding positions are zeroed after every layer, so they never
+    leak into real ones), is pooled by masked mean and max (order-aware locally, length-independent globally),
+    and is concatenated with the summary and ``log1p(n)`` before an MLP.
+
+    Brandoit et al. (2025) embed log-ISIs with a transformer; a small convolutional net sees the same local ISI
+    patterns (bursts, pauses) at a fraction of the CPU cost and trains in seconds in the test suite.
+
+    Arguments:
+        max_isis: Length of the padded sequence.
+        n_summary: Number of summary columns before the sequence (default: the 17 of :data:`SUMMARY_NAMES`).
+        output_dim: Size of the embedding.
+        channels: Convolution channels.
+        kernel_size: Odd convolution width.
+        n_layers: Convolution layers.
+        hidden: Width of the MLP.
+
+    References:
+        Brandoit, Ernst, Drion, Fyon (2025). arXiv 2509.12783.
+    """
+
+    def __init__(
+        self,
+        max_isis: int,
+        *,
+        n_summary: int = len(SUMMARY_NAMES),
+        output_dim: int = 32,
+        channels: int = 32,
+        kernel_size: int = 5,
+        n_layers: int = 3,
+        hidden: int = 64,
+    ) -> None:
+        super().__init__()
+        if max_isis < 1 or n_summary < 0 or kernel_size % 2 != 1 or n_layers < 1:
+            raise InvalidInputError(
+                f"ISIEmbedding: need max_isis >= 1, n_summary >= 0, odd kernel_size, n_layers >= 1; got "
+                f"max_isis={max_isis}, n_summary={n_summary}, kernel_size={kernel_size}, n_layers={n_layers}"
+            )
+        self.max_isis = int(max_isis)
+        self.n_summary = int(n_summary)
+        convs = [nn.Conv1d(2, channels, kernel_size, padding=kernel_size // 2)]
+        convs += [nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2) for _ in range(n_layers - 1)]
+        self.convs = nn.ModuleList(convs)
+        self.mlp = nn.Sequential(
+            nn.Linear(n_summary + 1 + 2 * channels, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, output_dim),
+        )
+
+    @property
+    def input_dim(self) -> int:
+        return self.n_summary + 1 + self.max_isis
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.input_dim:
+            raise InvalidInputError(
+                f"x: ISIEmbedding expects {self.input_dim} columns (summary {self.n_summary}, count 1, ISIs "
+                f"{self.max_isis}), got {x.shape[-1]}; simulate with output='isi', max_isis={self.max_isis}"
+            )
+        summary = x[:, : self.n_summary]
+        n = x[:, self.n_summary].round().clamp(0, self.max_isis)
+        seq = x[:, self.n_summary + 1 :]
+        mask = (torch.arange(self.max_isis, device=x.device)[None, :] < n[:, None]).to(x.dtype)
+        h = torch.stack([seq * mask, mask], dim=1)
+        for conv in self.convs:
+            h = nn.functional.gelu(conv(h)) * mask[:, None, :]
+        count = mask.sum(-1, keepdim=True)
+        mean = h.sum(-1) / count.clamp_min(1.0)
+        # Masked max; an empty sequence (silent cell) pools to 0 rather than -inf.
+        peak = torch.where(mask[:, None, :] > 0, h, torch.full_like(h, -torch.inf)).amax(-1)
+        peak = torch.where(count > 0, peak, torch.zeros_like(peak))
+        return self.mlp(torch.cat([summary, torch.log1p(n)[:, None], mean, peak], dim=-1))

@@ -1,0 +1,216 @@
+"""Spike trains → fixed-length, finite vectors ``x`` for sbi.
+
+The features come from the spike-train layer (:func:`dic_sbi.spiketrains.features_from_csr`, the compiled
+mirror of its Elephant path: rate, ISI mean, CV, LV, CV2, firing class and burst features). Many are undefined
+for some trains (NaN: the CV of a silent cell, the burst period of a tonic one). sbi's NPE silently drops rows
+with NaN and NLE/NRE refuse them, so a silent cell would either vanish from training - biasing the posterior
+away from parameters that silence the cell - or stop it. Here nothing is dropped:
+
+- **Encoding.** Positive quantities spanning decades are log10-transformed (rate in Hz, durations in ms);
+  an undefined value is replaced by the fixed :data:`SENTINEL` (-1, below every defined encoded value), and
+  indicator columns (one-hot firing class, and "defined" flags for the ISI and burst groups) say which values
+  are real. Every row is finite, so the same ``x`` trains NPE, NLE and NRE. (For NLE the indicators and
+  sentinels are point masses that a continuous flow can only approximate; sbi's MNLE models them exactly.)
+- **Redundancy.** ``spiking_frequency`` (= 1000 / mean ISI for tonic cells) and ``inter_burst_frequency``
+  (= 1000 / burst period) add nothing once the class and the ISI mean / period are known, so they are left out.
+
+``x`` of the ``"isi"`` output appends a variable-length sequence, padded to ``max_isis``: the count of ISIs
+kept, then log10 of the first ``max_isis`` ISIs (ms) of the window, zero-padded; :class:`~dic_sbi.sbi.ISIEmbedding`
+reads it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from ..errors import InvalidInputError
+
+__all__ = [
+    "SUMMARY_NAMES",
+    "SENTINEL",
+    "RATE_FLOOR_HZ",
+    "encode_summary",
+    "encode_isis",
+    "feature_names",
+    "summary_statistics",
+]
+
+Array = NDArray[np.float64]
+
+#: Value of an undefined feature in ``x`` (every defined encoded value is larger).
+SENTINEL = -1.0
+#: Rate floor (Hz) before the log: a cell with no spike in the window gets log10(0.1) = -1.
+RATE_FLOOR_HZ = 0.1
+
+#: Column names of the fixed-length summary, in order.
+SUMMARY_NAMES: tuple[str, ...] = (
+    "log10_rate_hz",
+    "log10_mean_isi_ms",
+    "cv",
+    "lv",
+    "cv2",
+    "log10_spikes_per_burst",
+    "log10_1p_burst_duration_ms",
+    "log10_burst_period_ms",
+    "log10_intra_burst_frequency_hz",
+    "duty_cycle",
+    "is_silent",
+    "is_spiking",
+    "is_bursting",
+    "has_isi",
+    "has_bursts",
+    "has_intra_burst",
+    "has_burst_period",
+)
+
+
+def _log10(v: Array, shift: float = 0.0) -> Array:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.log10(v + shift)
+
+
+def encode_summary(features: Mapping[str, np.ndarray]) -> Array:
+    """The ``(N, 17)`` finite summary of trains from their features (``features_from_csr`` output).
+
+    Columns: :data:`SUMMARY_NAMES`. Undefined values are :data:`SENTINEL`; the last seven columns are 0/1
+    indicators (class one-hot; ``has_isi``: ≥ 2 spikes; ``has_bursts``: ≥ 1 full burst; ``has_intra_burst``:
+    a full burst of ≥ 2 spikes; ``has_burst_period``: ≥ 2 full bursts).
+    """
+    try:
+        code = np.asarray(features["firing_class_code"], dtype=np.int64)
+        n_spikes = np.asarray(features["n_spikes"])
+        n_bursts = np.asarray(features["n_bursts"])
+    except KeyError as err:
+        raise InvalidInputError(f"features: missing {err}; pass the output of features_from_csr") from None
+    values = np.column_stack(
+        [
+            np.log10(np.maximum(np.asarray(features["mean_rate"], dtype=float), RATE_FLOOR_HZ)),
+            _log10(features["mean_isi"]),
+            features["cv"],
+            features["lv"],
+            features["cv2"],
+            _log10(features["spikes_per_burst"]),
+            _log10(features["burst_duration"], 1.0),  # a burst of one spike lasts 0 ms
+            _log10(features["burst_period"]),
+            _log10(features["intra_burst_frequency"]),
+            features["duty_cycle"],
+        ]
+    ).astype(np.float64)
+    values = np.where(np.isfinite(values), values, SENTINEL)
+    flags = np.column_stack(
+        [
+            code == 0,
+            code == 1,
+            code == 2,
+            n_spikes >= 2,
+            n_bursts >= 1,
+            np.isfinite(np.asarray(features["intra_burst_frequency"], dtype=float)),
+            n_bursts >= 2,
+        ]
+    ).astype(np.float64)
+    return np.concatenate([values, flags], axis=1)
+
+
+def encode_isis(times: Array, offsets: NDArray[np.int64], max_isis: int) -> Array:
+    """``(N, 1 + max_isis)``: the number of ISIs kept, then log10 of the first ``max_isis`` ISIs (ms), 0-padded."""
+    N = offsets.size - 1
+    out = np.zeros((N, 1 + max_isis))
+    counts = np.clip(np.diff(offsets) - 1, 0, max_isis)
+    out[:, 0] = counts
+    isi = np.diff(times)
+    for i in np.flatnonzero(counts):  # ragged rows; N is a simulation batch, so the loop is short
+        a = offsets[i]
+        out[i, 1 : 1 + counts[i]] = np.log10(isi[a : a + counts[i]])
+    return out
+
+
+def feature_names(output: str = "summary", max_isis: int = 0) -> tuple[str, ...]:
+    """Column names of ``x`` for an output kind (``"summary"`` or ``"isi"``)."""
+    if output == "summary":
+        return SUMMARY_NAMES
+    if output == "isi":
+        return SUMMARY_NAMES + ("n_isis",) + tuple(f"log10_isi_{k}" for k in range(max_isis))
+    raise InvalidInputError(f"output: expected 'summary' or 'isi', got {output!r}")
+
+
+def encode(times: Array, offsets: NDArray[np.int64], t_start: Any, t_stop: Any, output: str, max_isis: int) -> Array:
+    """``x`` (float64) of CSR spike trains: the summary, with the ISI sequence appended for ``"isi"``."""
+    from ..spiketrains import features_from_csr
+
+    summary = encode_summary(features_from_csr(times, offsets, t_start, t_stop))
+    if output == "summary":
+        return summary
+    return np.concatenate([summary, encode_isis(times, offsets, max_isis)], axis=1)
+
+
+def summary_statistics(
+    spikes: Any,
+    *,
+    t_start: Any = None,
+    t_stop: Any = None,
+    output: str = "summary",
+    max_isis: int = 128,
+) -> torch.Tensor:
+    """``x`` of observed or simulated spike trains, exactly as the simulators compute it (float32 tensor).
+
+    Parameters
+    ----------
+    spikes
+        A :class:`~dic_sbi.SimulationResult`; a :class:`neo.SpikeTrain`; a sequence of spike trains (neo
+        SpikeTrains, time quantities, or arrays of times in ms); or one array of spike times in ms.
+    t_start, t_stop
+        Observation window (ms or quantities), scalars or one per train; default: each SpikeTrain's own window
+        (required for plain arrays). Use the window length of the training protocol: the rate and the ISI
+        sequence depend on it.
+    output, max_isis
+        As in the simulators: ``"summary"`` (17 columns) or ``"isi"`` (summary, count, ``max_isis`` log-ISIs).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, k)`` float32, one row per train.
+    """
+    import neo
+
+    from ..core.simulator import SimulationResult
+    from ..spiketrains import csr_from_spiketrains
+
+    feature_names(output, max_isis)
+    if isinstance(spikes, SimulationResult):
+        times, offsets = spikes.times, spikes.offsets
+        t_start = spikes.t_start if t_start is None else t_start
+        t_stop = spikes.t_stop if t_stop is None else t_stop
+    else:
+        if isinstance(spikes, neo.SpikeTrain) or _is_flat_times(spikes):
+            spikes = [spikes]
+        if not isinstance(spikes, Sequence) or len(spikes) == 0:
+            raise InvalidInputError("spikes: expected a SimulationResult, a spike train or a non-empty sequence of them")
+        times, offsets = csr_from_spiketrains(spikes)
+        if t_start is None:
+            t_start = _window_of(spikes, "t_start")
+        if t_stop is None:
+            t_stop = _window_of(spikes, "t_stop")
+    return torch.as_tensor(encode(times, offsets, t_start, t_stop, output, max_isis), dtype=torch.float32)
+
+
+def _is_flat_times(spikes: Any) -> bool:
+    import quantities as pq
+
+    if isinstance(spikes, (np.ndarray, pq.Quantity)):
+        return np.ndim(spikes) == 1
+    if isinstance(spikes, (list, tuple)):
+        return len(spikes) > 0 and all(np.ndim(s) == 0 for s in spikes)
+    return False
+
+
+def _window_of(trains: Sequence[Any], attr: str) -> Array:
+    import neo
+    import quantities as pq
+
+    if not all(isinstance(t, neo.SpikeTrain) for t in trains):
+        raise InvalidInputError(f"{attr}: required for spike times given as plain arrays (ms)")
+    return np.array([float(getattr(t, attr).rescale(pq.ms).magnitude) for t in trains])

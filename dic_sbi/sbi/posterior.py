@@ -1,0 +1,249 @@
+r"""A posterior over conductances through DICs: an sbi posterior ``q(g_s, g_u | x)`` and the compensation.
+
+Generative process of :class:`DICPosterior` for an observation ``x``:
+
+1. ``t = (g_s, g_u) ~ q(t | x)``, the DIC posterior (any sbi posterior over θ = DICs, or a torch distribution);
+2. ``ḡ ~ p(ḡ | t)``, one cell of the degenerate population of ``t``
+   (:func:`~dic_sbi.core.populations.degenerate_population`: random seed cell, compensating pair solved for
+   ``t``, rejection of cells with a negative conductance).
+
+Its density, on the (dim z + 2)-dimensional set the compensation produces and in the coordinates of
+:func:`~dic_sbi.core.populations.population_log_density` (free draws ``z``, compensated pair ``ḡ_P``), is
+
+.. math:: \log p(ḡ | x) = \log q(t(ḡ) | x) + \log p(z) + \log |\det ∂t / ∂ḡ_P| - \log ρ(t(ḡ)),
+
+with ``ρ`` the reachability of ``t``. Conductances off that set (not producible by the compensation) have
+density 0. The conductance posterior is degenerate by construction: the DICs carry what the spike train
+identifies, the population spreads over what it does not (Fyon et al. 2024; Brandoit et al. 2025).
+
+Conductances are float64: the compensation holds the DICs to 1e-9, and float32 rounding of ḡ (relative 6e-8
+on conductances up to ~10⁴ mS/cm²) would already move a cell off the set where its density is defined.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike
+from torch import Tensor
+from torch.distributions import Distribution
+
+from ..errors import InvalidInputError
+from ..models import ConductanceModel, get_model
+from ._utils import Seed, model_state, numpy_rng, restore_model
+
+__all__ = ["DICPosterior"]
+
+_MAX_DRAWS = 1_000_000  # compensation draws per chunk of log_prob's normaliser
+
+
+class DICPosterior:
+    """Posterior over maximal conductances: a DIC posterior followed by the degenerate-population compensation.
+
+    Arguments:
+        posterior: An sbi posterior over ``θ = (g_s, g_u)`` (e.g. from ``NPE(prior=DICPrior(model))``), or a
+            torch distribution over the same θ (unconditional: then ``x`` must not be given).
+        model: Model name or object.
+        pair: Force the compensating pair (default: the model's rule); must match the training simulator.
+        calcium_path_tau: DIC convention of the STG calcium path (see :func:`dic_sbi.core.dics.dics`).
+        simulator: The :class:`~dic_sbi.sbi.DICSimulator` used for training, kept for its protocol (used by
+            :func:`~dic_sbi.sbi.posterior_predictive_check`) and feature layout.
+
+    References:
+        Fyon, Franci, Sacré, Drion (2024). PNAS Nexus 3:pgae415.
+        Brandoit, Ernst, Drion, Fyon (2025). arXiv 2509.12783.
+    """
+
+    def __init__(
+        self,
+        posterior: Any,
+        model: str | ConductanceModel,
+        *,
+        pair: tuple[str, str] | None = None,
+        calcium_path_tau: float | str | None = "model",
+        simulator: Any = None,
+    ) -> None:
+        if not (hasattr(posterior, "sample") and hasattr(posterior, "log_prob")):
+            raise InvalidInputError(f"posterior: expected an sbi posterior or a torch Distribution, got {type(posterior).__name__}")
+        self.posterior = posterior
+        self.model = get_model(model)
+        self.pair = pair
+        self.calcium_path_tau = calcium_path_tau
+        self.simulator = simulator
+
+    # -- sbi-like conveniences ------------------------------------------------------------------------------
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Conductance names, e.g. ``pairplot(samples, labels=list(posterior.names))``."""
+        return self.model.conductance_names
+
+    @property
+    def prior(self) -> Distribution | None:
+        """The prior over DICs of the wrapped posterior."""
+        return getattr(self.posterior, "prior", None)
+
+    @property
+    def default_x(self) -> Tensor | None:
+        return getattr(self.posterior, "default_x", None)
+
+    def set_default_x(self, x: Tensor) -> "DICPosterior":
+        """Set the observation used when ``x`` is not passed; chainable, as in sbi."""
+        if isinstance(self.posterior, Distribution):
+            raise InvalidInputError("x: this DICPosterior wraps an unconditional distribution; it takes no x")
+        self.posterior.set_default_x(x)
+        return self
+
+    def _conditional(self) -> bool:
+        return not isinstance(self.posterior, Distribution)
+
+    def _check_x(self, x: Tensor | None) -> None:
+        if x is not None and not self._conditional():
+            raise InvalidInputError("x: this DICPosterior wraps an unconditional distribution; it takes no x")
+
+    # -- sampling --------------------------------------------------------------------------------------------
+    def sample_dics(
+        self, sample_shape: torch.Size | tuple = torch.Size(), x: Tensor | None = None, *, seed: Seed = None,
+        show_progress_bars: bool = False,
+    ) -> Tensor:  # fmt: skip
+        """Draw DICs ``sample_shape + (2,)`` (float32) from ``q(g_s, g_u | x)``."""
+        self._check_x(x)
+        torch_seed = int(numpy_rng(seed).integers(0, 2**62))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch_seed)
+            if self._conditional():
+                return self.posterior.sample(sample_shape, x=x, show_progress_bars=show_progress_bars)
+            return self.posterior.sample(sample_shape)
+
+    def sample(
+        self, sample_shape: torch.Size | tuple = torch.Size(), x: Tensor | None = None, *, seed: Seed = None,
+        show_progress_bars: bool = False, return_dics: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:  # fmt: skip
+        """Draw conductance vectors ``sample_shape + (n_conductances,)`` (float64, model order).
+
+        Each sample is one cell of the degenerate population of one DIC sample. With ``return_dics``, also
+        return those DICs.
+        """
+        from ..core.populations import degenerate_population
+
+        rng = numpy_rng(seed)
+        t = self.sample_dics(sample_shape, x, seed=rng, show_progress_bars=show_progress_bars)
+        flat = t.reshape(-1, 2).to(torch.float64).numpy()
+        g = degenerate_population(
+            self.model, flat[:, 0], flat[:, 1], 1, seed=rng, pair=self.pair, calcium_path_tau=self.calcium_path_tau
+        )[:, 0, :]
+        g = torch.as_tensor(g, dtype=torch.float64).reshape(tuple(t.shape[:-1]) + (self.model.n_conductances,))
+        return (g, t) if return_dics else g
+
+    # -- densities -------------------------------------------------------------------------------------------
+    def dics_of(self, conductances: ArrayLike | Tensor) -> Tensor:
+        """``(g_s, g_u)`` at the model's reference threshold of ``(..., n_conductances)`` cells (float64)."""
+        from ..core.dics import dics
+
+        g = _as_conductances(self.model, conductances)
+        return torch.as_tensor(dics(self.model, g, calcium_path_tau=self.calcium_path_tau)[..., 1:])
+
+    def log_prob_dics(self, dics: Tensor, x: Tensor | None = None, **kwargs: Any) -> Tensor:
+        """``log q(t | x)`` (keyword arguments go to the wrapped posterior's ``log_prob``)."""
+        self._check_x(x)
+        dics = torch.as_tensor(dics, dtype=torch.float32)
+        if self._conditional():
+            return self.posterior.log_prob(dics, x=x, **kwargs)
+        return self.posterior.log_prob(dics)
+
+    def log_prob(
+        self,
+        conductances: ArrayLike | Tensor,
+        x: Tensor | None = None,
+        *,
+        normalize: bool = True,
+        n_draws: int = 2000,
+        seed: int | np.random.Generator | None = 0,
+        **kwargs: Any,
+    ) -> Tensor:
+        """Log-density of conductance vectors under the generative process (module docstring), float64.
+
+        Parameters
+        ----------
+        conductances
+            ``(..., n_conductances)`` cells.
+        x
+            Observation (default: the default x).
+        normalize
+            Include ``-log ρ(t)``, estimated with ``n_draws`` draws per cell with ``seed`` (fixed by default,
+            so the result is deterministic); ``ρ ≈ 1`` on most of the prior, where it changes nothing.
+        **kwargs
+            Passed to the DIC posterior's ``log_prob`` (e.g. ``norm_posterior=False`` for sbi's
+            ``DirectPosterior`` to skip the leakage correction).
+
+        Returns
+        -------
+        Tensor
+            ``(...)`` float64; ``-inf`` for cells the process cannot produce.
+        """
+        from ..core.populations import population_log_density
+
+        g = _as_conductances(self.model, conductances)
+        shape = g.shape[:-1]
+        flat = g.reshape(-1, self.model.n_conductances)
+        out = np.full(flat.shape[0], -np.inf)
+        ok = np.all(flat >= 0, axis=1) & (flat[:, self.model.index("leak")] > 0)
+        if ok.any():
+            cells = flat[ok]
+            t = self.dics_of(cells)
+            log_q = self.log_prob_dics(t.to(torch.float32), x, **kwargs).detach().to(torch.float64).numpy()
+            # Chunks bound the memory of the Monte Carlo normaliser (n_draws cells simulated per cell).
+            rng = np.random.default_rng(seed) if not isinstance(seed, np.random.Generator) else seed
+            step = max(1, _MAX_DRAWS // n_draws) if normalize else cells.shape[0]
+            log_pop = np.concatenate(
+                [
+                    population_log_density(
+                        self.model, cells[a : a + step], normalize=normalize, n_draws=n_draws, seed=rng,
+                        pair=self.pair, calcium_path_tau=self.calcium_path_tau,
+                    )  # fmt: skip
+                    for a in range(0, cells.shape[0], step)
+                ]
+            )
+            out[ok] = np.where(np.isfinite(log_q) & np.isfinite(log_pop), log_q + log_pop, -np.inf)
+        return torch.as_tensor(out.reshape(shape), dtype=torch.float64)
+
+    def map(self, **kwargs: Any) -> Tensor:
+        """The MAP of the DIC posterior ``q(t | default x)``, ``(1, 2)`` (keyword arguments go to sbi's ``map``).
+
+        The conductance posterior has no meaningful single mode - it is a degenerate population by design - so
+        the MAP is reported in DIC space; cells at the MAP are ``degenerate_population(model, *map[0], n)``.
+        """
+        if not self._conditional():
+            raise InvalidInputError("map: needs an sbi posterior; this DICPosterior wraps a plain distribution")
+        kwargs.setdefault("show_progress_bars", False)
+        return self.posterior.map(**kwargs)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["model"] = model_state(self.model)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["model"] = restore_model(state["model"])
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return f"DICPosterior({self.model.name!r}, over DICs: {type(self.posterior).__name__})"
+
+
+def _as_conductances(model: ConductanceModel, value: ArrayLike | Tensor) -> np.ndarray:
+    if isinstance(value, Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        g = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"conductances: expected an array of numbers, got {type(value).__name__}") from None
+    n = model.n_conductances
+    if g.ndim == 0 or g.shape[-1] != n:
+        raise InvalidInputError(
+            f"conductances: expected shape (..., {n}) in the order {model.conductance_names}, got {g.shape}"
+        )
+    if not np.all(np.isfinite(g)):
+        raise InvalidInputError("conductances: found NaN or inf")
+    return g

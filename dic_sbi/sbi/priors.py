@@ -1,0 +1,462 @@
+"""Priors in sbi's terms: exact ``torch.distributions`` over conductances and over DICs.
+
+Both priors sample float32 (sbi's dtype), have an exact ``support`` (every sample lies in it, ``log_prob`` is
+finite exactly on it), closed-form ``mean`` and ``variance``, and pass ``sbi.utils.process_prior`` unwrapped.
+
+A log-uniform built as ``TransformedDistribution(Uniform, ExpTransform)`` is avoided on purpose: ``exp`` of a
+float32 uniform can round past the upper bound, so the sample leaves the declared support. Here samples are
+drawn in float64, rounded to float32 and clamped to the float32 bounds the support itself uses.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike, NDArray
+from torch.distributions import Distribution, constraints
+from torch.distributions.constraint_registry import biject_to, transform_to
+from torch.distributions.transforms import IndependentTransform, Transform
+
+from ..errors import InvalidInputError
+from ..models import ConductanceModel, get_model
+from ._utils import Seed, model_state, restore_model, torch_generator
+
+__all__ = ["ConductancePrior", "DICPrior", "DICRegion", "reachable_floor"]
+
+_BOUNDARY_SEED = 20250912  # fixed: the reachable region of a model is a deterministic object
+
+
+# -- conductance prior ---------------------------------------------------------------------------------------
+class ConductancePrior(Distribution):
+    r"""Independent uniform (``scale="linear"``) or log-uniform (``scale="log"``) box over maximal conductances.
+
+    The "standard" prior of simulation-based inference on conductance-based models (e.g. Gonçalves et al. 2020):
+    every conductance, leak included, varies independently in ``[low, high]`` (mS/cm², model order).
+
+    Arguments:
+        model: Model name or object.
+        scale: ``"linear"`` (uniform) or ``"log"`` (uniform in ``log ḡ``; bounds must be > 0).
+        low, high: ``(n_conductances,)`` bounds; default ``model.default_bounds()``.
+
+    References:
+        Gonçalves et al. (2020). Training deep neural density estimators to identify mechanistic models of neural
+        dynamics. eLife 9:e56261.
+    """
+
+    arg_constraints: dict = {}
+    has_rsample = False
+
+    def __init__(
+        self,
+        model: str | ConductanceModel,
+        scale: Literal["linear", "log"] = "linear",
+        *,
+        low: ArrayLike | None = None,
+        high: ArrayLike | None = None,
+        validate_args: bool | None = False,
+    ) -> None:
+        self.model = get_model(model)
+        if scale not in ("linear", "log"):
+            raise InvalidInputError(f"scale: expected 'linear' or 'log', got {scale!r}")
+        self.scale = scale
+        default_lo, default_hi = self.model.default_bounds()
+        n = self.model.n_conductances
+        lo = _bound("low", default_lo if low is None else low, n)
+        hi = _bound("high", default_hi if high is None else high, n)
+        if np.any(lo < 0):
+            raise InvalidInputError(f"low: maximal conductances are >= 0; got {lo}")
+        if scale == "log" and np.any(lo <= 0):
+            raise InvalidInputError(f"low: a log-uniform prior needs bounds > 0; got {lo}")
+        if np.any(hi <= lo):
+            raise InvalidInputError(f"high: every upper bound must exceed its lower bound; got low={lo}, high={hi}")
+        self._lo64, self._hi64 = lo, hi
+        self.low = torch.as_tensor(lo, dtype=torch.float32)
+        self.high = torch.as_tensor(hi, dtype=torch.float32)
+        if scale == "linear":
+            self._log_norm = float(np.sum(np.log(hi - lo)))
+        else:
+            self._log_norm = float(np.sum(np.log(np.log(hi / lo))))
+        super().__init__(batch_shape=torch.Size(), event_shape=torch.Size([n]), validate_args=validate_args)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Parameter names (the model's conductances), e.g. for ``sbi.analysis.pairplot(labels=...)``."""
+        return self.model.conductance_names
+
+    @constraints.dependent_property(is_discrete=False, event_dim=1)
+    def support(self) -> constraints.Constraint:
+        return constraints.independent(constraints.interval(self.low, self.high), 1)
+
+    def sample(self, sample_shape: torch.Size | tuple = torch.Size(), *, seed: Seed = None) -> torch.Tensor:
+        """Draw ``sample_shape + (n_conductances,)`` float32 conductances (``seed``: int or torch Generator)."""
+        shape = self._extended_shape(torch.Size(sample_shape))
+        u = torch.rand(shape, dtype=torch.float64, generator=torch_generator(seed))
+        lo, hi = torch.as_tensor(self._lo64), torch.as_tensor(self._hi64)
+        if self.scale == "linear":
+            x = lo + (hi - lo) * u
+        else:
+            x = torch.exp(torch.log(lo) + torch.log(hi / lo) * u)
+        # Rounding to float32 can cross a bound: clamp to the very bounds the support checks.
+        return torch.clamp(x.to(torch.float32), self.low, self.high)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        value = torch.as_tensor(value)
+        if not value.is_floating_point():
+            value = value.to(torch.float32)
+        if self._validate_args:
+            self._validate_sample(value)
+        inside = self.support.check(value)
+        if self.scale == "linear":
+            lp = torch.full(inside.shape, -self._log_norm, dtype=value.dtype, device=value.device)
+        else:
+            lp = -torch.log(value.clamp_min(torch.finfo(value.dtype).tiny)).sum(-1) - self._log_norm
+        return torch.where(inside, lp, torch.full_like(lp, -math.inf))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        lo, hi = self._lo64, self._hi64
+        m = 0.5 * (lo + hi) if self.scale == "linear" else (hi - lo) / np.log(hi / lo)
+        return torch.as_tensor(m, dtype=torch.float32)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        lo, hi = self._lo64, self._hi64
+        if self.scale == "linear":
+            v = (hi - lo) ** 2 / 12.0
+        else:
+            L = np.log(hi / lo)
+            v = (hi**2 - lo**2) / (2.0 * L) - ((hi - lo) / L) ** 2
+        return torch.as_tensor(v, dtype=torch.float32)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["model"] = model_state(self.model)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["model"] = restore_model(state["model"])
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return f"ConductancePrior({self.model.name!r}, scale={self.scale!r})"
+
+
+def _bound(name: str, value: ArrayLike, n: int) -> NDArray[np.float64]:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name}: expected {n} numbers, got {type(value).__name__}") from None
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+        raise InvalidInputError(f"{name}: expected {n} finite numbers (one per conductance), got shape {arr.shape}")
+    return arr
+
+
+# -- the reachable DIC region -------------------------------------------------------------------------------
+@lru_cache(maxsize=16)
+def reachable_floor(
+    model: ConductanceModel,
+    box: tuple[tuple[float, float], tuple[float, float]],
+    min_reachability: float,
+    resolution: float,
+    n_draws: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Knots on g_s and, per interval between knots, the lowest g_u the compensation reaches.
+
+    For every knot ``s_k`` a bisection on g_u finds ``b_k``, the smallest g_u (to ``resolution / 5``) from which
+    upward the reachability (fraction of valid draws of :func:`~dic_sbi.core.populations.degenerate_population`)
+    is at least ``min_reachability``; the floor of an interval is the larger of its two knots' values, so the
+    region errs on the reachable side. The bisection assumes reachability grows with g_u, which holds on the
+    published maps (unreachable STG/DA targets sit at small g_u); a coarse grid above the floor is checked and
+    the floor raised, with a warning, where the assumption fails. Fixed seeds make the result deterministic.
+
+    Returns ``(knots (K + 1,), floor (K,))``.
+    """
+    from ..core.reachability import reachability
+
+    (s_lo, s_hi), (u_lo, u_hi) = box
+    K = max(1, int(math.ceil((s_hi - s_lo) / resolution - 1e-9)))
+    knots = np.linspace(s_lo, s_hi, K + 1)
+    rng = np.random.default_rng(_BOUNDARY_SEED)
+
+    def ok(u: NDArray[np.float64]) -> NDArray[np.bool_]:
+        return reachability(model, knots, u, n_draws=n_draws, seed=rng) >= min_reachability
+
+    at_bottom = ok(np.full(K + 1, float(u_lo)))
+    at_top = ok(np.full(K + 1, float(u_hi)))
+    lo = np.full(K + 1, float(u_lo))
+    hi = np.full(K + 1, float(u_hi))
+    for _ in range(int(math.ceil(math.log2(max((u_hi - u_lo) / (resolution / 5), 2.0))))):
+        mid = 0.5 * (lo + hi)
+        good = ok(mid)
+        hi = np.where(good, mid, hi)
+        lo = np.where(good, lo, mid)
+    b = np.where(at_bottom, u_lo, np.where(at_top, hi, u_hi))
+
+    # Check the monotonicity assumption on a coarse grid above the floor.
+    levels = np.linspace(u_lo, u_hi, 21)
+    for u in levels:
+        above = (u >= b) & (b < u_hi)  # empty columns (b = u_hi) have nothing to check
+        if not above.any():
+            continue
+        bad = above & ~(reachability(model, knots, np.full(K + 1, u), n_draws=n_draws, seed=rng) >= 0.5 * min_reachability)
+        if bad.any():
+            import warnings
+
+            warnings.warn(
+                f"DICPrior: reachability of model {model.name!r} is not monotone in g_u at g_s = "
+                f"{knots[bad][:3]} (g_u = {u:g}); the prior's floor is raised above it",
+                stacklevel=3,
+            )
+            b = np.where(bad, min(u + (levels[1] - levels[0]), u_hi), b)
+    floor = np.maximum(b[:-1], b[1:])
+    return knots, floor
+
+
+class DICRegion(constraints.Constraint):
+    """The set ``{s_lo <= g_s <= s_hi, floor(g_s) <= g_u <= u_hi}`` with a piecewise-constant floor (event_dim 1)."""
+
+    is_discrete = False
+    event_dim = 1
+
+    def __init__(self, knots: NDArray[np.float64], floor: NDArray[np.float64], u_hi: float) -> None:
+        self.knots = torch.as_tensor(np.asarray(knots, dtype=np.float64))
+        self.floor = torch.as_tensor(np.asarray(floor, dtype=np.float64))
+        self.u_hi = float(u_hi)
+        super().__init__()
+
+    @property
+    def s_lo(self) -> float:
+        return float(self.knots[0])
+
+    @property
+    def s_hi(self) -> float:
+        return float(self.knots[-1])
+
+    def floor_at(self, s: torch.Tensor) -> torch.Tensor:
+        """The floor of g_u at ``s`` (float64; the interval's value, the last interval at ``s_hi``)."""
+        s = s.to(torch.float64)
+        K = self.floor.numel()
+        h = (self.s_hi - self.s_lo) / K
+        k = torch.clamp(torch.floor((s - self.s_lo) / h), 0, K - 1).nan_to_num(0).long()
+        return self.floor[k]
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        s = value[..., 0].to(torch.float64)
+        u = value[..., 1].to(torch.float64)
+        floor = self.floor_at(s)
+        # An interval whose floor is u_hi is empty (not a segment of measure zero).
+        return (s >= self.s_lo) & (s <= self.s_hi) & (u <= self.u_hi) & (u >= floor) & (floor < self.u_hi)
+
+    def area(self) -> float:
+        h = (self.s_hi - self.s_lo) / self.floor.numel()
+        return float(h * torch.sum(self.u_hi - self.floor))
+
+    def __repr__(self) -> str:
+        return f"DICRegion(g_s in [{self.s_lo:g}, {self.s_hi:g}], g_u in [floor(g_s), {self.u_hi:g}])"
+
+
+class _DICRegionTransform(Transform):
+    """Bijection from R² onto the interior of a :class:`DICRegion` (triangular, so its Jacobian is cheap).
+
+    ``g_s = s_lo + (s_hi - s_lo) σ(z_0)``, ``g_u = c + (u_hi - c) σ(z_1)`` with ``c = floor(g_s)``.
+    """
+
+    domain = constraints.independent(constraints.real, 1)
+    bijective = True
+    sign = +1
+
+    def __init__(self, region: DICRegion, cache_size: int = 0) -> None:
+        super().__init__(cache_size=cache_size)
+        self.region = region
+
+    @property
+    def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+        return self.region
+
+    def with_cache(self, cache_size: int = 1) -> "_DICRegionTransform":
+        return self if self._cache_size == cache_size else _DICRegionTransform(self.region, cache_size)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _DICRegionTransform) and other.region is self.region
+
+    def _call(self, z: torch.Tensor) -> torch.Tensor:
+        r = self.region
+        s = r.s_lo + (r.s_hi - r.s_lo) * torch.sigmoid(z[..., 0])
+        c = r.floor_at(s).to(z.dtype)
+        u = c + (r.u_hi - c) * torch.sigmoid(z[..., 1])
+        return torch.stack([s, u], dim=-1)
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        r = self.region
+        s, u = y[..., 0], y[..., 1]
+        c = r.floor_at(s).to(y.dtype)
+        z0 = torch.logit((s - r.s_lo) / (r.s_hi - r.s_lo))
+        z1 = torch.logit((u - c) / (r.u_hi - c))
+        return torch.stack([z0, z1], dim=-1)
+
+    def log_abs_det_jacobian(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        r = self.region
+        c = r.floor_at(y[..., 0]).to(z.dtype)
+        z0, z1 = z[..., 0], z[..., 1]
+        return (
+            math.log(r.s_hi - r.s_lo)
+            + torch.nn.functional.logsigmoid(z0)
+            + torch.nn.functional.logsigmoid(-z0)
+            + torch.log(r.u_hi - c)
+            + torch.nn.functional.logsigmoid(z1)
+            + torch.nn.functional.logsigmoid(-z1)
+        )
+
+
+@biject_to.register(DICRegion)
+@transform_to.register(DICRegion)
+def _region_bijection(constraint: DICRegion) -> Transform:
+    # Wrapped as an IndependentTransform (summing nothing) so that sbi, which wraps any other transform in
+    # IndependentTransform(·, 1), does not sum the already-summed log-determinant over the batch.
+    return IndependentTransform(_DICRegionTransform(constraint), 0)
+
+
+# -- DIC prior ------------------------------------------------------------------------------------------------
+class DICPrior(Distribution):
+    r"""Uniform prior over the DICs ``θ = (g_s, g_u)`` at the model's reference threshold, restricted to the
+    targets the compensation can reach.
+
+    The box is the published target box (``model.dic_box``: STG g_s ∈ [-20, 20], g_u ∈ [0, 20] at -51 mV, DA
+    g_s ∈ [-10, 15], g_u ∈ [0, 20] at -55.5 mV; Brandoit et al. 2025). With ``reachable_only`` (default) the
+    prior is uniform on the part of the box where at least ``min_reachability`` of the draws of
+    :func:`~dic_sbi.core.populations.degenerate_population` give a cell with non-negative conductances:
+    ``{floor(g_s) <= g_u}`` with a piecewise-constant floor on a grid of step ``resolution`` in g_s (see
+    :func:`reachable_floor`). STG reaches its whole box (≥ 97 % everywhere); DA loses the corner g_s ≳ -1,
+    g_u ≲ 0.7. Every sample of this prior can be turned into a cell, so :class:`DICSimulator` never fails on it.
+
+    Arguments:
+        model: Model name or object (with a seed population).
+        box: ``((g_s_min, g_s_max), (g_u_min, g_u_max))``; default ``model.dic_box``.
+        reachable_only: Restrict to the reachable region (else uniform on the whole box).
+        min_reachability: Smallest acceptance rate of the compensation counted as reachable.
+        resolution: Grid step (g_s) of the region's floor.
+        n_draws: Monte Carlo draws per reachability estimate.
+
+    References:
+        Drion, Franci, Dethier, Sepulchre (2015). Dynamic input conductances shape neuronal spiking. eNeuro 2.
+        Brandoit, Ernst, Drion, Fyon (2025). arXiv 2509.12783.
+    """
+
+    arg_constraints: dict = {}
+    has_rsample = False
+    names: tuple[str, str] = ("g_s", "g_u")
+
+    def __init__(
+        self,
+        model: str | ConductanceModel,
+        *,
+        box: tuple[tuple[float, float], tuple[float, float]] | None = None,
+        reachable_only: bool = True,
+        min_reachability: float = 0.05,
+        resolution: float = 0.25,
+        n_draws: int = 400,
+        validate_args: bool | None = False,
+    ) -> None:
+        self.model = get_model(model)
+        box = self.model.dic_box if box is None else box
+        try:
+            (s_lo, s_hi), (u_lo, u_hi) = ((float(a), float(b)) for a, b in box)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"box: expected ((g_s_min, g_s_max), (g_u_min, g_u_max)), got {box!r}") from None
+        if not all(math.isfinite(v) for v in (s_lo, s_hi, u_lo, u_hi)) or s_hi <= s_lo or u_hi <= u_lo:
+            raise InvalidInputError(f"box: expected finite ranges with max > min, got {box!r}")
+        if not 0.0 < min_reachability <= 1.0:
+            raise InvalidInputError(f"min_reachability: expected a fraction in (0, 1], got {min_reachability!r}")
+        if not (isinstance(resolution, (int, float)) and resolution > 0):
+            raise InvalidInputError(f"resolution: expected a positive step, got {resolution!r}")
+        self.box = ((s_lo, s_hi), (u_lo, u_hi))
+        self.reachable_only = bool(reachable_only)
+        self.min_reachability = float(min_reachability)
+        if reachable_only:
+            knots, floor = reachable_floor(self.model, self.box, self.min_reachability, float(resolution), int(n_draws))
+        else:
+            knots, floor = np.array([s_lo, s_hi]), np.array([u_lo])
+        if np.all(floor >= u_hi):
+            raise InvalidInputError(
+                f"box: no target of {box!r} is reachable by model {self.model.name!r} "
+                f"(min_reachability={min_reachability}); see dic_sbi.reachability_map"
+            )
+        self.region = DICRegion(knots, floor, u_hi)
+        self._log_area = math.log(self.region.area())
+        super().__init__(batch_shape=torch.Size(), event_shape=torch.Size([2]), validate_args=validate_args)
+
+    @constraints.dependent_property(is_discrete=False, event_dim=1)
+    def support(self) -> constraints.Constraint:
+        return self.region
+
+    def sample(self, sample_shape: torch.Size | tuple = torch.Size(), *, seed: Seed = None) -> torch.Tensor:
+        """Draw ``sample_shape + (2,)`` float32 ``(g_s, g_u)``: uniform in the box, rejected outside the region.
+
+        The acceptance test is the support's own check, so every sample lies in the support.
+        """
+        gen = torch_generator(seed)
+        n = int(torch.Size(sample_shape).numel())
+        (s_lo, s_hi), (u_lo, u_hi) = self.box
+        lo = torch.tensor([s_lo, u_lo], dtype=torch.float32)
+        width = torch.tensor([s_hi - s_lo, u_hi - u_lo], dtype=torch.float32)
+        out = torch.empty((n, 2), dtype=torch.float32)
+        filled = 0
+        accept = self.region.area() / ((s_hi - s_lo) * (u_hi - u_lo))
+        while filled < n:
+            m = int((n - filled) / accept * 1.1) + 16
+            cand = torch.clamp(lo + width * torch.rand((m, 2), generator=gen), lo, lo + width)
+            cand = cand[self.region.check(cand)][: n - filled]
+            out[filled : filled + cand.shape[0]] = cand
+            filled += cand.shape[0]
+        return out.reshape(self._extended_shape(torch.Size(sample_shape)))
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        value = torch.as_tensor(value)
+        if not value.is_floating_point():
+            value = value.to(torch.float32)
+        if self._validate_args:
+            self._validate_sample(value)
+        inside = self.region.check(value)
+        lp = torch.full(inside.shape, -self._log_area, dtype=value.dtype, device=value.device)
+        return torch.where(inside, lp, torch.full_like(lp, -math.inf))
+
+    def _moments(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        # The region is a union of rectangles [s_k, s_k + h] × [c_k, u_hi]: exact moments of the uniform law.
+        r = self.region
+        s = r.knots.numpy()[:-1]
+        h = (r.s_hi - r.s_lo) / r.floor.numel()
+        c = r.floor.numpy()
+        U = r.u_hi
+        w = h * (U - c)
+        w = w / w.sum()
+        m = np.array([np.sum(w * (s + h / 2)), np.sum(w * (c + U) / 2)])
+        m2 = np.array([np.sum(w * (s * s + s * h + h * h / 3)), np.sum(w * (c * c + c * U + U * U) / 3)])
+        return m, m2 - m * m
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return torch.as_tensor(self._moments()[0], dtype=torch.float32)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return torch.as_tensor(self._moments()[1], dtype=torch.float32)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["model"] = model_state(self.model)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["model"] = restore_model(state["model"])
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        (s_lo, s_hi), (u_lo, u_hi) = self.box
+        where = "reachable part of " if self.reachable_only else ""
+        return f"DICPrior({self.model.name!r}: uniform on the {where}g_s ∈ [{s_lo:g}, {s_hi:g}], g_u ∈ [{u_lo:g}, {u_hi:g}])"

@@ -1,0 +1,148 @@
+"""Priors of the sbi layer: exact supports, moments, sbi's prior contract, the reachable DIC region."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sbi.utils import mcmc_transform, process_prior
+from torch.distributions import biject_to
+
+from dic_sbi.errors import InvalidInputError
+from dic_sbi.models import get_model
+from dic_sbi.sbi import ConductancePrior, DICPrior
+
+
+@pytest.fixture(scope="module", params=["stg", "da"])
+def dic_prior(request):
+    return DICPrior(request.param)
+
+
+@pytest.mark.parametrize("model", ["stg", "da"])
+@pytest.mark.parametrize("scale", ["linear", "log"])
+def test_conductance_prior_contract(model, scale):
+    prior = ConductancePrior(model, scale)
+    processed, numel, returns_numpy = process_prior(prior)
+    assert processed is prior  # accepted as is, no wrapper
+    assert numel == get_model(model).n_conductances and not returns_numpy
+    theta = prior.sample((20_000,), seed=0)
+    assert theta.dtype == torch.float32 and theta.shape == (20_000, numel)
+    assert bool(prior.support.check(theta).all())
+    lp = prior.log_prob(theta)
+    assert lp.shape == (20_000,) and bool(torch.isfinite(lp).all())
+    # Moments against the sample (relative standard errors ~ 1 %).
+    assert torch.allclose(theta.mean(0), prior.mean, rtol=0.03)
+    assert torch.allclose(theta.var(0), prior.variance, rtol=0.06)
+    outside = prior.high * 1.01
+    assert prior.log_prob(outside[None]).item() == -math.inf
+    assert prior.log_prob(-prior.low[None] - 1).item() == -math.inf
+
+
+def test_conductance_prior_log_density_is_normalised():
+    # One conductance at a time: integrate the marginal log-uniform density numerically.
+    prior = ConductancePrior("stg", "log")
+    lo, hi = float(prior.low[0]), float(prior.high[0])
+    grid = np.exp(np.linspace(np.log(lo), np.log(hi), 20_001))
+    density = 1.0 / (grid * np.log(hi / lo))
+    assert np.trapezoid(density, grid) == pytest.approx(1.0, rel=1e-6)
+    # The joint density is the product of the marginals.
+    theta = prior.sample((5,), seed=1).double()
+    lo_all, hi_all = prior.low.double(), prior.high.double()
+    expected = -(torch.log(theta) + torch.log(torch.log(hi_all / lo_all))).sum(-1)
+    assert torch.allclose(prior.log_prob(theta), expected)
+
+
+def test_log_uniform_never_leaves_its_support():
+    # Bounds just above and at float32 rounding boundaries: exp() of a float32 uniform would cross them.
+    n = get_model("stg").n_conductances
+    low = np.full(n, 0.1)
+    high = np.nextafter(np.float32(1.0), np.float32(0.0)).astype(np.float64) * np.ones(n)
+    prior = ConductancePrior("stg", "log", low=low, high=high)
+    theta = prior.sample((200_000,), seed=3)
+    assert bool(prior.support.check(theta).all())
+    assert bool((theta <= prior.high).all()) and bool((theta >= prior.low).all())
+
+
+def test_conductance_prior_seeds_and_pickle():
+    prior = ConductancePrior("da", "log")
+    assert torch.equal(prior.sample((4,), seed=7), prior.sample((4,), seed=7))
+    assert not torch.equal(prior.sample((4,), seed=7), prior.sample((4,), seed=8))
+    gen = torch.Generator().manual_seed(3)
+    assert prior.sample((2,), seed=gen).shape == (2, 7)
+    clone = pickle.loads(pickle.dumps(prior))
+    assert clone.model is prior.model  # registered models pickle by name
+    assert torch.equal(clone.sample((3,), seed=1), prior.sample((3,), seed=1))
+
+
+def test_conductance_prior_bad_input_names_the_argument():
+    with pytest.raises(InvalidInputError, match="scale"):
+        ConductancePrior("stg", "sqrt")
+    with pytest.raises(InvalidInputError, match="low"):
+        ConductancePrior("stg", "log", low=np.zeros(8))
+    with pytest.raises(InvalidInputError, match="high"):
+        ConductancePrior("stg", high=np.ones(3))
+    with pytest.raises(InvalidInputError, match="seed"):
+        ConductancePrior("stg").sample((2,), seed=-1)
+
+
+def test_dic_prior_contract(dic_prior):
+    processed, numel, returns_numpy = process_prior(dic_prior)
+    assert processed is dic_prior and numel == 2 and not returns_numpy
+    theta = dic_prior.sample((50_000,), seed=0)
+    assert theta.dtype == torch.float32 and theta.shape == (50_000, 2)
+    assert bool(dic_prior.support.check(theta).all())
+    lp = dic_prior.log_prob(theta)
+    assert bool(torch.isfinite(lp).all())
+    assert torch.allclose(lp, torch.full_like(lp, -math.log(dic_prior.region.area())))
+    assert torch.allclose(theta.mean(0), dic_prior.mean, atol=0.1)
+    assert torch.allclose(theta.var(0), dic_prior.variance, rtol=0.03)
+    (s_lo, s_hi), (u_lo, u_hi) = dic_prior.box
+    assert dic_prior.log_prob(torch.tensor([[s_hi + 0.1, u_hi - 1]])).item() == -math.inf
+    assert dic_prior.log_prob(torch.tensor([[0.0, u_hi + 0.1]])).item() == -math.inf
+    assert torch.equal(dic_prior.sample((5,), seed=2), dic_prior.sample((5,), seed=2))
+
+
+def test_dic_prior_region_is_reachable():
+    from dic_sbi.core.reachability import reachability
+
+    stg, da = DICPrior("stg"), DICPrior("da")
+    assert stg.region.area() == pytest.approx(800.0)  # STG reaches its whole published box
+    assert da.region.area() < 500.0  # DA loses the corner g_s >= 0, g_u < ~0.5
+    assert da.log_prob(torch.tensor([[10.0, 0.1]])).item() == -math.inf
+    assert da.log_prob(torch.tensor([[-5.0, 0.1]])).item() > -math.inf
+    theta = da.sample((400,), seed=4).double().numpy()
+    rho = reachability("da", theta[:, 0], theta[:, 1], n_draws=200, seed=0)
+    assert rho.min() > 0.0
+    full = DICPrior("da", reachable_only=False)
+    assert full.region.area() == pytest.approx(25.0 * 20.0)
+
+
+def test_dic_prior_bijection_for_sbi(dic_prior):
+    # sbi builds its MAP / MCMC transform from the support: it must round-trip and have the right Jacobian.
+    transform = biject_to(dic_prior.support)
+    z = torch.randn(64, 2, dtype=torch.float64)
+    theta = transform(z)
+    assert bool(dic_prior.support.check(theta).all())
+    assert torch.allclose(transform.inv(theta), z, atol=1e-6)
+    jac = torch.stack([torch.autograd.functional.jacobian(transform, zi) for zi in z[:8]])
+    logdet = torch.linalg.slogdet(jac).logabsdet
+    assert torch.allclose(transform.log_abs_det_jacobian(z[:8], theta[:8]), logdet, atol=1e-6)
+    tf = mcmc_transform(dic_prior)  # sbi's own builder: maps the support to R²
+    theta = dic_prior.sample((16,), seed=0)
+    assert torch.allclose(tf.inv(tf(theta)), theta, atol=1e-4)
+    assert tf.log_abs_det_jacobian(theta, tf(theta)).shape == (16,)
+
+
+def test_dic_prior_pickles_and_checks_input():
+    prior = DICPrior("da")
+    clone = pickle.loads(pickle.dumps(prior))
+    assert torch.equal(clone.sample((10,), seed=0), prior.sample((10,), seed=0))
+    with pytest.raises(InvalidInputError, match="box"):
+        DICPrior("stg", box=((1, 0), (0, 1)))
+    with pytest.raises(InvalidInputError, match="min_reachability"):
+        DICPrior("stg", min_reachability=0.0)
+    with pytest.raises(InvalidInputError, match="box"):
+        DICPrior("da", box=((10, 15), (0, 0.2)))  # nothing reachable there
