@@ -81,4 +81,6 @@ def test_stored_reference_is_reproduced_live(model):
     stored = np.array(cell["spike_times"])
     stored = stored[stored <= duration]
     assert live.spike_times.size == stored.size > 0
-    np.testing.assert_allclose(live.spike_times, stored, atol=1e-3)
+    # The shorter span changes LSODA's step sequence, so trajectories agree to the integration tolerance
+    # accumulated over 3 s (~2e-5 relative), not bit for bit; a changed model would be off by far more.
+    np.testing.assert_allclose(live.spike_times, stored, rtol=1e-4)

@@ -208,7 +208,7 @@ def simulate(
         ``(N, n_conductances)`` or ``(n_conductances,)`` maximal conductances (mS/cm², model order), all >= 0.
     duration, transient, dt
         Simulated time, discarded initial time and integration step (ms); default: the model's protocol
-        (STG 6000 / 3000 / 0.1, DA 12000 / 3000 / 0.1).
+        (STG 6000 / 3000 / 0.05, DA 12000 / 3000 / 0.05).
     i_app
         Constant injected current (µA/cm²), a scalar or one value per cell.
     noise_std

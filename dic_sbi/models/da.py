@@ -85,7 +85,7 @@ DA = ConductanceModel(
     calcium=None,
     dics=DICConventions(fast="m", slow="n", ultraslow=100.0, reference_threshold=-55.5),
     # dt and spike substepping: the coarsest settings that meet 1 % against the reference (benchmarks/accuracy.py)
-    protocol=Protocol(duration=12000.0, transient=3000.0, dt=0.1, fine_above=-55.0, fine_substeps=4),
+    protocol=Protocol(duration=12000.0, transient=3000.0, dt=0.05, fine_above=-55.0, fine_substeps=4),
     default_ranges={
         "Na": (5.0, 120.0),
         "Kd": (1.0, 20.0),

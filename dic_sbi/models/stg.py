@@ -67,7 +67,7 @@ STG = ConductanceModel(
     calcium=CalciumDynamics(tau=20.0, alpha=0.94, beta=0.05, initial=0.5),
     dics=DICConventions(fast="mNa", slow="mKd", ultraslow="mH", reference_threshold=-51.0),
     # dt and spike substepping: the coarsest settings that meet 1 % against the reference (benchmarks/accuracy.py)
-    protocol=Protocol(duration=6000.0, transient=3000.0, dt=0.1, fine_above=-45.0, fine_substeps=3),
+    protocol=Protocol(duration=6000.0, transient=3000.0, dt=0.05, fine_above=-45.0, fine_substeps=3),
     # Box over maximal conductances (mS/cm²) used by the conductance-space prior: it spans the degenerate
     # populations of the published DIC box at gleak in [0.007, 0.014] (see ConductancePrior).
     default_ranges={
