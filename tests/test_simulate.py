@@ -203,6 +203,7 @@ def test_exp_nonpositive_matches_libm():
         (dict(noise_std=1.0, seed=-3), "seed: expected"),
         (dict(record_voltage=True, sampling_interval=0.07), "sampling_interval: must be a whole multiple"),
         (dict(chunk_size=0), "chunk_size"),
+        (dict(n_threads=0), "n_threads: expected None or an int >= 1"),
         (dict(fine_substeps=0), "fine_substeps: expected an int >= 1"),
     ],
 )

@@ -333,8 +333,13 @@ def get_kernel(cm: CompiledModel) -> Callable:
     return _KERNELS[key]
 
 
+def max_threads() -> int:
+    """Threads numba may use (all cores unless ``NUMBA_NUM_THREADS`` says otherwise)."""
+    return int(numba.config.NUMBA_NUM_THREADS)
+
+
 def set_threads(n_threads: int | None) -> int:
-    """Set numba's thread count (``None``: all cores); returns the previous count."""
+    """Set numba's thread count (``None``: all; capped at :func:`max_threads`); returns the previous count."""
     previous = numba.get_num_threads()
-    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS if n_threads is None else int(n_threads))
+    numba.set_num_threads(max_threads() if n_threads is None else max(1, min(int(n_threads), max_threads())))
     return previous

@@ -321,7 +321,11 @@ def simulate(
         return spikes, counts, vbuf
 
     show = (len(chunks) > 1) if progress is None else bool(progress)
-    previous_threads = kernels.set_threads(n_threads) if n_threads is not None else None
+    if n_threads is not None and (not isinstance(n_threads, (int, np.integer)) or n_threads < 1):
+        raise InvalidInputError(f"n_threads: expected None or an int >= 1, got {n_threads!r}")
+    # No more threads than blocks of cells: idle OpenMP workers spin and slow a small batch down.
+    n_blocks = -(-min(N, chunk_size) // kernels.BLOCK)
+    previous_threads = kernels.set_threads(min(kernels.max_threads() if n_threads is None else n_threads, n_blocks))
     try:
         bar = None
         if show:
@@ -350,8 +354,7 @@ def simulate(
         if bar is not None:
             bar.close()
     finally:
-        if previous_threads is not None:
-            kernels.set_threads(previous_threads)
+        kernels.set_threads(previous_threads)
 
     offsets = np.zeros(N + 1, dtype=np.int64)
     np.cumsum(counts_all, out=offsets[1:])
