@@ -118,6 +118,7 @@ def main() -> None:
     ap.add_argument("--workload", default="population", choices=("population", "box"))
     ap.add_argument("--brian2-target", default="cpp_standalone", choices=("cython", "cpp_standalone", "none"))
     ap.add_argument("--brian2-max-n", type=int, default=100, help="largest N run through Brian2")
+    ap.add_argument("--brian2-threads", default="1", help="comma-separated OpenMP thread counts for cpp_standalone")
     ap.add_argument("--out", default=str(HERE / "results" / "simulator.json"))
     args = ap.parse_args()
 
@@ -151,7 +152,7 @@ def main() -> None:
         print(rows[-1], flush=True)
         if args.brian2_target != "none":
             for n in [s for s in sizes if s <= args.brian2_max_n]:
-                for threads in ((1, all_threads) if args.brian2_target == "cpp_standalone" else (1,)):
+                for threads in ([int(t) for t in args.brian2_threads.split(",")] if args.brian2_target == "cpp_standalone" else (1,)):
                     b = time_brian2(name, g_all[:n], p.dt, p.duration, p.transient, args.brian2_target, threads)
                     if b is None:
                         continue
