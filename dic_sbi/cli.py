@@ -2,10 +2,13 @@
 
     dic-sbi population --model stg --g-s 4 --g-u 5 -n 1000 --out pop.csv [--validate]
     dic-sbi simulate CONDUCTANCES.csv --model stg --out spikes.csv [--nix spikes.nix]
+    dic-sbi simulate --model stg --prior dic|conductance --num 1000000 --store DIR [--scheduler ADDRESS]
     dic-sbi demo --out DIR
 
 Every command writes its outputs atomically (to a temporary name, renamed when complete) and exits with a
-non-zero status and a one-line message on bad input, leaving nothing partial behind.
+non-zero status and a one-line message on bad input, leaving nothing partial behind. A campaign (``simulate
+--store``) writes chunk by chunk, each chunk marked complete only once written: run the same command again to
+resume it after an interruption.
 """
 
 from __future__ import annotations
@@ -146,6 +149,16 @@ def cmd_population(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     import dic_sbi
 
+    campaign_args = [f"--{n.replace('_', '-')}" for n in ("prior", "num", "scheduler", "chunk_size", "max_chunks")
+                     if getattr(args, n) is not None] + (["--spike-times"] if args.spike_times else [])  # fmt: skip
+    if args.store is not None:
+        if args.conductances is not None or args.out is not None or args.nix is not None:
+            raise DicSbiError("--store runs a campaign from a prior: give --prior and --num, not a CSV, --out or --nix")
+        return cmd_campaign(args)
+    if campaign_args:
+        raise DicSbiError(f"{', '.join(campaign_args)} need --store DIR (a campaign)")
+    if args.conductances is None or args.out is None:
+        raise DicSbiError("give CONDUCTANCES.csv and --out FILE, or run a campaign with --prior, --num and --store")
     model = dic_sbi.get_model(args.model)
     g = read_conductances_csv(Path(args.conductances), model.conductance_names)
     res = dic_sbi.simulate(model, g, duration=args.duration, transient=args.transient, dt=args.dt,
@@ -154,6 +167,27 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.nix:
         write_spikes_nix(Path(args.nix), res)
     print(json.dumps(_fidelity(res.features()), indent=1))
+    return 0
+
+
+def cmd_campaign(args: argparse.Namespace) -> int:
+    """Simulations drawn from a prior, chunk by chunk into a resumable store (``simulate --store``)."""
+    from .campaign import CampaignSpec, run_campaign
+
+    if args.prior is None or args.num is None:
+        raise DicSbiError("a campaign needs --prior (dic or conductance) and --num")
+    spec = CampaignSpec(model=args.model, prior=args.prior, num=args.num, chunk_size=args.chunk_size or 1000,
+                        seed=args.seed, scale=args.scale, duration=args.duration, transient=args.transient, dt=args.dt,
+                        noise_std=args.noise_std, spike_times=args.spike_times)  # fmt: skip
+    report = run_campaign(spec, args.store, scheduler=args.scheduler, n_threads=args.threads, overwrite=args.overwrite,
+                          max_chunks=args.max_chunks, progress=not args.quiet)  # fmt: skip
+    st = report.store
+    print(json.dumps({"store": str(st.path), "model": spec.model, "prior": spec.prior, "num": spec.num,
+                      "chunks": st.n_chunks, "complete_chunks": len(st.complete_chunks()),
+                      "computed_now": len(report.computed), "found_complete": len(report.skipped),
+                      "seconds": round(report.seconds, 2),
+                      "simulations_per_second": round(report.simulations_per_second, 1)
+                      if report.computed else None}, indent=1))  # fmt: skip
     return 0
 
 
@@ -219,15 +253,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--validate", action="store_true", help="simulate the cells and report their firing")
     sp.set_defaults(func=cmd_population)
 
-    sp = sub.add_parser("simulate", help="simulate conductance vectors from a CSV")
+    sp = sub.add_parser("simulate", help="simulate conductance vectors from a CSV, or a campaign from a prior (--store)")
     common(sp)
-    sp.add_argument("conductances", help="CSV with one column per conductance")
-    sp.add_argument("--out", required=True, help="spike times CSV (ID, [t1, ...] in ms)")
+    sp.add_argument("conductances", nargs="?", help="CSV with one column per conductance")
+    sp.add_argument("--out", help="spike times CSV (ID, [t1, ...] in ms)")
     sp.add_argument("--nix", help="also write the spike trains to this NIX file")
     sp.add_argument("--duration", type=float)
     sp.add_argument("--transient", type=float)
     sp.add_argument("--dt", type=float)
     sp.add_argument("--noise-std", type=float, default=0.0)
+    g = sp.add_argument_group("campaign (simulations drawn from a prior into a resumable zarr store)")
+    g.add_argument("--store", help="store directory; run the same command again to resume")
+    g.add_argument("--prior", choices=("dic", "conductance"), help="DICPrior or ConductancePrior")
+    g.add_argument("--num", type=int, help="number of simulations")
+    g.add_argument("--chunk-size", type=int, help="simulations per chunk (default 1000)")
+    g.add_argument("--scale", choices=("linear", "log"), default="linear", help="conductance prior scale")
+    g.add_argument("--spike-times", action="store_true", help="also keep the spike times")
+    g.add_argument("--scheduler", help="dask.distributed scheduler address (default: this machine, no cluster)")
+    g.add_argument("--threads", type=int, help="simulator threads per chunk")
+    g.add_argument("--max-chunks", type=int, help="compute at most this many chunks now")
+    g.add_argument("--overwrite", action="store_true", help="delete an existing store first")
     sp.set_defaults(func=cmd_simulate)
 
     sp = sub.add_parser("demo", help="run the pipeline on the built-in example cells")

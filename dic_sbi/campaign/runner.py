@@ -1,0 +1,294 @@
+"""Simulation campaigns: θ from a prior → cells → spike trains → features, chunk by chunk into a store.
+
+Chunk ``k`` depends only on ``(seed, k)``: its θ and its simulation seeds come from
+``numpy.random.SeedSequence([seed, k])``, so any chunk can be recomputed identically, in any order, on any
+worker, and a resumed or distributed campaign writes the same bytes as one uninterrupted local run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import InvalidInputError
+from .store import FIELDS, FORMAT, FORMAT_VERSION, CampaignStore
+
+__all__ = ["CampaignSpec", "CampaignReport", "run_campaign", "compute_chunk"]
+
+PriorName = Literal["dic", "conductance"]
+
+
+@dataclass(frozen=True)
+class CampaignSpec:
+    """What a campaign simulates (everything the content of the store depends on).
+
+    Arguments:
+        model: Registered model name (``"stg"``, ``"da"``).
+        prior: ``"dic"`` (:class:`~dic_sbi.sbi.DICPrior`, one compensated cell per θ) or ``"conductance"``
+            (:class:`~dic_sbi.sbi.ConductancePrior`, θ = ḡ).
+        num: Number of simulations.
+        chunk_size: Simulations per chunk (the unit of work, of resumption and of the store's chunking).
+        seed: Campaign seed.
+        scale: Scale of the conductance prior (``"linear"`` or ``"log"``); ignored for ``"dic"``.
+        duration, transient, dt: Protocol (ms); ``None``: the model's.
+        noise_std, i_app: Current noise σ and constant current (µA/cm²).
+        output, max_isis: Encoding of ``x`` (see :mod:`dic_sbi.sbi.features`).
+        spike_times: Keep the spike times too (large: ~ rate × window per cell).
+    """
+
+    model: str
+    prior: PriorName
+    num: int
+    chunk_size: int = 1000
+    seed: int = 0
+    scale: Literal["linear", "log"] = "linear"
+    duration: float | None = None
+    transient: float | None = None
+    dt: float | None = None
+    noise_std: float = 0.0
+    i_app: float = 0.0
+    output: Literal["summary", "isi"] = "summary"
+    max_isis: int = 128
+    spike_times: bool = False
+
+    def __post_init__(self) -> None:
+        from ..models import get_model
+
+        if not isinstance(self.model, str):
+            raise InvalidInputError(f"model: a campaign needs a registered model name, got {type(self.model).__name__}")
+        get_model(self.model)  # UnknownModelError names the model
+        if self.prior not in ("dic", "conductance"):
+            raise InvalidInputError(f"prior: expected 'dic' or 'conductance', got {self.prior!r}")
+        for name in ("num", "chunk_size"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise InvalidInputError(f"{name}: expected an int >= 1, got {v!r}")
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
+            raise InvalidInputError(f"seed: expected an int >= 0, got {self.seed!r}")
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.num // self.chunk_size)
+
+    def config(self) -> dict:
+        """The settings as stored in the store (plus names of the columns)."""
+        prior, sim = _objects(self)
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            **asdict(self),
+            "duration": sim.duration,  # resolved protocol, so the store says what was simulated
+            "transient": sim.transient,
+            "dt": sim.dt,
+            "theta_names": list(prior.names),
+            "conductance_names": list(prior.model.conductance_names),
+            "x_names": list(sim.names),
+        }
+
+    def shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        prior, sim = _objects(self)
+        return {
+            "theta": ((self.num, len(prior.names)), "float32"),
+            "conductances": ((self.num, prior.model.n_conductances), "float64"),
+            "x": ((self.num, sim.x_dim), "float32"),
+            "spike_counts": ((self.num,), "int64"),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "CampaignSpec":
+        names = cls.__dataclass_fields__.keys()
+        return cls(**{k: config[k] for k in names if k in config})
+
+
+@lru_cache(maxsize=8)
+def _objects(spec: CampaignSpec):
+    """The prior and simulator of ``spec``, built once per process (a DICPrior maps its region on creation)."""
+    from ..sbi import ConductancePrior, ConductanceSimulator, DICPrior, DICSimulator
+
+    proto = dict(duration=spec.duration, transient=spec.transient, dt=spec.dt, noise_std=spec.noise_std,
+                 i_app=spec.i_app, output=spec.output, max_isis=spec.max_isis)  # fmt: skip
+    if spec.prior == "dic":
+        return DICPrior(spec.model), DICSimulator(spec.model, on_unreachable="nan", **proto)
+    return ConductancePrior(spec.model, spec.scale), ConductanceSimulator(spec.model, **proto)
+
+
+def _chunk_seeds(seed: int, k: int) -> tuple[int, np.random.Generator]:
+    prior_ss, sim_ss = np.random.SeedSequence([int(seed), int(k)]).spawn(2)
+    # torch.Generator.manual_seed takes < 2**63; the top bit is dropped
+    return int(prior_ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)), np.random.default_rng(sim_ss)
+
+
+def compute_chunk(spec: CampaignSpec, k: int, *, n_threads: int | None = None) -> dict[str, NDArray[Any]]:
+    """Simulate chunk ``k`` of ``spec``: a dict of the store's fields (depends on ``(spec, k)`` only)."""
+    from ..core.simulator import simulate
+    from ..sbi.features import encode
+
+    if not 0 <= k < spec.n_chunks:
+        raise InvalidInputError(f"k: expected 0 <= k < {spec.n_chunks}, got {k}")
+    prior, sim = _objects(spec)
+    n = min(spec.num, (k + 1) * spec.chunk_size) - k * spec.chunk_size
+    prior_seed, rng = _chunk_seeds(spec.seed, k)
+    theta = prior.sample((n,), seed=prior_seed)
+    if spec.prior == "dic":
+        g = sim.cells(theta, seed=rng)
+    else:
+        g = theta.numpy().astype(np.float64)
+    x = np.full((n, sim.x_dim), np.nan)
+    counts = np.zeros(n, dtype=np.int64)
+    times = np.empty(0)
+    ok = np.all(np.isfinite(g), axis=1)  # an unreachable DIC target gives a NaN cell: sbi's invalid simulation
+    if ok.any():
+        res = simulate(spec.model, g[ok], duration=sim.duration, transient=sim.transient, dt=sim.dt, i_app=sim.i_app,
+                       noise_std=sim.noise_std, seed=rng if sim.noise_std > 0 else None, n_threads=n_threads,
+                       progress=False)  # fmt: skip
+        x[ok] = encode(res.times, res.offsets, res.t_start, res.t_stop, sim.output, sim.max_isis)
+        counts[ok] = res.spike_counts
+        times = res.times
+    out = {"theta": theta.numpy(), "conductances": g, "x": x.astype(np.float32), "spike_counts": counts}
+    if spec.spike_times:
+        out["spike_times"] = times
+    return out
+
+
+def _run_and_write(spec: CampaignSpec, path: str, k: int, n_threads: int | None) -> tuple[int, int, float]:
+    """Task body (local loop or dask worker): compute chunk ``k`` and write it; returns (k, rows, seconds)."""
+    t0 = time.perf_counter()
+    data = compute_chunk(spec, k, n_threads=n_threads)
+    CampaignStore(Path(path), spec.config()).write_chunk(k, data)
+    return k, len(data["theta"]), time.perf_counter() - t0
+
+
+@dataclass
+class CampaignReport:
+    """What :func:`run_campaign` did: chunks computed now, chunks found complete, wall time."""
+
+    store: CampaignStore
+    computed: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def simulations_per_second(self) -> float:
+        rows = sum(b - a for a, b in map(self.store.rows, self.computed))
+        return rows / self.seconds if self.seconds > 0 else math.nan
+
+
+def _open_or_create(path: Path, spec: CampaignSpec, overwrite: bool) -> CampaignStore:
+    config = spec.config()
+    if path.exists() and overwrite:
+        shutil.rmtree(path)
+    if not path.exists():
+        return CampaignStore.create(path, config, spec.shapes())
+    store = CampaignStore.open(path)
+    differ = {k: (store.config.get(k), v) for k, v in config.items() if store.config.get(k) != v}
+    if differ:
+        what = ", ".join(f"{k}: stored {a!r}, asked {b!r}" for k, (a, b) in differ.items())
+        raise InvalidInputError(
+            f"store: {path} holds a different campaign ({what}); resume it with its own settings, or choose another "
+            "store (or overwrite=True / --overwrite)"
+        )
+    return store
+
+
+def run_campaign(
+    spec: CampaignSpec,
+    store: str | os.PathLike,
+    *,
+    scheduler: str | Any | None = None,
+    n_threads: int | None = None,
+    overwrite: bool = False,
+    max_chunks: int | None = None,
+    progress: bool = True,
+) -> CampaignReport:
+    """Run (or resume) a campaign into ``store``.
+
+    Chunks already marked complete are skipped; every other chunk (never started, or killed half-way) is
+    computed from ``(spec.seed, k)`` and written, then marked complete. Interrupting and calling again with
+    the same ``spec`` finishes the campaign; the result is the same as one uninterrupted run.
+
+    Parameters
+    ----------
+    spec
+        The campaign.
+    store
+        Directory of the store (created if absent; an existing one must hold the same ``spec``).
+    scheduler
+        ``None``: this process, chunk after chunk, each simulated with all cores. A ``dask.distributed``
+        scheduler address (``"tcp://host:8786"``) or a ``distributed.Client``: chunks run as tasks on that
+        cluster, and each worker writes its chunks itself, so ``store`` must be on a file system every worker
+        sees at the same path.
+    n_threads
+        Simulator threads per chunk (default: all cores locally, 1 per task on a cluster, whose worker threads
+        already share the cores).
+    overwrite
+        Delete an existing store first.
+    max_chunks
+        Compute at most this many pending chunks now (e.g. to spread a campaign over several jobs).
+    progress
+        tqdm progress bar over simulations, with rate and ETA.
+    """
+    if not isinstance(spec, CampaignSpec):
+        raise InvalidInputError(f"spec: expected a CampaignSpec, got {type(spec).__name__}")
+    if max_chunks is not None and (not isinstance(max_chunks, (int, np.integer)) or max_chunks < 0):
+        raise InvalidInputError(f"max_chunks: expected None or an int >= 0, got {max_chunks!r}")
+    path = Path(store)
+    st = _open_or_create(path, spec, overwrite)
+    done = st.complete_chunks()
+    todo = st.pending_chunks()[: max_chunks if max_chunks is not None else None]
+    report = CampaignReport(store=st, skipped=done)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=spec.num, initial=st.n_complete_rows(), unit="sim", desc=f"campaign {spec.model}/{spec.prior}",
+                   smoothing=0.05, dynamic_ncols=True)  # fmt: skip
+    t0 = time.perf_counter()
+    try:
+        if scheduler is None:
+            for k in todo:
+                _, rows, _ = _run_and_write(spec, str(path), k, n_threads)
+                report.computed.append(k)
+                if bar is not None:
+                    bar.update(rows)
+        else:
+            _run_distributed(spec, path, todo, scheduler, 1 if n_threads is None else n_threads, report, bar)
+    finally:
+        report.seconds = time.perf_counter() - t0
+        if bar is not None:
+            bar.close()
+    return report
+
+
+def _run_distributed(spec, path: Path, todo: list[int], scheduler, n_threads: int, report: CampaignReport, bar) -> None:
+    from distributed import Client, as_completed
+
+    own = not isinstance(scheduler, Client)
+    if own and not isinstance(scheduler, str):
+        raise InvalidInputError(f"scheduler: expected None, an address or a distributed.Client, got {scheduler!r}")
+    client = Client(scheduler) if own else scheduler
+    try:
+        # pure=False: a chunk is a side effect (it writes), dask must not deduplicate or cache it
+        futures = [client.submit(_run_and_write, spec, str(path), k, n_threads, key=f"dic_sbi-chunk-{k}-{os.getpid()}",
+                                 pure=False) for k in todo]  # fmt: skip
+        try:
+            for fut in as_completed(futures):
+                k, rows, _ = fut.result()
+                report.computed.append(k)
+                if bar is not None:
+                    bar.update(rows)
+        except BaseException:
+            client.cancel(futures)
+            raise
+    finally:
+        if own:
+            client.close()
+    report.computed.sort()
