@@ -110,11 +110,14 @@ class DICPosterior:
         """Draw DICs ``sample_shape + (2,)`` (float32) from ``q(g_s, g_u | x)``."""
         self._check_x(x)
         torch_seed = int(numpy_rng(seed).integers(0, 2**62))
+        shape = torch.Size(sample_shape)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(torch_seed)
             if self._conditional():
-                return self.posterior.sample(sample_shape, x=x, show_progress_bars=show_progress_bars)
-            return self.posterior.sample(sample_shape)
+                t = self.posterior.sample((shape.numel(),), x=x, show_progress_bars=show_progress_bars)
+            else:
+                t = self.posterior.sample((shape.numel(),))
+        return t.reshape(shape + (2,))
 
     def sample(
         self, sample_shape: torch.Size | tuple = torch.Size(), x: Tensor | None = None, *, seed: Seed = None,

@@ -54,20 +54,36 @@ class TrainingRun:
     inference: Any
 
 
+_ESTIMATORS = {"nsf": "zuko_nsf", "maf": "zuko_maf", "mdn": "mdn"}
+
+
 def _density_estimator(
-    density_estimator: str, x: Tensor, output: str, max_isis: int, embedding_net: nn.Module | None, **kwargs: Any
+    density_estimator: str,
+    prior: Any,
+    x: Tensor,
+    output: str,
+    max_isis: int,
+    embedding_net: nn.Module | None,
+    **kwargs: Any,
 ):
     from sbi.neural_nets import posterior_nn
 
-    if density_estimator not in ("maf", "nsf", "mdn", "made"):
-        raise InvalidInputError(f"density_estimator: expected 'maf', 'nsf', 'mdn' or 'made', got {density_estimator!r}")
+    if density_estimator not in _ESTIMATORS:
+        raise InvalidInputError(f"density_estimator: expected one of {sorted(_ESTIMATORS)}, got {density_estimator!r}")
     # Our own standardisation (std floored at 0.1) instead of sbi's z-scoring of x (floored at 1e-7): see
     # dic_sbi.sbi.embedding. The ISI columns are left as they are: ISIEmbedding reads the count from them.
     scale = Standardize.from_data(x, columns=len(SUMMARY_NAMES))
     if embedding_net is None and output == "isi":
         embedding_net = ISIEmbedding(max_isis)
     net = scale if embedding_net is None else nn.Sequential(scale, embedding_net)
-    return posterior_nn(model=density_estimator, z_score_x="none", embedding_net=net, **kwargs)
+    # θ is modelled in the unconstrained space of the prior's support (sbi's "transform_to_unconstrained",
+    # through the prior's biject_to): no posterior mass leaks out of the prior, so sampling needs no rejection
+    # - rejection stalls on observations unlike the training set, where a flow trained on θ itself can put
+    # almost all its mass outside the prior.
+    return posterior_nn(
+        model=_ESTIMATORS[density_estimator], z_score_theta="transform_to_unconstrained", x_dist=prior,
+        z_score_x="none", embedding_net=net, **kwargs,
+    )  # fmt: skip
 
 
 def _train_npe(
@@ -142,7 +158,7 @@ def _train_npe_seeded(
     train_kwargs.update(training or {})
     torch.manual_seed(train_seed)
     builder = _density_estimator(
-        density_estimator, x, output, max_isis, embedding_net, hidden_features=hidden_features,
+        density_estimator, prior, x, output, max_isis, embedding_net, hidden_features=hidden_features,
         num_transforms=num_transforms,
     )  # fmt: skip
     inference = NPE(prior=prior, density_estimator=builder, show_progress_bars=show_progress_bars)
@@ -161,7 +177,7 @@ def train_dic_posterior(
     *,
     prior: DICPrior | None = None,
     simulator: DICSimulator | None = None,
-    density_estimator: Literal["maf", "nsf", "mdn", "made"] = "nsf",
+    density_estimator: Literal["nsf", "maf", "mdn"] = "nsf",
     embedding_net: nn.Module | None = None,
     hidden_features: int = 50,
     num_transforms: int = 5,
@@ -231,7 +247,7 @@ def train_conductance_posterior(
     scale: Literal["linear", "log"] = "log",
     prior: ConductancePrior | None = None,
     simulator: ConductanceSimulator | None = None,
-    density_estimator: Literal["maf", "nsf", "mdn", "made"] = "nsf",
+    density_estimator: Literal["nsf", "maf", "mdn"] = "nsf",
     embedding_net: nn.Module | None = None,
     hidden_features: int = 50,
     num_transforms: int = 5,
