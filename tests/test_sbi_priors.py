@@ -86,6 +86,16 @@ def test_conductance_prior_bad_input_names_the_argument():
         ConductancePrior("stg", high=np.ones(3))
     with pytest.raises(InvalidInputError, match="seed"):
         ConductancePrior("stg").sample((2,), seed=-1)
+    with pytest.raises(InvalidInputError, match="high"):  # float32 samples / moments would overflow
+        ConductancePrior("stg", low=np.zeros(8), high=np.full(8, 3.5e38))
+
+
+def test_empty_batches():
+    for prior in (ConductancePrior("stg"), ConductancePrior("da", "log"), DICPrior("stg")):
+        d = prior.event_shape[0]
+        assert prior.log_prob(torch.empty(0, d)).shape == (0,)
+        assert prior.sample((0,)).shape == (0, d)
+        assert prior.sample((2, 0)).shape == (2, 0, d)
 
 
 def test_dic_prior_contract(dic_prior):
@@ -146,3 +156,5 @@ def test_dic_prior_pickles_and_checks_input():
         DICPrior("stg", min_reachability=0.0)
     with pytest.raises(InvalidInputError, match="box"):
         DICPrior("da", box=((10, 15), (0, 0.2)))  # nothing reachable there
+    with pytest.raises(InvalidInputError, match="box"):
+        DICPrior("stg", box=((-1e20, 1e20), (0, 1)), reachable_only=False)

@@ -15,7 +15,7 @@ from .features import SUMMARY_NAMES, summary_statistics
 from .posterior import DICPosterior
 from .priors import ConductancePrior, DICPrior
 from .simulators import ConductanceSimulator, DICSimulator
-from .training import TrainingRun, train_conductance_posterior, train_dic_posterior
+from .training import TrainingRun, build_density_estimator, train_conductance_posterior, train_dic_posterior
 
 __all__ = [
     "ConductancePrior",
@@ -30,6 +30,7 @@ __all__ = [
     "TrainingRun",
     "train_dic_posterior",
     "train_conductance_posterior",
+    "build_density_estimator",
     "simulation_based_calibration",
     "tarp_calibration",
     "posterior_predictive_check",

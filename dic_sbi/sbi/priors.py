@@ -27,6 +27,10 @@ from ._utils import Seed, model_state, restore_model, torch_generator
 
 __all__ = ["ConductancePrior", "DICPrior", "DICRegion", "reachable_floor"]
 
+#: Largest accepted conductance bound (mS/cm²); real ones stay below ~1e4, float32 overflows at ~3e38.
+MAX_CONDUCTANCE = 1e9
+#: Largest accepted |bound| of a DIC box (normalised DICs are O(10); float32 moments overflow near 1e19).
+MAX_DIC = 1e6
 _BOUNDARY_SEED = 20250912  # fixed: the reachable region of a model is a deterministic object
 
 
@@ -73,6 +77,10 @@ class ConductancePrior(Distribution):
             raise InvalidInputError(f"low: a log-uniform prior needs bounds > 0; got {lo}")
         if np.any(hi <= lo):
             raise InvalidInputError(f"high: every upper bound must exceed its lower bound; got low={lo}, high={hi}")
+        if np.any(hi > MAX_CONDUCTANCE):
+            # Samples are float32 and the variance is (hi - lo)² / 12: bounds far beyond any physical
+            # conductance would overflow to inf.
+            raise InvalidInputError(f"high: bounds above {MAX_CONDUCTANCE:g} mS/cm² are not conductances; got {hi}")
         self._lo64, self._hi64 = lo, hi
         self.low = torch.as_tensor(lo, dtype=torch.float32)
         self.high = torch.as_tensor(hi, dtype=torch.float32)
@@ -109,6 +117,8 @@ class ConductancePrior(Distribution):
             value = value.to(torch.float32)
         if self._validate_args:
             self._validate_sample(value)
+        if value.numel() == 0:  # torch's independent(interval).check cannot reshape an empty batch
+            return torch.empty(value.shape[:-1], dtype=value.dtype, device=value.device)
         inside = self.support.check(value)
         if self.scale == "linear":
             lp = torch.full(inside.shape, -self._log_norm, dtype=value.dtype, device=value.device)
@@ -371,6 +381,8 @@ class DICPrior(Distribution):
             raise InvalidInputError(f"box: expected ((g_s_min, g_s_max), (g_u_min, g_u_max)), got {box!r}") from None
         if not all(math.isfinite(v) for v in (s_lo, s_hi, u_lo, u_hi)) or s_hi <= s_lo or u_hi <= u_lo:
             raise InvalidInputError(f"box: expected finite ranges with max > min, got {box!r}")
+        if max(abs(s_lo), abs(s_hi), abs(u_lo), abs(u_hi)) > MAX_DIC:
+            raise InvalidInputError(f"box: DIC densities are O(10); bounds beyond ±{MAX_DIC:g} are refused, got {box!r}")
         if not 0.0 < min_reachability <= 1.0:
             raise InvalidInputError(f"min_reachability: expected a fraction in (0, 1], got {min_reachability!r}")
         if not (isinstance(resolution, (int, float)) and resolution > 0):

@@ -27,7 +27,7 @@ from .posterior import DICPosterior
 from .priors import ConductancePrior, DICPrior
 from .simulators import ConductanceSimulator, DICSimulator
 
-__all__ = ["TrainingRun", "train_dic_posterior", "train_conductance_posterior"]
+__all__ = ["TrainingRun", "train_dic_posterior", "train_conductance_posterior", "build_density_estimator"]
 
 
 @dataclass
@@ -57,33 +57,44 @@ class TrainingRun:
 _ESTIMATORS = {"nsf": "zuko_nsf", "maf": "zuko_maf", "mdn": "mdn"}
 
 
-def _density_estimator(
-    density_estimator: str,
-    prior: Any,
+def build_density_estimator(
+    density_estimator: Literal["nsf", "maf", "mdn"],
     x: Tensor,
-    output: str,
-    max_isis: int,
-    embedding_net: nn.Module | None,
+    output: str = "summary",
+    max_isis: int = 0,
+    embedding_net: nn.Module | None = None,
+    *,
+    prior: Any = None,
     **kwargs: Any,
 ):
+    """The ``posterior_nn`` builder both recipes use (``kwargs``: e.g. ``hidden_features``, ``num_transforms``).
+
+    ``x`` is standardised by a fixed :class:`~dic_sbi.sbi.Standardize` fitted on its finite rows (std floored
+    at 0.1) instead of sbi's z-scoring (floored at 1e-7, see :mod:`dic_sbi.sbi.embedding`); ISI columns are left
+    as they are, since :class:`~dic_sbi.sbi.ISIEmbedding` reads the count from them. With ``prior``, θ is
+    modelled in the unconstrained space of the prior's support (sbi's ``transform_to_unconstrained``, through
+    the prior's ``biject_to``; zuko flows): no posterior mass leaks out of the prior, so sampling needs no
+    rejection. Rejection stalls on observations unlike the training set, where a flow trained on θ itself can
+    put almost all its mass outside the prior. Without ``prior``, θ is z-scored (sbi's default).
+    """
     from sbi.neural_nets import posterior_nn
 
     if density_estimator not in _ESTIMATORS:
         raise InvalidInputError(f"density_estimator: expected one of {sorted(_ESTIMATORS)}, got {density_estimator!r}")
-    # Our own standardisation (std floored at 0.1) instead of sbi's z-scoring of x (floored at 1e-7): see
-    # dic_sbi.sbi.embedding. The ISI columns are left as they are: ISIEmbedding reads the count from them.
     scale = Standardize.from_data(x, columns=len(SUMMARY_NAMES))
     if embedding_net is None and output == "isi":
         embedding_net = ISIEmbedding(max_isis)
     net = scale if embedding_net is None else nn.Sequential(scale, embedding_net)
-    # θ is modelled in the unconstrained space of the prior's support (sbi's "transform_to_unconstrained",
-    # through the prior's biject_to): no posterior mass leaks out of the prior, so sampling needs no rejection
-    # - rejection stalls on observations unlike the training set, where a flow trained on θ itself can put
-    # almost all its mass outside the prior.
-    return posterior_nn(
-        model=_ESTIMATORS[density_estimator], z_score_theta="transform_to_unconstrained", x_dist=prior,
-        z_score_x="none", embedding_net=net, **kwargs,
+    theta_kwargs = (
+        dict(z_score_theta="independent") if prior is None
+        else dict(z_score_theta="transform_to_unconstrained", x_dist=prior)
     )  # fmt: skip
+    return posterior_nn(
+        model=_ESTIMATORS[density_estimator], z_score_x="none", embedding_net=net, **theta_kwargs, **kwargs
+    )
+
+
+_density_estimator = build_density_estimator  # the name dic_sbi.campaign imports
 
 
 def _train_npe(
@@ -157,8 +168,8 @@ def _train_npe_seeded(
     train_kwargs = {"max_num_epochs": 200, "training_batch_size": 200}
     train_kwargs.update(training or {})
     torch.manual_seed(train_seed)
-    builder = _density_estimator(
-        density_estimator, prior, x, output, max_isis, embedding_net, hidden_features=hidden_features,
+    builder = build_density_estimator(
+        density_estimator, x, output, max_isis, embedding_net, prior=prior, hidden_features=hidden_features,
         num_transforms=num_transforms,
     )  # fmt: skip
     inference = NPE(prior=prior, density_estimator=builder, show_progress_bars=show_progress_bars)
