@@ -19,6 +19,35 @@ from .models import ConductanceModel, available_models, get_model, register_mode
 
 __version__ = "0.1.0"
 
+# The sbi boundary (torch, sbi) is imported on first use, so that `import dic_sbi` and the numerical core stay
+# light; `dic_sbi.DICPrior` etc. work as if imported here.
+_SBI_NAMES = (
+    "ConductancePrior",
+    "DICPrior",
+    "ConductanceSimulator",
+    "DICSimulator",
+    "DICPosterior",
+    "summary_statistics",
+    "ISIEmbedding",
+    "train_dic_posterior",
+    "train_conductance_posterior",
+    "simulation_based_calibration",
+    "tarp_calibration",
+    "posterior_predictive_check",
+)
+
+
+def __getattr__(name: str):
+    if name in _SBI_NAMES:
+        from . import sbi as _sbi
+
+        return getattr(_sbi, name)
+    raise AttributeError(f"module 'dic_sbi' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SBI_NAMES))
+
 __all__ = [
     "simulate",
     "SimulationResult",
@@ -40,4 +69,5 @@ __all__ = [
     "InvalidInputError",
     "UnknownModelError",
     "UnreachableTargetError",
+    *_SBI_NAMES,
 ]
