@@ -23,6 +23,7 @@ from dic_sbi.sbi import (
     DICSimulator,
     posterior_predictive_check,
     simulation_based_calibration,
+    summary_statistics,
     tarp_calibration,
     train_conductance_posterior,
     train_dic_posterior,
@@ -63,6 +64,16 @@ def test_samples_have_the_right_shape_and_lie_in_the_support(run, observed):
     assert torch.equal(post.sample((5,), x=x[0], seed=7), post.sample((5,), x=x[0], seed=7))
     lp = post.log_prob(g, x=x[0], norm_posterior=False)
     assert lp.shape == (60,) and lp.dtype == torch.float64 and bool(torch.isfinite(lp).all())
+
+
+def test_observation_unlike_the_training_set_still_samples(run):
+    # No STG training cell is silent. A silent observation is far out of distribution; a flow trained on θ
+    # itself then puts nearly all its mass outside the prior and sbi's rejection sampler stalls. Ours is
+    # trained in the prior's unconstrained space, so every sample is in the support.
+    silent = summary_statistics([np.array([])], t_start=SHORT["transient"], t_stop=SHORT["duration"])
+    assert bool(torch.isfinite(silent).all()) and silent[0, 10] == 1
+    g, t = run.posterior.sample((200,), x=silent, seed=0, return_dics=True)
+    assert g.shape == (200, 8) and bool(run.prior.support.check(t).all())
 
 
 def test_log_prob_is_the_sum_of_its_parts(run, observed):

@@ -343,7 +343,7 @@ class DICPrior(Distribution):
     :func:`~dic_sbi.core.populations.degenerate_population` give a cell with non-negative conductances:
     ``{floor(g_s) <= g_u}`` with a piecewise-constant floor on a grid of step ``resolution`` in g_s (see
     :func:`reachable_floor`). STG reaches its whole box (≥ 97 % everywhere); DA loses the corner g_s ≳ -1,
-    g_u ≲ 0.7. Every sample of this prior can be turned into a cell, so :class:`DICSimulator` never fails on it.
+    g_u ≲ 0.5 (the published code silently drops those cells). Every sample of this prior can be turned into a cell, so :class:`DICSimulator` never fails on it.
 
     Arguments:
         model: Model name or object (with a seed population).

@@ -113,6 +113,7 @@ def _train_npe(
     show_progress_bars: bool,
     theta: Tensor | None,
     x: Tensor | None,
+    torch_threads: int | None,
 ) -> tuple[Any, Tensor, Tensor, Any]:
     if not (isinstance(num_simulations, (int, np.integer)) and num_simulations >= 2):
         raise InvalidInputError(f"num_simulations: expected an int >= 2, got {num_simulations!r}")
@@ -120,13 +121,28 @@ def _train_npe(
         raise InvalidInputError(f"num_workers: expected a positive int, got {num_workers!r}")
     rng = numpy_rng(seed)
     sim_seed, train_seed = (int(s) for s in rng.integers(0, 2**31 - 1, size=2))
-    with _global_rngs_preserved():
+    if torch_threads is not None and not (isinstance(torch_threads, (int, np.integer)) and torch_threads >= 1):
+        raise InvalidInputError(f"torch_threads: expected None or a positive int, got {torch_threads!r}")
+    with _global_rngs_preserved(), _torch_threads(torch_threads):
         return _train_npe_seeded(
             prior, simulator, num_simulations, density_estimator=density_estimator, embedding_net=embedding_net,
             hidden_features=hidden_features, num_transforms=num_transforms, training=training,
             num_workers=num_workers, simulation_batch_size=simulation_batch_size, sim_seed=sim_seed,
             train_seed=train_seed, show_progress_bars=show_progress_bars, theta=theta, x=x,
         )  # fmt: skip
+
+
+@contextmanager
+def _torch_threads(n: int | None):
+    # Small flows train fastest on one thread; on a busy machine, OpenMP barriers can make every step of a
+    # multi-threaded run wait for a descheduled thread (~100x slower per step measured on a loaded 2-core box).
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @contextmanager
@@ -161,8 +177,11 @@ def _train_npe_seeded(
         )  # fmt: skip
     theta = torch.as_tensor(theta, dtype=torch.float32)
     x = torch.as_tensor(x, dtype=torch.float32)
-    if theta.shape[0] != x.shape[0]:
-        raise InvalidInputError(f"theta, x: {theta.shape[0]} parameters but {x.shape[0]} simulations")
+    if theta.shape[0] != x.shape[0] or theta.shape[0] != num_simulations:
+        raise InvalidInputError(
+            f"theta, x: expected num_simulations={num_simulations} pairs, got {theta.shape[0]} parameters and "
+            f"{x.shape[0]} simulations"
+        )
     output = getattr(simulator, "output", "summary")
     max_isis = getattr(simulator, "max_isis", 0)
     train_kwargs = {"max_num_epochs": 200, "training_batch_size": 200}
@@ -199,6 +218,7 @@ def train_dic_posterior(
     show_progress_bars: bool = False,
     theta: Tensor | None = None,
     x: Tensor | None = None,
+    torch_threads: int | None = None,
     **protocol: Any,
 ) -> TrainingRun:
     """Train NPE on DICs ``θ = (g_s, g_u)`` and wrap it as a :class:`~dic_sbi.sbi.DICPosterior` over conductances.
@@ -226,6 +246,9 @@ def train_dic_posterior(
         tqdm bars for simulation and training.
     theta, x
         Reuse simulations instead of running them (e.g. to compare estimators on the same budget).
+    torch_threads
+        torch threads during training (restored afterwards); ``None`` leaves torch's setting. 1 is often
+        fastest for these small flows, and much faster on a busy machine.
     **protocol
         Simulator settings when ``simulator`` is not given: ``duration``, ``transient``, ``dt``, ``noise_std``,
         ``output``, ``max_isis``, ...
@@ -245,7 +268,7 @@ def train_dic_posterior(
         prior, simulator, num_simulations, density_estimator=density_estimator, embedding_net=embedding_net,
         hidden_features=hidden_features, num_transforms=num_transforms, training=training, num_workers=num_workers,
         simulation_batch_size=simulation_batch_size, seed=seed, show_progress_bars=show_progress_bars,
-        theta=theta, x=x,
+        theta=theta, x=x, torch_threads=torch_threads,
     )  # fmt: skip
     dic_posterior = DICPosterior(posterior, model, pair=getattr(simulator, "pair", None), simulator=simulator)
     return TrainingRun(dic_posterior, prior, simulator, theta, x, inference)
@@ -269,6 +292,7 @@ def train_conductance_posterior(
     show_progress_bars: bool = False,
     theta: Tensor | None = None,
     x: Tensor | None = None,
+    torch_threads: int | None = None,
     **protocol: Any,
 ) -> TrainingRun:
     """The standard baseline: NPE directly on maximal conductances, ``θ = ḡ ~ ConductancePrior(model, scale)``.
@@ -286,6 +310,6 @@ def train_conductance_posterior(
         prior, simulator, num_simulations, density_estimator=density_estimator, embedding_net=embedding_net,
         hidden_features=hidden_features, num_transforms=num_transforms, training=training, num_workers=num_workers,
         simulation_batch_size=simulation_batch_size, seed=seed, show_progress_bars=show_progress_bars,
-        theta=theta, x=x,
+        theta=theta, x=x, torch_threads=torch_threads,
     )  # fmt: skip
     return TrainingRun(posterior, prior, simulator, theta, x, inference)
