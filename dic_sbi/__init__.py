@@ -34,6 +34,13 @@ _SBI_NAMES = (
     "simulation_based_calibration",
     "tarp_calibration",
     "posterior_predictive_check",
+    "TrainingRun",
+    "SBCResult",
+    "TARPResult",
+    "PredictiveCheck",
+    "Standardize",
+    "build_density_estimator",
+    "SUMMARY_NAMES",
 )
 
 
