@@ -12,12 +12,18 @@ __all__ = ["check_conductances"]
 
 
 def check_conductances(
-    model: ConductanceModel, conductances: ArrayLike, *, name: str = "conductances", positive_leak: bool = False
+    model: ConductanceModel,
+    conductances: ArrayLike,
+    *,
+    name: str = "conductances",
+    nonnegative: bool = True,
+    positive_leak: bool = False,
 ) -> NDArray[np.float64]:
     """Validate maximal conductances ``(..., n_conductances)`` in the model's order and return them as float64.
 
-    Every value must be finite and non-negative; with ``positive_leak``, gleak must also be > 0 (DICs are
-    normalised by it). Messages name the argument and, for bad values, the first offending cell and conductance.
+    Every value must be finite and (with ``nonnegative``, the default) >= 0; with ``positive_leak``, gleak must
+    also be > 0 (DICs are normalised by it). Densities pass ``nonnegative=False``: a negative vector is a valid
+    point with log-density -inf, not an error. Messages name the argument and, for bad values, the first offending cell and conductance.
     """
     try:
         g = np.asarray(conductances, dtype=np.float64)
@@ -39,7 +45,7 @@ def check_conductances(
     if bad.any():
         raise InvalidInputError(f"{name}: conductances must be finite; {int(bad.sum())} NaN/inf value(s), first {first(bad)}")
     neg = g < 0
-    if neg.any():
+    if nonnegative and neg.any():
         raise InvalidInputError(
             f"{name}: maximal conductances must be non-negative; {int(neg.sum())} negative value(s), first {first(neg)}"
         )

@@ -38,14 +38,6 @@ class ReferenceResult:
     atol: float
 
 
-def _gate_list(model: ConductanceModel) -> list:
-    seen: dict[int, object] = {}
-    for ch in model.channels:
-        for gate, _ in ch.gates:
-            seen.setdefault(id(gate), gate)
-    return list(seen.values())
-
-
 def reference_rhs(model: ConductanceModel, conductances: ArrayLike, i_app: float = 0.0):
     """Return ``(f, y0)``: the right-hand side ``f(t, y)`` and the initial state of one cell.
 
@@ -53,7 +45,7 @@ def reference_rhs(model: ConductanceModel, conductances: ArrayLike, i_app: float
     instantaneous gates are not states.
     """
     g = np.asarray(conductances, dtype=float)
-    gates = _gate_list(model)
+    gates = model.gate_list()
     slot: dict[int, int] = {}
     n = 1
     for gate in gates:

@@ -60,14 +60,6 @@ class CompiledModel:
     gate_names: tuple[str, ...]
 
 
-def _gates_in_order(model: ConductanceModel) -> list:
-    seen: dict[int, object] = {}
-    for ch in model.channels:
-        for gate, _ in ch.gates:
-            seen.setdefault(id(gate), gate)
-    return list(seen.values())
-
-
 def _gate_name(gate: object) -> str:
     return getattr(gate, "name", "erg")
 
@@ -105,7 +97,7 @@ def _erg_columns(scheme: ErgScheme, V: NDArray[np.float64], dt: float) -> NDArra
 def compile_model(model: ConductanceModel, dt: float, table_step: float = DEFAULT_TABLE_STEP) -> CompiledModel:
     """Tabulate ``model`` for time step ``dt`` (ms); cached per (model, dt, table_step)."""
     V = np.arange(V_MIN, V_MAX + 2 * table_step, table_step)
-    gates = _gates_in_order(model)
+    gates = model.gate_list()
     columns: list[NDArray[np.float64]] = []
     kind, col, K, state = [], [], [], []
     n_cols = n_states = 0
@@ -182,7 +174,7 @@ def initial_state(model: ConductanceModel) -> tuple[float, float, NDArray[np.flo
     V0 = float(model.initial_voltage)
     Ca0 = float(model.calcium.initial) if model.calcium else 0.0
     states: list[float] = []
-    for gate in _gates_in_order(model):
+    for gate in model.gate_list():
         if isinstance(gate, ErgScheme):
             states += [0.0, 0.0]
         elif isinstance(gate, CalciumGate):

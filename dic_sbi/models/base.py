@@ -231,6 +231,10 @@ class ConductanceModel:
         except ValueError:
             raise KeyError(f"model {self.name!r} has no conductance {name!r}; it has {self.conductance_names}") from None
 
+    def gate_list(self) -> list[AnyGate]:
+        """Every distinct gate, in order of first appearance in the channels (the simulator's state order)."""
+        return list(self.gates().values())
+
     def gates(self) -> dict[str, AnyGate]:
         """Every distinct gate of the model by name (an ERG scheme appears under ``"erg"``)."""
         out: dict[str, AnyGate] = {}
@@ -244,6 +248,18 @@ class ConductanceModel:
         lo = np.array([self.default_ranges[n][0] for n in self.conductance_names], dtype=float)
         hi = np.array([self.default_ranges[n][1] for n in self.conductance_names], dtype=float)
         return lo, hi
+
+    def __reduce_ex__(self, protocol):
+        # A registered model pickles as its name: workers (simulate_for_sbi, dask) then use their own registered
+        # object, whose compiled tables and kernels are cached per process, instead of a fresh copy per batch.
+        from . import get_model
+
+        try:
+            if get_model(self.name) is self:
+                return (get_model, (self.name,))
+        except KeyError:
+            pass
+        return super().__reduce_ex__(protocol)
 
     def __repr__(self) -> str:
         return f"ConductanceModel({self.name!r}, conductances={self.conductance_names})"

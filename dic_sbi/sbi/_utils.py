@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from ..errors import InvalidInputError
 from ..models import ConductanceModel, get_model
 
-__all__ = ["Seed", "numpy_rng", "torch_generator", "as_batch", "model_state", "restore_model"]
+__all__ = ["Seed", "numpy_rng", "torch_generator", "as_batch"]
 
 #: What every stochastic function of this layer accepts as ``seed``.
 Seed = Union[int, np.random.Generator, torch.Generator, None]
@@ -68,21 +68,3 @@ def as_batch(value: Any, dim: int, name: str) -> NDArray[np.float64]:
     if not np.all(np.isfinite(arr)):
         raise InvalidInputError(f"{name}: found NaN or inf; every entry must be finite")
     return np.ascontiguousarray(arr)
-
-
-def model_state(model: ConductanceModel) -> str | ConductanceModel:
-    """What to pickle for ``model``: its registry name when it is the registered object, else the object.
-
-    Workers then resolve the name to their own registered model, whose compiled tables and kernels are cached
-    per process, instead of compiling a fresh copy for every unpickled batch.
-    """
-    try:
-        if get_model(model.name) is model:
-            return model.name
-    except Exception:  # noqa: BLE001 - an unregistered model simply pickles as itself
-        pass
-    return model
-
-
-def restore_model(state: str | ConductanceModel) -> ConductanceModel:
-    return get_model(state)

@@ -32,7 +32,8 @@ from torch.distributions import Distribution
 
 from ..errors import InvalidInputError
 from ..models import ConductanceModel, get_model
-from ._utils import Seed, model_state, numpy_rng, restore_model
+from ..core.checks import check_conductances
+from ._utils import Seed, numpy_rng
 
 __all__ = ["DICPosterior"]
 
@@ -222,15 +223,6 @@ class DICPosterior:
         kwargs.setdefault("show_progress_bars", False)
         return self.posterior.map(**kwargs)
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["model"] = model_state(self.model)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        state["model"] = restore_model(state["model"])
-        self.__dict__.update(state)
-
     def __repr__(self) -> str:
         return f"DICPosterior({self.model.name!r}, over DICs: {type(self.posterior).__name__})"
 
@@ -238,15 +230,4 @@ class DICPosterior:
 def _as_conductances(model: ConductanceModel, value: ArrayLike | Tensor) -> np.ndarray:
     if isinstance(value, Tensor):
         value = value.detach().cpu().numpy()
-    try:
-        g = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"conductances: expected an array of numbers, got {type(value).__name__}") from None
-    n = model.n_conductances
-    if g.ndim == 0 or g.shape[-1] != n:
-        raise InvalidInputError(
-            f"conductances: expected shape (..., {n}) in the order {model.conductance_names}, got {g.shape}"
-        )
-    if not np.all(np.isfinite(g)):
-        raise InvalidInputError("conductances: found NaN or inf")
-    return g
+    return check_conductances(model, value, nonnegative=False)  # negative ḡ: log_prob -inf, not an error

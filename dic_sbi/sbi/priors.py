@@ -23,7 +23,7 @@ from torch.distributions.transforms import IndependentTransform, Transform
 
 from ..errors import InvalidInputError
 from ..models import ConductanceModel, get_model
-from ._utils import Seed, model_state, restore_model, torch_generator
+from ._utils import Seed, torch_generator
 
 __all__ = ["ConductancePrior", "DICPrior", "DICRegion", "reachable_floor"]
 
@@ -141,15 +141,6 @@ class ConductancePrior(Distribution):
             L = np.log(hi / lo)
             v = (hi**2 - lo**2) / (2.0 * L) - ((hi - lo) / L) ** 2
         return torch.as_tensor(v, dtype=torch.float32)
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["model"] = model_state(self.model)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        state["model"] = restore_model(state["model"])
-        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return f"ConductancePrior({self.model.name!r}, scale={self.scale!r})"
@@ -458,15 +449,6 @@ class DICPrior(Distribution):
     @property
     def variance(self) -> torch.Tensor:
         return torch.as_tensor(self._moments()[1], dtype=torch.float32)
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["model"] = model_state(self.model)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        state["model"] = restore_model(state["model"])
-        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         (s_lo, s_hi), (u_lo, u_hi) = self.box

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from ..errors import InvalidInputError
 from ..models import ConductanceModel, get_model
-from ._utils import Seed, as_batch, model_state, numpy_rng, restore_model
+from ._utils import Seed, as_batch, numpy_rng
 from .features import encode, feature_names
 
 __all__ = ["ConductanceSimulator", "DICSimulator"]
@@ -78,15 +78,6 @@ class _SpikeTrainSimulator:
             )  # fmt: skip
             out[ok] = encode(res.times, res.offsets, res.t_start, res.t_stop, self.output, self.max_isis)
         return out
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["model"] = model_state(self.model)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        state["model"] = restore_model(state["model"])
-        self.__dict__.update(state)
 
     def _protocol_repr(self) -> str:
         return f"duration={self.duration:g}, transient={self.transient:g}, dt={self.dt:g}, output={self.output!r}"
