@@ -1,8 +1,8 @@
 """Numba kernels of the batched simulator (layer 2: numpy + numba, float64, no torch).
 
 The kernel is *generated from the model data*: :func:`kernel_source` writes a numba function specialised to a
-:class:`~dic_sbi.core.tables.CompiledModel` (gates unrolled into scalar registers, integer exponents and
-reversal potentials as literals), the way Brian2 generates code from equations. Every model runs through the
+:class:`~dic_sbi.core.tables.CompiledModel` (gates unrolled, integer exponents and reversal potentials as
+literals, 8 cells interleaved per thread), the way Brian2 generates code from equations. Every model runs through the
 same generator, so there is one simulator, not one per model. Per step and per cell it does:
 
 1. gates: Rush–Larsen update ``x <- x_inf + (x - x_inf) exp(-dt/τ)`` from the rate table at the current V
@@ -11,6 +11,11 @@ same generator, so there is one simulator, not one per model. Per step and per c
    conductance ``G`` and its reversal ``V_inf`` frozen at the new gates: stable however stiff the spike is;
 3. calcium: exact exponential update towards ``Ca_inf = β - α I_Ca``;
 4. spikes: upward crossings of the threshold (linearly interpolated in time), re-armed below ``rearm``.
+
+A step that starts above the protocol's ``fine_above`` voltage (inside a spike, where the sodium gate's τ falls
+to 0.06 ms) is taken as ``fine_substeps`` substeps with a second table; everywhere else one step. Gates are
+updated before V, so gates live at half steps and the scheme is second order in dt (measured: errors fall ~4×
+when dt halves).
 
 Cells run in parallel (``prange``); each cell's noise stream is a counter-based generator keyed by
 ``(seed, global cell index)``, so results do not depend on chunking or thread scheduling.
