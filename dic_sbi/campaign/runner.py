@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -276,8 +277,9 @@ def _run_distributed(spec, path: Path, todo: list[int], scheduler, n_threads: in
         raise InvalidInputError(f"scheduler: expected None, an address or a distributed.Client, got {scheduler!r}")
     client = Client(scheduler) if own else scheduler
     try:
-        # pure=False: a chunk is a side effect (it writes), dask must not deduplicate or cache it
-        futures = [client.submit(_run_and_write, spec, str(path), k, n_threads, key=f"dic_sbi-chunk-{k}-{os.getpid()}",
+        # A chunk is a side effect (it writes): a fresh key per run, so dask never hands back an earlier result.
+        run_id = uuid.uuid4().hex[:12]
+        futures = [client.submit(_run_and_write, spec, str(path), k, n_threads, key=f"dic_sbi-chunk-{k}-{run_id}",
                                  pure=False) for k in todo]  # fmt: skip
         try:
             for fut in as_completed(futures):
