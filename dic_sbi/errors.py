@@ -7,7 +7,7 @@ expects the builtin keeps working.
 
 from __future__ import annotations
 
-__all__ = ["DicSbiError", "InvalidInputError", "UnknownModelError", "UnreachableTargetError"]
+__all__ = ["DicSbiError", "InvalidInputError", "UnknownModelError", "UnreachableTargetError", "RecordingError"]
 
 
 class DicSbiError(Exception):
@@ -27,3 +27,7 @@ class UnknownModelError(DicSbiError, KeyError):
 
 class UnreachableTargetError(DicSbiError, ValueError):
     """A DIC target cannot be reached with non-negative conductances within the sampling budget."""
+
+
+class RecordingError(DicSbiError, ValueError):
+    """A recording cannot be read or holds no usable spikes; the message names the file and what was wrong."""

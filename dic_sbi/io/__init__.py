@@ -1,0 +1,7 @@
+"""Reading recordings: any Neo format, the Spike2Pop CSV and plain text spike times, as :class:`neo.SpikeTrain`."""
+
+from __future__ import annotations
+
+from .recordings import FORMATS, Recording, TrainOrigin, read_recording
+
+__all__ = ["read_recording", "Recording", "TrainOrigin", "FORMATS"]
