@@ -90,7 +90,7 @@ def test_sigkill_at_random_point_then_resume(reference, tmp_path):
     markers = path / "_complete"
     t0 = time.monotonic()
     try:
-        while time.monotonic() - t0 < 60:
+        while time.monotonic() - t0 < 180:  # generous: a cold start compiles the kernels
             if markers.is_dir() and len(list(markers.glob("*.json"))) >= target:
                 break
             assert proc.poll() is None, proc.stderr.read().decode()
