@@ -114,6 +114,24 @@ def test_abf_written_by_pyabf_read_through_neo_axonio(tmp_path, sim):
         read_recording(flat)
 
 
+def test_channels_of_a_multichannel_signal_by_name_or_index(tmp_path, sim):
+    v = sim.voltage[0]
+    sig = neo.AnalogSignal(np.stack([np.full_like(v, -70.0), v], axis=1), units=pq.mV,
+                           sampling_period=sim.sampling_interval * pq.ms, t_start=sim.t_start * pq.ms, name="Vm",
+                           array_annotations={"channel_names": np.array(["silent", "cell"])})  # fmt: skip
+    seg = neo.Segment()
+    seg.analogsignals.append(sig)
+    _write_nix(tmp_path / "two.nix", [seg])
+    for choice in ("cell", 1, [1]):
+        rec = read_recording(tmp_path / "two.nix", channels=choice)
+        assert rec.origins == (TrainOrigin(0, 1, "cell", True),)
+        np.testing.assert_allclose(rec[0].magnitude, sim.times, rtol=0, atol=1e-6)
+    with pytest.raises(RecordingError, match=r"two\.nix: segment 0, channel 0 \('silent'\) has 0 spikes"):
+        read_recording(tmp_path / "two.nix")
+    with pytest.raises(RecordingError, match=r"two\.nix: no voltage channel of segment 0 named 'x'"):
+        read_recording(tmp_path / "two.nix", channels="x")
+
+
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # neo calls pynwb.validate positionally
 def test_nwb_round_trip(tmp_path, sim):
     pytest.importorskip("pynwb")
