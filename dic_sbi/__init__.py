@@ -14,7 +14,8 @@ from .core import (
     steady_state_current,
     threshold_voltage,
 )
-from .errors import DicSbiError, InvalidInputError, UnknownModelError, UnreachableTargetError
+from .errors import DicSbiError, InvalidInputError, RecordingError, UnknownModelError, UnreachableTargetError
+from .io import Recording, read_recording
 from .models import ConductanceModel, available_models, get_model, register_model
 
 __version__ = "0.1.0"
@@ -76,5 +77,8 @@ __all__ = [
     "InvalidInputError",
     "UnknownModelError",
     "UnreachableTargetError",
+    "RecordingError",
+    "read_recording",
+    "Recording",
     *_SBI_NAMES,
 ]
