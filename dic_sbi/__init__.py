@@ -20,8 +20,8 @@ from .models import ConductanceModel, available_models, get_model, register_mode
 
 __version__ = "0.1.0"
 
-# The sbi boundary (torch, sbi) is imported on first use, so that `import dic_sbi` and the numerical core stay
-# light; `dic_sbi.DICPrior` etc. work as if imported here.
+# The sbi boundary (torch, sbi) and the campaigns (zarr, dask) are imported on first use, so that
+# `import dic_sbi` and the numerical core stay light; `dic_sbi.DICPrior` etc. work as if imported here.
 _SBI_NAMES = (
     "ConductancePrior",
     "DICPrior",
@@ -45,16 +45,23 @@ _SBI_NAMES = (
 )
 
 
-def __getattr__(name: str):
-    if name in _SBI_NAMES:
-        from . import sbi as _sbi
+# Heavier layers (torch/sbi; zarr/dask) load on first use of one of their names.
+_CAMPAIGN_NAMES = ("CampaignSpec", "run_campaign", "CampaignStore", "CorruptStoreError", "StoreDataset",
+                   "train_npe_from_store")  # fmt: skip
+_LAZY = {**dict.fromkeys(_SBI_NAMES, "sbi"), **dict.fromkeys(_CAMPAIGN_NAMES, "campaign")}
 
-        return getattr(_sbi, name)
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'dic_sbi' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_SBI_NAMES))
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "simulate",
@@ -81,4 +88,5 @@ __all__ = [
     "read_recording",
     "Recording",
     *_SBI_NAMES,
+    *_CAMPAIGN_NAMES,
 ]

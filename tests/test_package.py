@@ -11,16 +11,21 @@ import dic_sbi
 
 
 def test_core_imports_without_torch():
-    code = "import sys, dic_sbi, dic_sbi.core, dic_sbi.spiketrains; print('torch' in sys.modules, 'sbi' in sys.modules)"
+    code = ("import sys, dic_sbi, dic_sbi.core, dic_sbi.spiketrains, dic_sbi.io; "
+            "print(*(m in sys.modules for m in ('torch', 'sbi', 'zarr', 'dask')))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["False", "False"]
+    assert out == ["False"] * 4
 
 
 def test_sbi_names_are_reachable_from_the_top_level():
     from dic_sbi import sbi
 
+    from dic_sbi import campaign
+
     for name in dic_sbi._SBI_NAMES:
         assert getattr(dic_sbi, name) is getattr(sbi, name)
+    for name in dic_sbi._CAMPAIGN_NAMES:
+        assert getattr(dic_sbi, name) is getattr(campaign, name)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         dic_sbi.nope  # noqa: B018
 

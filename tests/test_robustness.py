@@ -212,17 +212,12 @@ def test_dic_prior_random_boxes(model, box, shape):
     assert prior.support.check(x).all() and torch.isfinite(prior.log_prob(x)).all()
 
 
-# -- known issues found by the property tests above (in layers this file does not own) -----------------------
-# Each is an xfail (not strict: those layers are being worked on): once it reports XPASS, remove the mark.
-@pytest.mark.xfail(strict=False, raises=ValueError, reason="degenerate_population passes a negative seed to numpy "
-                   "(raw ValueError, not InvalidInputError)")  # fmt: skip
+# -- issues found by the property tests above, fixed; kept as regression tests ------------------------------
 def test_known_issue_population_negative_seed():
     with pytest.raises(DicSbiError):
         dic_sbi.degenerate_population("stg", 0.0, 5.0, 1, seed=-3)
 
 
-@pytest.mark.xfail(strict=False, reason="dics overflows to -inf for conductance ratios beyond the float64 range "
-                   "(g_Na 2e132, gleak 2e-181) instead of refusing the input")  # fmt: skip
 def test_known_issue_dics_overflow():
     g = np.full(8, 1.849e-181)
     g[0] = 2.054e132
@@ -233,7 +228,6 @@ def test_known_issue_dics_overflow():
     assert np.all(np.isfinite(d))
 
 
-@pytest.mark.xfail(strict=False, reason="dics at V = 3685 mV returns NaN instead of refusing the voltage")
 def test_known_issue_dics_absurd_voltage():
     try:
         d = dic_sbi.dics("da", np.ones(7), 3685.0)
@@ -242,8 +236,6 @@ def test_known_issue_dics_absurd_voltage():
     assert np.all(np.isfinite(d))
 
 
-@pytest.mark.xfail(strict=False, raises=ValueError, reason="DICPrior with a box of area below ~1e-300: math.log(0) "
-                   "raises a raw ValueError (math domain error), not InvalidInputError")  # fmt: skip
 def test_known_issue_dic_prior_vanishing_box():
     try:
         DICPrior("stg", box=((0.0, 1.4e-142), (0.0, 1e-300)), reachable_only=False)
@@ -251,14 +243,11 @@ def test_known_issue_dic_prior_vanishing_box():
         return
 
 
-@pytest.mark.xfail(strict=False, reason="ConductancePrior accepts bounds beyond float32 and then samples inf")
 def test_known_issue_conductance_prior_bounds_beyond_float32():
     with pytest.raises(DicSbiError):
         ConductancePrior("stg", low=np.zeros(8), high=np.full(8, 3.5e38))
 
 
-@pytest.mark.xfail(strict=False, reason="ConductancePrior(scale='log') with a lower bound below float32's range "
-                   "(1e-308): the float32 bound is 0 and log_prob is -inf on its own samples")  # fmt: skip
 def test_known_issue_conductance_prior_subnormal_low():
     try:
         prior = ConductancePrior("stg", "log", low=np.full(8, 1.1e-308), high=np.full(8, 2.0))
@@ -267,14 +256,11 @@ def test_known_issue_conductance_prior_subnormal_low():
     assert torch.isfinite(prior.log_prob(prior.sample((4,), seed=0))).all()
 
 
-@pytest.mark.xfail(strict=False, reason="ConductancePrior.variance overflows float32 (inf) for widths above ~6e19")
 def test_known_issue_conductance_prior_variance_overflow():
-    prior = ConductancePrior("stg", low=np.zeros(8), high=np.full(8, 6.4e19))
-    assert torch.isfinite(prior.variance).all()
+    with pytest.raises(DicSbiError):  # refused at construction: no conductance is that large
+        ConductancePrior("stg", low=np.zeros(8), high=np.full(8, 6.4e19))
 
 
-@pytest.mark.xfail(strict=False, raises=RuntimeError, reason="ConductancePrior.log_prob of an empty batch: torch's "
-                   "independent(interval).check cannot reshape 0 elements")  # fmt: skip
 def test_known_issue_conductance_prior_empty_batch_log_prob():
     assert ConductancePrior("stg").log_prob(torch.empty(0, 8)).shape == (0,)
 

@@ -255,6 +255,7 @@ def linearize(
 
 
 # -- input checks -------------------------------------------------------------------------------------------
+MAX_ABS_VOLTAGE = 500.0  # mV: beyond it the gate exponentials overflow; no membrane gets there
 def _check_voltage(model: ConductanceModel, V: ArrayLike | None, *, name: str = "V") -> Array:
     if V is None:
         return np.asarray(model.dics.reference_threshold, dtype=float)
@@ -264,6 +265,8 @@ def _check_voltage(model: ConductanceModel, V: ArrayLike | None, *, name: str = 
         raise InvalidInputError(f"{name}: expected a voltage in mV or an array of them, got {type(V).__name__}") from None
     if not np.all(np.isfinite(arr)):
         raise InvalidInputError(f"{name}: voltages must be finite numbers (mV); got NaN or inf")
+    if np.any(np.abs(arr) > MAX_ABS_VOLTAGE):
+        raise InvalidInputError(f"{name}: voltages must lie within ±{MAX_ABS_VOLTAGE:g} mV; got {arr[np.abs(arr) > MAX_ABS_VOLTAGE].ravel()[0]:g}")
     return arr
 
 
@@ -347,7 +350,15 @@ def dics(
     V, vector = _voltage_layout(_check_voltage(model, V))
     lin = linearize(model, V, calcium_path_tau=calcium_path_tau)
     gb = g[..., None, :] if vector else g
-    return lin.raw(gb) / gb[..., model.index("leak"), None]
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = lin.raw(gb) / gb[..., model.index("leak"), None]
+    if not np.all(np.isfinite(out)):
+        # Only conductances whose ratios leave float64's range get here (e.g. gNa 1e132 with gleak 1e-181).
+        raise InvalidInputError(
+            "conductances: the DICs of these conductances overflow float64 (ratios to gleak beyond ~1e300); "
+            "check their units (mS/cm²)"
+        )
+    return out
 
 
 def steady_state_current(model: str | ConductanceModel, conductances: ArrayLike, V: ArrayLike) -> Array:

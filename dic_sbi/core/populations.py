@@ -284,9 +284,9 @@ def _run_kernel(
 def _as_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
-    if seed is None or isinstance(seed, (int, np.integer)):
+    if seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
         return np.random.default_rng(seed)
-    raise InvalidInputError(f"seed: expected None, an int or a numpy.random.Generator, got {type(seed).__name__}")
+    raise InvalidInputError(f"seed: expected None, a non-negative int or a numpy.random.Generator, got {seed!r}")
 
 
 def _check_targets(g_s: ArrayLike, g_u: ArrayLike) -> tuple[Array, Array]:

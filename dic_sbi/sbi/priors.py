@@ -29,6 +29,8 @@ __all__ = ["ConductancePrior", "DICPrior", "DICRegion", "reachable_floor"]
 
 #: Largest accepted conductance bound (mS/cm²); real ones stay below ~1e4, float32 overflows at ~3e38.
 MAX_CONDUCTANCE = 1e9
+#: Smallest lower bound of a log-uniform conductance prior (float32's normal range starts at ~1.2e-38).
+MIN_LOG_CONDUCTANCE = 1e-30
 #: Largest accepted |bound| of a DIC box (normalised DICs are O(10); float32 moments overflow near 1e19).
 MAX_DIC = 1e6
 _BOUNDARY_SEED = 20250912  # fixed: the reachable region of a model is a deterministic object
@@ -77,6 +79,9 @@ class ConductancePrior(Distribution):
             raise InvalidInputError(f"low: a log-uniform prior needs bounds > 0; got {lo}")
         if np.any(hi <= lo):
             raise InvalidInputError(f"high: every upper bound must exceed its lower bound; got low={lo}, high={hi}")
+        if scale == "log" and np.any(lo < MIN_LOG_CONDUCTANCE):
+            # The float32 support would round such a bound to 0 (or a subnormal) and reject its own samples.
+            raise InvalidInputError(f"low: log-uniform bounds below {MIN_LOG_CONDUCTANCE:g} mS/cm² are not usable; got {lo}")
         if np.any(hi > MAX_CONDUCTANCE):
             # Samples are float32 and the variance is (hi - lo)² / 12: bounds far beyond any physical
             # conductance would overflow to inf.
@@ -391,7 +396,10 @@ class DICPrior(Distribution):
                 f"(min_reachability={min_reachability}); see dic_sbi.reachability_map"
             )
         self.region = DICRegion(knots, floor, u_hi)
-        self._log_area = math.log(self.region.area())
+        area = self.region.area()
+        if not area > 1e-12:  # a box with no room for float32 samples has no usable density
+            raise InvalidInputError(f"box: the (reachable) region of {box!r} has area {area:g}; give a wider box")
+        self._log_area = math.log(area)
         super().__init__(batch_shape=torch.Size(), event_shape=torch.Size([2]), validate_args=validate_args)
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)
