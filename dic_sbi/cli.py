@@ -4,6 +4,7 @@
     dic-sbi simulate CONDUCTANCES.csv --model stg --out spikes.csv [--nix spikes.nix]
     dic-sbi simulate --model stg --prior dic|conductance --num 1000000 --store DIR [--scheduler ADDRESS]
     dic-sbi demo --out DIR
+    dic-sbi compare --model stg --budgets 1000,10000,100000 --observations 100 --out DIR
 
 Every command writes its outputs atomically (to a temporary name, renamed when complete) and exits with a
 non-zero status and a one-line message on bad input, leaving nothing partial behind. A campaign (``simulate
@@ -235,6 +236,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """DIC-space NPE against NPE over conductances (linear, log box priors): tables and plots in ``--out``."""
+    from .compare import compare
+
+    try:
+        budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
+    except ValueError:
+        raise DicSbiError(f"--budgets: expected comma-separated integers, got {args.budgets!r}") from None
+    training = {"max_num_epochs": args.max_epochs} if args.max_epochs is not None else None
+    result = compare(args.model, budgets, args.observations, seed=args.seed, num_posterior_samples=args.samples,
+                     calibration_simulations=args.calibration_simulations, duration=args.duration,
+                     transient=args.transient, dt=args.dt, noise_std=args.noise_std, training=training,
+                     torch_threads=args.torch_threads, progress=not args.quiet, out=args.out)  # fmt: skip
+    print(result.markdown())
+    print(f"wrote {result.out}/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dic-sbi", description="Degenerate neuron populations from spike times (DICs + sbi)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -281,6 +300,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("compare", help="DIC-space NPE against standard NPE over conductances (tables, plots)")
+    common(sp)
+    sp.add_argument("--budgets", default="1000,10000,100000", help="comma-separated simulation budgets")
+    sp.add_argument("--observations", type=int, default=100, help="held-out observations per set")
+    sp.add_argument("--samples", type=int, default=100, help="posterior samples per observation")
+    sp.add_argument("--calibration-simulations", type=int, help="SBC/TARP pairs (default max(observations, 50))")
+    sp.add_argument("--duration", type=float)
+    sp.add_argument("--transient", type=float)
+    sp.add_argument("--dt", type=float)
+    sp.add_argument("--noise-std", type=float, default=0.0)
+    sp.add_argument("--max-epochs", type=int, help="cap on training epochs (default: the recipe's)")
+    sp.add_argument("--torch-threads", type=int, default=1, help="torch threads while training")
+    sp.add_argument("--out", required=True, help="output folder (replaced)")
+    sp.set_defaults(func=cmd_compare)
     return p
 
 

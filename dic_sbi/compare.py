@@ -1,0 +1,558 @@
+"""Head-to-head harness: DIC-space NPE against standard NPE over conductances (application layer).
+
+For each simulation budget, three posteriors are trained with the same features, density estimator, training
+settings and number of simulations (:func:`~dic_sbi.sbi.train_dic_posterior`,
+:func:`~dic_sbi.sbi.train_conductance_posterior`):
+
+- ``dic``: NPE over ``(g_s, g_u)`` under :class:`~dic_sbi.sbi.DICPrior`, pushed to conductances by compensation;
+- ``conductance_linear`` / ``conductance_log``: NPE over ḡ under a uniform / log-uniform
+  :class:`~dic_sbi.sbi.ConductancePrior` box (the standard approach).
+
+They are evaluated on the same held-out observations, drawn two ways so that neither method plays at home:
+
+- ``dic_population``: DICs from ``DICPrior``, one compensated cell each (the DIC method's generative process);
+- ``conductance_box``: ḡ from the linear ``ConductancePrior`` box (the baseline's generative process).
+
+Both sets are conditioned on firing (silent cells are redrawn), so that every observation has a firing pattern
+to reproduce. Per method × budget × observation set (means over observations, bootstrap 95 % intervals):
+
+- ``fidelity``: fraction of posterior samples whose simulation has the observed firing class and features within
+  tolerance (mean rate ± 10 %; for bursters also burst period ± 10 % and spikes per burst ± 1);
+- ``same_class``: fraction with the observed firing class; ``validity``: fraction non-silent;
+- degenerate coverage of the faithful samples in ``log ḡ`` (natural log): per-conductance std
+  (``log_std_<name>``, their mean ``coverage_log_std``) and ``coverage_logdet``, the log-determinant of their
+  covariance (defined when there are more faithful samples than conductances and the covariance is regular);
+- ``dic_mae_g_s`` / ``dic_mae_g_u``: mean absolute error of the samples' DICs against the observation's;
+- calibration in each method's own space (fresh prior-predictive pairs, independent of the observation set):
+  SBC (smallest KS p-value over dimensions, largest C2ST accuracy of the ranks) and TARP (ATC, KS p-value);
+- cost: simulation and training seconds of the budget, sampling seconds per observation.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import DicSbiError, InvalidInputError
+from .models import ConductanceModel, get_model
+
+__all__ = ["compare", "ComparisonResult", "METHODS", "OBSERVATION_SETS", "TOLERANCES"]
+
+METHODS: tuple[str, ...] = ("dic", "conductance_linear", "conductance_log")
+OBSERVATION_SETS: tuple[str, ...] = ("dic_population", "conductance_box")
+#: Tolerances of a faithful sample: relative (rate, burst period), absolute (spikes per burst).
+TOLERANCES: dict[str, float] = {"mean_rate": 0.10, "burst_period": 0.10, "spikes_per_burst": 1.0}
+
+#: Per-observation metrics, in table order.
+_METRICS = ("fidelity", "same_class", "validity", "coverage_log_std", "coverage_logdet", "dic_mae_g_s", "dic_mae_g_u",
+            "sampling_seconds")  # fmt: skip
+_CALIBRATION = ("sbc_ks_pval_min", "sbc_c2st_ranks_max", "tarp_atc", "tarp_ks_pval", "calibration_n_dropped")
+_MAX_DRAW_ROUNDS = 50
+_LOG_FLOOR = 1e-12  # mS/cm²: a zero conductance has no log; floor it (coverage only)
+
+
+@dataclass
+class ComparisonResult:
+    """Result of :func:`compare`.
+
+    Attributes
+    ----------
+    rows : list of dict
+        One row per method × budget × observation set: identifiers, then each metric with ``_lo`` / ``_hi``
+        (bootstrap 95 % interval over observations; NaN where undefined), calibration and cost columns.
+    per_observation : list of dict
+        The per-observation metrics behind the rows.
+    config : dict
+        Everything needed to rerun it.
+    out : Path or None
+        Folder the outputs were written to.
+    """
+
+    rows: list[dict[str, Any]]
+    per_observation: list[dict[str, Any]] = field(repr=False)
+    config: dict[str, Any] = field(default_factory=dict)
+    out: Path | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.rows[0]) if self.rows else []
+
+    def row(self, method: str, budget: int, observation_set: str) -> dict[str, Any]:
+        """The row of one method, budget and observation set."""
+        for r in self.rows:
+            if r["method"] == method and r["budget"] == budget and r["observation_set"] == observation_set:
+                return r
+        raise InvalidInputError(f"no row for method={method!r}, budget={budget}, observation_set={observation_set!r}")
+
+    def markdown(self) -> str:
+        """The main metrics as a Markdown table, ``mean [lo, hi]``."""
+        cols = ("fidelity", "validity", "coverage_log_std", "coverage_logdet", "dic_mae_g_s", "dic_mae_g_u")
+        head = ["set", "budget", "method", *cols, "SBC min KS p", "TARP ATC", "sim s", "train s", "sample s/obs"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in self.rows:
+            cells = [r["observation_set"], str(r["budget"]), r["method"]]
+            cells += [_ci_text(r[c], r[f"{c}_lo"], r[f"{c}_hi"]) for c in cols]
+            cells += [_num(r["sbc_ks_pval_min"]), _num(r["tarp_atc"]), _num(r["simulation_seconds"]),
+                      _num(r["training_seconds"]), _num(r["sampling_seconds"])]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+        c = self.config
+        note = (
+            f"\nModel `{c.get('model')}`, {c.get('n_observations')} observations per set, "
+            f"{c.get('num_posterior_samples')} posterior samples each; protocol {c.get('protocol')}. "
+            "Means over observations with bootstrap 95 % intervals; coverage over faithful samples in ln ḡ.\n"
+        )
+        return "\n".join(lines) + "\n" + note
+
+    def write(self, out: str | os.PathLike) -> Path:
+        """Write ``comparison.csv``, ``comparison.md``, ``per_observation.csv``, ``config.json`` and plots.
+
+        Atomic: everything goes to a staging folder beside ``out``, renamed to ``out`` (replacing it) at the end.
+        """
+        out = Path(out)
+        parent = out.parent if str(out.parent) else Path(".")
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+        try:
+            _write_csv(staging / "comparison.csv", self.rows)
+            _write_csv(staging / "per_observation.csv", self.per_observation)
+            (staging / "comparison.md").write_text(self.markdown())
+            (staging / "config.json").write_text(json.dumps(self.config, indent=1))
+            _plot(self, staging)
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(staging, out)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        self.out = out
+        return out
+
+
+def compare(
+    model: str | ConductanceModel,
+    budgets: Sequence[int],
+    n_observations: int,
+    *,
+    seed: int = 0,
+    num_posterior_samples: int = 100,
+    calibration_simulations: int | None = None,
+    duration: float | None = None,
+    transient: float | None = None,
+    dt: float | None = None,
+    noise_std: float = 0.0,
+    training: dict | None = None,
+    density_estimator: str = "nsf",
+    hidden_features: int = 50,
+    num_transforms: int = 5,
+    torch_threads: int | None = 1,
+    n_bootstrap: int = 2000,
+    progress: bool = False,
+    out: str | os.PathLike | None = None,
+) -> ComparisonResult:
+    """Compare DIC-space NPE with standard NPE over conductances (linear and log box priors).
+
+    Parameters
+    ----------
+    model
+        Model name or object.
+    budgets
+        Simulation budgets (each ≥ 2); every method gets each budget.
+    n_observations
+        Held-out observations per observation set.
+    seed
+        Seed of everything (observations, simulations, training, sampling, bootstrap).
+    num_posterior_samples
+        Posterior samples per observation (each simulated), and per calibration pair.
+    calibration_simulations
+        Prior-predictive pairs for SBC / TARP per method and budget (default ``max(n_observations, 50)``);
+        0 skips calibration (its columns are NaN).
+    duration, transient, dt, noise_std
+        Protocol of every simulation (default: the model's).
+    training, density_estimator, hidden_features, num_transforms, torch_threads
+        Shared training settings (see :func:`~dic_sbi.sbi.train_dic_posterior`).
+    n_bootstrap
+        Bootstrap resamples of the confidence intervals.
+    progress
+        Print one line per trained posterior.
+    out
+        Folder to write the outputs to (see :meth:`ComparisonResult.write`); ``None`` writes nothing.
+    """
+    if torch_threads is not None:
+        _positive_int(torch_threads, "torch_threads")
+    with _torch_threads(torch_threads):
+        result = _compare(
+            model, budgets, n_observations, seed=seed, num_posterior_samples=num_posterior_samples,
+            calibration_simulations=calibration_simulations, duration=duration, transient=transient, dt=dt,
+            noise_std=noise_std, training=training, density_estimator=density_estimator,
+            hidden_features=hidden_features, num_transforms=num_transforms, torch_threads=torch_threads,
+            n_bootstrap=n_bootstrap, progress=progress,
+        )  # fmt: skip
+    if out is not None:
+        result.write(out)
+    return result
+
+
+@contextmanager
+def _torch_threads(n: int | None):
+    import torch
+
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, calibration_simulations, duration,
+             transient, dt, noise_std, training, density_estimator, hidden_features, num_transforms, torch_threads,
+             n_bootstrap, progress) -> ComparisonResult:  # fmt: skip
+    from .sbi import ConductancePrior, ConductanceSimulator, DICPrior, DICSimulator
+    from .sbi import train_conductance_posterior, train_dic_posterior
+
+    model = get_model(model)
+    budgets = _check_budgets(budgets)
+    n_observations = _positive_int(n_observations, "n_observations")
+    num_posterior_samples = _positive_int(num_posterior_samples, "num_posterior_samples", minimum=2)
+    n_cal = max(n_observations, 50) if calibration_simulations is None else calibration_simulations
+    n_cal = 0 if n_cal == 0 else _positive_int(n_cal, "calibration_simulations", minimum=2)
+    n_bootstrap = _positive_int(n_bootstrap, "n_bootstrap")
+    protocol = {k: v for k, v in dict(duration=duration, transient=transient, dt=dt).items() if v is not None}
+    protocol["noise_std"] = float(noise_std)
+    dic_sim = DICSimulator(model, **protocol)
+    g_sim = ConductanceSimulator(model, **protocol)
+    proto = dict(duration=dic_sim.duration, transient=dic_sim.transient, dt=dic_sim.dt, noise_std=dic_sim.noise_std)
+    priors = {"dic": DICPrior(model), "conductance_linear": ConductancePrior(model, "linear"),
+              "conductance_log": ConductancePrior(model, "log")}  # fmt: skip
+    simulators = {"dic": dic_sim, "conductance_linear": g_sim, "conductance_log": g_sim}
+    ss = np.random.SeedSequence(seed)
+    obs_seq, budget_seq, boot_seq = ss.spawn(3)
+
+    obs_rngs = [np.random.default_rng(s) for s in obs_seq.spawn(len(OBSERVATION_SETS))]
+    observations = {
+        "dic_population": _draw_firing(model, n_observations, obs_rngs[0], priors["dic"], dic_sim, proto),
+        "conductance_box": _draw_firing(model, n_observations, obs_rngs[1], priors["conductance_linear"], None, proto),
+    }
+    train_settings = dict(training=dict(training or {}), density_estimator=density_estimator,
+                          hidden_features=hidden_features, num_transforms=num_transforms, torch_threads=torch_threads)  # fmt: skip
+
+    rows: list[dict[str, Any]] = []
+    per_obs: list[dict[str, Any]] = []
+    boot_rng = np.random.default_rng(boot_seq)
+    for budget, bseq in zip(budgets, budget_seq.spawn(len(budgets))):
+        for method, mseq in zip(METHODS, bseq.spawn(len(METHODS))):
+            sim_seed, train_seed, sample_seed, cal_seed = (int(s.generate_state(1)[0]) for s in mseq.spawn(4))
+            prior, simulator = priors[method], simulators[method]
+            t0 = time.perf_counter()
+            theta = prior.sample((budget,), seed=sim_seed)
+            x = simulator(theta, seed=sim_seed)
+            t_sim = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if method == "dic":
+                    run = train_dic_posterior(model, budget, prior=prior, simulator=simulator, theta=theta, x=x,
+                                              seed=train_seed, **train_settings)  # fmt: skip
+                else:
+                    run = train_conductance_posterior(model, budget, scale=prior.scale, prior=prior, simulator=simulator,
+                                                      theta=theta, x=x, seed=train_seed, **train_settings)  # fmt: skip
+            t_train = time.perf_counter() - t0
+            calib = (_calibration(run.posterior, prior, simulator, n_cal, num_posterior_samples, cal_seed) if n_cal
+                     else {k: math.nan for k in _CALIBRATION})  # fmt: skip
+            if progress:
+                print(f"compare: {model.name} budget {budget} {method}: simulated {t_sim:.1f} s, "
+                      f"trained {t_train:.1f} s", flush=True)  # fmt: skip
+            sample_rng = np.random.default_rng(sample_seed)
+            for set_name in OBSERVATION_SETS:
+                obs = observations[set_name]
+                metrics = _evaluate(model, method, run.posterior, obs, num_posterior_samples, sample_rng, proto)
+                for i in range(n_observations):
+                    per_obs.append({"model": model.name, "method": method, "budget": budget, "observation_set": set_name,
+                                    "observation": i, "observed_class": obs["classes"][i],
+                                    **{k: float(v[i]) for k, v in metrics.items()}})  # fmt: skip
+                row: dict[str, Any] = {"model": model.name, "method": method, "budget": budget,
+                                       "observation_set": set_name, "n_observations": n_observations}  # fmt: skip
+                names = list(_METRICS) + [f"log_std_{n}" for n in model.conductance_names]
+                for name in names:
+                    row[name], row[f"{name}_lo"], row[f"{name}_hi"] = _bootstrap(metrics[name], n_bootstrap, boot_rng)
+                row["n_defined_coverage"] = int(np.sum(np.isfinite(metrics["coverage_logdet"])))
+                row.update(calib)
+                row["simulation_seconds"] = t_sim
+                row["training_seconds"] = t_train
+                row["epochs"] = int((run.inference.summary.get("epochs_trained") or [0])[-1])
+                rows.append(row)
+    config = {
+        "model": model.name, "budgets": list(budgets), "n_observations": n_observations, "seed": seed,
+        "num_posterior_samples": num_posterior_samples, "calibration_simulations": n_cal, "protocol": proto,
+        "training": train_settings, "n_bootstrap": n_bootstrap, "tolerances": TOLERANCES,
+        "methods": list(METHODS), "observation_sets": list(OBSERVATION_SETS),
+    }  # fmt: skip
+    return ComparisonResult(rows, per_obs, config)
+
+
+# -- observations ---------------------------------------------------------------------------------------------
+
+
+def _simulate_features(model: ConductanceModel, g: np.ndarray, proto: dict, rng: np.random.Generator):
+    from .core import simulate
+    from .sbi import summary_statistics
+    from .spiketrains import features_from_csr
+
+    res = simulate(model, g, duration=proto["duration"], transient=proto["transient"], dt=proto["dt"],
+                   noise_std=proto["noise_std"], seed=rng if proto["noise_std"] > 0 else None, progress=False)  # fmt: skip
+    return features_from_csr(res.times, res.offsets, res.t_start, res.t_stop), summary_statistics(res)
+
+
+def _draw_firing(model, n, rng, prior, dic_simulator, proto) -> dict[str, Any]:
+    """``n`` non-silent observations: conductances, features, ``x`` and DICs."""
+    import torch
+
+    from .core import dics
+
+    g_all, x_all, feats_all = [], [], []
+    have = 0
+    for _ in range(_MAX_DRAW_ROUNDS):
+        m = max(8, 3 * (n - have))
+        theta = prior.sample((m,), seed=int(rng.integers(0, 2**62)))
+        g = dic_simulator.cells(theta, seed=rng) if dic_simulator is not None else theta.to(torch.float64).numpy()
+        g = g[np.all(np.isfinite(g), axis=1)]
+        if g.shape[0] == 0:
+            continue
+        feats, x = _simulate_features(model, g, proto, rng)
+        keep = np.flatnonzero(feats["firing_class"] != "silent")[: n - have]
+        g_all.append(g[keep])
+        x_all.append(x[keep])
+        feats_all.append({k: np.asarray(v)[keep] for k, v in feats.items()})
+        have += keep.size
+        if have >= n:
+            break
+    if have < n:
+        raise DicSbiError(f"could not draw {n} firing observations from {type(prior).__name__} in "
+                          f"{_MAX_DRAW_ROUNDS} rounds (only {have}); is the protocol too short?")  # fmt: skip
+    g = np.concatenate(g_all)
+    feats = {k: np.concatenate([f[k] for f in feats_all]) for k in feats_all[0]}
+    return {"g": g, "x": torch.cat(x_all), "features": feats, "classes": [str(c) for c in feats["firing_class"]],
+            "dics": dics(model, g)[:, 1:]}  # fmt: skip
+
+
+# -- metrics ------------------------------------------------------------------------------------------------
+
+
+def _sample(method: str, posterior, x, n: int, rng: np.random.Generator) -> np.ndarray:
+    import torch
+
+    from .core import degenerate_population
+
+    if method == "dic":
+        t = posterior.sample_dics((n,), x=x, seed=rng).to(torch.float64).numpy()
+        g = degenerate_population(posterior.model, t[:, 0], t[:, 1], 1, seed=rng, on_unreachable="nan",
+                                  pair=posterior.pair, calcium_path_tau=posterior.calcium_path_tau)[:, 0, :]  # fmt: skip
+        return g
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(rng.integers(0, 2**62)))
+        return posterior.sample((n,), x=x, show_progress_bars=False).to(torch.float64).numpy()
+
+
+def _faithful(feats: dict, obs: dict, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """(same class, faithful) masks of simulated cells against observation ``i``."""
+    klass = obs["classes"][i]
+    of = obs["features"]
+    same = np.asarray(feats["firing_class"]) == klass
+    ok = same.copy()
+    with np.errstate(invalid="ignore"):
+        if klass != "silent":
+            r = of["mean_rate"][i]
+            ok &= np.abs(feats["mean_rate"] - r) <= TOLERANCES["mean_rate"] * abs(r)
+        if klass == "bursting":
+            p = of["burst_period"][i]
+            ok &= np.abs(feats["burst_period"] - p) <= TOLERANCES["burst_period"] * abs(p)
+            ok &= np.abs(feats["spikes_per_burst"] - of["spikes_per_burst"][i]) <= TOLERANCES["spikes_per_burst"]
+    return same, ok
+
+
+def _evaluate(model, method, posterior, obs, S, rng, proto) -> dict[str, np.ndarray]:
+    from .core import dics
+
+    n = len(obs["classes"])
+    nc = model.n_conductances
+    out = {k: np.full(n, np.nan) for k in _METRICS}
+    out.update({f"log_std_{name}": np.full(n, np.nan) for name in model.conductance_names})
+    samples = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        samples.append(_sample(method, posterior, obs["x"][i : i + 1], S, rng))
+        out["sampling_seconds"][i] = time.perf_counter() - t0
+    g = np.concatenate(samples)
+    valid = np.all(np.isfinite(g), axis=1) & np.all(g >= 0, axis=1)
+    classes = np.full(g.shape[0], "invalid", dtype=object)
+    feats = {k: np.full(g.shape[0], np.nan) for k in ("mean_rate", "burst_period", "spikes_per_burst")}
+    if valid.any():
+        f, _ = _simulate_features(model, g[valid], proto, rng)
+        classes[valid] = f["firing_class"]
+        for k in feats:
+            feats[k][valid] = f[k]
+    feats["firing_class"] = classes
+    sample_dics = np.full((g.shape[0], 2), np.nan)
+    dic_ok = valid & (np.where(valid, g[:, model.index("leak")], 0.0) > 0)
+    if dic_ok.any():
+        sample_dics[dic_ok] = dics(model, g[dic_ok])[:, 1:]
+    for i in range(n):
+        sl = slice(i * S, (i + 1) * S)
+        fi = {k: v[sl] for k, v in feats.items()}
+        same, ok = _faithful(fi, obs, i)
+        out["fidelity"][i] = ok.mean()
+        out["same_class"][i] = same.mean()
+        out["validity"][i] = np.mean((classes[sl] != "silent") & (classes[sl] != "invalid"))
+        err = np.abs(sample_dics[sl] - obs["dics"][i])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out["dic_mae_g_s"][i], out["dic_mae_g_u"][i] = np.nanmean(err[:, 0]), np.nanmean(err[:, 1])
+        logg = np.log(np.maximum(g[sl][ok], _LOG_FLOOR))
+        if logg.shape[0] >= 2:
+            std = logg.std(axis=0, ddof=1)
+            for name, s in zip(model.conductance_names, std):
+                out[f"log_std_{name}"][i] = s
+            out["coverage_log_std"][i] = std.mean()
+        if logg.shape[0] > nc:
+            sign, logdet = np.linalg.slogdet(np.cov(logg, rowvar=False))
+            out["coverage_logdet"][i] = logdet if sign > 0 else np.nan
+    return out
+
+
+def _calibration(posterior, prior, simulator, n: int, S: int, seed: int) -> dict[str, float]:
+    from .sbi import simulation_based_calibration, tarp_calibration
+
+    rng = np.random.default_rng(seed)
+    theta = prior.sample((n,), seed=int(rng.integers(0, 2**62)))
+    x = simulator(theta, seed=rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sbc = simulation_based_calibration(posterior, theta, x, num_posterior_samples=S, seed=rng)
+        tarp = tarp_calibration(posterior, theta, x, num_posterior_samples=S, seed=rng)
+    return {
+        "sbc_ks_pval_min": float(sbc.ks_pvals.min()),
+        "sbc_c2st_ranks_max": float(sbc.c2st_ranks.max()),
+        "tarp_atc": float(tarp.atc),
+        "tarp_ks_pval": float(tarp.ks_pval),
+        "calibration_n_dropped": int(sbc.n_dropped),
+    }
+
+
+def _bootstrap(v: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float, float]:
+    """Mean of the finite values and its percentile-bootstrap 95 % interval (NaN when fewer than 2)."""
+    v = np.asarray(v, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(v.mean())
+    if v.size < 2:
+        return mean, math.nan, math.nan
+    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return mean, float(lo), float(hi)
+
+
+# -- input checks and output ---------------------------------------------------------------------------------
+
+
+def _positive_int(v: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+        raise InvalidInputError(f"{name}: expected an int >= {minimum}, got {v!r}")
+    return int(v)
+
+
+def _check_budgets(budgets: Sequence[int]) -> list[int]:
+    if isinstance(budgets, (int, np.integer)):
+        budgets = [budgets]
+    try:
+        budgets = list(budgets)
+    except TypeError:
+        raise InvalidInputError(f"budgets: expected a sequence of ints, got {budgets!r}") from None
+    if not budgets:
+        raise InvalidInputError("budgets: give at least one simulation budget")
+    out = [_positive_int(b, "budgets", minimum=2) for b in budgets]
+    if len(set(out)) != len(out):
+        raise InvalidInputError(f"budgets: duplicates in {out}")
+    return out
+
+
+def _num(v: Any) -> str:
+    if isinstance(v, (float, np.floating)):
+        return "—" if not np.isfinite(v) else f"{v:.3g}"
+    return str(v)
+
+
+def _ci_text(m: float, lo: float, hi: float) -> str:
+    if not np.isfinite(m):
+        return "—"
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{m:.3g}"
+    return f"{m:.3g} [{lo:.3g}, {hi:.3g}]"
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as fh:
+        if not rows:
+            return
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, (float, np.floating)) else v) for k, v in r.items()})
+
+
+def _plot(result: ComparisonResult, folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = ("fidelity", "validity", "coverage_log_std", "coverage_logdet", "dic_mae_g_s", "dic_mae_g_u")
+    sets = result.config.get("observation_sets", list(OBSERVATION_SETS))
+    fig, axes = plt.subplots(len(sets), len(metrics), figsize=(3.2 * len(metrics), 3.0 * len(sets)), squeeze=False)
+    for si, s in enumerate(sets):
+        for mi, metric in enumerate(metrics):
+            ax = axes[si, mi]
+            for method in result.config.get("methods", list(METHODS)):
+                rs = sorted((r for r in result.rows if r["observation_set"] == s and r["method"] == method),
+                            key=lambda r: r["budget"])  # fmt: skip
+                b = np.array([r["budget"] for r in rs], dtype=float)
+                m = np.array([r[metric] for r in rs], dtype=float)
+                lo = np.array([r[f"{metric}_lo"] for r in rs], dtype=float)
+                hi = np.array([r[f"{metric}_hi"] for r in rs], dtype=float)
+                err = np.vstack([np.where(np.isfinite(lo), m - lo, 0), np.where(np.isfinite(hi), hi - m, 0)])
+                ax.errorbar(b, m, yerr=np.abs(err), marker="o", capsize=3, label=method)
+            ax.set_xscale("log")
+            ax.set_title(f"{metric}\n({s})", fontsize=9)
+            ax.set_xlabel("simulations")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / "metrics.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for method in result.config.get("methods", list(METHODS)):
+        rs = sorted((r for r in result.rows if r["method"] == method and r["observation_set"] == sets[0]),
+                    key=lambda r: r["budget"])  # fmt: skip
+        b = [r["budget"] for r in rs]
+        ax.plot(b, [r["simulation_seconds"] + r["training_seconds"] for r in rs], marker="o", label=method)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("simulations")
+    ax.set_ylabel("simulation + training (s)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / "cost.png", dpi=110)
+    plt.close(fig)
