@@ -48,7 +48,12 @@ _SBI_NAMES = (
 # Heavier layers (torch/sbi; zarr/dask) load on first use of one of their names.
 _CAMPAIGN_NAMES = ("CampaignSpec", "run_campaign", "CampaignStore", "CorruptStoreError", "StoreDataset",
                    "train_npe_from_store")  # fmt: skip
-_LAZY = {**dict.fromkeys(_SBI_NAMES, "sbi"), **dict.fromkeys(_CAMPAIGN_NAMES, "campaign")}
+_COMPARE_NAMES = ("compare", "ComparisonResult")
+_LAZY = {
+    **dict.fromkeys(_SBI_NAMES, "sbi"),
+    **dict.fromkeys(_CAMPAIGN_NAMES, "campaign"),
+    **dict.fromkeys(_COMPARE_NAMES, "compare"),
+}
 
 
 def __getattr__(name: str):
@@ -89,4 +94,5 @@ __all__ = [
     "Recording",
     *_SBI_NAMES,
     *_CAMPAIGN_NAMES,
+    *_COMPARE_NAMES,
 ]
