@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import DicSbiError
+from .io.atomic import atomic_directory, atomic_file
 
 __all__ = ["main"]
 
@@ -37,15 +35,8 @@ __all__ = ["main"]
 
 def _write_atomic(path: Path, write) -> None:
     """Call ``write(tmp_path)`` and move the result to ``path`` only if it succeeded."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        write(tmp)
 
 
 def write_conductances_csv(path: Path, names: Sequence[str], g: np.ndarray, extra: dict | None = None) -> None:
@@ -198,8 +189,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .data import example_cells
 
     out = Path(args.out)
-    staging = Path(tempfile.mkdtemp(prefix=".dic_sbi_demo.", dir=out.parent if out.parent.exists() else None))
-    try:
+    with atomic_directory(out) as staging:
         summary = {}
         for name, g_example in example_cells().items():
             t0 = time.perf_counter()
@@ -226,12 +216,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"{name}: example cell is {obs_class} (g_s = {float(g_s):.2f}, g_u = {float(g_u):.2f}); "
                   f"{args.n} degenerate cells, {100 * frac:.1f} % fire the same way", flush=True)  # fmt: skip
         (staging / "report.json").write_text(json.dumps(summary, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     print(f"wrote {out}/")
     return 0
 

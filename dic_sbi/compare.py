@@ -34,11 +34,8 @@ import csv
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -46,6 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import DicSbiError, InvalidInputError
+from .io.atomic import atomic_directory
 from .models import ConductanceModel, get_model
 
 __all__ = ["compare", "ComparisonResult", "METHODS", "OBSERVATION_SETS", "TOLERANCES"]
@@ -121,21 +119,12 @@ class ComparisonResult:
         Atomic: everything goes to a staging folder beside ``out``, renamed to ``out`` (replacing it) at the end.
         """
         out = Path(out)
-        parent = out.parent if str(out.parent) else Path(".")
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
-        try:
+        with atomic_directory(out) as staging:
             _write_csv(staging / "comparison.csv", self.rows)
             _write_csv(staging / "per_observation.csv", self.per_observation)
             (staging / "comparison.md").write_text(self.markdown())
             (staging / "config.json").write_text(json.dumps(self.config, indent=1))
             _plot(self, staging)
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(staging, out)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         self.out = out
         return out
 
@@ -191,7 +180,9 @@ def compare(
     """
     if torch_threads is not None:
         _positive_int(torch_threads, "torch_threads")
-    with _torch_threads(torch_threads):
+    from .sbi._utils import torch_threads_set  # torch loads only when a comparison runs
+
+    with torch_threads_set(torch_threads):
         result = _compare(
             model, budgets, n_observations, seed=seed, num_posterior_samples=num_posterior_samples,
             calibration_simulations=calibration_simulations, duration=duration, transient=transient, dt=dt,
@@ -202,19 +193,6 @@ def compare(
     if out is not None:
         result.write(out)
     return result
-
-
-@contextmanager
-def _torch_threads(n: int | None):
-    import torch
-
-    previous = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, calibration_simulations, duration,

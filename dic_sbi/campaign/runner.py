@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InvalidInputError
-from .store import FIELDS, FORMAT, FORMAT_VERSION, CampaignStore
+from .store import FORMAT, FORMAT_VERSION, CampaignStore
 
 __all__ = ["CampaignSpec", "CampaignReport", "run_campaign", "compute_chunk"]
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Union
+from contextlib import contextmanager
+from typing import Any, Iterator, Union
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
 from ..errors import InvalidInputError
-from ..models import ConductanceModel, get_model
 
-__all__ = ["Seed", "numpy_rng", "torch_generator", "as_batch"]
+__all__ = ["Seed", "numpy_rng", "torch_generator", "as_batch", "torch_threads_set"]
 
 #: What every stochastic function of this layer accepts as ``seed``.
 Seed = Union[int, np.random.Generator, torch.Generator, None]
@@ -68,3 +68,17 @@ def as_batch(value: Any, dim: int, name: str) -> NDArray[np.float64]:
     if not np.all(np.isfinite(arr)):
         raise InvalidInputError(f"{name}: found NaN or inf; every entry must be finite")
     return np.ascontiguousarray(arr)
+
+
+@contextmanager
+def torch_threads_set(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (``None``: unchanged), restoring the previous count after."""
+    # Small flows train fastest on one thread; on a busy machine, OpenMP barriers can make every step of a
+    # multi-threaded run wait for a descheduled thread (~100x slower per step measured on a loaded 2-core box).
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ..errors import InvalidInputError
 from ..models import ConductanceModel, get_model
-from ._utils import Seed, numpy_rng
+from ._utils import Seed, numpy_rng, torch_threads_set
 from .embedding import ISIEmbedding, Standardize
 from .features import SUMMARY_NAMES
 from .posterior import DICPosterior
@@ -123,26 +123,13 @@ def _train_npe(
     sim_seed, train_seed = (int(s) for s in rng.integers(0, 2**31 - 1, size=2))
     if torch_threads is not None and not (isinstance(torch_threads, (int, np.integer)) and torch_threads >= 1):
         raise InvalidInputError(f"torch_threads: expected None or a positive int, got {torch_threads!r}")
-    with _global_rngs_preserved(), _torch_threads(torch_threads):
+    with _global_rngs_preserved(), torch_threads_set(torch_threads):
         return _train_npe_seeded(
             prior, simulator, num_simulations, density_estimator=density_estimator, embedding_net=embedding_net,
             hidden_features=hidden_features, num_transforms=num_transforms, training=training,
             num_workers=num_workers, simulation_batch_size=simulation_batch_size, sim_seed=sim_seed,
             train_seed=train_seed, show_progress_bars=show_progress_bars, theta=theta, x=x,
         )  # fmt: skip
-
-
-@contextmanager
-def _torch_threads(n: int | None):
-    # Small flows train fastest on one thread; on a busy machine, OpenMP barriers can make every step of a
-    # multi-threaded run wait for a descheduled thread (~100x slower per step measured on a loaded 2-core box).
-    previous = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @contextmanager
