@@ -26,7 +26,6 @@ import numpy as np
 
 import dic_sbi
 from dic_sbi.core.reference import simulate_reference
-from dic_sbi.spiketrains import features_from_csr
 
 OUT = Path(__file__).with_name("reference_cells.json")
 QUOTA = {"spiking": 6, "bursting": 6, "silent": 3}
