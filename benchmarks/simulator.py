@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 import dic_sbi
-from dic_sbi.core.kernels import set_threads
 from dic_sbi.core.reference import simulate_reference
 
 HERE = Path(__file__).resolve().parent
