@@ -86,14 +86,16 @@ DA = ConductanceModel(
     dics=DICConventions(fast="m", slow="n", ultraslow=100.0, reference_threshold=-55.5),
     # dt and spike substepping: the coarsest settings that meet 1 % against the reference (benchmarks/accuracy.py)
     protocol=Protocol(duration=12000.0, transient=3000.0, dt=0.05, fine_above=-55.0, fine_substeps=4),
+    # Box of the conductance-space prior: holds the 0.5–99.5 % range of every conductance of degenerate
+    # populations over the published DIC box (as for STG; 98.6 % of the cells lie inside; no box is published).
     default_ranges={
         "Na": (5.0, 120.0),
-        "Kd": (1.0, 20.0),
-        "CaL": (0.001, 0.2),
+        "Kd": (1.0, 100.0),
+        "CaL": (0.001, 0.7),
         "CaN": (0.001, 0.3),
-        "ERG": (0.001, 0.5),
+        "ERG": (0.001, 1.0),
         "NMDA": (0.05, 0.25),
-        "leak": (0.0087, 0.017),
+        "leak": (0.007, 0.021),
     },
     dic_box=((-10.0, 15.0), (0.0, 20.0)),
     seed_population=SeedPopulation(
