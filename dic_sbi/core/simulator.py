@@ -147,13 +147,14 @@ def _as_batch(model: ConductanceModel, conductances: ArrayLike) -> NDArray[np.fl
     return np.ascontiguousarray(g)
 
 
-def _positive(name: str, value: object) -> float:
+def _number(name: str, value: object, *, strict: bool) -> float:
+    """``value`` as a finite float that is > 0 (``strict``) or >= 0, else an error naming ``name``."""
     try:
         v = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise InvalidInputError(f"{name}: expected a number, got {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise InvalidInputError(f"{name}: must be a finite number > 0, got {value!r}")
+    if not math.isfinite(v) or v < 0 or (strict and v == 0):
+        raise InvalidInputError(f"{name}: must be a finite number {'>' if strict else '>='} 0, got {value!r}")
     return v
 
 
@@ -239,15 +240,9 @@ def simulate(
     g = _as_batch(model, conductances)
     N = g.shape[0]
     proto = model.protocol
-    duration = _positive("duration", proto.duration if duration is None else duration)
-    dt = _positive("dt", proto.dt if dt is None else dt)
-    transient = proto.transient if transient is None else transient
-    try:
-        transient = float(transient)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"transient: expected a number, got {transient!r}") from None
-    if not math.isfinite(transient) or transient < 0:
-        raise InvalidInputError(f"transient: must be a finite number >= 0, got {transient!r}")
+    duration = _number("duration", proto.duration if duration is None else duration, strict=True)
+    dt = _number("dt", proto.dt if dt is None else dt, strict=True)
+    transient = _number("transient", proto.transient if transient is None else transient, strict=False)
     if transient >= duration:
         raise InvalidInputError(f"transient: must be shorter than duration ({transient:g} >= {duration:g} ms)")
     if dt > duration - transient:
@@ -261,12 +256,7 @@ def simulate(
         i_app_arr = np.full(N, float(i_app_arr))
     if i_app_arr.shape != (N,) or not np.all(np.isfinite(i_app_arr)):
         raise InvalidInputError(f"i_app: expected a finite scalar or {N} finite values, got shape {i_app_arr.shape}")
-    try:
-        noise_std = float(noise_std)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"noise_std: expected a number, got {noise_std!r}") from None
-    if not math.isfinite(noise_std) or noise_std < 0:
-        raise InvalidInputError(f"noise_std: must be >= 0, got {noise_std!r}")
+    noise_std = _number("noise_std", noise_std, strict=False)
     sos = noise_filter(dt) if noise_std > 0 else np.zeros((0, 6))
     seed_bits = _seed_bits(seed) if noise_std > 0 else kernels.NO_SEED
     if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
@@ -274,7 +264,7 @@ def simulate(
 
     first_record = int(math.ceil(transient / dt - 1e-9))
     if record_voltage:
-        sampling_interval = dt if sampling_interval is None else _positive("sampling_interval", sampling_interval)
+        sampling_interval = dt if sampling_interval is None else _number("sampling_interval", sampling_interval, strict=True)
         record_every = int(round(sampling_interval / dt))
         if record_every < 1 or abs(record_every * dt - sampling_interval) > 1e-9 * sampling_interval:
             raise InvalidInputError(

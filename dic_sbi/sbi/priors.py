@@ -117,11 +117,7 @@ class ConductancePrior(Distribution):
         return torch.clamp(x.to(torch.float32), self.low, self.high)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        value = torch.as_tensor(value)
-        if not value.is_floating_point():
-            value = value.to(torch.float32)
-        if self._validate_args:
-            self._validate_sample(value)
+        value = _as_value(self, value)
         if value.numel() == 0:  # torch's independent(interval).check cannot reshape an empty batch
             return torch.empty(value.shape[:-1], dtype=value.dtype, device=value.device)
         inside = self.support.check(value)
@@ -149,6 +145,16 @@ class ConductancePrior(Distribution):
 
     def __repr__(self) -> str:
         return f"ConductancePrior({self.model.name!r}, scale={self.scale!r})"
+
+
+def _as_value(dist: Distribution, value: ArrayLike) -> torch.Tensor:
+    """``value`` as a floating tensor, validated against ``dist``'s support when validation is on."""
+    value = torch.as_tensor(value)
+    if not value.is_floating_point():
+        value = value.to(torch.float32)
+    if dist._validate_args:
+        dist._validate_sample(value)
+    return value
 
 
 def _bound(name: str, value: ArrayLike, n: int) -> NDArray[np.float64]:
@@ -428,11 +434,7 @@ class DICPrior(Distribution):
         return out.reshape(self._extended_shape(torch.Size(sample_shape)))
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        value = torch.as_tensor(value)
-        if not value.is_floating_point():
-            value = value.to(torch.float32)
-        if self._validate_args:
-            self._validate_sample(value)
+        value = _as_value(self, value)
         inside = self.region.check(value)
         lp = torch.full(inside.shape, -self._log_area, dtype=value.dtype, device=value.device)
         return torch.where(inside, lp, torch.full_like(lp, -math.inf))
