@@ -49,10 +49,12 @@ _SBI_NAMES = (
 _CAMPAIGN_NAMES = ("CampaignSpec", "run_campaign", "CampaignStore", "CorruptStoreError", "StoreDataset",
                    "train_npe_from_store")  # fmt: skip
 _COMPARE_NAMES = ("compare", "ComparisonResult")
+_INFERENCE_NAMES = ("infer", "InferenceResult")
 _LAZY = {
     **dict.fromkeys(_SBI_NAMES, "sbi"),
     **dict.fromkeys(_CAMPAIGN_NAMES, "campaign"),
-    **dict.fromkeys(_COMPARE_NAMES, "compare"),
+    **dict.fromkeys(_COMPARE_NAMES, "comparison"),
+    **dict.fromkeys(_INFERENCE_NAMES, "inference"),
 }
 
 
@@ -95,4 +97,5 @@ __all__ = [
     *_SBI_NAMES,
     *_CAMPAIGN_NAMES,
     *_COMPARE_NAMES,
+    *_INFERENCE_NAMES,
 ]

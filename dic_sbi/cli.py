@@ -3,6 +3,8 @@
     dic-sbi population --model stg --g-s 4 --g-u 5 -n 1000 --out pop.csv [--validate]
     dic-sbi simulate CONDUCTANCES.csv --model stg --out spikes.csv [--nix spikes.nix]
     dic-sbi simulate --model stg --prior dic|conductance --num 1000000 --store DIR [--scheduler ADDRESS]
+    dic-sbi infer RECORDING --model stg -n 1000 --out DIR [--validate] [--seed S]
+    dic-sbi train --model stg --num-simulations 100000 --work DIR --out dic_sbi/data/pretrained/stg
     dic-sbi demo --out DIR
     dic-sbi compare --model stg --budgets 1000,10000,100000 --observations 100 --out DIR
 
@@ -107,17 +109,10 @@ def read_conductances_csv(path: Path, names: Sequence[str]) -> np.ndarray:
 # -- commands ---------------------------------------------------------------------------------------------
 
 
-def _fidelity(features: dict, target_class: str | None = None) -> dict:
-    classes, counts = np.unique(features["firing_class"], return_counts=True)
-    out = {"firing_class_counts": {str(c): int(k) for c, k in zip(classes, counts)}}
-    if target_class is not None:
-        out["fraction_matching_class"] = float(np.mean(features["firing_class"] == target_class))
-    for key in ("spiking_frequency", "burst_period", "spikes_per_burst", "intra_burst_frequency", "duty_cycle"):
-        v = features[key][np.isfinite(features[key])]
-        if v.size:
-            out[key] = {"median": float(np.median(v)), "q05": float(np.quantile(v, 0.05)),
-                        "q95": float(np.quantile(v, 0.95)), "n": int(v.size)}  # fmt: skip
-    return out
+def _fidelity(features: dict) -> dict:
+    from .inference import fidelity_report
+
+    return fidelity_report(features, {})
 
 
 def cmd_population(args: argparse.Namespace) -> int:
@@ -184,45 +179,39 @@ def cmd_campaign(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Built-in example cells → their DICs → degenerate populations → simulated check, for both models."""
+    """``infer --validate`` on the example recordings shipped in the package (one per model), into ``--out``."""
     import dic_sbi
-    from .data import example_cells
+
+    from .data import example_cells, example_recording
+    from .inference import infer
 
     out = Path(args.out)
+    _check_out_folder(out)
+    models = ("stg", "da") if args.model is None else (args.model,)
     with atomic_directory(out) as staging:
         summary = {}
-        for name, g_example in example_cells().items():
+        for name in models:
             t0 = time.perf_counter()
             model = dic_sbi.get_model(name)
-            observed = dic_sbi.simulate(model, g_example, progress=False)
-            obs_feats = observed.features()
-            obs_class = str(obs_feats["firing_class"][0])
-            _, g_s, g_u = dic_sbi.dics(model, g_example)
-            pop = dic_sbi.degenerate_population(model, g_s, g_u, args.n, seed=args.seed)
-            res = dic_sbi.simulate(model, pop, progress=not args.quiet)
-            feats = res.features()
-            write_conductances_csv(staging / f"{name}_population.csv", model.conductance_names, pop,
-                                   {"firing_class": feats["firing_class"]})  # fmt: skip
-            write_spikes_csv(staging / f"{name}_observed_spikes.csv", observed)
-            summary[name] = {
-                "observed_firing_class": obs_class,
-                "observed_features": {k: _fmt(v[0]) for k, v in obs_feats.items() if k != "firing_class_code"},
-                "dics_at_reference_threshold": {"g_s": float(g_s), "g_u": float(g_u),
-                                                "V_th_ref_mV": model.dics.reference_threshold},  # fmt: skip
-                "population": _fidelity(feats, obs_class),
-                "seconds": round(time.perf_counter() - t0, 2),
-            }
-            frac = summary[name]["population"]["fraction_matching_class"]
-            print(f"{name}: example cell is {obs_class} (g_s = {float(g_s):.2f}, g_u = {float(g_u):.2f}); "
-                  f"{args.n} degenerate cells, {100 * frac:.1f} % fire the same way", flush=True)  # fmt: skip
-        (staging / "report.json").write_text(json.dumps(summary, indent=1))
-    print(f"wrote {out}/")
+            print(f"{name}: reading {Path(example_recording(name)).name} (simulated example cell, noisy current)", flush=True)
+            result = infer(example_recording(name), name, args.n, seed=args.seed, validate=True, progress=not args.quiet)
+            _print_inference(result)
+            result.write(staging / name)
+            # The recording is a simulation, so the DICs behind it are known: report them next to the posterior.
+            _, g_s, g_u = dic_sbi.dics(model, example_cells()[name])
+            report = result.report()
+            report["true_dics_of_the_example_cell"] = {"g_s": float(g_s), "g_u": float(g_u)}
+            report["seconds"] = round(time.perf_counter() - t0, 2)
+            summary[name] = report
+            print(f"{name}: true DICs of the example cell g_s = {float(g_s):.2f}, g_u = {float(g_u):.2f}", flush=True)
+        (staging / "report.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"wrote {out}/ (one folder per model: population.csv/.nix, dic_samples.csv, report.json, plots)")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """DIC-space NPE against NPE over conductances (linear, log box priors): tables and plots in ``--out``."""
-    from .compare import compare
+    from .comparison import compare
 
     try:
         budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
@@ -235,6 +224,83 @@ def cmd_compare(args: argparse.Namespace) -> int:
                      torch_threads=args.torch_threads, progress=not args.quiet, out=args.out)  # fmt: skip
     print(result.markdown())
     print(f"wrote {result.out}/")
+    return 0
+
+
+def _read_options(args: argparse.Namespace) -> dict:
+    opts = {"threshold": args.threshold, "segments": _indices(args.segments), "channels": _indices(args.channels),
+            "units": args.units, "t_start": args.t_start, "t_stop": args.t_stop}  # fmt: skip
+    if args.format:
+        opts["format"] = args.format
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+def _indices(text: str | None):
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    return [int(t) if t.lstrip("-").isdigit() else t for t in items]
+
+
+def _print_inference(result) -> None:
+    for t in result.trains:
+        d = t.dics
+        line = (f"train {t.index} ({t.name}): observed {t.observed_class}; g_s = {d[:, 0].mean():.2f} ± {d[:, 0].std():.2f}, "
+                f"g_u = {d[:, 1].mean():.2f} ± {d[:, 1].std():.2f}; {len(d)} cells in {1000 * t.seconds:.0f} ms")  # fmt: skip
+        if t.fidelity is not None:
+            line += (f"; {100 * t.fidelity['fraction_matching_class']:.1f} % of {t.fidelity['simulated_cells']} "
+                     f"simulated cells fire {t.observed_class}")  # fmt: skip
+        print(line, flush=True)
+    for note in result.notes:
+        print(f"note: {note}", flush=True)
+
+
+def _check_out_folder(out: Path) -> None:
+    """Fail before any work when ``out`` cannot become a folder (a file in the way, or no write permission)."""
+    import os
+
+    if out.exists() and not out.is_dir():
+        raise DicSbiError(f"--out: {out} exists and is not a folder")
+    parent = out.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DicSbiError(f"--out: cannot create {out}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DicSbiError(f"--out: cannot create {out}: no write permission in {parent}")
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    """Recording → DIC posterior → degenerate population, with fidelity report and plots."""
+    from .inference import infer
+
+    if Path(args.out).resolve() == Path(args.recording).resolve():
+        raise DicSbiError("--out: would replace the recording itself; choose another folder")
+    _check_out_folder(Path(args.out))
+    trains = _indices(args.train)
+    result = infer(args.recording, args.model, args.n, posterior=args.posterior, seed=args.seed,
+                   validate=args.validate, trains=trains, read_options=_read_options(args),
+                   progress=not args.quiet)  # fmt: skip
+    _print_inference(result)
+    result.write(args.out, plots=not args.no_plots)
+    print(f"wrote {args.out}/")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Simulate (resumable campaigns), train and evaluate a DIC posterior; write weights, settings, metrics."""
+    from .train import train_pretrained
+
+    training = {"max_num_epochs": args.max_epochs} if args.max_epochs is not None else {}
+    meta = train_pretrained(
+        args.model, args.out, work_dir=args.work, num_simulations=args.num_simulations,
+        noisy_simulations=args.noisy_simulations, noise_std=args.noise_std, seed=args.seed,
+        estimator={"hidden_features": args.hidden_features, "num_transforms": args.num_transforms},
+        training=training, heldout_points=args.heldout_points, cells_per_point=args.cells_per_point,
+        ppc_points=args.ppc_points, ppc_cells=args.ppc_cells, torch_threads=args.torch_threads, quiet=args.quiet,
+        duration=args.duration, transient=args.transient, dt=args.dt,
+    )  # fmt: skip
+    print(json.dumps({k: meta["metrics"][k]["accuracy"]["all"] for k in meta["metrics"]}, indent=1))
     return 0
 
 
@@ -278,9 +344,49 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true", help="delete an existing store first")
     sp.set_defaults(func=cmd_simulate)
 
-    sp = sub.add_parser("demo", help="run the pipeline on the built-in example cells")
+    sp = sub.add_parser("infer", help="recording → degenerate population (pretrained DIC posterior)")
+    common(sp)
+    sp.add_argument("recording", help="any Neo-readable file (NIX, ABF, NWB, ...), a Spike2Pop CSV or a text file")
+    sp.add_argument("-n", type=int, default=1000, help="cells per spike train (one per posterior sample)")
+    sp.add_argument("--out", required=True, help="output folder (replaced)")
+    sp.add_argument("--validate", action="store_true", help="simulate every cell and report fidelity")
+    sp.add_argument("--posterior", help="pretrained posterior (path written by dic-sbi train; default: shipped)")
+    sp.add_argument("--train", help="comma-separated indices of the recording's spike trains (default all)")
+    sp.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    r = sp.add_argument_group("reading the recording")
+    r.add_argument("--format", help="spike2pop, text, or a Neo IO name (default: from the extension)")
+    r.add_argument("--threshold", type=float, help="spike threshold for voltage traces (mV, default 10)")
+    r.add_argument("--segments", help="comma-separated segment (sweep) indices")
+    r.add_argument("--channels", help="comma-separated channel indices or names")
+    r.add_argument("--units", help="time unit of text files (default ms) or voltage unit of unitless signals")
+    r.add_argument("--t-start", type=float, help="text formats: start of the observation window (ms)")
+    r.add_argument("--t-stop", type=float, help="text formats: end of the observation window (ms)")
+    sp.set_defaults(func=cmd_infer)
+
+    sp = sub.add_parser("train", help="simulate, train and evaluate a pretrained DIC posterior")
+    common(sp)
+    sp.add_argument("--out", required=True, help="destination without suffix (writes OUT.pt and OUT.json)")
+    sp.add_argument("--work", required=True, help="folder of the resumable simulation stores")
+    sp.add_argument("--num-simulations", type=int, default=100_000, help="noise-free simulations")
+    sp.add_argument("--noisy-simulations", type=int, default=50_000, help="simulations with noisy current")
+    sp.add_argument("--noise-std", type=float, default=5.0, help="noise σ (µA/cm²) of the noisy campaign and held-out set")
+    sp.add_argument("--hidden-features", type=int, default=64)
+    sp.add_argument("--num-transforms", type=int, default=5)
+    sp.add_argument("--max-epochs", type=int, help="cap on training epochs (default 300, early stopping)")
+    sp.add_argument("--heldout-points", type=int, default=200, help="held-out DIC targets")
+    sp.add_argument("--cells-per-point", type=int, default=16, help="held-out cells per target")
+    sp.add_argument("--ppc-points", type=int, default=100, help="held-out observations of the predictive check")
+    sp.add_argument("--ppc-cells", type=int, default=100, help="population cells simulated per such observation")
+    sp.add_argument("--torch-threads", type=int, default=1)
+    sp.add_argument("--duration", type=float)
+    sp.add_argument("--transient", type=float)
+    sp.add_argument("--dt", type=float)
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("demo", help="infer populations from the example recordings shipped in the package")
     sp.add_argument("--out", default="dic_sbi_demo", help="output folder (replaced)")
-    sp.add_argument("-n", type=int, default=200, help="cells per population")
+    sp.add_argument("--model", choices=("stg", "da"), help="only this model (default both)")
+    sp.add_argument("-n", type=int, default=1000, help="cells per population")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_demo)
@@ -309,6 +415,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DicSbiError as err:
         print(f"dic-sbi {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # disk full, permissions, ...: a message, not a traceback
+        print(f"dic-sbi {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -9,9 +9,18 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from .core.reachability import ReachabilityMap
+    from matplotlib.figure import Figure
 
-__all__ = ["plot_reachability"]
+    from .core.reachability import ReachabilityMap
+    from .inference import InferenceResult, TrainInference
+
+__all__ = [
+    "plot_reachability",
+    "plot_population_raster",
+    "plot_traces",
+    "plot_dic_posterior",
+    "plot_conductance_pairplot",
+]
 
 
 def plot_reachability(result: "ReachabilityMap", ax: "Axes | None" = None, *, level: float = 0.5) -> "Axes":
@@ -58,3 +67,100 @@ def plot_reachability(result: "ReachabilityMap", ax: "Axes | None" = None, *, le
     ax.set_ylabel("g_u (normalised by gleak)")
     ax.set_title(f"{result.model}: reachable DIC targets ({result.n_draws} draws per point)")
     return ax
+
+
+def _window(result: "InferenceResult", train: "TrainInference") -> tuple[float, float]:
+    sim = result.trains and train.simulation
+    start = float(sim.t_start) if sim else 0.0
+    span = float(sim.t_stop - sim.t_start) if sim else train.window_ms
+    return start, min(span, train.window_ms)
+
+
+def plot_population_raster(result: "InferenceResult", train: "TrainInference", *, max_cells: int = 30) -> "Figure":
+    """Raster of the observed train (top, black) above the simulated population members (coloured by whether
+    they fire in the observed class), each relative to the start of its window, over the shorter window."""
+    import matplotlib.pyplot as plt
+
+    obs = result.recording[train.index]
+    obs_t = obs.rescale("ms").magnitude - float(obs.t_start.rescale("ms").magnitude)
+    start, span = _window(result, train)
+    k = 0 if train.simulation is None else min(max_cells, len(train.simulation))
+    fig, ax = plt.subplots(figsize=(8.0, 1.2 + 0.16 * (k + 2)))
+    ax.eventplot([obs_t[obs_t <= span]], lineoffsets=[k + 1.5], linelengths=1.2, colors="k")
+    if k:
+        feats = train.simulation.features()
+        same = feats["firing_class"][:k] == train.observed_class
+        trains = [train.simulation.times[train.simulation.offsets[j] : train.simulation.offsets[j + 1]] - start for j in range(k)]
+        ax.eventplot([t[t <= span] for t in trains], lineoffsets=np.arange(k), linelengths=0.8,
+                     colors=["tab:blue" if s else "tab:red" for s in same])  # fmt: skip
+    ax.set_yticks([k + 1.5] + ([0, k - 1] if k > 1 else []))
+    ax.set_yticklabels(["observed"] + ([f"cell {train.simulated[0]}", f"cell {train.simulated[k - 1]}"] if k > 1 else []))
+    ax.set_xlim(0, span)
+    ax.set_xlabel("time in window (ms)")
+    ax.set_title(f"{result.model.name}: observed ({train.observed_class}) vs {k} population members "
+                 f"(blue: same class, red: other)", fontsize="small")  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def plot_traces(result: "InferenceResult", train: "TrainInference", *, span_ms: float = 2000.0) -> "Figure | None":
+    """Membrane potential of the first few population members over ``span_ms`` of their window."""
+    import matplotlib.pyplot as plt
+
+    tr = train.traces
+    if tr is None or tr.voltage is None or len(tr) == 0:
+        return None
+    k = tr.voltage.shape[0]
+    fig, axes = plt.subplots(k, 1, figsize=(8.0, 1.6 * k + 0.4), sharex=True, squeeze=False)
+    t = tr.voltage_times - tr.t_start
+    keep = t <= span_ms
+    for j, ax in enumerate(axes[:, 0]):
+        ax.plot(t[keep], tr.voltage[j, keep], lw=0.6, color="k")
+        ax.set_ylabel("V (mV)")
+        ax.set_title(f"cell {train.simulated[j]}  (g_s = {train.dics[j, 0]:.2f}, g_u = {train.dics[j, 1]:.2f})",
+                     fontsize="small", loc="left")  # fmt: skip
+    axes[-1, 0].set_xlabel("time in window (ms)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_dic_posterior(result: "InferenceResult", train: "TrainInference") -> "Figure":
+    """DIC posterior samples (g_s, g_u) over the prior box, with marginal histograms."""
+    import matplotlib.pyplot as plt
+
+    d = train.dics
+    (s_lo, s_hi), (u_lo, u_hi) = result.model.dic_box
+    fig = plt.figure(figsize=(5.5, 5.0))
+    grid = fig.add_gridspec(2, 2, width_ratios=(4, 1), height_ratios=(1, 4), hspace=0.05, wspace=0.05)
+    ax = fig.add_subplot(grid[1, 0])
+    top = fig.add_subplot(grid[0, 0], sharex=ax)
+    right = fig.add_subplot(grid[1, 1], sharey=ax)
+    ax.scatter(d[:, 0], d[:, 1], s=3, alpha=0.35, color="tab:blue", lw=0)
+    ax.plot([s_lo, s_hi, s_hi, s_lo, s_lo], [u_lo, u_lo, u_hi, u_hi, u_lo], color="0.5", lw=0.8, ls="--", label="prior box")
+    ax.set_xlim(s_lo - 1, s_hi + 1)
+    ax.set_ylim(u_lo - 1, u_hi + 1)
+    ax.set_xlabel("g_s (per gleak)")
+    ax.set_ylabel("g_u (per gleak)")
+    ax.legend(loc="upper right", fontsize="small")
+    top.hist(d[:, 0], bins=40, color="tab:blue")
+    right.hist(d[:, 1], bins=40, color="tab:blue", orientation="horizontal")
+    top.tick_params(labelbottom=False)
+    right.tick_params(labelleft=False)
+    top.set_title(f"{result.model.name}: DIC posterior, train {train.name} ({train.observed_class})", fontsize="small")
+    return fig
+
+
+def plot_conductance_pairplot(result: "InferenceResult", train: "TrainInference", *, max_points: int = 1000) -> "Figure":
+    """sbi's ``pairplot`` of log10 of the population's conductances (zeros drawn at the smallest positive value)."""
+    from sbi.analysis import pairplot
+
+    g = train.conductances[:max_points]
+    pos = g[g > 0]
+    floor = pos.min() if pos.size else 1e-6
+    logg = np.log10(np.maximum(g, floor))
+    names = result.model.conductance_names
+    fig, _ = pairplot(logg, labels=[f"log10 {n}" for n in names], upper="scatter", diag="hist",
+                      figsize=(1.3 * len(names) + 1, 1.3 * len(names) + 1),
+                      upper_kwargs={"mpl_kwargs": {"s": 2, "alpha": 0.3}})  # fmt: skip
+    fig.suptitle(f"{result.model.name}: population of train {train.name} ({len(g)} cells, mS/cm²)", fontsize="small")
+    return fig

@@ -7,10 +7,21 @@ from importlib import resources
 
 import numpy as np
 
-__all__ = ["example_cells"]
+__all__ = ["example_cells", "example_recording"]
 
 
 def example_cells() -> dict[str, np.ndarray]:
     """The published example cells: row 1 of Fyon et al. (2024)'s STG and DA sets (model order, mS/cm²)."""
     raw = json.loads(resources.files(__package__).joinpath("example_cells.json").read_text())
     return {name: np.asarray(cell["conductances"], dtype=float) for name, cell in raw["cells"].items()}
+
+
+def example_recording(model: str = "stg") -> str:
+    """Path of the example recording shipped for ``model`` (NIX: one noisy membrane-potential trace of the
+    published example cell, simulated; see :mod:`dic_sbi.data._make_examples`)."""
+    from ..errors import InvalidInputError
+
+    path = resources.files(__package__).joinpath(f"example_{model}.nix")
+    if not path.is_file():
+        raise InvalidInputError(f"model: no example recording for {model!r}; available: stg, da")
+    return str(path)

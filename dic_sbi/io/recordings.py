@@ -93,6 +93,7 @@ def read_recording(
     channels: int | str | Sequence[int | str] | None = None,
     units: str | pq.Quantity | None = None,
     spikes_from: str = "auto",
+    t_start: Any = None,
     t_stop: Any = None,
     require_min_spikes: int = 3,
 ) -> Recording:
@@ -122,8 +123,12 @@ def read_recording(
     spikes_from
         ``"auto"``: a segment's recorded spike trains if it has any, else detection from its voltage signals;
         ``"recorded"`` or ``"voltage"`` to use only one source.
-    t_stop
-        Text formats: end of the observation window (ms or a time quantity); default the last spike.
+    t_start, t_stop
+        Text formats: the observation window (ms or time quantities). A text file carries no window, so by
+        default each train's window is the span of its spikes widened by half a mean ISI at each end (the
+        rate is then that of a train firing its mean ISI throughout; spike times need not start at 0). Give
+        the window when the recording's true length (e.g. silent stretches) matters. With only one of them,
+        the other defaults to 0 / the last spike.
     require_min_spikes
         Minimum spikes per train (3: what a firing pattern, and DIC inference, needs); 0 accepts any train.
 
@@ -156,10 +161,10 @@ def read_recording(
         _select(path, selected, ["0"], "segment")  # a text file is one segment
         time_unit = _unit(path, units, pq.ms, "time", "ms")
         rows = _read_spike2pop(path) if kind == "spike2pop" else [("0", _read_text(path))]
-        trains, origins = _text_trains(path, rows, time_unit, channels, t_stop)
+        trains, origins = _text_trains(path, rows, time_unit, channels, t_start, t_stop)
     else:
-        if t_stop is not None:
-            raise RecordingError(f"{path}: t_stop is only for text formats; a Neo file carries its own window.")
+        if t_stop is not None or t_start is not None:
+            raise RecordingError(f"{path}: t_start/t_stop are only for text formats; a Neo file carries its own window.")
         voltage_unit = None if units is None else _unit(path, units, pq.mV, "voltage", "mV")
         blocks, kind = _read_neo(path, ios)
         trains, origins = _neo_trains(
@@ -300,23 +305,25 @@ def _read_spike2pop(path: Path) -> list[tuple[str, np.ndarray]]:
 
 
 def _text_trains(
-    path: Path, rows: list[tuple[str, np.ndarray]], unit: pq.Quantity, channels: Any, t_stop: Any
+    path: Path, rows: list[tuple[str, np.ndarray]], unit: pq.Quantity, channels: Any, t_start: Any, t_stop: Any
 ) -> tuple[list[neo.SpikeTrain], list[TrainOrigin]]:
     keep = _select(path, channels, [name for name, _ in rows], "cell")
     scale = float(unit.rescale(pq.ms).magnitude)  # times are stored in ms inside dic_sbi
     times = [rows[i][1] * scale for i in keep]
-    if t_stop is None:
-        last = max((t[-1] for t in times if t.size), default=None)
-        if last is None:
-            raise RecordingError(f"{path}: no spikes in the file.")
-        stop: Any = max(last, np.nextafter(0.0, 1.0))
-    else:
-        stop = t_stop
+    if all(t.size == 0 for t in times):
+        raise RecordingError(f"{path}: no spikes in the file.")
     trains, origins = [], []
     for i, t in zip(keep, times):
         name = rows[i][0]
+        if t_start is None and t_stop is None and t.size >= 2:
+            half = 0.5 * float(np.mean(np.diff(t)))  # half a mean ISI on each side (see read_recording)
+            start: Any = max(0.0, float(t[0]) - half)  # negative times stay an error (before t_start = 0)
+            stop: Any = float(t[-1]) + half
+        else:
+            start = 0.0 if t_start is None else t_start
+            stop = t_stop if t_stop is not None else max(float(t[-1]) if t.size else 0.0, np.nextafter(0.0, 1.0))
         try:
-            train = to_spiketrain(t, t_start=0.0, t_stop=stop, name=name, segment=0, channel=i, detected=False)
+            train = to_spiketrain(t, t_start=start, t_stop=stop, name=name, segment=0, channel=i, detected=False)
         except InvalidInputError as err:
             raise RecordingError(f"{path}: cell {name!r}: {err}") from None
         trains.append(train)

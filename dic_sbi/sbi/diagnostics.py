@@ -147,7 +147,9 @@ def tarp_calibration(
     thetas, xs, dropped = _finite_pairs(thetas, xs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(numpy_rng(seed).integers(0, 2**62)))
-        ecp, alpha = run_tarp(thetas, xs, inner, num_posterior_samples=num_posterior_samples, show_progress_bar=show_progress_bar)
+        # sbi's default of n // 10 bins is 0 below 10 pairs, where torch.histogram raises.
+        ecp, alpha = run_tarp(thetas, xs, inner, num_posterior_samples=num_posterior_samples,
+                              show_progress_bar=show_progress_bar, num_bins=max(2, thetas.shape[0] // 10))  # fmt: skip
     atc, ks_pval = check_tarp(ecp, alpha)
     return TARPResult(ecp, alpha, float(atc), float(ks_pval), dropped)
 

@@ -1,4 +1,4 @@
-"""The head-to-head harness (dic_sbi.compare) end to end at a tiny budget, through the API and the CLI.
+"""The head-to-head harness (dic_sbi.comparison) end to end at a tiny budget, through the API and the CLI.
 
 Tiny budgets, a 1.5 s protocol and 5 epochs: the numbers mean nothing here, the test checks the plumbing (every
 method × budget × observation set row, finite intervals where defined, outputs written atomically)."""
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dic_sbi.cli import main
-from dic_sbi.compare import METHODS, OBSERVATION_SETS, compare
+from dic_sbi.comparison import METHODS, OBSERVATION_SETS, compare
 from dic_sbi.errors import InvalidInputError
 
 torch.set_num_threads(1)
@@ -57,7 +57,7 @@ def test_compare_api_end_to_end(tmp_path):
 def test_observations_are_seeded_and_fire():
     import numpy as np
 
-    from dic_sbi.compare import _draw_firing
+    from dic_sbi.comparison import _draw_firing
     from dic_sbi.sbi import ConductancePrior, DICPrior, DICSimulator
 
     proto = dict(duration=1500.0, transient=500.0, dt=0.05, noise_std=0.0)

@@ -1,0 +1,397 @@
+"""The main job (application layer): a recording in, the degenerate population of models that reproduce it out.
+
+    result = infer("cell.nix", model="stg", n=1000, validate=True, seed=0)
+    result.trains[0].conductances            # (1000, n_conductances) mS/cm², one cell per posterior sample
+    result.write("cell_population/")         # CSV, NIX, DIC samples, fidelity report, plots
+
+For every spike train of the recording: its summary features (exactly as the simulators compute them) →
+``n`` DIC samples from the pretrained DIC posterior (:func:`~dic_sbi.sbi.pretrained.load_pretrained`) → one
+cell of the degenerate population of each sample (so the population carries the posterior's uncertainty,
+not only the spread at one DIC point). Validation simulates the population with the training protocol and
+reports how many cells fire like the recording; without ``validate`` a small preview (``preview`` cells) is
+simulated for the plots and the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InvalidInputError, RecordingError
+
+__all__ = ["infer", "InferenceResult", "TrainInference", "fidelity_report"]
+
+_FEATURES = ("spiking_frequency", "burst_period", "spikes_per_burst", "intra_burst_frequency", "duty_cycle",
+             "mean_rate", "cv")  # fmt: skip
+
+
+@dataclass
+class TrainInference:
+    """The population inferred for one spike train of the recording.
+
+    Attributes
+    ----------
+    index, name
+        Position of the train in the recording and its name (channel, CSV ID, ...).
+    observed_features, observed_class
+        Firing features of the recording (spec §5) and its firing class.
+    x
+        The ``(17,)`` summary the posterior was conditioned on.
+    dics
+        ``(n, 2)`` DIC samples ``(g_s, g_u)`` from the posterior; row ``i`` produced cell ``i``.
+    conductances
+        ``(n, n_conductances)`` the population (mS/cm², model order).
+    seconds
+        Wall time of the inference (features, DIC sampling, compensation), simulations excluded.
+    simulated
+        Indices of the cells that were simulated (all with ``validate``, else a preview), and their
+        ``SimulationResult`` (with voltage for the first few) and fidelity report.
+    """
+
+    index: int
+    name: str
+    observed_features: dict[str, Any]
+    observed_class: str
+    x: Any
+    dics: np.ndarray
+    conductances: np.ndarray
+    seconds: float
+    window_ms: float
+    simulated: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    simulation: Any = None
+    traces: Any = None
+    fidelity: dict[str, Any] | None = None
+
+
+@dataclass
+class InferenceResult:
+    """Output of :func:`infer`: one :class:`TrainInference` per spike train, plus settings and provenance."""
+
+    model: Any
+    recording: Any
+    posterior_info: dict[str, Any]
+    n: int
+    seed: int | None
+    validate: bool
+    trains: list[TrainInference]
+    notes: list[str] = field(default_factory=list)
+
+    def report(self) -> dict[str, Any]:
+        """The fidelity report (JSON-serialisable): settings, and per train the observed vs simulated firing."""
+        info = self.posterior_info
+        return {
+            "recording": str(self.recording.path),
+            "format": self.recording.format,
+            "model": self.model.name,
+            "posterior": {"name": info.get("name"), "created": info.get("created"), "command": info.get("command")},
+            "cells_per_train": self.n,
+            "seed": self.seed,
+            "validated": self.validate,
+            "notes": self.notes,
+            "trains": [
+                {
+                    "index": t.index,
+                    "name": t.name,
+                    "observation_window_ms": t.window_ms,
+                    "observed_class": t.observed_class,
+                    "observed_features": {k: _jsonable(v) for k, v in t.observed_features.items()},
+                    "dic_posterior": _dic_summary(t.dics),
+                    "inference_seconds": round(t.seconds, 4),
+                    "simulated_cells": int(t.simulated.size),
+                    "fidelity": t.fidelity,
+                }
+                for t in self.trains
+            ],
+        }
+
+    def write(self, out: str | os.PathLike, *, plots: bool = True) -> Path:
+        """Write every output into the folder ``out`` (replaced atomically; nothing partial on error).
+
+        ``population.csv`` (one row per cell: train, cell, conductances, DICs, simulated firing),
+        ``population.nix`` (NIX: conductances and DICs as data arrays, settings as metadata),
+        ``dic_samples.csv``, ``report.json`` (fidelity), ``simulated_spikes.nix`` (Neo: observed and simulated
+        spike trains) and, with ``plots``, ``raster_*.png``, ``traces_*.png``, ``dic_posterior_*.png``,
+        ``pairplot_*.png``.
+        """
+        from .io.atomic import atomic_directory
+
+        out = Path(out)
+        with atomic_directory(out) as staging:
+            self._write_population_csv(staging / "population.csv")
+            self._write_dics_csv(staging / "dic_samples.csv")
+            self._write_population_nix(staging / "population.nix")
+            self._write_spikes_nix(staging / "simulated_spikes.nix")
+            (staging / "report.json").write_text(json.dumps(self.report(), indent=1) + "\n")
+            if plots:
+                self._plots(staging)
+        return out
+
+    # -- writers ---------------------------------------------------------------------------------------------
+    def _write_population_csv(self, path: Path) -> None:
+        import csv
+
+        names = self.model.conductance_names
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["train", "cell", *names, "g_s", "g_u", "firing_class", *_FEATURES[:4]])
+            for t in self.trains:
+                sim = {int(c): j for j, c in enumerate(t.simulated)}
+                feats = t.simulation.features() if t.simulation is not None else None
+                for i in range(t.conductances.shape[0]):
+                    j = sim.get(i)
+                    extra = ([str(feats["firing_class"][j])] + [_num(feats[k][j]) for k in _FEATURES[:4]]
+                             if j is not None else [""] * 5)  # fmt: skip
+                    w.writerow([t.name, i, *(f"{v:.10g}" for v in t.conductances[i]),
+                                f"{t.dics[i, 0]:.6g}", f"{t.dics[i, 1]:.6g}", *extra])  # fmt: skip
+
+    def _write_dics_csv(self, path: Path) -> None:
+        import csv
+
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["train", "sample", "g_s", "g_u"])
+            for t in self.trains:
+                for i, (s, u) in enumerate(t.dics):
+                    w.writerow([t.name, i, f"{s:.6g}", f"{u:.6g}"])
+
+    def _write_population_nix(self, path: Path) -> None:
+        import nixio
+
+        f = nixio.File.open(str(path), nixio.FileMode.Overwrite)
+        try:
+            sec = f.create_section("dic_sbi inference", "dic_sbi.settings")
+            for key, value in (("recording", str(self.recording.path)), ("model", self.model.name),
+                               ("cells_per_train", self.n), ("seed", -1 if self.seed is None else self.seed),
+                               ("posterior", str(self.posterior_info.get("name"))),
+                               ("reference_threshold_mV", float(self.model.dics.reference_threshold))):  # fmt: skip
+                sec[key] = value
+            for t in self.trains:
+                block = f.create_block(f"train {t.index}: {t.name}", "dic_sbi.population")
+                block.metadata = sec
+                da = block.create_data_array("conductances", "dic_sbi.conductances", data=t.conductances)
+                da.unit = "mS/cm^2"
+                da.append_set_dimension()
+                da.append_set_dimension(labels=list(self.model.conductance_names))
+                dd = block.create_data_array("dics", "dic_sbi.dics", data=t.dics)
+                dd.append_set_dimension()
+                dd.append_set_dimension(labels=["g_s", "g_u"])
+                obs = np.asarray(self.recording[t.index].rescale("ms").magnitude, dtype=float)
+                ds = block.create_data_array("observed_spike_times", "dic_sbi.spike_times", data=obs)
+                ds.unit = "ms"
+                ds.append_set_dimension()
+        finally:
+            f.close()
+
+    def _write_spikes_nix(self, path: Path) -> None:
+        import neo
+        from neo.io import NixIO
+
+        block = neo.Block(name=f"dic_sbi {self.model.name} population", recording=str(self.recording.path))
+        for t in self.trains:
+            seg = neo.Segment(name=f"train {t.index}: {t.name}")
+            obs = self.recording[t.index].copy()
+            obs.name = "observed"
+            obs.annotations = {"observed": True}
+            seg.spiketrains.append(obs)
+            if t.simulation is not None:
+                for j, c in enumerate(t.simulated):
+                    st = t.simulation.spiketrain(j)
+                    st.name = f"cell {int(c)}"
+                    st.annotations = {"cell": int(c), "observed": False,
+                                      **{n: float(v) for n, v in zip(self.model.conductance_names, t.conductances[c])}}  # fmt: skip
+                    seg.spiketrains.append(st)
+            block.segments.append(seg)
+        with NixIO(str(path), mode="ow") as io:
+            io.write_block(block)
+
+    def _plots(self, folder: Path) -> None:
+        import matplotlib
+
+        if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo"):
+            matplotlib.use("Agg")  # writing files only; no display needed
+        import matplotlib.pyplot as plt
+
+        from .plots import plot_conductance_pairplot, plot_dic_posterior, plot_population_raster, plot_traces
+
+        for t in self.trains:
+            tag = f"{t.index}"
+            for name, draw in (("raster", lambda: plot_population_raster(self, t)),
+                               ("traces", lambda: plot_traces(self, t)),
+                               ("dic_posterior", lambda: plot_dic_posterior(self, t)),
+                               ("pairplot", lambda: plot_conductance_pairplot(self, t))):  # fmt: skip
+                fig = draw()
+                if fig is not None:
+                    fig.savefig(folder / f"{name}_{tag}.png", dpi=110)
+                    plt.close(fig)
+
+
+def _num(v: Any) -> str:
+    v = float(v)
+    return f"{v:.6g}" if np.isfinite(v) else ""
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (np.floating, float)):
+        return float(v) if np.isfinite(v) else None
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    return v if isinstance(v, (int, str, bool)) or v is None else str(v)
+
+
+def _dic_summary(d: np.ndarray) -> dict[str, Any]:
+    q = np.quantile(d, [0.05, 0.5, 0.95], axis=0)
+    return {
+        name: {"mean": float(d[:, k].mean()), "std": float(d[:, k].std()), "q05": float(q[0, k]),
+               "median": float(q[1, k]), "q95": float(q[2, k])}
+        for k, name in enumerate(("g_s", "g_u"))
+    }  # fmt: skip
+
+
+def fidelity_report(features: dict[str, np.ndarray], observed: dict[str, Any], rtol: float = 0.2) -> dict[str, Any]:
+    """Observed vs simulated firing: class counts, fraction in the observed class, and for each feature the
+    observed value, the simulated median and 5-95 % range and the fraction of cells within ``rtol`` of it."""
+    klass = observed.get("firing_class")
+    out: dict[str, Any] = {"rtol": rtol}
+    classes, counts = np.unique(features["firing_class"], return_counts=True)
+    out["firing_class_counts"] = {str(c): int(k) for c, k in zip(classes, counts)}
+    if klass is not None:
+        out["fraction_matching_class"] = float(np.mean(features["firing_class"] == klass))
+    feats = {}
+    for key in _FEATURES:
+        v = np.asarray(features[key], dtype=float)
+        fin = v[np.isfinite(v)]
+        entry: dict[str, Any] = {"observed": _jsonable(observed.get(key)), "n_defined": int(fin.size)}
+        if fin.size:
+            entry.update(median=float(np.median(fin)), q05=float(np.quantile(fin, 0.05)), q95=float(np.quantile(fin, 0.95)))
+        obs = observed.get(key)
+        if obs is not None and np.isfinite(obs) and obs != 0:
+            with np.errstate(invalid="ignore"):
+                entry["fraction_within_rtol"] = float(np.mean(np.abs(v - obs) <= rtol * abs(obs)))
+        feats[key] = entry
+    out["features"] = feats
+    return out
+
+
+def _observed_features(train) -> dict[str, Any]:
+    from .spiketrains import spike_train_features
+
+    f = spike_train_features(train)
+    return {k: (str(v) if k == "firing_class" else float(v)) for k, v in f.__dict__.items() if k != "firing_class_code"}
+
+
+def infer(
+    recording: Any,
+    model: str = "stg",
+    n: int = 1000,
+    *,
+    posterior: Any = None,
+    seed: int | None = None,
+    validate: bool = False,
+    preview: int = 20,
+    traces: int = 3,
+    trains: int | Sequence[int] | None = None,
+    read_options: dict[str, Any] | None = None,
+    n_threads: int | None = None,
+    progress: bool = False,
+) -> InferenceResult:
+    """Infer the degenerate population of every spike train of a recording.
+
+    Parameters
+    ----------
+    recording
+        A path (any format of :func:`~dic_sbi.io.read_recording`) or a :class:`~dic_sbi.io.Recording`.
+    model
+        ``"stg"`` or ``"da"``.
+    n
+        Cells per train (one per posterior DIC sample).
+    posterior
+        A :class:`~dic_sbi.sbi.DICPosterior` (or a path / name for
+        :func:`~dic_sbi.sbi.pretrained.load_pretrained`); default: the model's shipped posterior.
+    seed
+        Seed of the sampling and of the compensation (None: fresh randomness).
+    validate
+        Simulate all ``n`` cells with the training protocol and report fidelity (else a ``preview``).
+    preview, traces
+        Cells simulated without ``validate``; cells whose voltage is recorded for the trace plots.
+    trains
+        Index or indices of the recording's trains to use (default all).
+    read_options
+        Keyword arguments of :func:`~dic_sbi.io.read_recording` (``threshold``, ``segments``, ``channels``...).
+    """
+    import torch
+
+    from .core.populations import degenerate_population
+    from .core.simulator import simulate
+    from .io import Recording, read_recording
+    from .models import get_model
+    from .sbi import DICPosterior, summary_statistics
+    from .sbi.pretrained import load_pretrained, pretrained_info
+
+    m = get_model(model)  # UnknownModelError before any file is read
+    if not (isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1):
+        raise InvalidInputError(f"n: expected a positive number of cells, got {n!r}")
+    for name, v in (("preview", preview), ("traces", traces)):
+        if not (isinstance(v, (int, np.integer)) and v >= 0):
+            raise InvalidInputError(f"{name}: expected an int >= 0, got {v!r}")
+    if seed is not None and not (isinstance(seed, (int, np.integer)) and seed >= 0):
+        raise InvalidInputError(f"seed: expected an int >= 0 or None, got {seed!r}")
+    rec = recording if isinstance(recording, Recording) else read_recording(recording, **(read_options or {}))
+    chosen = list(range(len(rec))) if trains is None else ([trains] if np.ndim(trains) == 0 else list(trains))
+    bad = [i for i in chosen if not (isinstance(i, (int, np.integer)) and 0 <= i < len(rec))]
+    if bad or not chosen:
+        raise InvalidInputError(f"trains: expected indices in [0, {len(rec)}) of {rec.path}'s trains, got {trains!r}")
+
+    if posterior is None or isinstance(posterior, (str, os.PathLike)):
+        source = m.name if posterior is None else posterior
+        post = load_pretrained(source)
+        info = pretrained_info(source)
+    elif isinstance(posterior, DICPosterior):
+        post, info = posterior, {"name": repr(posterior)}
+    else:
+        raise InvalidInputError(f"posterior: expected a DICPosterior, a pretrained name or a path, got {type(posterior).__name__}")
+    if post.model.name != m.name:
+        raise InvalidInputError(f"posterior: trained for model {post.model.name!r}, not {m.name!r}")
+    sim = post.simulator
+    window = (sim.transient, sim.duration) if sim is not None else (m.protocol.transient, m.protocol.duration)
+    train_window = window[1] - window[0]
+
+    rng = np.random.default_rng(seed)
+    notes: list[str] = []
+    results: list[TrainInference] = []
+    for i in chosen:
+        st = rec[int(i)]
+        t0 = time.perf_counter()
+        x = summary_statistics(st)
+        obs = _observed_features(st)
+        d = post.sample_dics((int(n),), x=x, seed=rng).to(torch.float64).numpy()
+        g = degenerate_population(m, d[:, 0], d[:, 1], 1, seed=rng, pair=post.pair)[:, 0, :]
+        seconds = time.perf_counter() - t0
+        span = float((st.t_stop - st.t_start).rescale("ms").magnitude)
+        if span < 0.5 * train_window:
+            notes.append(f"train {i} ({st.name}): {span:.0f} ms observed, the posterior was trained on "
+                         f"{train_window:.0f}-ms windows; burst features of short recordings are less reliable")  # fmt: skip
+        results.append(TrainInference(int(i), str(st.name or i), obs, obs["firing_class"], x[0].numpy(), d, g,
+                                      seconds, span))  # fmt: skip
+
+    # Simulations (not part of the inference time): all cells with validate, else a preview.
+    for t in results:
+        k = t.conductances.shape[0] if validate else min(int(preview), t.conductances.shape[0])
+        if k == 0:
+            continue
+        t.simulated = np.arange(k)
+        proto = dict(duration=window[1], transient=window[0], dt=sim.dt if sim is not None else None)
+        t.simulation = simulate(m, t.conductances[:k], progress=progress, n_threads=n_threads, **proto)
+        if traces:
+            t.traces = simulate(m, t.conductances[: min(int(traces), k)], record_voltage=True, sampling_interval=0.5,
+                                progress=False, **proto)  # fmt: skip
+        t.fidelity = fidelity_report(t.simulation.features(), t.observed_features)
+        t.fidelity["simulated_cells"] = int(k)
+        t.fidelity["all_cells"] = bool(validate)
+    return InferenceResult(m, rec, info, int(n), seed, bool(validate), results, notes)

@@ -1,0 +1,219 @@
+"""Held-out evaluation of a DIC posterior, built like the published test set (Brandoit et al. 2025).
+
+The held-out set: DIC targets uniform over the prior (the published box, reachable part), ``cells_per_point``
+cells of the degenerate population of each target (16 in the publication), each simulated with the training
+protocol, optionally with noisy current. :func:`evaluate_dic_posterior` reports
+
+* accuracy: MAE of the posterior mean on ``(g_s, g_u)``, overall and per observed firing class;
+* the ambiguity floor: the mean absolute deviation of the posterior's own samples around their mean. For a
+  calibrated posterior this *is* the expected MAE, so when the MAE is near it, the error comes from the
+  spike-train → DIC map (cells with different DICs firing alike), not from the estimator;
+* calibration: SBC (ranks, KS per dimension) and TARP on one cell per target (independent pairs);
+* predictive fidelity: for observations of ``ppc_points`` targets, ``ppc_cells`` cells drawn from the
+  conductance posterior are simulated (same protocol and noise) and compared with the observed firing class;
+  next to it, the same fraction for the *true* population of the target (the other cells of the same point),
+  i.e. what a perfect DIC estimate could achieve.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from ..errors import InvalidInputError
+from ..models import ConductanceModel, get_model
+from ._utils import Seed, numpy_rng
+from .features import SUMMARY_NAMES
+from .posterior import DICPosterior
+from .priors import DICPrior
+from .simulators import DICSimulator
+
+__all__ = ["HeldOutSet", "heldout_set", "evaluate_dic_posterior", "CLASSES", "classes_of"]
+
+CLASSES = ("silent", "spiking", "bursting")
+_CLASS_COLS = [SUMMARY_NAMES.index(f"is_{c}") for c in CLASSES]
+
+
+def classes_of(x: NDArray | torch.Tensor) -> NDArray[np.int64]:
+    """Firing class code (0 silent, 1 spiking, 2 bursting; -1 invalid row) of summary features ``x``."""
+    x = np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=float)
+    onehot = x[:, _CLASS_COLS]
+    code = np.argmax(onehot, axis=1).astype(np.int64)
+    code[~np.isfinite(onehot).all(axis=1)] = -1
+    return code
+
+
+@dataclass(frozen=True)
+class HeldOutSet:
+    """Held-out observations: ``theta[i]`` (DIC target), ``cells[i]`` (conductances), ``x[i]`` (features).
+
+    ``point[i]`` is the index of the target, ``klass[i]`` the firing class code of the observation.
+    """
+
+    model: str
+    theta: torch.Tensor
+    cells: NDArray[np.float64]
+    x: torch.Tensor
+    point: NDArray[np.int64]
+    klass: NDArray[np.int64]
+    noise_std: float
+    cells_per_point: int
+    protocol: dict[str, float]
+
+    def __len__(self) -> int:
+        return int(self.theta.shape[0])
+
+    def first_of_each_point(self) -> NDArray[np.int64]:
+        """One observation per target: independent (θ, x) pairs, as SBC and TARP assume."""
+        return np.flatnonzero(np.r_[True, np.diff(self.point) != 0])
+
+
+def heldout_set(
+    model: str | ConductanceModel,
+    *,
+    n_points: int = 200,
+    cells_per_point: int = 16,
+    noise_std: float = 0.0,
+    seed: Seed = 0,
+    prior: DICPrior | None = None,
+    n_threads: int | None = None,
+    **protocol: Any,
+) -> HeldOutSet:
+    """Draw ``n_points`` DIC targets from ``prior`` (default ``DICPrior(model)``), ``cells_per_point`` cells of
+    the degenerate population of each, and simulate them (``protocol``: ``duration``, ``transient``, ``dt``)."""
+    from ..core.populations import degenerate_population
+
+    model = get_model(model)
+    for name, v in (("n_points", n_points), ("cells_per_point", cells_per_point)):
+        if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1):
+            raise InvalidInputError(f"{name}: expected a positive int, got {v!r}")
+    rng = numpy_rng(seed)
+    prior = DICPrior(model) if prior is None else prior
+    targets = prior.sample((int(n_points),), seed=rng).to(torch.float64).numpy()
+    g = degenerate_population(model, targets[:, 0], targets[:, 1], int(cells_per_point), seed=rng)
+    cells = g.reshape(-1, model.n_conductances)
+    sim = DICSimulator(model, noise_std=noise_std, n_threads=n_threads, **protocol)
+    x = torch.as_tensor(sim.simulate_conductances(cells, seed=rng), dtype=torch.float32)
+    theta = torch.as_tensor(np.repeat(targets, cells_per_point, axis=0), dtype=torch.float32)
+    proto = {"duration": sim.duration, "transient": sim.transient, "dt": sim.dt}
+    return HeldOutSet(model.name, theta, cells, x, np.repeat(np.arange(n_points), cells_per_point), classes_of(x),
+                      float(noise_std), int(cells_per_point), proto)  # fmt: skip
+
+
+def _posterior_samples(posterior: DICPosterior, x: torch.Tensor, n: int, batch: int = 256) -> torch.Tensor:
+    """``(n, N, 2)`` DIC samples for every row of ``x`` (sbi's batched sampling, in slices of ``batch`` rows)."""
+    inner = posterior.posterior
+    parts = []
+    for a in range(0, x.shape[0], batch):
+        xs = x[a : a + batch]
+        parts.append(inner.sample_batched((n,), x=xs, show_progress_bars=False))
+    return torch.cat(parts, dim=1)
+
+
+def _mae_block(err: NDArray, spread: NDArray, klass: NDArray) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, mask in [("all", np.ones(klass.shape, bool))] + [(c, klass == i) for i, c in enumerate(CLASSES)]:
+        if mask.any():
+            out[name] = {
+                "n": int(mask.sum()),
+                "mae_g_s": float(err[mask, 0].mean()),
+                "mae_g_u": float(err[mask, 1].mean()),
+                "posterior_mad_g_s": float(spread[mask, 0].mean()),
+                "posterior_mad_g_u": float(spread[mask, 1].mean()),
+            }
+    return out
+
+
+def evaluate_dic_posterior(
+    posterior: DICPosterior,
+    heldout: HeldOutSet,
+    *,
+    n_samples: int = 500,
+    calibration_samples: int = 1000,
+    ppc_points: int = 100,
+    ppc_cells: int = 100,
+    seed: Seed = 0,
+    n_threads: int | None = None,
+) -> dict[str, Any]:
+    """Accuracy, ambiguity floor, calibration and predictive fidelity of ``posterior`` on ``heldout``.
+
+    Returns a JSON-serialisable dict (see the module docstring for the definitions).
+    """
+    from ..core.simulator import simulate
+    from ..spiketrains import features_from_csr
+    from .diagnostics import simulation_based_calibration, tarp_calibration
+
+    if not isinstance(posterior, DICPosterior):
+        raise InvalidInputError(f"posterior: expected a DICPosterior, got {type(posterior).__name__}")
+    if posterior.model.name != heldout.model:
+        raise InvalidInputError(f"heldout: built for model {heldout.model!r}, the posterior is {posterior.model.name!r}")
+    rng = numpy_rng(seed)
+    t0 = time.perf_counter()
+    valid = torch.isfinite(heldout.x).all(dim=1).numpy()
+    x, theta, klass = heldout.x[valid], heldout.theta[valid].numpy(), heldout.klass[valid]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(rng.integers(0, 2**62)))
+        samples = _posterior_samples(posterior, x, int(n_samples)).numpy()
+    mean = samples.mean(axis=0)
+    err = np.abs(mean - theta)
+    spread = np.abs(samples - mean[None]).mean(axis=0)
+    report: dict[str, Any] = {
+        "n_observations": int(valid.sum()),
+        "n_invalid": int((~valid).sum()),
+        "noise_std": heldout.noise_std,
+        "cells_per_point": heldout.cells_per_point,
+        "n_points": int(heldout.point.max() + 1),
+        "posterior_samples": int(n_samples),
+        "class_counts": {c: int((klass == i).sum()) for i, c in enumerate(CLASSES)},
+        "accuracy": _mae_block(err, spread, klass),
+    }
+    lo, hi = np.quantile(samples, [0.05, 0.95], axis=0)
+    report["coverage_90"] = [float(v) for v in ((theta >= lo) & (theta <= hi)).mean(axis=0)]
+    sampling_s = time.perf_counter() - t0
+
+    # Calibration on independent pairs (one cell per target).
+    first = heldout.first_of_each_point()
+    first = first[valid[first]]
+    sbc = simulation_based_calibration(posterior, heldout.theta[first], heldout.x[first],
+                                       num_posterior_samples=calibration_samples, seed=rng)  # fmt: skip
+    tarp = tarp_calibration(posterior, heldout.theta[first], heldout.x[first],
+                            num_posterior_samples=calibration_samples, seed=rng)  # fmt: skip
+    report["sbc"] = {"n": int(len(first)), "ks_pvals": [float(p) for p in sbc.ks_pvals],
+                     "c2st_ranks": [float(c) for c in sbc.c2st_ranks], "uniform": sbc.uniform()}  # fmt: skip
+    report["tarp"] = {"n": int(len(first)), "atc": tarp.atc, "ks_pval": tarp.ks_pval, "calibrated": tarp.ks_pval > 0.05}
+
+    # Predictive fidelity: posterior populations vs the true population of the same target.
+    ppc_idx = first[: int(ppc_points)]
+    if ppc_idx.size and ppc_cells > 0:
+        xs = heldout.x[ppc_idx]
+        g = np.concatenate([posterior.sample((int(ppc_cells),), x=xs[i], seed=rng).numpy() for i in range(len(ppc_idx))])
+        noise = heldout.noise_std
+        res = simulate(posterior.model, g, noise_std=noise, seed=rng if noise > 0 else None, n_threads=n_threads,
+                       progress=False, **heldout.protocol)  # fmt: skip
+        feats = features_from_csr(res.times, res.offsets, res.t_start, res.t_stop)
+        sim_class = np.asarray(feats["firing_class_code"]).reshape(len(ppc_idx), int(ppc_cells))
+        obs_class = heldout.klass[ppc_idx]
+        frac = (sim_class == obs_class[:, None]).mean(axis=1)
+        # The true population: the other cells of each target, already simulated in the held-out set.
+        same_point = heldout.point[:, None] == heldout.point[ppc_idx][None, :]
+        true_frac = np.array([
+            np.mean(heldout.klass[same_point[:, j] & (np.arange(len(heldout)) != ppc_idx[j])] == obs_class[j])
+            if heldout.cells_per_point > 1 else math.nan for j in range(len(ppc_idx))
+        ])  # fmt: skip
+        report["class_reproduction"] = {
+            "observations": int(len(ppc_idx)),
+            "cells_per_observation": int(ppc_cells),
+            "mean": float(frac.mean()),
+            "median": float(np.median(frac)),
+            "fraction_of_observations_at_least_95": float((frac >= 0.95).mean()),
+            "per_class_mean": {c: float(frac[obs_class == i].mean()) for i, c in enumerate(CLASSES) if (obs_class == i).any()},
+            "true_population_mean": float(np.nanmean(true_frac)),
+        }  # fmt: skip
+    report["seconds"] = {"sampling": sampling_s, "total": time.perf_counter() - t0}
+    return report

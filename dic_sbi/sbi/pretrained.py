@@ -1,0 +1,173 @@
+"""Pretrained DIC posteriors: saving a trained estimator next to its settings, and loading it back.
+
+A pretrained posterior is two small files in one folder, ``<name>.pt`` (the ``state_dict`` of sbi's density
+estimator, loaded with ``weights_only=True``: tensors only, no pickled code) and ``<name>.json`` (everything
+needed to rebuild the estimator and to judge it: model, simulation protocol, features, estimator settings,
+prior, training budget and seeds, held-out metrics). The package ships one per model in
+``dic_sbi/data/pretrained``; ``dic-sbi train`` (:mod:`dic_sbi.train`) produces them.
+
+    posterior = load_pretrained("stg")                 # DICPosterior, default x unset
+    cells = posterior.sample((1000,), x=summary_statistics(spikes, t_start=0, t_stop=3000))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import InvalidInputError
+from ..models import ConductanceModel, get_model
+from .features import feature_names
+from .posterior import DICPosterior
+from .priors import DICPrior
+from .simulators import DICSimulator
+
+__all__ = ["save_pretrained", "load_pretrained", "pretrained_info", "available_pretrained", "PRETRAINED_FORMAT"]
+
+PRETRAINED_FORMAT = 1
+_PROTOCOL_KEYS = ("duration", "transient", "dt", "noise_std", "i_app")
+
+
+def _shipped_dir() -> Path:
+    return Path(str(resources.files("dic_sbi") / "data" / "pretrained"))
+
+
+def available_pretrained() -> tuple[str, ...]:
+    """Names of the posteriors shipped with the package (e.g. ``("da", "stg")``)."""
+    d = _shipped_dir()
+    return tuple(sorted(p.stem for p in d.glob("*.json") if (d / f"{p.stem}.pt").is_file())) if d.is_dir() else ()
+
+
+def _paths(name_or_path: str | os.PathLike) -> tuple[Path, Path]:
+    p = Path(name_or_path)
+    if p.suffix in (".json", ".pt"):
+        p = p.with_suffix("")
+    elif not p.parent.parts and str(name_or_path) in available_pretrained():
+        p = _shipped_dir() / str(name_or_path)
+    json_path, pt_path = p.with_suffix(".json"), p.with_suffix(".pt")
+    if not json_path.is_file() or not pt_path.is_file():
+        raise InvalidInputError(
+            f"pretrained: no posterior at {str(name_or_path)!r} (need {json_path.name} and {pt_path.name}); "
+            f"shipped: {list(available_pretrained())}"
+        )
+    return json_path, pt_path
+
+
+def pretrained_info(name_or_path: str | os.PathLike) -> dict[str, Any]:
+    """The settings and held-out metrics stored next to a pretrained posterior (its JSON file, as a dict)."""
+    json_path, _ = _paths(name_or_path)
+    try:
+        info = json.loads(json_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise InvalidInputError(f"pretrained: cannot read {json_path}: {err}") from None
+    if info.get("format") != PRETRAINED_FORMAT:
+        raise InvalidInputError(f"pretrained: {json_path} has format {info.get('format')!r}, this dic_sbi reads {PRETRAINED_FORMAT}")
+    return info
+
+
+def save_pretrained(
+    posterior: DICPosterior,
+    path: str | os.PathLike,
+    *,
+    estimator: dict[str, Any],
+    info: dict[str, Any] | None = None,
+) -> tuple[Path, Path]:
+    """Write ``posterior`` as ``path.pt`` + ``path.json`` (both written atomically).
+
+    Parameters
+    ----------
+    posterior
+        A :class:`DICPosterior` wrapping an sbi ``DirectPosterior`` whose prior is a :class:`DICPrior` and whose
+        simulator is the :class:`DICSimulator` it was trained on.
+    path
+        Destination without suffix (e.g. ``dic_sbi/data/pretrained/stg``).
+    estimator
+        ``build_density_estimator`` settings: ``density_estimator``, ``hidden_features``, ``num_transforms``.
+    info
+        Anything else to store (training budget, seeds, metrics, ...), JSON-serialisable.
+    """
+    from ..io.atomic import atomic_file
+
+    if not isinstance(posterior, DICPosterior):
+        raise InvalidInputError(f"posterior: expected a DICPosterior, got {type(posterior).__name__}")
+    inner, prior, sim = posterior.posterior, posterior.prior, posterior.simulator
+    net = getattr(inner, "posterior_estimator", None)
+    if net is None or not isinstance(prior, DICPrior) or not isinstance(sim, DICSimulator):
+        raise InvalidInputError("posterior: needs an sbi DirectPosterior over a DICPrior, trained with a DICSimulator")
+    missing = {"density_estimator", "hidden_features", "num_transforms"} - set(estimator)
+    if missing:
+        raise InvalidInputError(f"estimator: missing {sorted(missing)}")
+    meta = {
+        "format": PRETRAINED_FORMAT,
+        "model": posterior.model.name,
+        "pair": list(posterior.pair) if posterior.pair else None,
+        "protocol": {k: float(getattr(sim, k)) for k in _PROTOCOL_KEYS},
+        "features": {"output": sim.output, "max_isis": int(sim.max_isis), "names": list(feature_names(sim.output, sim.max_isis))},
+        "estimator": dict(estimator),
+        "prior": {"box": [list(b) for b in prior.box], "reachable_only": prior.reachable_only,
+                  "min_reachability": prior.min_reachability},
+        **(info or {}),
+    }  # fmt: skip
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    json_path, pt_path = path.with_suffix(".json"), path.with_suffix(".pt")
+    with atomic_file(pt_path) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
+    with atomic_file(json_path) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    _load.cache_clear()
+    return json_path, pt_path
+
+
+def load_pretrained(name_or_path: str | os.PathLike = "stg", *, device: str = "cpu") -> DICPosterior:
+    """The pretrained :class:`DICPosterior` of a model (``"stg"``, ``"da"``) or at a path written by
+    :func:`save_pretrained`.
+
+    The estimator is rebuilt from its stored settings and its weights loaded; the posterior's simulator is a
+    :class:`DICSimulator` with the training protocol, so predictive checks simulate what the network was trained
+    on. Loaded posteriors are cached (a fresh :class:`DICPosterior` wraps the cached network each call).
+    """
+    json_path, pt_path = _paths(name_or_path)
+    inner, info = _load(str(json_path.resolve()), str(pt_path.resolve()), device)
+    pair = tuple(info["pair"]) if info.get("pair") else None
+    sim = DICSimulator(info["model"], pair=pair, output=info["features"]["output"],
+                       max_isis=info["features"]["max_isis"], **info["protocol"])  # fmt: skip
+    return DICPosterior(inner, info["model"], pair=pair, simulator=sim)
+
+
+@lru_cache(maxsize=8)
+def _load(json_path: str, pt_path: str, device: str) -> tuple[Any, dict[str, Any]]:
+    from sbi.inference.posteriors import DirectPosterior
+
+    from .training import build_density_estimator
+
+    info = pretrained_info(json_path)
+    model: ConductanceModel = get_model(info["model"])
+    p = info["prior"]
+    prior = DICPrior(model, box=tuple(tuple(b) for b in p["box"]), reachable_only=p["reachable_only"],
+                     min_reachability=p["min_reachability"])  # fmt: skip
+    est = info["estimator"]
+    k = len(info["features"]["names"])
+    # Shapes only: every statistic the builder would fit on these batches is overwritten by the state dict.
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn((64, k), generator=gen)
+    theta = prior.sample((64,), seed=0)
+    builder = build_density_estimator(
+        est["density_estimator"], x, info["features"]["output"], info["features"]["max_isis"], prior=prior,
+        hidden_features=est["hidden_features"], num_transforms=est["num_transforms"],
+    )  # fmt: skip
+    net = builder(theta, x)
+    try:
+        state = torch.load(pt_path, map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    except Exception as err:  # corrupt file, or weights of another architecture
+        raise InvalidInputError(f"pretrained: cannot load the weights {pt_path}: {err}") from None
+    net.eval()
+    net.to(device)
+    return DirectPosterior(posterior_estimator=net, prior=prior, device=device), info
