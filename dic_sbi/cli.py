@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sp.add_argument_group("reading the recording")
     r.add_argument("--format", help="spike2pop, text, or a Neo IO name (default: from the extension)")
     r.add_argument("--threshold", type=float, help="spike threshold for voltage traces (mV, default 10)")
-    r.add_argument("--segments", help="comma-separated segment (sweep) indices")
+    r.add_argument("--segments", "--sweeps", dest="segments", help="comma-separated segment (sweep) indices")
     r.add_argument("--channels", help="comma-separated channel indices or names")
     r.add_argument("--units", help="time unit of text files (default ms) or voltage unit of unitless signals")
     r.add_argument("--t-start", type=float, help="text formats: start of the observation window (ms)")

@@ -56,7 +56,7 @@ train = rec[0]
 print(rec.format, rec.origins[0])
 print(len(train), "spikes between", train.t_start, "and", train.t_stop)
 
-rec_low = read_recording(path, threshold=-20.0)  # a lower threshold for small spikes, for example
+rec_low = read_recording(path, threshold=-20.0, rearm=-40.0)  # lower levels, e.g. for small spikes
 print("spikes with a -20 mV threshold:", len(rec_low[0]))
 
 fig, ax = plt.subplots(figsize=(8, 2.5))
