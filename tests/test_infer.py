@@ -336,3 +336,13 @@ def test_population_and_simulate_commands(tmp_path, capsys):
     assert main(["simulate", str(tmp_path / "pop.csv"), "--out", str(tmp_path / "spikes.csv"), "--nix",
                  str(tmp_path / "spikes.nix"), "--duration", "1500", "--transient", "500", "--quiet"]) == 0  # fmt: skip
     assert len(read_recording(tmp_path / "spikes.csv", require_min_spikes=0)) == 12
+
+
+def test_loaded_posteriors_do_not_share_a_default_x(small_posterior):
+    from dic_sbi.sbi.pretrained import load_pretrained
+
+    path, run = small_posterior
+    a, b = load_pretrained(path), load_pretrained(path)
+    assert a.posterior.posterior_estimator is b.posterior.posterior_estimator  # the network is cached
+    a.set_default_x(run.x[:1])
+    assert b.default_x is None

@@ -131,10 +131,15 @@ def load_pretrained(name_or_path: str | os.PathLike = "stg", *, device: str = "c
 
     The estimator is rebuilt from its stored settings and its weights loaded; the posterior's simulator is a
     :class:`DICSimulator` with the training protocol, so predictive checks simulate what the network was trained
-    on. Loaded posteriors are cached (a fresh :class:`DICPosterior` wraps the cached network each call).
+    on. Networks are cached per process; each call wraps the cached network in a fresh sbi posterior, so a default
+    x set on one posterior does not leak into another.
     """
+    from sbi.inference.posteriors import DirectPosterior
+
     json_path, pt_path = _paths(name_or_path)
-    inner, info = _load(str(json_path.resolve()), str(pt_path.resolve()), device)
+    net, prior, info = _load(str(json_path.resolve()), str(pt_path.resolve()), device)
+    # A fresh sbi posterior per call around the cached network: set_default_x on one must not leak into another.
+    inner = DirectPosterior(posterior_estimator=net, prior=prior, device=device)
     pair = tuple(info["pair"]) if info.get("pair") else None
     sim = DICSimulator(info["model"], pair=pair, output=info["features"]["output"],
                        max_isis=info["features"]["max_isis"], **info["protocol"])  # fmt: skip
@@ -142,9 +147,7 @@ def load_pretrained(name_or_path: str | os.PathLike = "stg", *, device: str = "c
 
 
 @lru_cache(maxsize=8)
-def _load(json_path: str, pt_path: str, device: str) -> tuple[Any, dict[str, Any]]:
-    from sbi.inference.posteriors import DirectPosterior
-
+def _load(json_path: str, pt_path: str, device: str) -> tuple[Any, DICPrior, dict[str, Any]]:
     from .training import build_density_estimator
 
     info = pretrained_info(json_path)
@@ -170,4 +173,4 @@ def _load(json_path: str, pt_path: str, device: str) -> tuple[Any, dict[str, Any
         raise InvalidInputError(f"pretrained: cannot load the weights {pt_path}: {err}") from None
     net.eval()
     net.to(device)
-    return DirectPosterior(posterior_estimator=net, prior=prior, device=device), info
+    return net, prior, info
