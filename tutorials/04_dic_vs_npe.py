@@ -169,9 +169,9 @@ fig.tight_layout()
 #
 # (`--samples`, `--calibration-simulations`, `--duration`, `--transient`, `--max-epochs`, `--torch-threads` map to
 # the arguments used above.) `benchmarks/compare.sh` runs the full campaign - STG and DA, budgets 10³, 10⁴, 10⁵,
-# 100 observations per set - which takes hours; the numbers it measured, and what they do and do not show, are
-# in `benchmarks/README.md`. Read those, not this tutorial's table, before concluding anything about which
-# parameterisation to use.
+# 100 observations per set - which takes hours; its results are to be recorded in `benchmarks/README.md` (at
+# the time of writing that full run has not been done). Read those, not this tutorial's table, before
+# concluding anything about which parameterisation to use.
 
 # %%
 if QUICK:
