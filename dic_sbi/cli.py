@@ -75,18 +75,14 @@ def write_spikes_csv(path: Path, result) -> None:
 def write_spikes_nix(path: Path, result) -> None:
     """All cells as ``neo.SpikeTrain`` objects of one segment, in a NIX file."""
     import neo
-    from neo.io import NixIO
 
-    def write(tmp: Path) -> None:
-        tmp.unlink()  # NixIO refuses to overwrite in mode "ow" an empty non-NIX file
-        block = neo.Block(name=f"dic_sbi {result.model.name} simulation")
-        seg = neo.Segment(name="simulation")
-        seg.spiketrains.extend(result.spiketrains())
-        block.segments.append(seg)
-        with NixIO(str(tmp), mode="ow") as io:
-            io.write_block(block)
+    from .io import write_nix_block
 
-    _write_atomic(path, write)
+    block = neo.Block(name=f"dic_sbi {result.model.name} simulation")
+    seg = neo.Segment(name="simulation")
+    seg.spiketrains.extend(result.spiketrains())
+    block.segments.append(seg)
+    write_nix_block(path, block)
 
 
 def read_conductances_csv(path: Path, names: Sequence[str]) -> np.ndarray:

@@ -191,7 +191,8 @@ class InferenceResult:
 
     def _write_spikes_nix(self, path: Path) -> None:
         import neo
-        from neo.io import NixIO
+
+        from .io import write_nix_block
 
         block = neo.Block(name=f"dic_sbi {self.model.name} population", recording=str(self.recording.path))
         for t in self.trains:
@@ -208,8 +209,7 @@ class InferenceResult:
                                       **{n: float(v) for n, v in zip(self.model.conductance_names, t.conductances[c])}}  # fmt: skip
                     seg.spiketrains.append(st)
             block.segments.append(seg)
-        with NixIO(str(path), mode="ow") as io:
-            io.write_block(block)
+        write_nix_block(path, block)
 
     def _plots(self, folder: Path) -> None:
         import matplotlib
@@ -277,13 +277,6 @@ def fidelity_report(features: dict[str, np.ndarray], observed: dict[str, Any], r
         feats[key] = entry
     out["features"] = feats
     return out
-
-
-def _observed_features(train) -> dict[str, Any]:
-    from .spiketrains import spike_train_features
-
-    f = spike_train_features(train)
-    return {k: (str(v) if k == "firing_class" else float(v)) for k, v in f.__dict__.items() if k != "firing_class_code"}
 
 
 _FROZEN = False
@@ -354,6 +347,7 @@ def infer(
     from .models import get_model
     from .sbi import DICPosterior, summary_statistics
     from .sbi.pretrained import load_pretrained, pretrained_info
+    from .spiketrains import spike_train_features
 
     m = get_model(model)  # UnknownModelError before any file is read
     if not (isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1):
@@ -391,7 +385,7 @@ def infer(
         st = rec[int(i)]
         t0 = time.perf_counter()
         x = summary_statistics(st)
-        obs = _observed_features(st)
+        obs = spike_train_features(st).as_dict()
         d = post.sample_dics((int(n),), x=x, seed=rng).to(torch.float64).numpy()
         g = degenerate_population(m, d[:, 0], d[:, 1], 1, seed=rng, pair=post.pair)[:, 0, :]
         seconds = time.perf_counter() - t0

@@ -69,11 +69,12 @@ def plot_reachability(result: "ReachabilityMap", ax: "Axes | None" = None, *, le
     return ax
 
 
-def _window(result: "InferenceResult", train: "TrainInference") -> tuple[float, float]:
-    sim = result.trains and train.simulation
-    start = float(sim.t_start) if sim else 0.0
-    span = float(sim.t_stop - sim.t_start) if sim else train.window_ms
-    return start, min(span, train.window_ms)
+def _window(train: "TrainInference") -> tuple[float, float]:
+    """Start of the simulated window and the span shown: the shorter of the simulated and observed windows."""
+    sim = train.simulation
+    if sim is None:
+        return 0.0, train.window_ms
+    return float(sim.t_start), min(float(sim.t_stop - sim.t_start), train.window_ms)
 
 
 def plot_population_raster(result: "InferenceResult", train: "TrainInference", *, max_cells: int = 30) -> "Figure":
@@ -83,7 +84,7 @@ def plot_population_raster(result: "InferenceResult", train: "TrainInference", *
 
     obs = result.recording[train.index]
     obs_t = obs.rescale("ms").magnitude - float(obs.t_start.rescale("ms").magnitude)
-    start, span = _window(result, train)
+    start, span = _window(train)
     k = 0 if train.simulation is None else min(max_cells, len(train.simulation))
     fig, ax = plt.subplots(figsize=(8.0, 1.2 + 0.16 * (k + 2)))
     ax.eventplot([obs_t[obs_t <= span]], lineoffsets=[k + 1.5], linelengths=1.2, colors="k")

@@ -124,7 +124,7 @@ def train_pretrained(
     )  # fmt: skip
     train_seconds = time.perf_counter() - t0
     summary = run.inference.summary
-    epochs = len(summary.get("epochs_trained", [])) and int(summary["epochs_trained"][-1])
+    epochs = int(summary["epochs_trained"][-1]) if summary.get("epochs_trained") else 0
     best_val = float(summary["best_validation_loss"][-1]) if summary.get("best_validation_loss") else None
 
     metrics: dict[str, Any] = {}

@@ -40,21 +40,15 @@ def example_trace(model: str):
 def write_example_recording(model: str, path: str | Path) -> Path:
     """Write the example recording of ``model`` to ``path`` (NIX)."""
     import neo
-    from neo.io import NixIO
 
-    from ..io.atomic import atomic_file
+    from ..io import write_nix_block
 
     sig, _ = example_trace(model)
     block = neo.Block(name=f"dic_sbi example recording ({model})", simulated=True, model=model)
     seg = neo.Segment(name="sweep 0")
     seg.analogsignals.append(sig)
     block.segments.append(seg)
-    path = Path(path)
-    with atomic_file(path) as tmp:
-        tmp.unlink()  # NixIO mode "ow" refuses an existing empty non-NIX file
-        with NixIO(str(tmp), mode="ow") as io:
-            io.write_block(block)
-    return path
+    return write_nix_block(path, block)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,8 @@
-"""Reading recordings: any Neo format, the Spike2Pop CSV and plain text spike times, as :class:`neo.SpikeTrain`."""
+"""Reading recordings (and writing NIX files): any Neo format, the Spike2Pop CSV and plain text spike times, as :class:`neo.SpikeTrain`."""
 
 from __future__ import annotations
 
+from .nix import write_nix_block
 from .recordings import FORMATS, Recording, TrainOrigin, read_recording
 
-__all__ = ["read_recording", "Recording", "TrainOrigin", "FORMATS"]
+__all__ = ["read_recording", "Recording", "TrainOrigin", "FORMATS", "write_nix_block"]

@@ -218,7 +218,7 @@ def _observed_features(observed: Any) -> dict[str, float]:
         raise InvalidInputError(
             "observed: expected a neo.SpikeTrain, a one-cell SimulationResult, SpikeTrainFeatures or a dict of features"
         )
-    return {k: (str(v) if k == "firing_class" else float(v)) for k, v in feats.__dict__.items()}
+    return feats.as_dict()
 
 
 def posterior_predictive_check(

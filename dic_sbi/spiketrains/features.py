@@ -121,6 +121,14 @@ class SpikeTrainFeatures:
     inter_burst_frequency: float
     duty_cycle: float
 
+    def as_dict(self) -> dict[str, str | float]:
+        """``{name: value}``: the firing class as a string, every other feature as a float."""
+        out: dict[str, str | float] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if f.name == "firing_class" else float(value)
+        return out
+
 
 #: Field names of :class:`SpikeTrainFeatures`, in order.
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in fields(SpikeTrainFeatures))
