@@ -217,7 +217,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result = compare(args.model, budgets, args.observations, seed=args.seed, num_posterior_samples=args.samples,
                      calibration_simulations=args.calibration_simulations, duration=args.duration,
                      transient=args.transient, dt=args.dt, noise_std=args.noise_std, training=training,
-                     torch_threads=args.torch_threads, progress=not args.quiet, out=args.out)  # fmt: skip
+                     torch_threads=args.torch_threads, progress=not args.quiet, out=args.out,
+                     checkpoint=args.checkpoint)  # fmt: skip
     print(result.markdown())
     print(f"wrote {result.out}/")
     return 0
@@ -400,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-epochs", type=int, help="cap on training epochs (default: the recipe's)")
     sp.add_argument("--torch-threads", type=int, default=1, help="torch threads while training")
     sp.add_argument("--out", required=True, help="output folder (replaced)")
+    sp.add_argument("--checkpoint", help="folder keeping finished method x budget runs; rerun to resume")
     sp.set_defaults(func=cmd_compare)
     return p
 

@@ -43,7 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import DicSbiError, InvalidInputError
-from .io.atomic import atomic_directory
+from .io.atomic import atomic_directory, atomic_file
 from .models import ConductanceModel, get_model
 
 __all__ = ["compare", "ComparisonResult", "METHODS", "OBSERVATION_SETS", "TOLERANCES"]
@@ -149,6 +149,7 @@ def compare(
     n_bootstrap: int = 2000,
     progress: bool = False,
     out: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> ComparisonResult:
     """Compare DIC-space NPE with standard NPE over conductances (linear and log box priors).
 
@@ -177,6 +178,11 @@ def compare(
         Print one line per trained posterior.
     out
         Folder to write the outputs to (see :meth:`ComparisonResult.write`); ``None`` writes nothing.
+    checkpoint
+        Folder keeping each finished method × budget (rows and per-observation metrics). A rerun with the same
+        settings takes them from there instead of simulating and training again, so a run of hours can be
+        interrupted and resumed; other settings in the same folder are an error. Every method × budget is seeded
+        from ``(seed, budget, method)`` alone, so the resumed result equals an uninterrupted one.
     """
     if torch_threads is not None:
         _positive_int(torch_threads, "torch_threads")
@@ -188,7 +194,7 @@ def compare(
             calibration_simulations=calibration_simulations, duration=duration, transient=transient, dt=dt,
             noise_std=noise_std, training=training, density_estimator=density_estimator,
             hidden_features=hidden_features, num_transforms=num_transforms, torch_threads=torch_threads,
-            n_bootstrap=n_bootstrap, progress=progress,
+            n_bootstrap=n_bootstrap, progress=progress, checkpoint=checkpoint,
         )  # fmt: skip
     if out is not None:
         result.write(out)
@@ -197,7 +203,7 @@ def compare(
 
 def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, calibration_simulations, duration,
              transient, dt, noise_std, training, density_estimator, hidden_features, num_transforms, torch_threads,
-             n_bootstrap, progress) -> ComparisonResult:  # fmt: skip
+             n_bootstrap, progress, checkpoint) -> ComparisonResult:  # fmt: skip
     from .sbi import ConductancePrior, ConductanceSimulator, DICPrior, DICSimulator
     from .sbi import train_conductance_posterior, train_dic_posterior
 
@@ -216,8 +222,7 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
     priors = {"dic": DICPrior(model), "conductance_linear": ConductancePrior(model, "linear"),
               "conductance_log": ConductancePrior(model, "log")}  # fmt: skip
     simulators = {"dic": dic_sim, "conductance_linear": g_sim, "conductance_log": g_sim}
-    ss = np.random.SeedSequence(seed)
-    obs_seq, budget_seq, boot_seq = ss.spawn(3)
+    obs_seq = np.random.SeedSequence(seed).spawn(3)[0]  # the observation sets' seed (unchanged since 0.1)
 
     obs_rngs = [np.random.default_rng(s) for s in obs_seq.spawn(len(OBSERVATION_SETS))]
     observations = {
@@ -227,12 +232,29 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
     train_settings = dict(training=dict(training or {}), density_estimator=density_estimator,
                           hidden_features=hidden_features, num_transforms=num_transforms, torch_threads=torch_threads)  # fmt: skip
 
+    config = {
+        "model": model.name, "budgets": list(budgets), "n_observations": n_observations, "seed": seed,
+        "num_posterior_samples": num_posterior_samples, "calibration_simulations": n_cal, "protocol": proto,
+        "training": train_settings, "n_bootstrap": n_bootstrap, "tolerances": TOLERANCES,
+        "methods": list(METHODS), "observation_sets": list(OBSERVATION_SETS),
+    }  # fmt: skip
+    store = _Checkpoint(checkpoint, config) if checkpoint is not None else None
+
     rows: list[dict[str, Any]] = []
     per_obs: list[dict[str, Any]] = []
-    boot_rng = np.random.default_rng(boot_seq)
-    for budget, bseq in zip(budgets, budget_seq.spawn(len(budgets))):
-        for method, mseq in zip(METHODS, bseq.spawn(len(METHODS))):
-            sim_seed, train_seed, sample_seed, cal_seed = (int(s.generate_state(1)[0]) for s in mseq.spawn(4))
+    for budget in budgets:
+        for mi, method in enumerate(METHODS):
+            done = store.load(budget, method) if store is not None else None
+            if done is not None:
+                if progress:
+                    print(f"compare: {model.name} budget {budget} {method}: from checkpoint {store.folder}", flush=True)
+                rows += done["rows"]
+                per_obs += done["per_observation"]
+                continue
+            # Seeds depend on (seed, budget, method) only, so a budget gives the same numbers whichever other
+            # budgets run beside it, and a checkpointed run resumes to what an uninterrupted one would give.
+            mseq = np.random.SeedSequence([seed, 1, budget, mi])
+            sim_seed, train_seed, sample_seed, cal_seed, boot_seed = (int(s.generate_state(1)[0]) for s in mseq.spawn(5))
             prior, simulator = priors[method], simulators[method]
             t0 = time.perf_counter()
             theta = prior.sample((budget,), seed=sim_seed)
@@ -254,11 +276,13 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                 print(f"compare: {model.name} budget {budget} {method}: simulated {t_sim:.1f} s, "
                       f"trained {t_train:.1f} s", flush=True)  # fmt: skip
             sample_rng = np.random.default_rng(sample_seed)
+            boot_rng = np.random.default_rng(boot_seed)
+            new_rows, new_obs = [], []
             for set_name in OBSERVATION_SETS:
                 obs = observations[set_name]
                 metrics = _evaluate(model, method, run.posterior, obs, num_posterior_samples, sample_rng, proto)
                 for i in range(n_observations):
-                    per_obs.append({"model": model.name, "method": method, "budget": budget, "observation_set": set_name,
+                    new_obs.append({"model": model.name, "method": method, "budget": budget, "observation_set": set_name,
                                     "observation": i, "observed_class": obs["classes"][i],
                                     **{k: float(v[i]) for k, v in metrics.items()}})  # fmt: skip
                 row: dict[str, Any] = {"model": model.name, "method": method, "budget": budget,
@@ -271,14 +295,57 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                 row["simulation_seconds"] = t_sim
                 row["training_seconds"] = t_train
                 row["epochs"] = int((run.inference.summary.get("epochs_trained") or [0])[-1])
-                rows.append(row)
-    config = {
-        "model": model.name, "budgets": list(budgets), "n_observations": n_observations, "seed": seed,
-        "num_posterior_samples": num_posterior_samples, "calibration_simulations": n_cal, "protocol": proto,
-        "training": train_settings, "n_bootstrap": n_bootstrap, "tolerances": TOLERANCES,
-        "methods": list(METHODS), "observation_sets": list(OBSERVATION_SETS),
-    }  # fmt: skip
+                new_rows.append(row)
+            if store is not None:
+                store.save(budget, method, new_rows, new_obs)
+            rows += new_rows
+            per_obs += new_obs
     return ComparisonResult(rows, per_obs, config)
+
+
+class _Checkpoint:
+    """One JSON file per finished method × budget in ``folder``, beside the settings they were run with."""
+
+    def __init__(self, folder: str | os.PathLike, config: dict[str, Any]):
+        self.folder = Path(folder)
+        # Budgets may change between runs (add one, resume the rest); everything else must not.
+        self.settings = json.loads(json.dumps({k: v for k, v in config.items() if k != "budgets"}))
+        path = self.folder / "settings.json"
+        if path.exists():
+            try:
+                held = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise InvalidInputError(f"checkpoint: cannot read {path}: {exc}") from None
+            diff = sorted(k for k in set(held) | set(self.settings) if held.get(k) != self.settings.get(k))
+            if diff:
+                raise InvalidInputError(f"checkpoint: {self.folder} holds a run with other settings ({', '.join(diff)}); "
+                                        "use another folder or the same settings")  # fmt: skip
+        else:
+            if self.folder.exists() and not self.folder.is_dir():
+                raise InvalidInputError(f"checkpoint: {self.folder} exists and is not a folder")
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with atomic_file(path) as tmp:
+                tmp.write_text(json.dumps(self.settings, indent=1))
+
+    def _path(self, budget: int, method: str) -> Path:
+        return self.folder / f"budget{budget}_{method}.json"
+
+    def load(self, budget: int, method: str) -> dict[str, Any] | None:
+        path = self._path(budget, method)
+        if not path.exists():
+            return None
+        try:
+            done = json.loads(path.read_text())
+            if done["budget"] != budget or done["method"] != method:
+                raise ValueError("budget/method do not match the file name")
+            return done
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InvalidInputError(f"checkpoint: {path} is damaged ({exc}); delete it to recompute") from None
+
+    def save(self, budget: int, method: str, rows: list, per_observation: list) -> None:
+        with atomic_file(self._path(budget, method)) as tmp:
+            tmp.write_text(json.dumps({"budget": budget, "method": method, "rows": rows,
+                                       "per_observation": per_observation}))  # fmt: skip
 
 
 # -- observations ---------------------------------------------------------------------------------------------

@@ -94,3 +94,50 @@ def test_compare_bad_input(tmp_path, capsys):
     assert main(["compare", "--budgets", "1", "--observations", "2", "--out", str(out)]) == 2
     assert "error" in capsys.readouterr().err
     assert not out.exists()
+
+
+SECONDS = ("simulation_seconds", "training_seconds", "sampling_seconds", "sampling_seconds_lo", "sampling_seconds_hi")
+
+
+def _same(a: dict, b: dict, skip=SECONDS) -> bool:
+    keys = [k for k in a if k not in skip]
+    assert set(a) == set(b)
+    return all((a[k] == b[k]) or (a[k] != a[k] and b[k] != b[k]) for k in keys)  # NaN == NaN here
+
+
+def test_checkpoint_resumes_and_budgets_are_independent(tmp_path, monkeypatch):
+    import dic_sbi.sbi as dsbi
+
+    small = dict(TINY, calibration_simulations=0, num_posterior_samples=10)
+    ck = tmp_path / "ck"
+    first = compare("stg", (60,), 2, seed=3, checkpoint=ck, **small)
+    assert (ck / "settings.json").is_file() and len(list(ck.glob("budget60_*.json"))) == len(METHODS)
+
+    # A second run with more budgets recomputes only the new one; the checkpointed rows come back unchanged.
+    both = compare("stg", (40, 60), 2, seed=3, checkpoint=ck, **small)
+    for m in METHODS:
+        for s in OBSERVATION_SETS:
+            assert _same(both.row(m, 60, s), first.row(m, 60, s), skip=())  # read back exactly, timings too
+
+    # Resuming trains nothing.
+    def boom(*a, **k):
+        raise AssertionError("trained although checkpointed")
+
+    monkeypatch.setattr(dsbi, "train_dic_posterior", boom)
+    monkeypatch.setattr(dsbi, "train_conductance_posterior", boom)
+    again = compare("stg", (40, 60), 2, seed=3, checkpoint=ck, **small)
+    assert len(again.rows) == len(both.rows) and all(_same(a, b, skip=()) for a, b in zip(again.rows, both.rows))
+    monkeypatch.undo()
+
+    # A budget's numbers do not depend on the other budgets run beside it (seeded from seed, budget, method).
+    alone = compare("stg", (40,), 2, seed=3, **small)
+    for m in METHODS:
+        for s in OBSERVATION_SETS:
+            assert _same(alone.row(m, 40, s), both.row(m, 40, s)), (m, s)
+
+    # Other settings in the same folder: refused, naming what differs; a damaged file names itself.
+    with pytest.raises(InvalidInputError, match="seed"):
+        compare("stg", (60,), 2, seed=4, checkpoint=ck, **small)
+    (ck / "budget60_dic.json").write_text("{not json")
+    with pytest.raises(InvalidInputError, match="budget60_dic.json"):
+        compare("stg", (60,), 2, seed=3, checkpoint=ck, **small)
