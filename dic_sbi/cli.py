@@ -295,7 +295,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         estimator={"hidden_features": args.hidden_features, "num_transforms": args.num_transforms},
         training=training, heldout_points=args.heldout_points, cells_per_point=args.cells_per_point,
         ppc_points=args.ppc_points, ppc_cells=args.ppc_cells, torch_threads=args.torch_threads, quiet=args.quiet,
-        duration=args.duration, transient=args.transient, dt=args.dt,
+        duration=args.duration, transient=args.transient, dt=args.dt, chunk_size=args.chunk_size,
     )  # fmt: skip
     print(json.dumps({k: meta["metrics"][k]["accuracy"]["all"] for k in meta["metrics"]}, indent=1))
     return 0
@@ -375,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--ppc-points", type=int, default=100, help="held-out observations of the predictive check")
     sp.add_argument("--ppc-cells", type=int, default=100, help="population cells simulated per such observation")
     sp.add_argument("--torch-threads", type=int, default=1)
+    sp.add_argument("--chunk-size", type=int, default=2000, help="simulations per stored chunk")
     sp.add_argument("--duration", type=float)
     sp.add_argument("--transient", type=float)
     sp.add_argument("--dt", type=float)

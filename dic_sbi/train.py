@@ -146,7 +146,9 @@ def train_pretrained(
         "name": Path(out).name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": {"dic_sbi": __version__, "sbi": sbi.__version__, "torch": torch.__version__, "python": platform.python_version()},
-        "command": _command(m.name, num_simulations, noisy_simulations, noise_std, seed, est, train_kwargs, heldout_points, cells_per_point),
+        "command": _command(out, work, m.name, num_simulations, noisy_simulations, noise_std, seed, chunk_size, est,
+                            train_kwargs, heldout_points, cells_per_point, ppc_points, ppc_cells, torch_threads,
+                            protocol),  # fmt: skip
         "training": {
             "campaigns": camp_meta,
             "num_simulations": int(theta.shape[0]),
@@ -168,8 +170,17 @@ def train_pretrained(
     return json.loads(Path(f"{out}.json").read_text())
 
 
-def _command(model, num, noisy, noise, seed, est, train, points, cells) -> str:
-    parts = [f"dic-sbi train --model {model} --num-simulations {num} --noisy-simulations {noisy} --noise-std {noise:g}",
-             f"--seed {seed} --hidden-features {est['hidden_features']} --num-transforms {est['num_transforms']}",
-             f"--max-epochs {train['max_num_epochs']} --heldout-points {points} --cells-per-point {cells}"]  # fmt: skip
-    return " ".join(parts)
+def _command(out, work, model, num, noisy, noise, seed, chunk_size, est, train, points, cells, ppc_points, ppc_cells,
+             threads, protocol) -> str:
+    """The ``dic-sbi train`` command line that reproduces these settings (every option that changes the result)."""
+    import shlex
+
+    opts: list[tuple[str, Any]] = [
+        ("--model", model), ("--out", out), ("--work", work), ("--num-simulations", num),
+        ("--noisy-simulations", noisy), ("--noise-std", f"{noise:g}"), ("--seed", seed), ("--chunk-size", chunk_size),
+        ("--hidden-features", est["hidden_features"]), ("--num-transforms", est["num_transforms"]),
+        ("--max-epochs", train["max_num_epochs"]), ("--heldout-points", points), ("--cells-per-point", cells),
+        ("--ppc-points", ppc_points), ("--ppc-cells", ppc_cells), ("--torch-threads", threads),
+    ]  # fmt: skip
+    opts += [(f"--{k}", f"{protocol[k]:g}") for k in ("duration", "transient", "dt") if protocol.get(k) is not None]
+    return "dic-sbi train " + " ".join(f"{k} {shlex.quote(str(v))}" for k, v in opts)

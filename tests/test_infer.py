@@ -114,6 +114,15 @@ def test_train_command_writes_weights_settings_and_metrics(tmp_path):
         assert key in m
     assert 0.0 <= m["class_reproduction"]["mean"] <= 1.0
     assert load_pretrained(out).simulator.duration == 1500.0
+    # the stored command reproduces every setting: parsed back, it gives the arguments this run was given
+    import shlex
+
+    from dic_sbi.cli import build_parser
+
+    parser = build_parser()
+    stored = parser.parse_args(shlex.split(info["command"])[1:])
+    given = parser.parse_args(argv)
+    assert vars(stored) == {**vars(given), "quiet": False}
     # rerunning resumes the complete stores instead of simulating again
     assert main(argv) == 0
     assert [c["chunks_computed_this_run"] for c in pretrained_info(out)["training"]["campaigns"]] == [0, 0]
