@@ -301,6 +301,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a pretrained posterior again on its held-out sets (rebuilt from the stored seeds)."""
+    from .train import evaluate_pretrained
+
+    metrics = evaluate_pretrained(args.posterior, write=args.write, quiet=args.quiet)
+    summary = {}
+    for name, m in metrics.items():
+        summary[name] = {"accuracy": m["accuracy"]["all"], "sbc_ks_pvals": m["sbc"]["ks_pvals"],
+                         "sbc_firing_ks_pvals": m.get("sbc_firing", {}).get("ks_pvals"),
+                         "tarp_ks_pval": m["tarp"]["ks_pval"], "class_reproduction": m.get("class_reproduction", {}).get("mean")}  # fmt: skip
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dic-sbi", description="Degenerate neuron populations from spike times (DICs + sbi)")
     sub = p.add_subparsers(dest="command", required=True)
@@ -380,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--transient", type=float)
     sp.add_argument("--dt", type=float)
     sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("evaluate", help="evaluate a pretrained posterior again on its held-out sets")
+    sp.add_argument("posterior", help="shipped name (stg, da) or path written by `dic-sbi train --out`")
+    sp.add_argument("--write", action="store_true", help="store the new metrics in its JSON file")
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=cmd_evaluate)
 
     sp = sub.add_parser("demo", help="infer populations from the example recordings shipped in the package")
     sp.add_argument("--out", default="dic_sbi_demo", help="output folder (replaced)")

@@ -44,6 +44,7 @@ def test_compare_api_end_to_end(tmp_path):
             for name in ("sbc_ks_pval_min", "tarp_atc", "tarp_ks_pval", "simulation_seconds", "training_seconds"):
                 assert math.isfinite(row[name]), (method, s, name)
     assert len(result.per_observation) == len(METHODS) * len(OBSERVATION_SETS) * 3
+    assert result.config["training_batch_size"] == "max(200, budget // 100)"
     for name in OUTPUTS:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     with open(out / "comparison.csv") as fh:

@@ -123,6 +123,16 @@ def test_train_command_writes_weights_settings_and_metrics(tmp_path):
     stored = parser.parse_args(shlex.split(info["command"])[1:])
     given = parser.parse_args(argv)
     assert vars(stored) == {**vars(given), "quiet": False}
+    # `dic-sbi evaluate` rebuilds the same held-out sets from the stored seeds: the same numbers come back
+    from dic_sbi.train import evaluate_pretrained
+
+    again = evaluate_pretrained(out, quiet=True)
+    for name in ("noise_free", "noisy"):
+        assert again[name]["accuracy"] == info["metrics"][name]["accuracy"]
+        assert again[name]["sbc"] == info["metrics"][name]["sbc"]
+        assert "sbc_firing" in again[name] and "tarp_firing" in again[name]
+    assert main(["evaluate", str(out), "--write", "--quiet"]) == 0
+    assert "sbc_firing" in pretrained_info(out)["metrics"]["noisy"] and "evaluated" in pretrained_info(out)
     # rerunning resumes the complete stores instead of simulating again
     assert main(argv) == 0
     assert [c["chunks_computed_this_run"] for c in pretrained_info(out)["training"]["campaigns"]] == [0, 0]
