@@ -26,6 +26,9 @@ to reproduce. Per method × budget × observation set (means over observations, 
 - calibration in each method's own space (fresh prior-predictive pairs, independent of the observation set):
   SBC (smallest KS p-value over dimensions, largest C2ST accuracy of the ranks) and TARP (ATC, KS p-value);
 - cost: simulation and training seconds of the budget, sampling seconds per observation.
+
+Next to them, the same metrics for each observation's *true DIC population* (cells drawn at its exact DICs, no
+training): what a perfect DIC estimate would give, i.e. the ceiling of the DIC-space method on that set.
 """
 
 from __future__ import annotations
@@ -79,6 +82,9 @@ class ComparisonResult:
         (bootstrap 95 % interval over observations; NaN where undefined), calibration and cost columns.
     per_observation : list of dict
         The per-observation metrics behind the rows.
+    reference : list of dict
+        Per observation set, the same metrics for the *true DIC population* of each observation (cells drawn at its
+        exact DICs): what a perfect DIC estimate achieves, the ceiling of the DIC-space method.
     config : dict
         Everything needed to rerun it.
     out : Path or None
@@ -89,6 +95,7 @@ class ComparisonResult:
     per_observation: list[dict[str, Any]] = field(repr=False)
     config: dict[str, Any] = field(default_factory=dict)
     out: Path | None = None
+    reference: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def columns(self) -> list[str]:
@@ -112,6 +119,12 @@ class ComparisonResult:
             cells += [_num(r["sbc_ks_pval_min"]), _num(r["tarp_atc"]), _num(r["simulation_seconds"]),
                       _num(r["training_seconds"]), _num(r["sampling_seconds"])]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
+        if self.reference:
+            lines += ["", "Reference, the true DIC population of each observation (cells at its exact DICs):", "",
+                      "| set | " + " | ".join(cols[:4]) + " |", "|" + "---|" * 5]  # fmt: skip
+            for r in self.reference:
+                lines.append(f"| {r['observation_set']} | " + " | ".join(_ci_text(r[c], r[f'{c}_lo'], r[f'{c}_hi'])
+                                                                          for c in cols[:4]) + " |")  # fmt: skip
         c = self.config
         note = (
             f"\nModel `{c.get('model')}`, {c.get('n_observations')} observations per set, "
@@ -121,7 +134,8 @@ class ComparisonResult:
         return "\n".join(lines) + "\n" + note
 
     def write(self, out: str | os.PathLike) -> Path:
-        """Write ``comparison.csv``, ``comparison.md``, ``per_observation.csv``, ``config.json`` and plots.
+        """Write ``comparison.csv``, ``comparison.md``, ``per_observation.csv``, ``reference.csv``, ``config.json``
+        and plots.
 
         Atomic: everything goes to a staging folder beside ``out``, renamed to ``out`` (replacing it) at the end.
         """
@@ -129,6 +143,8 @@ class ComparisonResult:
         with atomic_directory(out) as staging:
             _write_csv(staging / "comparison.csv", self.rows)
             _write_csv(staging / "per_observation.csv", self.per_observation)
+            if self.reference:
+                _write_csv(staging / "reference.csv", self.reference)
             (staging / "comparison.md").write_text(self.markdown())
             (staging / "config.json").write_text(json.dumps(self.config, indent=1))
             _plot(self, staging)
@@ -252,6 +268,8 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
     }  # fmt: skip
     store = _Checkpoint(checkpoint, config) if checkpoint is not None else None
 
+    reference = _reference(model, observations, num_posterior_samples, np.random.SeedSequence([seed, 2]), proto,
+                           n_bootstrap, progress)  # fmt: skip
     rows: list[dict[str, Any]] = []
     per_obs: list[dict[str, Any]] = []
     for budget in budgets:
@@ -294,7 +312,8 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
             new_rows, new_obs = [], []
             for set_name in OBSERVATION_SETS:
                 obs = observations[set_name]
-                metrics = _evaluate(model, method, run.posterior, obs, num_posterior_samples, sample_rng, proto)
+                draw = lambda i, o=obs: _sample(method, run.posterior, o["x"][i : i + 1], num_posterior_samples, sample_rng)  # noqa: E731
+                metrics = _evaluate(model, draw, obs, num_posterior_samples, sample_rng, proto)
                 for i in range(n_observations):
                     new_obs.append({"model": model.name, "method": method, "budget": budget, "observation_set": set_name,
                                     "observation": i, "observed_class": obs["classes"][i],
@@ -314,7 +333,34 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                 store.save(budget, method, new_rows, new_obs)
             rows += new_rows
             per_obs += new_obs
-    return ComparisonResult(rows, per_obs, config)
+    return ComparisonResult(rows, per_obs, config, reference=reference)
+
+
+def _reference(model, observations, S, seq, proto, n_bootstrap, progress) -> list[dict[str, Any]]:
+    """The metrics of each observation's true DIC population (``S`` cells at its exact DICs): the DIC ceiling."""
+    from .core import degenerate_population
+
+    rng = np.random.default_rng(seq)
+    out = []
+    t0 = time.perf_counter()
+    for set_name in OBSERVATION_SETS:
+        obs = observations[set_name]
+
+        def draw(i, d=obs["dics"]):
+            if not np.all(np.isfinite(d[i])):
+                return np.full((S, model.n_conductances), np.nan)
+            return degenerate_population(model, d[i, 0], d[i, 1], S, seed=rng, on_unreachable="nan")
+
+        metrics = _evaluate(model, draw, obs, S, rng, proto)
+        row: dict[str, Any] = {"model": model.name, "method": "true_dic_population", "observation_set": set_name,
+                               "n_observations": len(obs["classes"])}  # fmt: skip
+        for name in list(_METRICS) + [f"log_std_{n}" for n in model.conductance_names]:
+            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = _bootstrap(metrics[name], n_bootstrap, rng)
+        row["n_unreachable"] = int(np.sum(np.isnan(metrics["dic_mae_g_s"])))
+        out.append(row)
+    if progress:
+        print(f"compare: {model.name} reference (true DIC populations): {time.perf_counter() - t0:.1f} s", flush=True)
+    return out
 
 
 class _Checkpoint:
@@ -442,7 +488,8 @@ def _faithful(feats: dict, obs: dict, i: int) -> tuple[np.ndarray, np.ndarray]:
     return same, ok
 
 
-def _evaluate(model, method, posterior, obs, S, rng, proto) -> dict[str, np.ndarray]:
+def _evaluate(model, draw, obs, S, rng, proto) -> dict[str, np.ndarray]:
+    """Metrics per observation of ``draw(i)``, ``S`` conductance vectors for observation ``i`` (NaN rows: invalid)."""
     from .core import dics
 
     n = len(obs["classes"])
@@ -452,7 +499,7 @@ def _evaluate(model, method, posterior, obs, S, rng, proto) -> dict[str, np.ndar
     samples = []
     for i in range(n):
         t0 = time.perf_counter()
-        samples.append(_sample(method, posterior, obs["x"][i : i + 1], S, rng))
+        samples.append(draw(i))
         out["sampling_seconds"][i] = time.perf_counter() - t0
     g = np.concatenate(samples)
     valid = np.all(np.isfinite(g), axis=1) & np.all(g >= 0, axis=1)
@@ -593,6 +640,9 @@ def _plot(result: ComparisonResult, folder: Path) -> None:
                 hi = np.array([r[f"{metric}_hi"] for r in rs], dtype=float)
                 err = np.vstack([np.where(np.isfinite(lo), m - lo, 0), np.where(np.isfinite(hi), hi - m, 0)])
                 ax.errorbar(b, m, yerr=np.abs(err), marker="o", capsize=3, label=method)
+            for r in result.reference:  # the true DIC population: a horizontal line, it has no budget
+                if r["observation_set"] == s and np.isfinite(r[metric]):
+                    ax.axhline(r[metric], color="k", ls="--", lw=1, label="true DIC population")
             ax.set_xscale("log")
             ax.set_title(f"{metric}\n({s})", fontsize=9)
             ax.set_xlabel("simulations")

@@ -20,7 +20,8 @@ torch.set_num_threads(1)
 TINY = dict(num_posterior_samples=20, calibration_simulations=10, duration=1500.0, transient=500.0,
             training=dict(max_num_epochs=5), n_bootstrap=200)  # fmt: skip
 ALWAYS_DEFINED = ("fidelity", "same_class", "validity", "dic_mae_g_s", "dic_mae_g_u", "sampling_seconds")
-OUTPUTS = ("comparison.csv", "comparison.md", "per_observation.csv", "config.json", "metrics.png", "cost.png")
+OUTPUTS = ("comparison.csv", "comparison.md", "per_observation.csv", "reference.csv", "config.json", "metrics.png",
+           "cost.png")
 
 
 def test_compare_api_end_to_end(tmp_path):
@@ -45,6 +46,14 @@ def test_compare_api_end_to_end(tmp_path):
                 assert math.isfinite(row[name]), (method, s, name)
     assert len(result.per_observation) == len(METHODS) * len(OBSERVATION_SETS) * 3
     assert result.config["training_batch_size"] == "max(200, budget // 100)"
+    # The reference rows: each observation's true DIC population, simulated like the posterior samples.
+    assert [r["observation_set"] for r in result.reference] == list(OBSERVATION_SETS)
+    for r in result.reference:
+        assert 0.0 <= r["fidelity"] <= r["same_class"] <= 1.0 and 0.0 <= r["validity"] <= 1.0
+    dic_set = result.reference[0]
+    if dic_set["n_unreachable"] == 0:  # cells drawn at the exact DICs: no DIC error
+        assert dic_set["dic_mae_g_s"] < 1e-6 and dic_set["dic_mae_g_u"] < 1e-6
+    assert "true DIC population" in result.markdown()
     for name in OUTPUTS:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     with open(out / "comparison.csv") as fh:
