@@ -640,10 +640,12 @@ def _plot(result: ComparisonResult, folder: Path) -> None:
                 hi = np.array([r[f"{metric}_hi"] for r in rs], dtype=float)
                 err = np.vstack([np.where(np.isfinite(lo), m - lo, 0), np.where(np.isfinite(hi), hi - m, 0)])
                 ax.errorbar(b, m, yerr=np.abs(err), marker="o", capsize=3, label=method)
-            for r in result.reference:  # the true DIC population: a horizontal line, it has no budget
-                if r["observation_set"] == s and np.isfinite(r[metric]):
-                    ax.axhline(r[metric], color="k", ls="--", lw=1, label="true DIC population")
             ax.set_xscale("log")
+            budgets = [r["budget"] for r in result.rows]
+            for r in result.reference:  # the true DIC population: a horizontal line, it has no budget
+                if r["observation_set"] == s and np.isfinite(r[metric]) and budgets:
+                    ax.plot([min(budgets), max(budgets)], [r[metric]] * 2, color="k", ls="--", lw=1,
+                            label="true DIC population")  # fmt: skip
             ax.set_title(f"{metric}\n({s})", fontsize=9)
             ax.set_xlabel("simulations")
     axes[0, 0].legend(fontsize=7)
