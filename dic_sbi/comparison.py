@@ -28,7 +28,8 @@ to reproduce. Per method × budget × observation set (means over observations, 
 - cost: simulation and training seconds of the budget, sampling seconds per observation.
 
 Next to them, the same metrics for each observation's *true DIC population* (cells drawn at its exact DICs, no
-training): what a perfect DIC estimate would give, i.e. the ceiling of the DIC-space method on that set.
+training): what a perfect DIC estimate would give (on box observations many exact DICs are unreachable by the
+compensation, so there it bounds nothing).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class ComparisonResult:
         The per-observation metrics behind the rows.
     reference : list of dict
         Per observation set, the same metrics for the *true DIC population* of each observation (cells drawn at its
-        exact DICs): what a perfect DIC estimate achieves, the ceiling of the DIC-space method.
+        exact DICs): what a perfect DIC estimate achieves.
     config : dict
         Everything needed to rerun it.
     out : Path or None
@@ -337,7 +338,7 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
 
 
 def _reference(model, observations, S, seq, proto, n_bootstrap, progress) -> list[dict[str, Any]]:
-    """The metrics of each observation's true DIC population (``S`` cells at its exact DICs): the DIC ceiling."""
+    """The metrics of each observation's true DIC population (``S`` cells at its exact DICs)."""
     from .core import degenerate_population
 
     rng = np.random.default_rng(seq)
