@@ -21,23 +21,12 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from dic_sbi.campaign import CampaignSpec, CampaignStore, run_campaign
-from dic_sbi.sbi.evaluation import heldout_set
-from dic_sbi.sbi.features import SUMMARY_NAMES
-from dic_sbi.sbi.identifiability import information_floor
+from dic_sbi.sbi.evaluation import _posterior_samples, heldout_set
+from dic_sbi.sbi.identifiability import cell_groups, information_floor
 from dic_sbi.sbi.pretrained import load_pretrained, pretrained_info
-
-CV, SPIKING, SILENT = (SUMMARY_NAMES.index(n) for n in ("cv", "is_spiking", "is_silent"))
-
-
-def groups(x: np.ndarray, periodic_cv: float) -> dict[str, np.ndarray]:
-    periodic = (x[:, SPIKING] == 1) & (x[:, CV] >= 0) & (x[:, CV] < periodic_cv)
-    silent = x[:, SILENT] == 1
-    return {"periodic": periodic, "silent": silent, "other": ~(periodic | silent)}
-
 
 def run(model: str, work: Path, samples: int, seed: int) -> dict:
     info = pretrained_info(model)
@@ -58,16 +47,10 @@ def run(model: str, work: Path, samples: int, seed: int) -> dict:
     post = load_pretrained(model)
     torch.manual_seed(seed)
     ok = torch.isfinite(ho.x).all(dim=1)
-    mean = torch.full_like(ho.theta, float("nan"))
-    median = torch.full_like(ho.theta, float("nan"))
-    for a in range(0, ho.x.shape[0], 256):
-        sl = slice(a, a + 256)
-        s = post.posterior.sample_batched((samples,), x=ho.x[sl], show_progress_bars=False)
-        mean[sl] = s.mean(dim=0)
-        median[sl] = s.median(dim=0).values
-    err = (mean - ho.theta).abs().numpy()
-    err_med = (median - ho.theta).abs().numpy()
-    g = groups(ho.x.numpy(), floor["periodic_cv"])
+    s = _posterior_samples(post, ho.x, samples)  # (samples, N, 2)
+    err = (s.mean(dim=0) - ho.theta).abs().numpy()
+    err_med = (s.median(dim=0).values - ho.theta).abs().numpy()
+    g = cell_groups(ho.x.numpy(), floor["periodic_cv"])
     held: dict = {}
     for name, mask in [("all", ok.numpy())] + list(g.items()):
         m = mask & ok.numpy()

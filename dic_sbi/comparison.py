@@ -269,13 +269,19 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
     }  # fmt: skip
     store = _Checkpoint(checkpoint, config) if checkpoint is not None else None
 
-    reference = _reference(model, observations, num_posterior_samples, np.random.SeedSequence([seed, 2]), proto,
-                           n_bootstrap, progress)  # fmt: skip
+    held = store.load("reference", kind="reference") if store is not None else None
+    if held is not None:
+        reference = held["rows"]
+    else:
+        reference = _reference(model, observations, num_posterior_samples, np.random.SeedSequence([seed, 2]), proto,
+                               n_bootstrap, progress)  # fmt: skip
+        if store is not None:
+            store.save("reference", {"kind": "reference", "rows": reference})
     rows: list[dict[str, Any]] = []
     per_obs: list[dict[str, Any]] = []
     for budget in budgets:
         for mi, method in enumerate(METHODS):
-            done = store.load(budget, method) if store is not None else None
+            done = store.load(f"budget{budget}_{method}", budget=budget, method=method) if store is not None else None
             if done is not None:
                 if progress:
                     print(f"compare: {model.name} budget {budget} {method}: from checkpoint {store.folder}", flush=True)
@@ -319,11 +325,8 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                     new_obs.append({"model": model.name, "method": method, "budget": budget, "observation_set": set_name,
                                     "observation": i, "observed_class": obs["classes"][i],
                                     **{k: float(v[i]) for k, v in metrics.items()}})  # fmt: skip
-                row: dict[str, Any] = {"model": model.name, "method": method, "budget": budget,
-                                       "observation_set": set_name, "n_observations": n_observations}  # fmt: skip
-                names = list(_METRICS) + [f"log_std_{n}" for n in model.conductance_names]
-                for name in names:
-                    row[name], row[f"{name}_lo"], row[f"{name}_hi"] = _bootstrap(metrics[name], n_bootstrap, boot_rng)
+                row = _summary_row(model, metrics, n_bootstrap, boot_rng, method=method, budget=budget,
+                                   observation_set=set_name, n_observations=n_observations)  # fmt: skip
                 row["n_defined_coverage"] = int(np.sum(np.isfinite(metrics["coverage_logdet"])))
                 row.update(calib)
                 row["simulation_seconds"] = t_sim
@@ -331,10 +334,20 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                 row["epochs"] = int((run.inference.summary.get("epochs_trained") or [0])[-1])
                 new_rows.append(row)
             if store is not None:
-                store.save(budget, method, new_rows, new_obs)
+                store.save(f"budget{budget}_{method}", {"budget": budget, "method": method, "rows": new_rows,
+                                                        "per_observation": new_obs})  # fmt: skip
             rows += new_rows
             per_obs += new_obs
     return ComparisonResult(rows, per_obs, config, reference=reference)
+
+
+def _summary_row(model, metrics: dict[str, np.ndarray], n_bootstrap: int, rng: np.random.Generator,
+                 **ids: Any) -> dict[str, Any]:
+    """``ids``, then every per-observation metric as its mean and bootstrap interval (``_lo``, ``_hi``)."""
+    row: dict[str, Any] = {"model": model.name, **ids}
+    for name in list(_METRICS) + [f"log_std_{n}" for n in model.conductance_names]:
+        row[name], row[f"{name}_lo"], row[f"{name}_hi"] = _bootstrap(metrics[name], n_bootstrap, rng)
+    return row
 
 
 def _reference(model, observations, S, seq, proto, n_bootstrap, progress) -> list[dict[str, Any]]:
@@ -353,10 +366,8 @@ def _reference(model, observations, S, seq, proto, n_bootstrap, progress) -> lis
             return degenerate_population(model, d[i, 0], d[i, 1], S, seed=rng, on_unreachable="nan")
 
         metrics = _evaluate(model, draw, obs, S, rng, proto)
-        row: dict[str, Any] = {"model": model.name, "method": "true_dic_population", "observation_set": set_name,
-                               "n_observations": len(obs["classes"])}  # fmt: skip
-        for name in list(_METRICS) + [f"log_std_{n}" for n in model.conductance_names]:
-            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = _bootstrap(metrics[name], n_bootstrap, rng)
+        row = _summary_row(model, metrics, n_bootstrap, rng, method="true_dic_population", observation_set=set_name,
+                           n_observations=len(obs["classes"]))  # fmt: skip
         row["n_unreachable"] = int(np.sum(np.isnan(metrics["dic_mae_g_s"])))
         out.append(row)
     if progress:
@@ -365,7 +376,8 @@ def _reference(model, observations, S, seq, proto, n_bootstrap, progress) -> lis
 
 
 class _Checkpoint:
-    """One JSON file per finished method × budget in ``folder``, beside the settings they were run with."""
+    """One JSON file per finished method × budget (and one for the reference rows) in ``folder``, beside the
+    settings they were run with."""
 
     def __init__(self, folder: str | os.PathLike, config: dict[str, Any]):
         self.folder = Path(folder)
@@ -388,25 +400,25 @@ class _Checkpoint:
             with atomic_file(path) as tmp:
                 tmp.write_text(json.dumps(self.settings, indent=1))
 
-    def _path(self, budget: int, method: str) -> Path:
-        return self.folder / f"budget{budget}_{method}.json"
+    def _path(self, name: str) -> Path:
+        return self.folder / f"{name}.json"
 
-    def load(self, budget: int, method: str) -> dict[str, Any] | None:
-        path = self._path(budget, method)
+    def load(self, name: str, **ids: Any) -> dict[str, Any] | None:
+        """The payload saved under ``name`` (``None`` if there is none); ``ids`` must match what it holds."""
+        path = self._path(name)
         if not path.exists():
             return None
         try:
             done = json.loads(path.read_text())
-            if done["budget"] != budget or done["method"] != method:
-                raise ValueError("budget/method do not match the file name")
+            if any(done[k] != v for k, v in ids.items()):
+                raise ValueError(f"{', '.join(ids)} do not match the file name")
             return done
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise InvalidInputError(f"checkpoint: {path} is damaged ({exc}); delete it to recompute") from None
 
-    def save(self, budget: int, method: str, rows: list, per_observation: list) -> None:
-        with atomic_file(self._path(budget, method)) as tmp:
-            tmp.write_text(json.dumps({"budget": budget, "method": method, "rows": rows,
-                                       "per_observation": per_observation}))  # fmt: skip
+    def save(self, name: str, payload: dict[str, Any]) -> None:
+        with atomic_file(self._path(name)) as tmp:
+            tmp.write_text(json.dumps(payload))
 
 
 # -- observations ---------------------------------------------------------------------------------------------

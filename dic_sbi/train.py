@@ -161,7 +161,8 @@ def train_pretrained(
             "training_seconds": train_seconds,
             "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs".strip(),
         },
-        "heldout": {"points": int(heldout_points), "cells_per_point": int(cells_per_point), "seeds": [s for _, _, s in with_noise]},
+        "heldout": {"points": int(heldout_points), "cells_per_point": int(cells_per_point), "seeds": [s for _, _, s in with_noise],
+                    "ppc_points": int(ppc_points), "ppc_cells": int(ppc_cells)},
         "metrics": metrics,
         "total_seconds": time.perf_counter() - started,
     }  # fmt: skip
@@ -191,13 +192,11 @@ def evaluate_pretrained(
 ) -> dict[str, Any]:
     """Rebuild the held-out sets of a pretrained posterior from its stored seeds and evaluate it again.
 
-    Uses the settings in its JSON (held-out points, cells per point and seeds, noise level of the noisy set,
-    protocol, predictive-check sizes), so the sets are the ones it was evaluated on when trained. Returns the new
+    Uses the settings in its JSON (held-out points, cells per point, seeds and predictive-check sizes, noise
+    level of the noisy set, protocol), so the sets are the ones it was evaluated on when trained. Returns the new
     metrics; ``write=True`` stores them in the JSON (the weights are untouched), e.g. after the evaluation gained
     a metric.
     """
-    import shlex
-
     import sbi
     import torch
 
@@ -211,11 +210,7 @@ def evaluate_pretrained(
     ho = info["heldout"]
     proto = {k: info["protocol"][k] for k in ("duration", "transient", "dt")}
     noise = [c["noise_std"] for c in info["training"]["campaigns"] if c["noise_std"] > 0]
-    ppc = {"ppc_points": 100, "ppc_cells": 100}
-    words = shlex.split(info.get("command", ""))
-    for flag, key in (("--ppc-points", "ppc_points"), ("--ppc-cells", "ppc_cells")):
-        if flag in words[:-1]:
-            ppc[key] = int(words[words.index(flag) + 1])
+    ppc = {"ppc_points": ho["ppc_points"], "ppc_cells": ho["ppc_cells"]}
     sets = [("noise_free", 0.0, ho["seeds"][0])] + ([("noisy", noise[0], ho["seeds"][1])] if noise and len(ho["seeds"]) > 1 else [])
     metrics: dict[str, Any] = {}
     for name, sigma, s in sets:

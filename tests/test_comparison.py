@@ -137,6 +137,8 @@ def test_checkpoint_resumes_and_budgets_are_independent(tmp_path, monkeypatch):
     monkeypatch.setattr(dsbi, "train_conductance_posterior", boom)
     again = compare("stg", (40, 60), 2, seed=3, checkpoint=ck, **small)
     assert len(again.rows) == len(both.rows) and all(_same(a, b, skip=()) for a, b in zip(again.rows, both.rows))
+    assert (ck / "reference.json").is_file()  # the reference rows are kept too, not recomputed on resume
+    assert all(_same(a, b, skip=()) for a, b in zip(again.reference, both.reference))
     monkeypatch.undo()
 
     # A budget's numbers do not depend on the other budgets run beside it (seeded from seed, budget, method).

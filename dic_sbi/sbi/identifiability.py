@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from ..errors import InvalidInputError
 from .features import SUMMARY_NAMES
 
-__all__ = ["information_floor", "conditional_median_mad"]
+__all__ = ["information_floor", "conditional_median_mad", "cell_groups"]
 
 _CV = SUMMARY_NAMES.index("cv")
 _ISI = SUMMARY_NAMES.index("log10_mean_isi_ms")
@@ -77,6 +77,15 @@ def conditional_median_mad(s: NDArray, y: NDArray, k: int) -> tuple[float, float
     return float(np.mean(np.abs(y - med_in))), float(np.mean(np.abs(y - med_loo)))
 
 
+def cell_groups(x: NDArray, periodic_cv: float = 0.005) -> dict[str, NDArray[np.bool_]]:
+    """Masks of the ``periodic`` (spiking, CV of the intervals below ``periodic_cv``), ``silent`` and ``other``
+    rows of summary features ``x``."""
+    x = np.asarray(x, dtype=float)
+    periodic = (x[:, _SPIKING] == 1) & (x[:, _CV] >= 0) & (x[:, _CV] < periodic_cv)
+    silent = x[:, _SILENT] == 1
+    return {"periodic": periodic, "silent": silent, "other": ~(periodic | silent)}
+
+
 def information_floor(
     theta: NDArray,
     x: NDArray,
@@ -124,8 +133,8 @@ def information_floor(
     n = theta.shape[0]
     if n == 0:
         raise InvalidInputError("theta, x: no finite rows")
-    periodic = (x[:, _SPIKING] == 1) & (x[:, _CV] >= 0) & (x[:, _CV] < periodic_cv)
-    silent = x[:, _SILENT] == 1
+    groups = cell_groups(x, periodic_cv)
+    periodic, silent = groups["periodic"], groups["silent"]
     out: dict[str, Any] = {"n": int(n), "periodic_cv": float(periodic_cv)}
 
     idx = np.flatnonzero(periodic)
@@ -150,7 +159,7 @@ def information_floor(
         v = theta[silent, j]
         sil[f"floor_{name}"] = float(np.mean(np.abs(v - np.median(v)))) if v.size else 0.0
     out["silent"] = sil
-    other = ~(periodic | silent)
+    other = groups["other"]
     out["other"] = {"n": int(other.sum()), "fraction": float(other.mean()), "floor_g_s": 0.0, "floor_g_u": 0.0}
     for name in ("g_s", "g_u"):
         out[f"overall_floor_{name}"] = float(sum(out[g]["fraction"] * out[g][f"floor_{name}"] for g in ("periodic", "silent")))
