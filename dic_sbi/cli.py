@@ -277,7 +277,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     trains = _indices(args.train)
     result = infer(args.recording, args.model, args.n, posterior=args.posterior, seed=args.seed,
                    validate=args.validate, trains=trains, read_options=_read_options(args),
-                   progress=not args.quiet)  # fmt: skip
+                   noise_std=args.noise_std, progress=not args.quiet)  # fmt: skip
     _print_inference(result)
     result.write(args.out, plots=not args.no_plots)
     print(f"wrote {args.out}/")
@@ -296,6 +296,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         training=training, heldout_points=args.heldout_points, cells_per_point=args.cells_per_point,
         ppc_points=args.ppc_points, ppc_cells=args.ppc_cells, torch_threads=args.torch_threads, quiet=args.quiet,
         duration=args.duration, transient=args.transient, dt=args.dt, chunk_size=args.chunk_size,
+        noise_input=args.noise_input,
     )  # fmt: skip
     print(json.dumps({k: meta["metrics"][k]["accuracy"]["all"] for k in meta["metrics"]}, indent=1))
     return 0
@@ -364,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--posterior", help="pretrained posterior (path written by dic-sbi train; default: shipped)")
     sp.add_argument("--train", help="comma-separated indices of the recording's spike trains (default all)")
     sp.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    sp.add_argument("--noise-std", type=float, help="σ (µA/cm²) of the model's noisy current: conditions a posterior "
+                    "that takes the noise level as input, and is used by the validation simulations (default 0)")
     r = sp.add_argument_group("reading the recording")
     r.add_argument("--format", help="spike2pop, text, or a Neo IO name (default: from the extension)")
     r.add_argument("--threshold", type=float, help="spike threshold for voltage traces (mV, default 10)")
@@ -381,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--num-simulations", type=int, default=100_000, help="noise-free simulations")
     sp.add_argument("--noisy-simulations", type=int, default=50_000, help="simulations with noisy current")
     sp.add_argument("--noise-std", type=float, default=5.0, help="noise σ (µA/cm²) of the noisy campaign and held-out set")
+    sp.add_argument("--noise-input", action=argparse.BooleanOptionalAction, default=False,
+                    help="give the network the noise level as a known input (0 or --noise-std) instead of training it "
+                         "on the unlabelled mixture")
     sp.add_argument("--hidden-features", type=int, default=64)
     sp.add_argument("--num-transforms", type=int, default=5)
     sp.add_argument("--max-epochs", type=int, help="cap on training epochs (default 300, early stopping)")

@@ -43,7 +43,7 @@ class TrainInference:
     observed_features, observed_class
         Firing features of the recording (spec §5) and its firing class.
     x
-        The ``(17,)`` summary the posterior was conditioned on.
+        What the posterior was conditioned on: the ``(17,)`` summary, and its known conditions if it takes any.
     dics
         ``(n, 2)`` DIC samples ``(g_s, g_u)`` from the posterior; row ``i`` produced cell ``i``.
     conductances
@@ -82,6 +82,7 @@ class InferenceResult:
     validate: bool
     trains: list[TrainInference]
     notes: list[str] = field(default_factory=list)
+    noise_std: float = 0.0
 
     def report(self) -> dict[str, Any]:
         """The fidelity report (JSON-serialisable): settings, and per train the observed vs simulated firing."""
@@ -93,6 +94,7 @@ class InferenceResult:
             "posterior": {"name": info.get("name"), "created": info.get("created"), "command": info.get("command")},
             "cells_per_train": self.n,
             "seed": self.seed,
+            "noise_std": self.noise_std,
             "validated": self.validate,
             "notes": self.notes,
             "trains": [
@@ -312,6 +314,7 @@ def infer(
     traces: int = 3,
     trains: int | Sequence[int] | None = None,
     read_options: dict[str, Any] | None = None,
+    noise_std: float | None = None,
     n_threads: int | None = None,
     progress: bool = False,
 ) -> InferenceResult:
@@ -338,6 +341,10 @@ def infer(
         Index or indices of the recording's trains to use (default all).
     read_options
         Keyword arguments of :func:`~dic_sbi.io.read_recording` (``threshold``, ``segments``, ``channels``...).
+    noise_std
+        σ (µA/cm²) of the noisy current of the model the recording is compared with (spec §5), a known
+        condition: a posterior that takes it (``posterior.conditions``) is conditioned on it, and the
+        validation simulations use it. Default: 0 (the deterministic model).
     """
     import torch
 
@@ -374,6 +381,13 @@ def infer(
     _freeze_long_lived_objects()
     if post.model.name != m.name:
         raise InvalidInputError(f"posterior: trained for model {post.model.name!r}, not {m.name!r}")
+    sigma = 0.0 if noise_std is None else noise_std
+    if not (isinstance(sigma, (int, float, np.integer, np.floating)) and np.isfinite(sigma) and sigma >= 0):
+        raise InvalidInputError(f"noise_std: expected a finite σ >= 0 (µA/cm²), got {noise_std!r}")
+    sigma = float(sigma)
+    known = {"noise_std": sigma}
+    known = {k: known[k] for k in post.conditions}
+    post.check_conditions(**known)  # a σ the posterior was not trained at: fail before any work
     sim = post.simulator
     window = (sim.transient, sim.duration) if sim is not None else (m.protocol.transient, m.protocol.duration)
     train_window = window[1] - window[0]
@@ -384,7 +398,7 @@ def infer(
     for i in chosen:
         st = rec[int(i)]
         t0 = time.perf_counter()
-        x = summary_statistics(st)
+        x = post.condition(summary_statistics(st), **known)
         obs = spike_train_features(st).as_dict()
         d = post.sample_dics((int(n),), x=x, seed=rng).to(torch.float64).numpy()
         g = degenerate_population(m, d[:, 0], d[:, 1], 1, seed=rng, pair=post.pair)[:, 0, :]
@@ -403,11 +417,12 @@ def infer(
             continue
         t.simulated = np.arange(k)
         proto = dict(duration=window[1], transient=window[0], dt=sim.dt if sim is not None else None)
-        t.simulation = simulate(m, t.conductances[:k], progress=progress, n_threads=n_threads, **proto)
+        noise = dict(noise_std=sigma, seed=rng) if sigma > 0 else {}
+        t.simulation = simulate(m, t.conductances[:k], progress=progress, n_threads=n_threads, **noise, **proto)
         if traces:
             t.traces = simulate(m, t.conductances[: min(int(traces), k)], record_voltage=True, sampling_interval=0.5,
-                                progress=False, **proto)  # fmt: skip
+                                progress=False, **noise, **proto)  # fmt: skip
         t.fidelity = fidelity_report(t.simulation.features(), t.observed_features)
         t.fidelity["simulated_cells"] = int(k)
         t.fidelity["all_cells"] = bool(validate)
-    return InferenceResult(m, rec, info, int(n), seed, bool(validate), results, notes)
+    return InferenceResult(m, rec, info, int(n), seed, bool(validate), results, notes, sigma)

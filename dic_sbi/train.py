@@ -4,7 +4,10 @@
    noise-free, and with noisy current (σ = ``noise_std``), so that the posterior is trained on recordings with
    and without membrane noise (:mod:`dic_sbi.campaign`; rerunning resumes).
 2. NPE on their union (:func:`~dic_sbi.sbi.train_dic_posterior`: neural spline flow in the prior's unconstrained
-   space, the 17 summary features, early stopping on 10 % held back).
+   space, the 17 summary features, early stopping on 10 % held back). With ``noise_input`` the network also
+   gets each simulation's noise level (0 or σ) as a known input, so it learns ``p(θ | x, σ)`` instead of the
+   posterior under the 2:1 mixture of the campaigns: a silent train says nothing about the noise level, and
+   the mixture posterior cannot be calibrated for the noise-free and the noisy held-out sets at once.
 3. Two held-out sets built like the published one (16 cells per DIC target, targets uniform over the box), one
    noise-free and one noisy, never seen in training (own seeds), and their metrics
    (:func:`~dic_sbi.sbi.evaluation.evaluate_dic_posterior`).
@@ -54,6 +57,7 @@ def train_pretrained(
     ppc_points: int = 100,
     ppc_cells: int = 100,
     torch_threads: int = 1,
+    noise_input: bool = False,
     quiet: bool = False,
     **protocol: Any,
 ) -> dict[str, Any]:
@@ -75,6 +79,8 @@ def train_pretrained(
         Overrides of :data:`DEFAULT_ESTIMATOR` and :data:`DEFAULT_TRAINING` (``NPE.train`` arguments).
     heldout_points, cells_per_point, ppc_points, ppc_cells
         Held-out set size (targets × cells) and predictive check size (observations × simulated cells).
+    noise_input
+        Condition the posterior on the noise level (``conditions={"noise_std": (0, noise_std)}``).
     **protocol
         ``duration``, ``transient``, ``dt`` (default: the model's published protocol).
     """
@@ -92,6 +98,8 @@ def train_pretrained(
         raise InvalidInputError(f"noisy_simulations: expected an int >= 0, got {noisy_simulations!r}")
     if noisy_simulations and not (np.isfinite(noise_std) and noise_std > 0):
         raise InvalidInputError(f"noise_std: expected > 0 for the noisy campaign, got {noise_std!r}")
+    if noise_input and not noisy_simulations:
+        raise InvalidInputError("noise_input: needs a noisy campaign (noisy_simulations > 0) to learn from")
     est = {**DEFAULT_ESTIMATOR, **(estimator or {})}
     train_kwargs = {**DEFAULT_TRAINING, **(training or {})}
     work = Path(work_dir)
@@ -100,7 +108,7 @@ def train_pretrained(
     campaigns = [("clean", int(num_simulations), 0.0, int(seed))]
     if noisy_simulations:
         campaigns.append(("noisy", int(noisy_simulations), float(noise_std), int(seed) + 1))
-    thetas, xs, sim_seconds, camp_meta = [], [], 0.0, []
+    thetas, xs, sigmas, sim_seconds, camp_meta = [], [], [], 0.0, []
     for tag, num, noise, s in campaigns:
         spec = CampaignSpec(m.name, "dic", num=num, chunk_size=min(int(chunk_size), num), seed=s, noise_std=noise, **protocol)
         path = work / f"{m.name}_dic_{tag}"
@@ -110,17 +118,24 @@ def train_pretrained(
         data = CampaignStore.open(path).read(("theta", "x"))
         thetas.append(data["theta"])
         xs.append(data["x"])
+        sigmas.append(np.full(len(data["x"]), noise))
         camp_meta.append({"store": path.name, "num": num, "noise_std": noise, "seed": s, "chunk_size": spec.chunk_size,
                           "chunks_computed_this_run": len(report.computed)})
     theta = torch.as_tensor(np.concatenate(thetas), dtype=torch.float32)
     x = torch.as_tensor(np.concatenate(xs), dtype=torch.float32)
+    conditions = {}
+    if noise_input:
+        from .sbi.features import with_conditions
+
+        x = with_conditions(x, np.concatenate(sigmas)[:, None])
+        conditions = {"noise_std": (0.0, float(noise_std))}
 
     _log(f"training NPE ({est}) on {theta.shape[0]} simulations", quiet)
     t0 = time.perf_counter()
     simulator = DICSimulator(m, **protocol)
     run = train_dic_posterior(
         m, int(theta.shape[0]), simulator=simulator, theta=theta, x=x, seed=int(seed) + 2, training=train_kwargs,
-        torch_threads=torch_threads, show_progress_bars=not quiet, **est,
+        torch_threads=torch_threads, show_progress_bars=not quiet, conditions=conditions, **est,
     )  # fmt: skip
     train_seconds = time.perf_counter() - t0
     summary = run.inference.summary
@@ -148,7 +163,7 @@ def train_pretrained(
         "versions": {"dic_sbi": __version__, "sbi": sbi.__version__, "torch": torch.__version__, "python": platform.python_version()},
         "command": _command(out, work, m.name, num_simulations, noisy_simulations, noise_std, seed, chunk_size, est,
                             train_kwargs, heldout_points, cells_per_point, ppc_points, ppc_cells, torch_threads,
-                            protocol),  # fmt: skip
+                            noise_input, protocol),  # fmt: skip
         "training": {
             "campaigns": camp_meta,
             "num_simulations": int(theta.shape[0]),
@@ -172,7 +187,7 @@ def train_pretrained(
 
 
 def _command(out, work, model, num, noisy, noise, seed, chunk_size, est, train, points, cells, ppc_points, ppc_cells,
-             threads, protocol) -> str:
+             threads, noise_input, protocol) -> str:
     """The ``dic-sbi train`` command line that reproduces these settings (every option that changes the result)."""
     import shlex
 
@@ -184,7 +199,8 @@ def _command(out, work, model, num, noisy, noise, seed, chunk_size, est, train, 
         ("--ppc-points", ppc_points), ("--ppc-cells", ppc_cells), ("--torch-threads", threads),
     ]  # fmt: skip
     opts += [(f"--{k}", f"{protocol[k]:g}") for k in ("duration", "transient", "dt") if protocol.get(k) is not None]
-    return "dic-sbi train " + " ".join(f"{k} {shlex.quote(str(v))}" for k, v in opts)
+    flag = " --noise-input" if noise_input else " --no-noise-input"
+    return "dic-sbi train " + " ".join(f"{k} {shlex.quote(str(v))}" for k, v in opts) + flag
 
 
 def evaluate_pretrained(

@@ -254,7 +254,8 @@ def posterior_predictive_check(
     features
         Features to compare (default :data:`DEFAULT_PPC_FEATURES` of the observed class).
     duration, transient, dt, noise_std
-        Protocol; default the posterior's training simulator's, else the model's.
+        Protocol; default the posterior's training simulator's, else the model's (``noise_std``: the value ``x``
+        carries when the posterior takes the noise level as a known condition).
     seed
         Seed of the sampling and of the noise.
     """
@@ -286,6 +287,8 @@ def posterior_predictive_check(
             return value
         return getattr(simulator, name, None)
 
+    if noise_std is None and isinstance(posterior, DICPosterior) and "noise_std" in posterior.conditions and x is not None:
+        noise_std = posterior.conditions_of(x)["noise_std"]  # the noise level the posterior was conditioned on
     noise = pick(noise_std, "noise_std") or 0.0
     res = simulate(
         model, g, duration=pick(duration, "duration"), transient=pick(transient, "transient"), dt=pick(dt, "dt"),

@@ -118,6 +118,12 @@ def _posterior_samples(posterior: DICPosterior, x: torch.Tensor, n: int, batch: 
     return torch.cat(parts, dim=1)
 
 
+def _known_conditions(posterior: DICPosterior, heldout: HeldOutSet) -> dict[str, float]:
+    """The held-out set's values of the posterior's known conditions."""
+    known = {"noise_std": heldout.noise_std}
+    return {k: known[k] for k in posterior.conditions}
+
+
 def _mae_block(err: NDArray, spread: NDArray, klass: NDArray, err_median: NDArray | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, mask in [("all", np.ones(klass.shape, bool))] + [(c, klass == i) for i, c in enumerate(CLASSES)]:
@@ -160,8 +166,10 @@ def evaluate_dic_posterior(
         raise InvalidInputError(f"heldout: built for model {heldout.model!r}, the posterior is {posterior.model.name!r}")
     rng = numpy_rng(seed)
     t0 = time.perf_counter()
-    valid = torch.isfinite(heldout.x).all(dim=1).numpy()
-    x, theta, klass = heldout.x[valid], heldout.theta[valid].numpy(), heldout.klass[valid]
+    # A posterior with known conditions gets the held-out set's (its noise level), as `infer` passes the user's.
+    hx = posterior.condition(heldout.x, **_known_conditions(posterior, heldout))
+    valid = torch.isfinite(hx).all(dim=1).numpy()
+    x, theta, klass = hx[valid], heldout.theta[valid].numpy(), heldout.klass[valid]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(rng.integers(0, 2**62)))
         samples = _posterior_samples(posterior, x, int(n_samples)).numpy()
@@ -185,9 +193,9 @@ def evaluate_dic_posterior(
     # Calibration on independent pairs (one cell per target).
     first = heldout.first_of_each_point()
     first = first[valid[first]]
-    sbc = simulation_based_calibration(posterior, heldout.theta[first], heldout.x[first],
+    sbc = simulation_based_calibration(posterior, heldout.theta[first], hx[first],
                                        num_posterior_samples=calibration_samples, seed=rng)  # fmt: skip
-    tarp = tarp_calibration(posterior, heldout.theta[first], heldout.x[first],
+    tarp = tarp_calibration(posterior, heldout.theta[first], hx[first],
                             num_posterior_samples=calibration_samples, seed=rng)  # fmt: skip
     report["sbc"] = {"n": int(len(first)), "ks_pvals": [float(p) for p in sbc.ks_pvals],
                      "c2st_ranks": [float(c) for c in sbc.c2st_ranks], "uniform": sbc.uniform()}  # fmt: skip
@@ -199,9 +207,9 @@ def evaluate_dic_posterior(
     # sets at once.
     firing = first[heldout.klass[first] > 0]
     if firing.size >= 2:
-        sbc_f = simulation_based_calibration(posterior, heldout.theta[firing], heldout.x[firing],
+        sbc_f = simulation_based_calibration(posterior, heldout.theta[firing], hx[firing],
                                              num_posterior_samples=calibration_samples, seed=rng)  # fmt: skip
-        tarp_f = tarp_calibration(posterior, heldout.theta[firing], heldout.x[firing],
+        tarp_f = tarp_calibration(posterior, heldout.theta[firing], hx[firing],
                                   num_posterior_samples=calibration_samples, seed=rng)  # fmt: skip
         report["sbc_firing"] = {"n": int(firing.size), "ks_pvals": [float(p) for p in sbc_f.ks_pvals],
                                 "c2st_ranks": [float(c) for c in sbc_f.c2st_ranks], "uniform": sbc_f.uniform()}  # fmt: skip
@@ -211,7 +219,7 @@ def evaluate_dic_posterior(
     # Predictive fidelity: posterior populations vs the true population of the same target.
     ppc_idx = first[: int(ppc_points)]
     if ppc_idx.size and ppc_cells > 0:
-        xs = heldout.x[ppc_idx]
+        xs = hx[ppc_idx]
         g = np.concatenate([posterior.sample((int(ppc_cells),), x=xs[i], seed=rng).numpy() for i in range(len(ppc_idx))])
         noise = heldout.noise_std
         res = simulate(posterior.model, g, noise_std=noise, seed=rng if noise > 0 else None, n_threads=n_threads,

@@ -17,6 +17,12 @@ away from parameters that silence the cell - or stop it. Here nothing is dropped
 ``x`` of the ``"isi"`` output appends a variable-length sequence, padded to ``max_isis``: the count of ISIs
 kept, then log10 of the first ``max_isis`` ISIs (ms) of the window, zero-padded; :class:`~dic_sbi.sbi.ISIEmbedding`
 reads it.
+
+**Known conditions.** A posterior may also take experimental conditions that the experimenter knows and the
+spike train does not reveal (:data:`CONDITION_NAMES`: the σ of the injected noisy current). Their columns go
+right after the summary (:func:`with_conditions`), before any ISI sequence, so that the summary-plus-conditions
+block is standardised together and :class:`~dic_sbi.sbi.ISIEmbedding` (``n_summary`` = summary + conditions)
+still finds its sequence at the end.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ __all__ = [
     "encode_isis",
     "feature_names",
     "summary_statistics",
+    "CONDITION_NAMES",
+    "with_conditions",
 ]
 
 Array = NDArray[np.float64]
@@ -128,13 +136,45 @@ def encode_isis(times: Array, offsets: NDArray[np.int64], max_isis: int) -> Arra
     return out
 
 
-def feature_names(output: str = "summary", max_isis: int = 0) -> tuple[str, ...]:
-    """Column names of ``x`` for an output kind (``"summary"`` or ``"isi"``)."""
+#: Known experimental conditions a posterior can take as inputs, in column order.
+CONDITION_NAMES: tuple[str, ...] = ("noise_std",)
+
+
+def _check_conditions(conditions: Sequence[str]) -> tuple[str, ...]:
+    conditions = tuple(conditions)
+    unknown = [c for c in conditions if c not in CONDITION_NAMES]
+    if unknown or len(set(conditions)) != len(conditions):
+        raise InvalidInputError(f"conditions: expected distinct names from {CONDITION_NAMES}, got {conditions}")
+    return conditions
+
+
+def feature_names(output: str = "summary", max_isis: int = 0, conditions: Sequence[str] = ()) -> tuple[str, ...]:
+    """Column names of ``x`` for an output kind (``"summary"`` or ``"isi"``), with ``conditions`` after the summary."""
+    cond = _check_conditions(conditions)
     if output == "summary":
-        return SUMMARY_NAMES
+        return SUMMARY_NAMES + cond
     if output == "isi":
-        return SUMMARY_NAMES + ("n_isis",) + tuple(f"log10_isi_{k}" for k in range(max_isis))
+        return SUMMARY_NAMES + cond + ("n_isis",) + tuple(f"log10_isi_{k}" for k in range(max_isis))
     raise InvalidInputError(f"output: expected 'summary' or 'isi', got {output!r}")
+
+
+def with_conditions(x: Any, values: Sequence[float] | NDArray[np.float64]) -> torch.Tensor:
+    """``x`` (``(N, k)`` without conditions) with condition columns inserted after the summary (float32).
+
+    ``values`` is one value per condition (the same for every row) or an ``(N, c)`` array (one per row).
+    """
+    x = torch.as_tensor(x, dtype=torch.float32)
+    if x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2 or x.shape[1] < len(SUMMARY_NAMES):
+        raise InvalidInputError(f"x: expected (N, k >= {len(SUMMARY_NAMES)}) features, got {tuple(x.shape)}")
+    v = torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=torch.float32)
+    if v.ndim == 1:
+        v = v[None].expand(x.shape[0], -1)
+    if v.ndim != 2 or v.shape[0] != x.shape[0]:
+        raise InvalidInputError(f"values: expected (c,) or ({x.shape[0]}, c) condition values, got {tuple(v.shape)}")
+    n = len(SUMMARY_NAMES)
+    return torch.cat([x[:, :n], v, x[:, n:]], dim=1)
 
 
 def encode(times: Array, offsets: NDArray[np.int64], t_start: Any, t_stop: Any, output: str, max_isis: int) -> Array:

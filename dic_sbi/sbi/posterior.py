@@ -22,7 +22,7 @@ on conductances up to ~10⁴ mS/cm²) would already move a cell off the set wher
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -51,6 +51,9 @@ class DICPosterior:
         calcium_path_tau: DIC convention of the STG calcium path (see :func:`dic_sbi.core.dics.dics`).
         simulator: The :class:`~dic_sbi.sbi.DICSimulator` used for training, kept for its protocol (used by
             :func:`~dic_sbi.sbi.posterior_predictive_check`) and feature layout.
+        conditions: Known conditions the posterior takes as inputs besides the spike-train features, with the
+            values it was trained at, e.g. ``{"noise_std": (0.0, 5.0)}``; ``x`` then carries them
+            (:meth:`condition`).
 
     References:
         Fyon, Franci, Sacré, Drion (2024). PNAS Nexus 3:pgae415.
@@ -65,7 +68,10 @@ class DICPosterior:
         pair: tuple[str, str] | None = None,
         calcium_path_tau: float | str | None = "model",
         simulator: Any = None,
+        conditions: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
+        from .features import _check_conditions
+
         if not (hasattr(posterior, "sample") and hasattr(posterior, "log_prob")):
             raise InvalidInputError(f"posterior: expected an sbi posterior or a torch Distribution, got {type(posterior).__name__}")
         self.posterior = posterior
@@ -73,6 +79,54 @@ class DICPosterior:
         self.pair = pair
         self.calcium_path_tau = calcium_path_tau
         self.simulator = simulator
+        conditions = dict(conditions or {})
+        _check_conditions(tuple(conditions))
+        self.conditions: dict[str, tuple[float, ...]] = {k: tuple(float(v) for v in vals) for k, vals in conditions.items()}
+        if conditions and not self._conditional():
+            raise InvalidInputError("conditions: an unconditional distribution takes no x, so no conditions either")
+
+    # -- known conditions ------------------------------------------------------------------------------------
+    def condition(self, x: Tensor, **values: float) -> Tensor:
+        """``x`` with this posterior's known conditions inserted, e.g. ``posterior.condition(x, noise_std=5.0)``.
+
+        Every condition of :attr:`conditions` must be given, at one of the values the posterior was trained at
+        (a flow trained at σ = 0 and 5 says nothing about σ = 2.5). For a posterior without conditions, ``x`` is
+        returned unchanged and no value may be given.
+        """
+        from .features import with_conditions
+
+        row = self.check_conditions(**values)
+        return with_conditions(x, row) if row else torch.as_tensor(x, dtype=torch.float32)
+
+    def check_conditions(self, **values: float) -> list[float]:
+        """Validate known-condition values (see :meth:`condition`); returns them in column order."""
+        from .features import CONDITION_NAMES
+
+        unknown = sorted(set(values) - set(self.conditions))
+        if unknown:
+            takes = sorted(self.conditions) or "none"
+            raise InvalidInputError(f"{unknown[0]}: not a condition of this posterior (it takes: {takes})")
+        missing = [k for k in self.conditions if k not in values]
+        if missing:
+            raise InvalidInputError(f"{missing[0]}: required; this posterior was trained at {missing[0]} in {list(self.conditions[missing[0]])}")
+        row = []
+        for name in (c for c in CONDITION_NAMES if c in self.conditions):
+            v, allowed = values[name], self.conditions[name]
+            ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+            if not (ok and any(np.isclose(float(v), a, rtol=0, atol=1e-9) for a in allowed)):
+                raise InvalidInputError(f"{name}: this posterior was trained at {name} in {list(allowed)}, got {v!r}")
+            row.append(float(v))
+        return row
+
+    def conditions_of(self, x: Tensor) -> dict[str, float]:
+        """The condition values carried by the first row of a conditioned ``x`` (empty without conditions)."""
+        from .features import CONDITION_NAMES, SUMMARY_NAMES
+
+        x = torch.as_tensor(x)
+        x = x.reshape(-1, x.shape[-1])
+        names = [c for c in CONDITION_NAMES if c in self.conditions]
+        n = len(SUMMARY_NAMES)
+        return {name: float(x[0, n + i]) for i, name in enumerate(names)}
 
     # -- sbi-like conveniences ------------------------------------------------------------------------------
     @property
@@ -102,6 +156,14 @@ class DICPosterior:
     def _check_x(self, x: Tensor | None) -> None:
         if x is not None and not self._conditional():
             raise InvalidInputError("x: this DICPosterior wraps an unconditional distribution; it takes no x")
+        x_dim = getattr(self.simulator, "x_dim", None)
+        if x is not None and x_dim is not None:
+            expected = int(x_dim) + len(self.conditions)
+            k = int(torch.as_tensor(x).shape[-1])
+            if k != expected:
+                hint = (f"; add the known conditions with posterior.condition(x, {', '.join(f'{c}=...' for c in self.conditions)})"
+                        if self.conditions and k == int(x_dim) else "")  # fmt: skip
+                raise InvalidInputError(f"x: expected {expected} columns, got {k}{hint}")
 
     # -- sampling --------------------------------------------------------------------------------------------
     def sample_dics(
@@ -224,7 +286,8 @@ class DICPosterior:
         return self.posterior.map(**kwargs)
 
     def __repr__(self) -> str:
-        return f"DICPosterior({self.model.name!r}, over DICs: {type(self.posterior).__name__})"
+        cond = f", conditions: {self.conditions}" if self.conditions else ""
+        return f"DICPosterior({self.model.name!r}, over DICs: {type(self.posterior).__name__}{cond})"
 
 
 def _as_conductances(model: ConductanceModel, value: ArrayLike | Tensor) -> np.ndarray:

@@ -7,7 +7,11 @@ prior, training budget and seeds, held-out metrics). The package ships one per m
 ``dic_sbi/data/pretrained``; ``dic-sbi train`` (:mod:`dic_sbi.train`) produces them.
 
     posterior = load_pretrained("stg")                 # DICPosterior, default x unset
-    cells = posterior.sample((1000,), x=summary_statistics(spikes, t_start=0, t_stop=3000))
+    x = posterior.condition(summary_statistics(spikes, t_start=0, t_stop=3000), **known)
+    cells = posterior.sample((1000,), x=x)
+
+``known`` holds the posterior's known conditions (``posterior.conditions``, e.g. ``noise_std=0.0``); a
+posterior trained without conditions takes none (``condition`` then returns ``x`` unchanged).
 """
 
 from __future__ import annotations
@@ -108,7 +112,9 @@ def save_pretrained(
         "model": posterior.model.name,
         "pair": list(posterior.pair) if posterior.pair else None,
         "protocol": {k: float(getattr(sim, k)) for k in _PROTOCOL_KEYS},
-        "features": {"output": sim.output, "max_isis": int(sim.max_isis), "names": list(feature_names(sim.output, sim.max_isis))},
+        "features": {"output": sim.output, "max_isis": int(sim.max_isis),
+                     "names": list(feature_names(sim.output, sim.max_isis, tuple(posterior.conditions))),
+                     "conditions": {k: list(v) for k, v in posterior.conditions.items()}},
         "estimator": dict(estimator),
         "prior": {"box": [list(b) for b in prior.box], "reachable_only": prior.reachable_only,
                   "min_reachability": prior.min_reachability},
@@ -143,7 +149,7 @@ def load_pretrained(name_or_path: str | os.PathLike = "stg", *, device: str = "c
     pair = tuple(info["pair"]) if info.get("pair") else None
     sim = DICSimulator(info["model"], pair=pair, output=info["features"]["output"],
                        max_isis=info["features"]["max_isis"], **info["protocol"])  # fmt: skip
-    return DICPosterior(inner, info["model"], pair=pair, simulator=sim)
+    return DICPosterior(inner, info["model"], pair=pair, simulator=sim, conditions=info["features"].get("conditions"))
 
 
 @lru_cache(maxsize=8)
@@ -164,6 +170,7 @@ def _load(json_path: str, pt_path: str, device: str) -> tuple[Any, DICPrior, dic
     builder = build_density_estimator(
         est["density_estimator"], x, info["features"]["output"], info["features"]["max_isis"], prior=prior,
         hidden_features=est["hidden_features"], num_transforms=est["num_transforms"],
+        n_conditions=len(info["features"].get("conditions") or {}),
     )  # fmt: skip
     net = builder(theta, x)
     try:

@@ -12,7 +12,7 @@ import random
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -65,6 +65,7 @@ def build_density_estimator(
     embedding_net: nn.Module | None = None,
     *,
     prior: Any = None,
+    n_conditions: int = 0,
     **kwargs: Any,
 ):
     """The ``posterior_nn`` builder both recipes use (``kwargs``: e.g. ``hidden_features``, ``num_transforms``).
@@ -76,14 +77,17 @@ def build_density_estimator(
     the prior's ``biject_to``; zuko flows): no posterior mass leaks out of the prior, so sampling needs no
     rejection. Rejection stalls on observations unlike the training set, where a flow trained on θ itself can
     put almost all its mass outside the prior. Without ``prior``, θ is z-scored (sbi's default).
+    ``n_conditions`` known-condition columns follow the summary (:func:`~dic_sbi.sbi.features.with_conditions`);
+    they are standardised with it, and the ISI embedding counts them as summary columns.
     """
     from sbi.neural_nets import posterior_nn
 
     if density_estimator not in _ESTIMATORS:
         raise InvalidInputError(f"density_estimator: expected one of {sorted(_ESTIMATORS)}, got {density_estimator!r}")
-    scale = Standardize.from_data(x, columns=len(SUMMARY_NAMES))
+    n_summary = len(SUMMARY_NAMES) + int(n_conditions)
+    scale = Standardize.from_data(x, columns=n_summary)
     if embedding_net is None and output == "isi":
-        embedding_net = ISIEmbedding(max_isis)
+        embedding_net = ISIEmbedding(max_isis, n_summary=n_summary)
     net = scale if embedding_net is None else nn.Sequential(scale, embedding_net)
     theta_kwargs = (
         dict(z_score_theta="independent") if prior is None
@@ -114,6 +118,7 @@ def _train_npe(
     theta: Tensor | None,
     x: Tensor | None,
     torch_threads: int | None,
+    n_conditions: int = 0,
 ) -> tuple[Any, Tensor, Tensor, Any]:
     if not (isinstance(num_simulations, (int, np.integer)) and num_simulations >= 2):
         raise InvalidInputError(f"num_simulations: expected an int >= 2, got {num_simulations!r}")
@@ -128,7 +133,7 @@ def _train_npe(
             prior, simulator, num_simulations, density_estimator=density_estimator, embedding_net=embedding_net,
             hidden_features=hidden_features, num_transforms=num_transforms, training=training,
             num_workers=num_workers, simulation_batch_size=simulation_batch_size, sim_seed=sim_seed,
-            train_seed=train_seed, show_progress_bars=show_progress_bars, theta=theta, x=x,
+            train_seed=train_seed, show_progress_bars=show_progress_bars, theta=theta, x=x, n_conditions=n_conditions,
         )  # fmt: skip
 
 
@@ -146,7 +151,7 @@ def _global_rngs_preserved():
 
 def _train_npe_seeded(
     prior, simulator, num_simulations, *, density_estimator, embedding_net, hidden_features, num_transforms,
-    training, num_workers, simulation_batch_size, sim_seed, train_seed, show_progress_bars, theta, x,
+    training, num_workers, simulation_batch_size, sim_seed, train_seed, show_progress_bars, theta, x, n_conditions=0,
 ):  # fmt: skip
     from sbi.inference import NPE, simulate_for_sbi
     from sbi.utils import process_prior
@@ -176,7 +181,7 @@ def _train_npe_seeded(
     torch.manual_seed(train_seed)
     builder = build_density_estimator(
         density_estimator, x, output, max_isis, embedding_net, prior=prior, hidden_features=hidden_features,
-        num_transforms=num_transforms,
+        num_transforms=num_transforms, n_conditions=n_conditions,
     )  # fmt: skip
     inference = NPE(prior=prior, density_estimator=builder, show_progress_bars=show_progress_bars)
     with warnings.catch_warnings():
@@ -206,6 +211,7 @@ def train_dic_posterior(
     theta: Tensor | None = None,
     x: Tensor | None = None,
     torch_threads: int | None = None,
+    conditions: Mapping[str, Sequence[float]] | None = None,
     **protocol: Any,
 ) -> TrainingRun:
     """Train NPE on DICs ``θ = (g_s, g_u)`` and wrap it as a :class:`~dic_sbi.sbi.DICPosterior` over conductances.
@@ -236,6 +242,10 @@ def train_dic_posterior(
     torch_threads
         torch threads during training (restored afterwards); ``None`` leaves torch's setting. 1 is often
         fastest for these small flows, and much faster on a busy machine.
+    conditions
+        Known conditions carried by ``x`` after the summary (:func:`~dic_sbi.sbi.features.with_conditions`),
+        with the values present in the training set, e.g. ``{"noise_std": (0.0, 5.0)}`` for simulations with and
+        without noisy current; needs ``theta`` and ``x`` (the simulator does not add them).
     **protocol
         Simulator settings when ``simulator`` is not given: ``duration``, ``transient``, ``dt``, ``noise_std``,
         ``output``, ``max_isis``, ...
@@ -251,13 +261,21 @@ def train_dic_posterior(
         simulator = DICSimulator(model, **protocol)
     elif protocol:
         raise InvalidInputError(f"protocol: pass {sorted(protocol)} to the simulator you gave, not to the recipe")
+    conditions = dict(conditions or {})
+    if conditions:
+        if theta is None or x is None:
+            raise InvalidInputError("conditions: pass theta and x (with the condition columns); the simulator does not add them")
+        expected = simulator.x_dim + len(conditions)
+        if x.shape[-1] != expected:
+            raise InvalidInputError(f"x: expected {expected} columns (features + {len(conditions)} conditions), got {x.shape[-1]}")
     posterior, theta, x, inference = _train_npe(
         prior, simulator, num_simulations, density_estimator=density_estimator, embedding_net=embedding_net,
         hidden_features=hidden_features, num_transforms=num_transforms, training=training, num_workers=num_workers,
         simulation_batch_size=simulation_batch_size, seed=seed, show_progress_bars=show_progress_bars,
-        theta=theta, x=x, torch_threads=torch_threads,
+        theta=theta, x=x, torch_threads=torch_threads, n_conditions=len(conditions),
     )  # fmt: skip
-    dic_posterior = DICPosterior(posterior, model, pair=getattr(simulator, "pair", None), simulator=simulator)
+    dic_posterior = DICPosterior(posterior, model, pair=getattr(simulator, "pair", None), simulator=simulator,
+                                 conditions=conditions)  # fmt: skip
     return TrainingRun(dic_posterior, prior, simulator, theta, x, inference)
 
 
