@@ -2,8 +2,8 @@
 
 The kernel is *generated from the model data*: :func:`kernel_source` writes a numba function specialised to a
 :class:`~dic_sbi.core.tables.CompiledModel` (gates unrolled, integer exponents and reversal potentials as
-literals, 8 cells interleaved per thread), the way Brian2 generates code from equations. Every model runs through the
-same generator, so there is one simulator, not one per model. Per step and per cell it does:
+literals), the way Brian2 generates code from equations. Every model runs through the same generator, so there is
+one simulator, not one per model. Per step and per cell it does:
 
 1. gates: Rush–Larsen update ``x <- x_inf + (x - x_inf) exp(-dt/τ)`` from the rate table at the current V
    (ERG: the exact affine one-step map of the (o, i) pair at frozen V);
@@ -17,7 +17,8 @@ to 0.06 ms) is taken as ``fine_substeps`` substeps with a second table; everywhe
 updated before V, so gates live at half steps (a staggered scheme; measured: errors fall 2–6×
 when dt halves, benchmarks/README.md).
 
-Cells run in parallel (``prange``); each cell's noise stream is a counter-based generator keyed by
+Each thread advances a block of ``BLOCK`` cells as lanes: the table lookups are done lane by lane, the arithmetic
+across lanes in SIMD registers (see :func:`kernel_source`). Blocks run in parallel (``prange``); each cell's noise stream is a counter-based generator keyed by
 ``(seed, global cell index)``, so results do not depend on chunking or thread scheduling.
 
 The generated module is written to a cache folder (``$DIC_SBI_CACHE_DIR``, else ``~/.cache/dic_sbi``) so that
@@ -53,8 +54,8 @@ _S27 = np.uint64(27)
 _S31 = np.uint64(31)
 _S11 = np.uint64(11)
 _TWO_M53 = 1.0 / 9007199254740992.0
-KERNEL_VERSION = 5  # bump when the generated code changes
-BLOCK = 8  # cells advanced in lockstep by one thread
+KERNEL_VERSION = 6  # bump when the generated code changes
+BLOCK = 32  # cells (lanes) advanced together by one thread: 4 AVX-512 vectors of float64
 
 
 @njit(inline="always")
@@ -104,7 +105,7 @@ def noise_sample(rng, spare, has_spare, z, sos, noise_std):
     return y, rng, spare, has_spare
 
 
-# 2**k for k = -1022 .. 0, looked up (a gather) so that the exponential below vectorises.
+# 2**k for k = -1022 .. 0 (the scalar exp_nonpositive; the kernel builds 2**k from its bits instead).
 _POW2 = np.ldexp(1.0, np.arange(-1022, 1))
 # Taylor coefficients 1/n!, n = 13 .. 0: |r| <= ln(2)/2 gives a truncation error below 1e-17.
 _EXP_COEFFS = tuple(1.0 / math.factorial(n) for n in range(13, -1, -1))
@@ -114,12 +115,12 @@ _LN2_LO = 1.9082149292705877e-10
 
 
 @njit(inline="always", error_model="numpy", fastmath={"contract"})
-def exp_nonpositive(x):
-    """``exp(x)`` for ``x <= 0`` in branch-free arithmetic that LLVM vectorises (no libm call).
+def exp_parts(x):
+    """``(p, k)`` with ``exp(x) = p * 2**k`` for ``x <= 0``, in branch-free arithmetic that LLVM vectorises.
 
-    Range reduction ``x = k ln 2 + r`` with ``|r| <= ln(2)/2``, a degree-13 Taylor polynomial for ``exp(r)``
-    and ``2**k`` from a table; ``x < -700`` returns ``exp(-700)`` (~1e-304), which is 0 for every use here.
-    Accurate to about 2 ulp (tested against ``math.exp``).
+    Range reduction ``x = k ln 2 + r`` with ``|r| <= ln(2)/2`` and a degree-13 Taylor polynomial ``p`` for
+    ``exp(r)``; ``x < -700`` is taken as ``-700`` (``exp(-700)`` ~ 1e-304 is 0 for every use here). The kernel
+    builds ``2**k`` from its bits, ``(k + 1023) << 52``, so no table lookup stops vectorisation.
     """
     x = max(x, -700.0)
     k = math.floor(x * _LOG2E + 0.5)
@@ -138,12 +139,14 @@ def exp_nonpositive(x):
     p = p * r + _EXP_COEFFS[11]
     p = p * r + _EXP_COEFFS[12]
     p = p * r + _EXP_COEFFS[13]
-    return p * _POW2[int(k) + 1022]
+    return p, np.int64(k)
 
 
-def _lerp(col: int) -> str:
-    # The table stores, for every column c, the value at row r (2c) and its increment to row r+1 (2c+1).
-    return f"T[r, {2 * col}] + f * T[r, {2 * col + 1}]"
+@njit(inline="always", error_model="numpy", fastmath={"contract"})
+def exp_nonpositive(x):
+    """``exp(x)`` for ``x <= 0`` from :func:`exp_parts` (accurate to about 2 ulp; tested against ``math.exp``)."""
+    p, k = exp_parts(x)
+    return p * _POW2[k + 1022]
 
 
 def _power(var: str, p: int) -> str:
@@ -153,26 +156,120 @@ def _power(var: str, p: int) -> str:
     )
 
 
+# Per-lane rows of the work array W (one row of BLOCK lanes each): everything the lane loops touch lives in one
+# flat array at compile-time offsets, so LLVM sees a single base pointer and vectorises without alias checks.
+def _work_rows(cm: CompiledModel) -> dict[str, int]:
+    rows, off = {}, 0
+    for name, n in (("g", cm.reversal.size), ("x", cm.n_states), ("tab", cm.table.shape[1] // 2), ("V", 1),
+                    ("V_old", 1), ("Ca", 1), ("I", 1), ("h", 1), ("ca_decay", 1), ("poly", 1), ("V_inf", 1),
+                    ("V_lin", 1), ("G_pos", 1)):  # fmt: skip
+        rows[name] = off
+        off += n
+    rows["_size"] = off
+    return rows
+
+
 def kernel_source(cm: CompiledModel, block: int = BLOCK) -> str:
     """Python source of the numba kernel specialised to ``cm`` (structure only; tables are arguments).
 
-    Each thread advances ``block`` cells in lockstep: one cell's step is a long chain of dependent operations
-    (table lookup, gates, conductances, division, exponential), and interleaving independent cells lets the
-    processor overlap those chains instead of waiting on each.
+    Each thread advances ``block`` cells (lanes) together. A step is split so that the arithmetic vectorises
+    across lanes (numba's LLVM emits no gather instructions, so a loop that reads the rate table does not):
 
-    Spikes are where the error of a fixed-step scheme comes from (the sodium gate's τ falls to 0.06 ms), so a
-    cell whose V is above ``fine_above`` at the start of a step takes that step as ``n_fine`` substeps with the
-    fine table ``T_fine``; between spikes it takes one step.
+    1. *gather* (scalar loop over lanes): each lane's table row at its V, interpolated, written lane-major into
+       the work array (lanes above ``fine_above`` read the fine table ``T_fine``);
+    2. *arithmetic* (loop over lanes, vectorised): gates, conductances, the exact voltage step (exponential via
+       :func:`exp_parts` and ``2**k`` from its bits), calcium;
+    3. *spikes* (scalar loop over lanes): threshold crossings;
+    4. lanes inside a spike (V above ``fine_above`` at the start of the step, ~14 % of steps) take the rest of
+       their ``n_fine`` substeps one lane at a time with the same code.
+
+    The arithmetic is operation for operation that of one lane stepped alone, so the result does not depend on
+    the block size or on which lanes share a block.
     """
     G = cm.gate_kind.size
     C = cm.reversal.size
     S = cm.n_states
+    NCOL = cm.table.shape[1] // 2
+    rows = _work_rows(cm)
+
+    def w(name: str, i: int = 0) -> str:
+        return f"W[{(rows[name] + i) * block} + b]"
+
+    def gather(ind: str, table: str) -> list[str]:
+        out = [f"{ind}u = min(max(({w('V')} - v_min) * inv_step, 0.0), u_max)", f"{ind}r = int(u)", f"{ind}f = u - r"]
+        # The table stores, for every column c, the value at row r (2c) and its increment to row r+1 (2c+1).
+        return out + [f"{ind}{w('tab', c)} = {table}[r, {2 * c}] + f * {table}[r, {2 * c + 1}]" for c in range(NCOL)]
+
+    def arithmetic(ind: str) -> list[str]:
+        out = [f"{ind}v = {w('V')}"]
+        add = out.append
+        for j in range(G):
+            c, s_, kind = int(cm.gate_col[j]), int(cm.gate_state[j]), int(cm.gate_kind[j])
+            add(f"{ind}# gate {cm.gate_names[j]}")
+            if kind == GATE_ERG:
+                add(f"{ind}oe = {w('tab', c)}")
+                add(f"{ind}ie = {w('tab', c + 1)}")
+                add(f"{ind}do = {w('x', s_)} - oe")
+                add(f"{ind}di = {w('x', s_ + 1)} - ie")
+                add(f"{ind}x{s_} = oe + {w('tab', c + 2)} * do + {w('tab', c + 3)} * di")
+                add(f"{ind}x{s_ + 1} = ie + {w('tab', c + 4)} * do + {w('tab', c + 5)} * di")
+            else:
+                if kind == GATE_CALCIUM:
+                    add(f"{ind}a = {w('tab', c)} * ({w('Ca')} / ({w('Ca')} + {float(cm.gate_K[j])!r}))")
+                else:
+                    add(f"{ind}a = {w('tab', c)}")
+                add(f"{ind}x{s_} = a + {w('x', s_)} * {w('tab', c + 1)}")
+        for ch in range(C):
+            factors = [w("g", ch)]
+            for q in range(cm.channel_start[ch], cm.channel_start[ch + 1]):
+                factors.append(_power(f"x{int(cm.gate_state[cm.channel_gate[q]])}", int(cm.channel_exponent[q])))
+            add(f"{ind}p{ch} = {' * '.join(factors)}")
+        add(f"{ind}G_tot = {' + '.join(f'p{ch}' for ch in range(C))}")
+        add(f"{ind}GE = {' + '.join(f'p{ch} * {float(cm.reversal[ch])!r}' for ch in range(C))}")
+        # exact step of C dV/dt = -G (V - V_inf); as G -> 0 it tends to V + h I / C (selected, not branched)
+        add(f"{ind}h = {w('h')}")
+        add(f"{ind}G_pos = G_tot > 0.0")
+        add(f"{ind}G_safe = G_tot if G_pos else 1.0")
+        add(f"{ind}{w('V_inf')} = (GE + {w('I')}) / G_safe")
+        add(f"{ind}e_p, e_k = exp_parts((-h / {cm.capacitance!r}) * G_safe)")
+        add(f"{ind}{w('poly')} = e_p")
+        add(f"{ind}k_bits[b] = (e_k + 1023) << 52")
+        add(f"{ind}{w('G_pos')} = 1.0 if G_pos else 0.0")
+        add(f"{ind}{w('V_lin')} = v + h * {w('I')} / {cm.capacitance!r}")
+        add(f"{ind}{w('V_old')} = v")
+        if cm.has_calcium:
+            ca_terms = [f"p{ch} * (v - {float(cm.reversal[ch])!r})" for ch in range(C) if cm.carries_calcium[ch]]
+            add(f"{ind}ca_inf = {cm.calcium_beta!r} - {cm.calcium_alpha!r} * ({' + '.join(ca_terms)})")
+            add(f"{ind}{w('Ca')} = ca_inf + ({w('Ca')} - ca_inf) * {w('ca_decay')}")
+        out += [f"{ind}{w('x', s_)} = x{s_}" for s_ in range(S)]
+        return out
+
+    def voltage(ind: str) -> list[str]:  # a separate loop: k_bits is read through its float64 view
+        return [f"{ind}v_exp = {w('V_inf')} + ({w('V')} - {w('V_inf')}) * ({w('poly')} * two_k[b])",
+                f"{ind}{w('V')} = v_exp if {w('G_pos')} > 0.5 else {w('V_lin')}"]  # fmt: skip
+
+    def spike(ind: str, sub: str) -> list[str]:
+        return [
+            f"{ind}v = {w('V_old')}",
+            f"{ind}v_new = {w('V')}",
+            f"{ind}if armed[b]:",
+            f"{ind}    if v_new >= threshold:",
+            f"{ind}        t_cross = step * dt + ({sub} + (threshold - v) / (v_new - v)) * {w('h')}",
+            f"{ind}        if t_cross >= transient:",
+            f"{ind}            if count[b] < cap:",
+            f"{ind}                spikes[n0 + b, count[b]] = t_cross",
+            f"{ind}            count[b] += 1",
+            f"{ind}        armed[b] = False",
+            f"{ind}elif v_new < rearm:",
+            f"{ind}    armed[b] = True",
+        ]
+
     lines: list[str] = []
     add = lines.append
     add("import math")
     add("import numpy as np")
     add("from numba import njit, prange")
-    add("from dic_sbi.core.kernels import exp_nonpositive, noise_init, noise_sample")
+    add("from dic_sbi.core.kernels import exp_parts, noise_init, noise_sample")
     add("")
     add(f"B = {block}")
     add("")
@@ -192,27 +289,26 @@ def kernel_source(cm: CompiledModel, block: int = BLOCK) -> str:
     add("    for blk in prange(n_blocks):")
     add("        n0 = blk * B")
     add("        nb = min(B, N - n0)")
-    add(f"        gg = np.empty(({C}, B))")
-    add(f"        st = np.empty(({S}, B))")
-    add("        V = np.empty(B)")
-    add("        Ca = np.empty(B)")
-    add("        I0 = np.empty(B)")
-    add("        I = np.empty(B)")
-    add("        armed = np.empty(B, dtype=np.bool_)")
+    add(f"        W = np.zeros({rows['_size'] * block})")
+    add("        k_bits = np.zeros(B, dtype=np.int64)")
+    add("        two_k = k_bits.view(np.float64)")
+    add("        fine = np.zeros(B, dtype=np.int64)  # indices of the lanes inside a spike this step")
+    add("        armed = np.zeros(B, dtype=np.bool_)")
     add("        count = np.zeros(B, dtype=np.int64)")
-    add("        rng = np.empty(B, dtype=np.uint64)")
+    add("        I0 = np.zeros(B)")
+    add("        rng = np.zeros(B, dtype=np.uint64)")
     add("        spare = np.zeros(B)")
     add("        has_spare = np.zeros(B, dtype=np.bool_)")
     add("        z = np.zeros((B, sos.shape[0], 2))")
     add("        for b in range(nb):")
     add(f"            for c in range({C}):")
-    add("                gg[c, b] = g[n0 + b, c]")
+    add(f"                W[({rows['g']} + c) * B + b] = g[n0 + b, c]")
     add(f"            for j in range({S}):")
-    add("                st[j, b] = init[j]")
-    add("            V[b] = V0")
-    add("            Ca[b] = Ca0")
+    add(f"                W[({rows['x']} + j) * B + b] = init[j]")
+    add(f"            {w('V')} = V0")
+    add(f"            {w('Ca')} = Ca0")
     add("            I0[b] = i_app[n0 + b]")
-    add("            I[b] = I0[b]")
+    add(f"            {w('I')} = I0[b]")
     add("            armed[b] = V0 < rearm")
     add("            rng[b] = noise_init(seed, cell_offset + n0 + b)")
     add("            if n_samples > 0 and first_record_step == 0:")
@@ -222,80 +318,39 @@ def kernel_source(cm: CompiledModel, block: int = BLOCK) -> str:
     add("                for b in range(nb):")
     add("                    eta, rng[b], spare[b], has_spare[b] = noise_sample(")
     add("                        rng[b], spare[b], has_spare[b], z[b], sos, noise_std)")
-    add("                    I[b] = I0[b] + eta")
-    add("            for b in range(nb):")
-    add("                v = V[b]")
-    add("                if v > fine_above:")
-    add("                    n_sub = n_fine")
-    add("                    TT = T_fine")
-    add("                    h = dt_fine")
-    add("                    ca_d = calcium_decay_fine")
+    add(f"                    {w('I')} = I0[b] + eta")
+    add("            n_in_spike = 0")
+    add("            for b in range(nb):  # 1. gather")
+    add(f"                if {w('V')} > fine_above:")
+    add("                    fine[n_in_spike] = b")
+    add("                    n_in_spike += 1")
+    add(f"                    {w('h')} = dt_fine")
+    add(f"                    {w('ca_decay')} = calcium_decay_fine")
+    lines.extend(gather(" " * 20, "T_fine"))
     add("                else:")
-    add("                    n_sub = 1")
-    add("                    TT = T")
-    add("                    h = dt")
-    add("                    ca_d = calcium_decay")
-    add(f"                k_exp = -h / {cm.capacitance!r}")
-    add("                for sub in range(n_sub):")
-    add("                    u = min(max((v - v_min) * inv_step, 0.0), u_max)")
-    add("                    r = int(u)")
-    add("                    f = u - r")
-    ind = "                    "
-    lerp = lambda col: f"TT[r, {2 * col}] + f * TT[r, {2 * col + 1}]"  # noqa: E731
-    for j in range(G):
-        c, s_, kind = int(cm.gate_col[j]), int(cm.gate_state[j]), int(cm.gate_kind[j])
-        add(f"{ind}# gate {cm.gate_names[j]}")
-        if kind == GATE_ERG:
-            add(f"{ind}oe = {lerp(c)}")
-            add(f"{ind}ie = {lerp(c + 1)}")
-            add(f"{ind}do = st[{s_}, b] - oe")
-            add(f"{ind}di = st[{s_ + 1}, b] - ie")
-            add(f"{ind}x{s_} = oe + ({lerp(c + 2)}) * do + ({lerp(c + 3)}) * di")
-            add(f"{ind}x{s_ + 1} = ie + ({lerp(c + 4)}) * do + ({lerp(c + 5)}) * di")
-            add(f"{ind}st[{s_}, b] = x{s_}")
-            add(f"{ind}st[{s_ + 1}, b] = x{s_ + 1}")
-        else:
-            add(f"{ind}a = {lerp(c)}")
-            if kind == GATE_CALCIUM:
-                add(f"{ind}a *= Ca[b] / (Ca[b] + {float(cm.gate_K[j])!r})")
-            add(f"{ind}x{s_} = a + st[{s_}, b] * ({lerp(c + 1)})")
-            add(f"{ind}st[{s_}, b] = x{s_}")
-    for ch in range(C):
-        factors = [f"gg[{ch}, b]"]
-        for q in range(cm.channel_start[ch], cm.channel_start[ch + 1]):
-            factors.append(_power(f"x{int(cm.gate_state[cm.channel_gate[q]])}", int(cm.channel_exponent[q])))
-        add(f"{ind}p{ch} = {' * '.join(factors)}")
-    add(f"{ind}G_tot = {' + '.join(f'p{ch}' for ch in range(C))}")
-    add(f"{ind}GE = {' + '.join(f'p{ch} * {float(cm.reversal[ch])!r}' for ch in range(C))}")
-    add(f"{ind}# exact step of C dV/dt = -G (V - V_inf); as G -> 0 it tends to V + h I / C")
-    add(f"{ind}if G_tot > 0.0:")
-    add(f"{ind}    V_inf = (GE + I[b]) / G_tot")
-    add(f"{ind}    v_new = V_inf + (v - V_inf) * exp_nonpositive(k_exp * G_tot)")
-    add(f"{ind}else:")
-    add(f"{ind}    v_new = v + h * I[b] / {cm.capacitance!r}")
-    if cm.has_calcium:
-        ca_terms = [f"p{ch} * (v - {float(cm.reversal[ch])!r})" for ch in range(C) if cm.carries_calcium[ch]]
-        add(f"{ind}ca_inf = {cm.calcium_beta!r} - {cm.calcium_alpha!r} * ({' + '.join(ca_terms)})")
-        add(f"{ind}Ca[b] = ca_inf + (Ca[b] - ca_inf) * ca_d")
-    add(f"{ind}if armed[b]:")
-    add(f"{ind}    if v_new >= threshold:")
-    add(f"{ind}        t_cross = step * dt + (sub + (threshold - v) / (v_new - v)) * h")
-    add(f"{ind}        if t_cross >= transient:")
-    add(f"{ind}            if count[b] < cap:")
-    add(f"{ind}                spikes[n0 + b, count[b]] = t_cross")
-    add(f"{ind}            count[b] += 1")
-    add(f"{ind}        armed[b] = False")
-    add(f"{ind}elif v_new < rearm:")
-    add(f"{ind}    armed[b] = True")
-    add(f"{ind}v = v_new")
-    add("                V[b] = v")
+    add(f"                    {w('h')} = dt")
+    add(f"                    {w('ca_decay')} = calcium_decay")
+    lines.extend(gather(" " * 20, "T"))
+    add("            for b in range(nb):  # 2. arithmetic (vectorised)")
+    lines.extend(arithmetic(" " * 16))
+    add("            for b in range(nb):")
+    lines.extend(voltage(" " * 16))
+    add("            for b in range(nb):  # 3. spikes")
+    lines.extend(spike(" " * 16, "0"))
+    add("            for sub in range(1, n_fine if n_in_spike > 0 else 1):  # 4. the other substeps inside spikes")
+    add("                for q in range(n_in_spike):")
+    add("                    b = fine[q]")
+    lines.extend(gather(" " * 20, "T_fine"))
+    lines.extend(arithmetic(" " * 20))
+    lines.extend(voltage(" " * 20))
+    lines.extend(spike(" " * 20, "sub"))
     add("            if n_samples > 0:")
     add("                k = step + 1 - first_record_step")
     add("                if k >= 0 and k % record_every == 0:")
     add("                    idx = k // record_every")
     add("                    if idx < n_samples:")
     add("                        for b in range(nb):")
-    add("                            voltage[n0 + b, idx] = V[b]")
+    add(f"                            voltage[n0 + b, idx] = {w('V')}")
     add("        for b in range(nb):")
     add("            counts[n0 + b] = count[b]")
     return "\n".join(lines) + "\n"
