@@ -361,7 +361,7 @@ def kernel_source(cm: CompiledModel, block: int = BLOCK) -> str:
     add("                    b = fine[q]")
     for name, i in packed_in:
         add(f"                    {w(name, i, 'P', 'q')} = {w(name, i)}")
-    add(f"                n_pack = min(B, (n_in_spike + {PACK - 1}) // {PACK} * {PACK})  # whole vectors; extra lanes idle")
+    add(f"                n_pack = min(nb, (n_in_spike + {PACK - 1}) // {PACK} * {PACK})  # whole vectors; extra lanes idle")
     add("                for sub in range(1, n_fine):")
     add("                    for q in range(n_pack):")
     lines.extend(locate(" " * 24, "P", "q"))
