@@ -78,6 +78,28 @@ def test_noise_is_seeded():
     assert gen.spike_counts[0] > 0
 
 
+def test_noise_level_per_cell():
+    """One σ per cell: each cell is what it would be simulated with its σ alone (same seed, same global index),
+    σ = 0 cells are noise-free, and a uniform array equals the scalar."""
+    g = np.stack([STG_VECTOR] * 4)
+    sig = np.array([0.0, 2.0, 5.0, 0.0])
+    mixed = simulate("stg", g, **SHORT, noise_std=sig, seed=9)
+    for i, s_ in enumerate(sig):
+        alone = simulate("stg", g, **SHORT, noise_std=float(s_), seed=9)  # the same batch at one σ
+        np.testing.assert_array_equal(mixed.spike_times(i), alone.spike_times(i))
+    clean = simulate("stg", STG_VECTOR, **SHORT)
+    np.testing.assert_array_equal(mixed.spike_times(0), clean.spike_times(0))
+    assert not np.array_equal(mixed.spike_times(1), clean.spike_times(0))
+    np.testing.assert_array_equal(mixed.noise_std, sig)
+    same = simulate("stg", g, **SHORT, noise_std=np.full(4, 2.0), seed=9)
+    np.testing.assert_array_equal(same.times, simulate("stg", g, **SHORT, noise_std=2.0, seed=9).times)
+    assert same.noise_std == 2.0
+    for bad, match in (([1.0, 2.0], "noise_std: expected a scalar or 4"), ([0.0, -1.0, 0.0, 0.0], "noise_std: expected"),
+                       ([0.0, np.nan, 0.0, 0.0], "noise_std: expected"), (["a"] * 4, "noise_std: could not be read")):
+        with pytest.raises(InvalidInputError, match=match):
+            simulate("stg", g, **SHORT, noise_std=bad, seed=1)
+
+
 def test_noise_statistics_match_filtered_white_noise():
     """A passive cell (only leak) driven by the noise: V fluctuates with the variance predicted by the filter."""
     from scipy import signal

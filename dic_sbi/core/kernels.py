@@ -54,7 +54,7 @@ _S27 = np.uint64(27)
 _S31 = np.uint64(31)
 _S11 = np.uint64(11)
 _TWO_M53 = 1.0 / 9007199254740992.0
-KERNEL_VERSION = 6  # bump when the generated code changes
+KERNEL_VERSION = 7  # bump when the generated code changes
 PACK = 8  # packed lanes run in whole AVX-512 vectors of float64 (measured: 8 beats 4, 16 and 32)
 BLOCK = 32  # cells (lanes) advanced together by one thread: 4 AVX-512 vectors of float64
 
@@ -298,7 +298,10 @@ def kernel_source(cm: CompiledModel, block: int = BLOCK) -> str:
     add("    u_max = float(T.shape[0] - 1) - 1e-9")
     add("    cap = spikes.shape[1]")
     add("    n_samples = voltage.shape[1] if voltage.shape[0] == N else 0")
-    add("    noisy = noise_std > 0.0")
+    add("    noisy = False  # noise_std: one σ per cell")
+    add("    for i in range(N):")
+    add("        if noise_std[i] > 0.0:")
+    add("            noisy = True")
     add("    dt_fine = dt / n_fine")
     add("    n_blocks = (N + B - 1) // B")
     add("    for blk in prange(n_blocks):")
@@ -334,7 +337,7 @@ def kernel_source(cm: CompiledModel, block: int = BLOCK) -> str:
     add("            if noisy:  # one noise sample per step, held over substeps")
     add("                for b in range(nb):")
     add("                    eta, rng[b], spare[b], has_spare[b] = noise_sample(")
-    add("                        rng[b], spare[b], has_spare[b], z[b], sos, noise_std)")
+    add("                        rng[b], spare[b], has_spare[b], z[b], sos, noise_std[n0 + b])")
     add(f"                    {w('I')} = I0[b] + eta")
     add("            for b in range(nb):  # 1. locate")
     lines.extend(locate(" " * 16, "W", "b"))

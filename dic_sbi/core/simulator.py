@@ -59,7 +59,7 @@ class SimulationResult:
     t_stop: float
     dt: float
     i_app: NDArray[np.float64]
-    noise_std: float
+    noise_std: float | NDArray[np.float64]
     seed: int | None
     voltage: NDArray[np.float64] | None = None
     sampling_interval: float | None = None
@@ -190,7 +190,7 @@ def simulate(
     transient: float | None = None,
     dt: float | None = None,
     i_app: float | ArrayLike = 0.0,
-    noise_std: float = 0.0,
+    noise_std: float | ArrayLike = 0.0,
     seed: int | np.random.Generator | None = None,
     record_voltage: bool = False,
     sampling_interval: float | None = None,
@@ -214,7 +214,8 @@ def simulate(
         Constant injected current (µA/cm²), a scalar or one value per cell.
     noise_std
         σ (µA/cm²) of the white Gaussian current noise, drawn at every step and low-passed by a 4th-order
-        Butterworth filter at 1 kHz (Brandoit et al.). 0 disables it.
+        Butterworth filter at 1 kHz (Brandoit et al.); a scalar or one value per cell (e.g. to train a posterior
+        on a range of noise levels). 0 disables it.
     seed
         Seed of the noise (int or ``numpy.random.Generator``); the same seed gives the same result whatever the
         chunking or the number of threads.
@@ -256,9 +257,19 @@ def simulate(
         i_app_arr = np.full(N, float(i_app_arr))
     if i_app_arr.shape != (N,) or not np.all(np.isfinite(i_app_arr)):
         raise InvalidInputError(f"i_app: expected a finite scalar or {N} finite values, got shape {i_app_arr.shape}")
-    noise_std = _number("noise_std", noise_std, strict=False)
-    sos = noise_filter(dt) if noise_std > 0 else np.zeros((0, 6))
-    seed_bits = _seed_bits(seed) if noise_std > 0 else kernels.NO_SEED
+    if np.ndim(noise_std) == 0:
+        noise_arr = np.full(N, _number("noise_std", noise_std, strict=False))
+    else:
+        try:
+            noise_arr = np.asarray(noise_std, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidInputError("noise_std: could not be read as numbers") from None
+        if noise_arr.shape != (N,) or not np.all(np.isfinite(noise_arr)) or np.any(noise_arr < 0):
+            raise InvalidInputError(f"noise_std: expected a scalar or {N} finite values >= 0 (one per cell), got "
+                                    f"shape {noise_arr.shape}, min {np.nanmin(noise_arr) if noise_arr.size else 'n/a'}")  # fmt: skip
+    noisy = bool(np.any(noise_arr > 0))
+    sos = noise_filter(dt) if noisy else np.zeros((0, 6))
+    seed_bits = _seed_bits(seed) if noisy else kernels.NO_SEED
     if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise InvalidInputError(f"chunk_size: expected a positive int, got {chunk_size!r}")
 
@@ -303,7 +314,7 @@ def simulate(
         for a, b in groups:
             c0 = int(cells[a])
             kernel(
-                g[c0 : c0 + b - a], i_app_arr[c0 : c0 + b - a], c0, seed_bits, noise_std, sos, V0, Ca0, x0, cm.table,
+                g[c0 : c0 + b - a], i_app_arr[c0 : c0 + b - a], c0, seed_bits, noise_arr[c0 : c0 + b - a], sos, V0, Ca0, x0, cm.table,
                 cm_fine.table, cm.v_min, cm.inv_step, cm.calcium_decay, cm_fine.calcium_decay, dt, fine_substeps,
                 proto.fine_above, n_steps, transient, proto.spike_threshold, proto.spike_rearm, spikes[a:b], counts[a:b],
                 first_record, record_every, vbuf[a:b] if voltage is not None else vbuf,
@@ -358,7 +369,7 @@ def simulate(
         t_stop=duration,
         dt=dt,
         i_app=i_app_arr,
-        noise_std=noise_std,
+        noise_std=float(noise_arr[0]) if N and np.all(noise_arr == noise_arr[0]) else noise_arr,
         seed=seed if isinstance(seed, (int, np.integer)) else None,
         voltage=voltage,
         sampling_interval=sampling_interval,
