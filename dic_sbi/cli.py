@@ -144,6 +144,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise DicSbiError("give CONDUCTANCES.csv and --out FILE, or run a campaign with --prior, --num and --store")
     model = dic_sbi.get_model(args.model)
     g = read_conductances_csv(Path(args.conductances), model.conductance_names)
+    if isinstance(args.noise_std, tuple):
+        raise DicSbiError("--noise-std: a range LOW,HIGH is drawn per simulation of a campaign (--store); give one σ here")
     res = dic_sbi.simulate(model, g, duration=args.duration, transient=args.transient, dt=args.dt,
                            noise_std=args.noise_std, seed=args.seed, progress=not args.quiet)  # fmt: skip
     write_spikes_csv(Path(args.out), res)
@@ -151,6 +153,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         write_spikes_nix(Path(args.nix), res)
     print(json.dumps(_fidelity(res.features()), indent=1))
     return 0
+
+
+def _noise_arg(text: str) -> float | tuple[float, float]:
+    """``--noise-std``: one σ (``5``) or a range (``0.5,5``)."""
+    try:
+        parts = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a σ or LOW,HIGH, got {text!r}") from None
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return (parts[0], parts[1])
+    raise argparse.ArgumentTypeError(f"expected a σ or LOW,HIGH, got {text!r}")
 
 
 def cmd_campaign(args: argparse.Namespace) -> int:
@@ -342,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--duration", type=float)
     sp.add_argument("--transient", type=float)
     sp.add_argument("--dt", type=float)
-    sp.add_argument("--noise-std", type=float, default=0.0)
+    sp.add_argument("--noise-std", type=_noise_arg, default=0.0,
+                    help="σ (µA/cm²) of the noisy current; for a campaign also a range LOW,HIGH drawn per simulation")
     g = sp.add_argument_group("campaign (simulations drawn from a prior into a resumable zarr store)")
     g.add_argument("--store", help="store directory; run the same command again to resume")
     g.add_argument("--prior", choices=("dic", "conductance"), help="DICPrior or ConductancePrior")
@@ -383,7 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--work", required=True, help="folder of the resumable simulation stores")
     sp.add_argument("--num-simulations", type=int, default=100_000, help="noise-free simulations")
     sp.add_argument("--noisy-simulations", type=int, default=50_000, help="simulations with noisy current")
-    sp.add_argument("--noise-std", type=float, default=5.0, help="noise σ (µA/cm²) of the noisy campaign and held-out set")
+    sp.add_argument("--noise-std", type=_noise_arg, default=5.0,
+                    help="noise σ (µA/cm²) of the noisy campaign and held-out set, or a range LOW,HIGH drawn per "
+                         "simulation (the held-out set then uses HIGH)")
     sp.add_argument("--noise-input", action=argparse.BooleanOptionalAction, default=False,
                     help="give the network the noise level as a known input (0 or --noise-std) instead of training it "
                          "on the unlabelled mixture")

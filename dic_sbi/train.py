@@ -47,7 +47,7 @@ def train_pretrained(
     work_dir: str | os.PathLike,
     num_simulations: int = 100_000,
     noisy_simulations: int = 50_000,
-    noise_std: float = 5.0,
+    noise_std: float | tuple[float, float] = 5.0,
     seed: int = 0,
     chunk_size: int = 2000,
     estimator: dict[str, Any] | None = None,
@@ -72,7 +72,9 @@ def train_pretrained(
     work_dir
         Folder of the campaign stores ``{model}_dic_clean`` and ``{model}_dic_noisy`` (kept for resuming).
     num_simulations, noisy_simulations, noise_std
-        Campaign sizes (noise-free; noisy with current σ in µA/cm²; 0 skips the noisy campaign).
+        Campaign sizes (noise-free; noisy with current σ in µA/cm²; 0 skips the noisy campaign). ``noise_std`` may
+        be a range ``(low, high)``: each noisy simulation draws its σ from it (with ``noise_input`` the posterior
+        then takes any σ in it); the noisy held-out set uses σ = ``noise_std``, or ``high`` for a range.
     seed
         Campaigns use ``seed`` and ``seed + 1``, training ``seed + 2``, held-out sets ``seed + 3`` and ``+ 4``.
     estimator, training
@@ -80,7 +82,7 @@ def train_pretrained(
     heldout_points, cells_per_point, ppc_points, ppc_cells
         Held-out set size (targets × cells) and predictive check size (observations × simulated cells).
     noise_input
-        Condition the posterior on the noise level (``conditions={"noise_std": (0, noise_std)}``).
+        Give the network each simulation's σ as a known input (conditions: σ = 0, and ``noise_std`` or its range).
     **protocol
         ``duration``, ``transient``, ``dt`` (default: the model's published protocol).
     """
@@ -96,7 +98,9 @@ def train_pretrained(
         raise InvalidInputError(f"seed: expected an int >= 0, got {seed!r}")
     if not (isinstance(noisy_simulations, (int, np.integer)) and noisy_simulations >= 0):
         raise InvalidInputError(f"noisy_simulations: expected an int >= 0, got {noisy_simulations!r}")
-    if noisy_simulations and not (np.isfinite(noise_std) and noise_std > 0):
+    noise_range = _noise_range(noise_std)
+    heldout_sigma = noise_range[1] if noise_range else float(noise_std)
+    if noisy_simulations and not (np.isfinite(heldout_sigma) and heldout_sigma > 0):
         raise InvalidInputError(f"noise_std: expected > 0 for the noisy campaign, got {noise_std!r}")
     if noise_input and not noisy_simulations:
         raise InvalidInputError("noise_input: needs a noisy campaign (noisy_simulations > 0) to learn from")
@@ -107,7 +111,7 @@ def train_pretrained(
 
     campaigns = [("clean", int(num_simulations), 0.0, int(seed))]
     if noisy_simulations:
-        campaigns.append(("noisy", int(noisy_simulations), float(noise_std), int(seed) + 1))
+        campaigns.append(("noisy", int(noisy_simulations), noise_range or float(noise_std), int(seed) + 1))
     thetas, xs, sigmas, sim_seconds, camp_meta = [], [], [], 0.0, []
     for tag, num, noise, s in campaigns:
         spec = CampaignSpec(m.name, "dic", num=num, chunk_size=min(int(chunk_size), num), seed=s, noise_std=noise, **protocol)
@@ -115,12 +119,12 @@ def train_pretrained(
         _log(f"campaign {tag}: {num} simulations (noise σ = {noise}) into {path}", quiet)
         report = run_campaign(spec, path, progress=not quiet)
         sim_seconds += report.seconds
-        data = CampaignStore.open(path).read(("theta", "x"))
+        data = CampaignStore.open(path).read(("theta", "x", "noise_std") if spec.noise_range else ("theta", "x"))
         thetas.append(data["theta"])
         xs.append(data["x"])
-        sigmas.append(np.full(len(data["x"]), noise))
-        camp_meta.append({"store": path.name, "num": num, "noise_std": noise, "seed": s, "chunk_size": spec.chunk_size,
-                          "chunks_computed_this_run": len(report.computed)})
+        sigmas.append(data["noise_std"] if spec.noise_range else np.full(len(data["x"]), noise))
+        camp_meta.append({"store": path.name, "num": num, "noise_std": list(noise) if spec.noise_range else noise, "seed": s,
+                          "chunk_size": spec.chunk_size, "chunks_computed_this_run": len(report.computed)})  # fmt: skip
     theta = torch.as_tensor(np.concatenate(thetas), dtype=torch.float32)
     x = torch.as_tensor(np.concatenate(xs), dtype=torch.float32)
     conditions = {}
@@ -128,7 +132,7 @@ def train_pretrained(
         from .sbi.features import with_conditions
 
         x = with_conditions(x, np.concatenate(sigmas)[:, None])
-        conditions = {"noise_std": (0.0, float(noise_std))}
+        conditions = {"noise_std": ((0.0, 0.0), noise_range or (heldout_sigma, heldout_sigma))}
 
     _log(f"training NPE ({est}) on {theta.shape[0]} simulations", quiet)
     t0 = time.perf_counter()
@@ -143,7 +147,7 @@ def train_pretrained(
     best_val = float(summary["best_validation_loss"][-1]) if summary.get("best_validation_loss") else None
 
     metrics: dict[str, Any] = {}
-    with_noise = [("noise_free", 0.0, int(seed) + 3)] + ([("noisy", float(noise_std), int(seed) + 4)] if noise_std > 0 else [])
+    with_noise = [("noise_free", 0.0, int(seed) + 3)] + ([("noisy", heldout_sigma, int(seed) + 4)] if heldout_sigma > 0 else [])
     for name, noise, s in with_noise:
         _log(f"held-out set {name}: {heldout_points} targets × {cells_per_point} cells", quiet)
         ho = heldout_set(m, n_points=heldout_points, cells_per_point=cells_per_point, noise_std=noise, seed=s, **protocol)
@@ -177,13 +181,22 @@ def train_pretrained(
             "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs".strip(),
         },
         "heldout": {"points": int(heldout_points), "cells_per_point": int(cells_per_point), "seeds": [s for _, _, s in with_noise],
-                    "ppc_points": int(ppc_points), "ppc_cells": int(ppc_cells)},
+                    "noise_std": [sigma for _, sigma, _ in with_noise], "ppc_points": int(ppc_points), "ppc_cells": int(ppc_cells)},
         "metrics": metrics,
         "total_seconds": time.perf_counter() - started,
     }  # fmt: skip
     save_pretrained(run.posterior, out, estimator=est, info=info)
     _log(f"wrote {out}.pt and {out}.json", quiet)
     return json.loads(Path(f"{out}.json").read_text())
+
+
+def _noise_range(noise_std: Any) -> tuple[float, float] | None:
+    """``(low, high)`` when ``noise_std`` is a range of σ, ``None`` for one σ (validated by the campaign spec)."""
+    if isinstance(noise_std, (list, tuple, np.ndarray)):
+        from .campaign import CampaignSpec
+
+        return CampaignSpec("stg", "dic", num=1, noise_std=noise_std).noise_range
+    return None
 
 
 def _command(out, work, model, num, noisy, noise, seed, chunk_size, est, train, points, cells, ppc_points, ppc_cells,
@@ -193,7 +206,8 @@ def _command(out, work, model, num, noisy, noise, seed, chunk_size, est, train, 
 
     opts: list[tuple[str, Any]] = [
         ("--model", model), ("--out", out), ("--work", work), ("--num-simulations", num),
-        ("--noisy-simulations", noisy), ("--noise-std", f"{noise:g}"), ("--seed", seed), ("--chunk-size", chunk_size),
+        ("--noisy-simulations", noisy), ("--noise-std", ",".join(f"{v:g}" for v in np.atleast_1d(noise))), ("--seed", seed),
+        ("--chunk-size", chunk_size),
         ("--hidden-features", est["hidden_features"]), ("--num-transforms", est["num_transforms"]),
         ("--max-epochs", train["max_num_epochs"]), ("--heldout-points", points), ("--cells-per-point", cells),
         ("--ppc-points", ppc_points), ("--ppc-cells", ppc_cells), ("--torch-threads", threads),
@@ -225,9 +239,12 @@ def evaluate_pretrained(
     model = info["model"]
     ho = info["heldout"]
     proto = {k: info["protocol"][k] for k in ("duration", "transient", "dt")}
-    noise = [c["noise_std"] for c in info["training"]["campaigns"] if c["noise_std"] > 0]
+    if "noise_std" in ho:  # σ of each held-out set
+        sigmas = ho["noise_std"]
+    else:  # written before the held-out σ were stored: the noisy campaign's σ
+        sigmas = [0.0] + [c["noise_std"] for c in info["training"]["campaigns"] if c["noise_std"] > 0][:1]
     ppc = {"ppc_points": ho["ppc_points"], "ppc_cells": ho["ppc_cells"]}
-    sets = [("noise_free", 0.0, ho["seeds"][0])] + ([("noisy", noise[0], ho["seeds"][1])] if noise and len(ho["seeds"]) > 1 else [])
+    sets = list(zip(("noise_free", "noisy"), sigmas, ho["seeds"]))
     metrics: dict[str, Any] = {}
     for name, sigma, s in sets:
         _log(f"{model}: held-out set {name} ({ho['points']} targets x {ho['cells_per_point']} cells, seed {s})", quiet)

@@ -56,7 +56,7 @@ def conditioned(tmp_path_factory):
         sigmas.append(np.full(n, sigma))
     theta = torch.cat(thetas)
     x = with_conditions(torch.cat(xs), np.concatenate(sigmas)[:, None])
-    run = train_dic_posterior("stg", 500, theta=theta, x=x, conditions={"noise_std": (0.0, 5.0)},
+    run = train_dic_posterior("stg", 500, theta=theta, x=x, conditions={"noise_std": ((0.0, 0.0), (5.0, 5.0))},
                               training={"max_num_epochs": 5}, seed=0, torch_threads=1, **SHORT)  # fmt: skip
     path = tmp_path_factory.mktemp("pretrained") / "stg_cond"
     save_pretrained(run.posterior, path, estimator={"density_estimator": "nsf", "hidden_features": 50, "num_transforms": 5},
@@ -67,10 +67,10 @@ def conditioned(tmp_path_factory):
 def test_condition_checks_names_and_trained_values(conditioned):
     _, run, x = conditioned
     post = run.posterior
-    assert post.conditions == {"noise_std": (0.0, 5.0)}
+    assert post.conditions == {"noise_std": ((0.0, 0.0), (5.0, 5.0))}
     xc = post.condition(x[:3], noise_std=5.0)
     assert xc.shape == (3, K + 1) and post.conditions_of(xc) == {"noise_std": 5.0}
-    with pytest.raises(InvalidInputError, match=r"noise_std: this posterior was trained at noise_std in \[0.0, 5.0\]"):
+    with pytest.raises(InvalidInputError, match=r"noise_std: this posterior was trained at noise_std = 0 or 5, got 2.5"):
         post.condition(x[:1], noise_std=2.5)
     with pytest.raises(InvalidInputError, match="noise_std: required"):
         post.condition(x[:1])
@@ -86,7 +86,7 @@ def test_conditioned_posterior_round_trips_and_the_condition_matters(conditioned
 
     path, run, x = conditioned
     info = pretrained_info(path)
-    assert info["features"]["conditions"] == {"noise_std": [0.0, 5.0]}
+    assert info["features"]["conditions"] == {"noise_std": [[0.0, 0.0], [5.0, 5.0]]}
     assert info["features"]["names"][K] == "noise_std"
     loaded = load_pretrained(path)
     assert loaded.conditions == run.posterior.conditions
@@ -136,7 +136,7 @@ def test_infer_conditions_on_the_given_noise_level(conditioned, tmp_path, capsys
     dest = tmp_path / "pop"
     assert main(["infer", str(cells), "--model", "stg", "-n", "5", "--out", str(dest), "--posterior", str(path),
                  "--noise-std", "3", "--quiet", "--no-plots"]) != 0  # fmt: skip
-    assert "noise_std: this posterior was trained at noise_std in [0.0, 5.0], got 3.0" in capsys.readouterr().err
+    assert "noise_std: this posterior was trained at noise_std = 0 or 5, got 3.0" in capsys.readouterr().err
     assert not dest.exists()
     assert main(["infer", str(cells), "--model", "stg", "-n", "5", "--out", str(dest), "--posterior", str(path),
                  "--noise-std", "5", "--quiet", "--no-plots"]) == 0  # fmt: skip
@@ -149,14 +149,71 @@ def test_isi_output_with_conditions_trains():
     theta = DICPrior("stg").sample((60,), seed=0)
     x = DICSimulator("stg", output="isi", max_isis=8, **SHORT)(theta, seed=0)
     xc = with_conditions(x, np.repeat([[0.0], [5.0]], 30, axis=0))
-    run = train_dic_posterior("stg", 60, theta=theta, x=xc, conditions={"noise_std": (0.0, 5.0)}, output="isi",
+    run = train_dic_posterior("stg", 60, theta=theta, x=xc, conditions={"noise_std": ((0.0, 0.0), (5.0, 5.0))}, output="isi",
                               max_isis=8, training={"max_num_epochs": 1}, seed=0, torch_threads=1, **SHORT)  # fmt: skip
     assert run.posterior.sample((3,), x=xc[:1], seed=0).shape == (3, 8)
     with pytest.raises(InvalidInputError, match="columns"):
-        train_dic_posterior("stg", 60, theta=theta, x=x, conditions={"noise_std": (0.0, 5.0)}, output="isi",
+        train_dic_posterior("stg", 60, theta=theta, x=x, conditions={"noise_std": ((0.0, 0.0), (5.0, 5.0))}, output="isi",
                             max_isis=8, **SHORT)  # fmt: skip
     with pytest.raises(InvalidInputError, match="theta and x"):
-        train_dic_posterior("stg", 60, conditions={"noise_std": (0.0, 5.0)}, **SHORT)
+        train_dic_posterior("stg", 60, conditions={"noise_std": ((0.0, 0.0), (5.0, 5.0))}, **SHORT)
+
+
+def test_campaign_draws_the_noise_level_per_simulation(tmp_path):
+    from dic_sbi import simulate
+    from dic_sbi.campaign import CampaignSpec, CampaignStore, run_campaign
+    from dic_sbi.campaign.runner import compute_chunk
+
+    spec = CampaignSpec("stg", "dic", num=24, chunk_size=12, seed=5, noise_std=[1.0, 4.0], **SHORT)
+    assert spec.noise_std == (1.0, 4.0) and spec.noise_range == (1.0, 4.0)
+    run_campaign(spec, tmp_path / "s", progress=False)
+    data = CampaignStore.open(tmp_path / "s").read(("conductances", "x", "noise_std"))
+    sig = data["noise_std"]
+    assert sig.shape == (24,) and np.all((sig >= 1.0) & (sig <= 4.0)) and np.unique(sig).size == 24
+    # each row is its cell simulated at its own σ (the chunk's noise stream, recomputed)
+    again = compute_chunk(spec, 1)
+    np.testing.assert_array_equal(again["noise_std"], sig[12:])
+    np.testing.assert_array_equal(again["x"], data["x"][12:])
+    # resuming the same range finds the store complete; another range is refused
+    assert run_campaign(CampaignSpec("stg", "dic", num=24, chunk_size=12, seed=5, noise_std=(1, 4), **SHORT),
+                        tmp_path / "s", progress=False).computed == []  # fmt: skip
+    with pytest.raises(InvalidInputError):
+        run_campaign(CampaignSpec("stg", "dic", num=24, chunk_size=12, seed=5, noise_std=(1, 3), **SHORT),
+                     tmp_path / "s", progress=False)  # fmt: skip
+    for bad in ((4.0, 1.0), (-1.0, 2.0), (1.0, float("nan")), (1.0, 2.0, 3.0), ("a", "b")):
+        with pytest.raises(InvalidInputError, match="noise_std"):
+            CampaignSpec("stg", "dic", num=4, noise_std=bad)
+    # a fixed σ still gives a store without the per-row field
+    fixed = CampaignSpec("stg", "dic", num=4, chunk_size=4, seed=5, noise_std=2.0, **SHORT)
+    assert "noise_std" not in fixed.shapes() and compute_chunk(fixed, 0).get("noise_std") is None
+
+
+def test_train_with_a_noise_range_as_input(tmp_path):
+    from dic_sbi.cli import build_parser, main
+    from dic_sbi.sbi.pretrained import load_pretrained, pretrained_info
+    from dic_sbi.train import evaluate_pretrained
+
+    out = tmp_path / "stg_range"
+    argv = ["train", "--model", "stg", "--out", str(out), "--work", str(tmp_path / "work"), "--num-simulations", "200",
+            "--noisy-simulations", "100", "--noise-std", "1,5", "--noise-input", "--max-epochs", "2",
+            "--heldout-points", "6", "--cells-per-point", "2", "--ppc-points", "2", "--ppc-cells", "3",
+            "--duration", "1500", "--transient", "500", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    info = pretrained_info(out)
+    assert info["features"]["conditions"] == {"noise_std": [[0.0, 0.0], [1.0, 5.0]]}
+    assert info["training"]["campaigns"][1]["noise_std"] == [1.0, 5.0]
+    assert info["heldout"]["noise_std"] == [0.0, 5.0] and info["metrics"]["noisy"]["noise_std"] == 5.0
+    parser = build_parser()
+    stored = parser.parse_args(shlex.split(info["command"])[1:])
+    assert stored.noise_std == (1.0, 5.0) and stored.noise_input is True
+    assert vars(stored) == {**vars(parser.parse_args(argv)), "quiet": False}
+    post = load_pretrained(out)
+    x = torch.zeros(1, K)
+    assert post.condition(x, noise_std=2.5)[0, K] == 2.5 and post.condition(x, noise_std=0.0)[0, K] == 0.0
+    with pytest.raises(InvalidInputError, match="trained at noise_std = 0 or 1 to 5, got 0.5"):
+        post.condition(x, noise_std=0.5)
+    again = evaluate_pretrained(out, quiet=True)
+    assert again["noisy"]["accuracy"] == info["metrics"]["noisy"]["accuracy"]
 
 
 def test_train_noise_input_option_round_trips_through_the_command(tmp_path):
@@ -171,3 +228,5 @@ def test_train_noise_input_option_round_trips_through_the_command(tmp_path):
     with pytest.raises(InvalidInputError, match="noise_input: needs a noisy campaign"):
         train_pretrained("stg", tmp_path / "o", work_dir=tmp_path / "w", num_simulations=10, noisy_simulations=0,
                          noise_input=True, quiet=True)  # fmt: skip
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--out", "o", "--work", "w", "--noise-std", "1,2,3"])

@@ -41,7 +41,9 @@ class CampaignSpec:
         seed: Campaign seed.
         scale: Scale of the conductance prior (``"linear"`` or ``"log"``); ignored for ``"dic"``.
         duration, transient, dt: Protocol (ms); ``None``: the model's.
-        noise_std, i_app: Current noise σ and constant current (µA/cm²).
+        noise_std, i_app: Current noise σ and constant current (µA/cm²); ``noise_std`` may be a range
+            ``(low, high)``: each simulation then draws its σ uniformly from it, and the store keeps it per row
+            (field ``noise_std``), e.g. to train a posterior that takes the noise level as an input.
         output, max_isis: Encoding of ``x`` (see :mod:`dic_sbi.sbi.features`).
         spike_times: Keep the spike times too (large: ~ rate × window per cell).
     """
@@ -55,7 +57,7 @@ class CampaignSpec:
     duration: float | None = None
     transient: float | None = None
     dt: float | None = None
-    noise_std: float = 0.0
+    noise_std: float | tuple[float, float] = 0.0
     i_app: float = 0.0
     output: Literal["summary", "isi"] = "summary"
     max_isis: int = 128
@@ -75,6 +77,19 @@ class CampaignSpec:
                 raise InvalidInputError(f"{name}: expected an int >= 1, got {v!r}")
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
             raise InvalidInputError(f"seed: expected an int >= 0, got {self.seed!r}")
+        if isinstance(self.noise_std, (list, tuple, np.ndarray)):
+            try:
+                lo, hi = (float(v) for v in self.noise_std)
+            except (TypeError, ValueError):
+                raise InvalidInputError(f"noise_std: expected a σ or a range (low, high), got {self.noise_std!r}") from None
+            if not (np.isfinite(lo) and np.isfinite(hi) and 0 <= lo < hi):
+                raise InvalidInputError(f"noise_std: a range needs finite 0 <= low < high, got {self.noise_std!r}")
+            object.__setattr__(self, "noise_std", (lo, hi))  # hashable, and equal however it was given
+
+    @property
+    def noise_range(self) -> tuple[float, float] | None:
+        """``(low, high)`` when each simulation draws its own σ, else ``None``."""
+        return self.noise_std if isinstance(self.noise_std, tuple) else None
 
     @property
     def n_chunks(self) -> int:
@@ -87,6 +102,7 @@ class CampaignSpec:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             **asdict(self),
+            "noise_std": list(self.noise_range) if self.noise_range else self.noise_std,  # as JSON reads it back
             "duration": sim.duration,  # resolved protocol, so the store says what was simulated
             "transient": sim.transient,
             "dt": sim.dt,
@@ -102,6 +118,7 @@ class CampaignSpec:
             "conductances": ((self.num, prior.model.n_conductances), "float64"),
             "x": ((self.num, sim.x_dim), "float32"),
             "spike_counts": ((self.num,), "int64"),
+            **({"noise_std": ((self.num,), "float64")} if self.noise_range else {}),
         }
 
     @classmethod
@@ -115,7 +132,8 @@ def _objects(spec: CampaignSpec):
     """The prior and simulator of ``spec``, built once per process (a DICPrior maps its region on creation)."""
     from ..sbi import ConductancePrior, ConductanceSimulator, DICPrior, DICSimulator
 
-    proto = dict(duration=spec.duration, transient=spec.transient, dt=spec.dt, noise_std=spec.noise_std,
+    proto = dict(duration=spec.duration, transient=spec.transient, dt=spec.dt,
+                 noise_std=0.0 if spec.noise_range else spec.noise_std,  # a range is drawn per row in compute_chunk
                  i_app=spec.i_app, output=spec.output, max_isis=spec.max_isis)  # fmt: skip
     if spec.prior == "dic":
         return DICPrior(spec.model), DICSimulator(spec.model, on_unreachable="nan", **proto)
@@ -143,18 +161,25 @@ def compute_chunk(spec: CampaignSpec, k: int, *, n_threads: int | None = None) -
         g = sim.cells(theta, seed=rng)
     else:
         g = theta.numpy().astype(np.float64)
+    if spec.noise_range:
+        # a third stream of the chunk's seed sequence: the first two, and so every fixed-σ store, are unchanged
+        sigma = np.random.default_rng(np.random.SeedSequence([int(spec.seed), int(k)]).spawn(3)[2]).uniform(*spec.noise_range, n)
+    else:
+        sigma = np.full(n, sim.noise_std)
     x = np.full((n, sim.x_dim), np.nan)
     counts = np.zeros(n, dtype=np.int64)
     times = np.empty(0)
     ok = np.all(np.isfinite(g), axis=1)  # an unreachable DIC target gives a NaN cell: sbi's invalid simulation
     if ok.any():
+        noisy = bool(np.any(sigma[ok] > 0))
         res = simulate(spec.model, g[ok], duration=sim.duration, transient=sim.transient, dt=sim.dt, i_app=sim.i_app,
-                       noise_std=sim.noise_std, seed=rng if sim.noise_std > 0 else None, n_threads=n_threads,
-                       progress=False)  # fmt: skip
+                       noise_std=sigma[ok], seed=rng if noisy else None, n_threads=n_threads, progress=False)  # fmt: skip
         x[ok] = encode(res.times, res.offsets, res.t_start, res.t_stop, sim.output, sim.max_isis)
         counts[ok] = res.spike_counts
         times = res.times
     out = {"theta": theta.numpy(), "conductances": g, "x": x.astype(np.float32), "spike_counts": counts}
+    if spec.noise_range:
+        out["noise_std"] = sigma
     if spec.spike_times:
         out["spike_times"] = times
     return out

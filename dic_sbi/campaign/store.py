@@ -33,12 +33,14 @@ from numpy.typing import NDArray
 
 from ..errors import DicSbiError, InvalidInputError
 
-__all__ = ["CampaignStore", "StoreChunk", "CorruptStoreError", "FIELDS", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["CampaignStore", "StoreChunk", "CorruptStoreError", "FIELDS", "NOISE_FIELD", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "dic_sbi.campaign"
 FORMAT_VERSION = 1
 #: Per-row arrays of a store (``spike_times`` is per chunk, see the module docstring).
 FIELDS: tuple[str, ...] = ("theta", "conductances", "x", "spike_counts")
+#: Per-row array of campaigns that draw the noise level per simulation (``noise_std`` a range in the config).
+NOISE_FIELD = "noise_std"
 _MARKERS = "_complete"
 _TIMES = "spike_times"
 
@@ -64,6 +66,7 @@ class StoreChunk:
     x: NDArray[np.float32] | None = None
     spike_counts: NDArray[np.int64] | None = None
     spike_times: NDArray[np.float64] | None = None
+    noise_std: NDArray[np.float64] | None = None
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -160,6 +163,11 @@ class CampaignStore:
     def n_chunks(self) -> int:
         return -(-self.num // self.chunk_size)
 
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Per-row fields of this store: :data:`FIELDS`, plus ``noise_std`` when the noise level was drawn per row."""
+        return FIELDS + ((NOISE_FIELD,) if isinstance(self.config.get("noise_std"), list) else ())
+
     def rows(self, k: int) -> tuple[int, int]:
         """Rows ``(start, stop)`` of chunk ``k``."""
         if not 0 <= k < self.n_chunks:
@@ -218,7 +226,7 @@ class CampaignStore:
         self._marker_path(k).unlink(missing_ok=True)
         group = zarr.open_group(str(self.path), mode="r+")
         sums = {}
-        for name in FIELDS:
+        for name in self.fields:
             arr = np.asarray(data[name])
             if arr.shape[0] != stop - start:
                 raise InvalidInputError(f"data: {name} has {arr.shape[0]} rows, chunk {k} has {stop - start}")
@@ -246,8 +254,8 @@ class CampaignStore:
         start, stop = self.rows(k)
         out = StoreChunk(index=k, start=start, stop=stop)
         for name in fields:
-            if name not in FIELDS and name != "spike_times":
-                raise InvalidInputError(f"fields: unknown field {name!r}; expected some of {FIELDS + ('spike_times',)}")
+            if name not in self.fields and name != "spike_times":
+                raise InvalidInputError(f"fields: unknown field {name!r}; expected some of {self.fields + ('spike_times',)}")
             if name == "spike_times" and not self.config.get("spike_times"):
                 raise InvalidInputError("fields: this campaign did not keep spike times (spike_times=False)")
             try:

@@ -52,7 +52,8 @@ class DICPosterior:
         simulator: The :class:`~dic_sbi.sbi.DICSimulator` used for training, kept for its protocol (used by
             :func:`~dic_sbi.sbi.posterior_predictive_check`) and feature layout.
         conditions: Known conditions the posterior takes as inputs besides the spike-train features, with the
-            values it was trained at, e.g. ``{"noise_std": (0.0, 5.0)}``; ``x`` then carries them
+            values it was trained on as intervals, e.g. ``{"noise_std": ((0, 0), (5, 5))}`` (σ = 0 or 5) or
+            ``{"noise_std": ((0, 0), (0.5, 5))}`` (σ = 0, or anything from 0.5 to 5); ``x`` then carries them
             (:meth:`condition`).
 
     References:
@@ -81,7 +82,15 @@ class DICPosterior:
         self.simulator = simulator
         conditions = dict(conditions or {})
         _check_conditions(tuple(conditions))
-        self.conditions: dict[str, tuple[float, ...]] = {k: tuple(float(v) for v in vals) for k, vals in conditions.items()}
+        self.conditions: dict[str, tuple[tuple[float, float], ...]] = {}
+        for name, intervals in conditions.items():
+            try:
+                ivs = tuple((float(lo), float(hi)) for lo, hi in intervals)
+            except (TypeError, ValueError):
+                raise InvalidInputError(f"conditions: {name} needs intervals ((low, high), ...), got {intervals!r}") from None
+            if not ivs or any(not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi) for lo, hi in ivs):
+                raise InvalidInputError(f"conditions: {name} needs finite intervals with low <= high, got {intervals!r}")
+            self.conditions[name] = ivs
         if conditions and not self._conditional():
             raise InvalidInputError("conditions: an unconditional distribution takes no x, so no conditions either")
 
@@ -90,8 +99,8 @@ class DICPosterior:
         """``x`` with this posterior's known conditions inserted, e.g. ``posterior.condition(x, noise_std=5.0)``.
 
         Every condition of :attr:`conditions` must be given, at one of the values the posterior was trained at
-        (a flow trained at σ = 0 and 5 says nothing about σ = 2.5). For a posterior without conditions, ``x`` is
-        returned unchanged and no value may be given.
+        (a flow trained at σ = 0 and 5 only says nothing about σ = 2.5). For a posterior without conditions,
+        ``x`` is returned unchanged and no value may be given.
         """
         from .features import with_conditions
 
@@ -108,15 +117,18 @@ class DICPosterior:
             raise InvalidInputError(f"{unknown[0]}: not a condition of this posterior (it takes: {takes})")
         missing = [k for k in self.conditions if k not in values]
         if missing:
-            raise InvalidInputError(f"{missing[0]}: required; this posterior was trained at {missing[0]} in {list(self.conditions[missing[0]])}")
+            raise InvalidInputError(f"{missing[0]}: required; this posterior was trained at {missing[0]} = {self._domain(missing[0])}")
         row = []
         for name in (c for c in CONDITION_NAMES if c in self.conditions):
-            v, allowed = values[name], self.conditions[name]
-            ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-            if not (ok and any(np.isclose(float(v), a, rtol=0, atol=1e-9) for a in allowed)):
-                raise InvalidInputError(f"{name}: this posterior was trained at {name} in {list(allowed)}, got {v!r}")
+            v = values[name]
+            ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and np.isfinite(v)
+            if not (ok and any(lo - 1e-9 <= float(v) <= hi + 1e-9 for lo, hi in self.conditions[name])):
+                raise InvalidInputError(f"{name}: this posterior was trained at {name} = {self._domain(name)}, got {v!r}")
             row.append(float(v))
         return row
+
+    def _domain(self, name: str) -> str:
+        return " or ".join(f"{lo:g}" if lo == hi else f"{lo:g} to {hi:g}" for lo, hi in self.conditions[name])
 
     def conditions_of(self, x: Tensor) -> dict[str, float]:
         """The condition values carried by the first row of a conditioned ``x`` (empty without conditions)."""
