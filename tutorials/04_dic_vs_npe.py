@@ -170,10 +170,11 @@ fig.tight_layout()
 # (`--samples`, `--calibration-simulations`, `--duration`, `--transient`, `--max-epochs`, `--torch-threads` map to
 # the arguments used above; `--checkpoint DIR` makes a long run resumable.) `benchmarks/compare.sh` runs the full
 # campaign - STG and DA, budgets 10³, 10⁴, 10⁵, 100 observations per set - which takes hours; its results are in
-# `benchmarks/README.md`. Read those, not this tutorial's tiny table, before concluding anything. For STG they
-# say: DIC-space NPE is the more faithful at 10³ simulations, standard NPE over a linear conductance box from 10⁴
-# on (0.71 vs 0.44 at 10⁵), and DIC-space inference stops at the fidelity of the true DIC populations (0.44),
-# because cells with the same DICs do not all fire within 10 % of each other. The DA half is still to be run.
+# `benchmarks/README.md`. Read those, not this tutorial's tiny table, before concluding anything. For both models
+# they say: DIC-space NPE is the more faithful at 10³ simulations, standard NPE over a linear conductance box from
+# 10⁴ on (10⁵: STG 0.71 vs 0.44, DA 0.68 vs 0.55 on observations from DIC populations), and DIC-space inference
+# stops at the fidelity of the true DIC populations (STG 0.44, DA 0.57), because cells with the same DICs do not
+# all fire within 10 % of each other.
 
 # %%
 if QUICK:
