@@ -193,7 +193,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """``infer --validate`` on the example recordings shipped in the package (one per model), into ``--out``."""
     import dic_sbi
 
-    from .data import example_cells, example_recording
+    from .data import example_cells, example_noise_std, example_recording
     from .inference import infer
 
     out = Path(args.out)
@@ -204,8 +204,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for name in models:
             t0 = time.perf_counter()
             model = dic_sbi.get_model(name)
-            print(f"{name}: reading {Path(example_recording(name)).name} (simulated example cell, noisy current)", flush=True)
-            result = infer(example_recording(name), name, args.n, seed=args.seed, validate=True, progress=not args.quiet)
+            sigma = example_noise_std(name)
+            print(f"{name}: reading {Path(example_recording(name)).name} (simulated example cell, noisy current "
+                  f"σ = {sigma:g} µA/cm², validated with the same noise)", flush=True)  # fmt: skip
+            result = infer(example_recording(name), name, args.n, seed=args.seed, validate=True, noise_std=sigma,
+                           progress=not args.quiet)  # fmt: skip
             _print_inference(result)
             result.write(staging / name)
             # The recording is a simulation, so the DICs behind it are known: report them next to the posterior.

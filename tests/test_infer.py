@@ -342,6 +342,9 @@ def test_demo_writes_every_output(tmp_path):
     _, report = _check_outputs(out / "stg", 40, validated=True, plots=True)
     summary = json.loads((out / "report.json").read_text())
     assert set(summary["stg"]["true_dics_of_the_example_cell"]) == {"g_s", "g_u"}
+    from dic_sbi.data import example_noise_std
+
+    assert report["noise_std"] == example_noise_std("stg") == 1.0  # told the example's known noise level
 
 
 def test_population_and_simulate_commands(tmp_path, capsys):

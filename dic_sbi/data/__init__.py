@@ -7,7 +7,7 @@ from importlib import resources
 
 import numpy as np
 
-__all__ = ["example_cells", "example_recording"]
+__all__ = ["example_cells", "example_recording", "example_noise_std"]
 
 
 def example_cells() -> dict[str, np.ndarray]:
@@ -25,3 +25,14 @@ def example_recording(model: str = "stg") -> str:
     if not path.is_file():
         raise InvalidInputError(f"model: no example recording for {model!r}; available: stg, da")
     return str(path)
+
+
+def example_noise_std(model: str = "stg") -> float:
+    """σ (µA/cm²) of the noisy current the example recording of ``model`` was simulated with (known, since it is a
+    simulation): what ``infer`` is told by ``dic-sbi demo``."""
+    from ..errors import InvalidInputError
+    from ._make_examples import SETTINGS
+
+    if model not in SETTINGS:
+        raise InvalidInputError(f"model: no example recording for {model!r}; available: {', '.join(SETTINGS)}")
+    return float(SETTINGS[model][1])
