@@ -58,7 +58,7 @@ def main() -> None:
     torch.set_num_threads(1)
     import dic_sbi
     from dic_sbi.core.populations import degenerate_population
-    from dic_sbi.data import example_recording
+    from dic_sbi.data import example_noise_std, example_recording
     from dic_sbi.io import read_recording
     from dic_sbi.sbi import summary_statistics
     from dic_sbi.sbi.pretrained import _load, load_pretrained
@@ -71,14 +71,18 @@ def main() -> None:
         cold = time.perf_counter() - t0
         path = example_recording(model)
         train = read_recording(path)[0]
-        x = summary_statistics(train)
+        sigma = example_noise_std(model)  # the example recording's known noise level
+        known = {"noise_std": sigma} if post.conditions else {}
+        x = post.condition(summary_statistics(train), **known)
         d = post.sample_dics((args.n,), x=x, seed=0).to(torch.float64).numpy()
         m = post.model
 
         timings = {
-            "end to end (file → cells)": lambda: dic_sbi.infer(path, model, args.n, seed=1, preview=0, traces=0),
+            "end to end (file → cells)": lambda: dic_sbi.infer(path, model, args.n, seed=1, preview=0, traces=0,
+                                                               noise_std=sigma),
             "from spike train (features → cells)": lambda: degenerate_population(
-                m, *post.sample_dics((args.n,), x=summary_statistics(train), seed=1).to(torch.float64).numpy().T, 1, seed=1
+                m, *post.sample_dics((args.n,), x=post.condition(summary_statistics(train), **known), seed=1)
+                .to(torch.float64).numpy().T, 1, seed=1
             ),
             "posterior sampling (1 000 DICs)": lambda: post.sample_dics((args.n,), x=x, seed=1),
             "compensation (1 000 cells)": lambda: degenerate_population(m, d[:, 0], d[:, 1], 1, seed=1),
