@@ -47,7 +47,7 @@ def run(model: str, work: Path, samples: int, seed: int) -> dict:
     post = load_pretrained(model)
     torch.manual_seed(seed)
     ok = torch.isfinite(ho.x).all(dim=1)
-    x = post.condition(ho.x, **{k: 0.0 for k in post.conditions})  # noise-free cells: σ = 0 if it takes σ
+    x = post.condition(ho.x, **post.conditions_among(noise_std=0.0))  # noise-free cells: σ = 0 if it takes σ
     s = _posterior_samples(post, x, samples)  # (samples, N, 2)
     err = (s.mean(dim=0) - ho.theta).abs().numpy()
     err_med = (s.median(dim=0).values - ho.theta).abs().numpy()

@@ -72,7 +72,7 @@ def main() -> None:
         path = example_recording(model)
         train = read_recording(path)[0]
         sigma = example_noise_std(model)  # the example recording's known noise level
-        known = {"noise_std": sigma} if post.conditions else {}
+        known = post.conditions_among(noise_std=sigma)
         x = post.condition(summary_statistics(train), **known)
         d = post.sample_dics((args.n,), x=x, seed=0).to(torch.float64).numpy()
         m = post.model

@@ -385,8 +385,7 @@ def infer(
     if not (isinstance(sigma, (int, float, np.integer, np.floating)) and np.isfinite(sigma) and sigma >= 0):
         raise InvalidInputError(f"noise_std: expected a finite σ >= 0 (µA/cm²), got {noise_std!r}")
     sigma = float(sigma)
-    known = {"noise_std": sigma}
-    known = {k: known[k] for k in post.conditions}
+    known = post.conditions_among(noise_std=sigma)
     post.check_conditions(**known)  # a σ the posterior was not trained at: fail before any work
     sim = post.simulator
     window = (sim.transient, sim.duration) if sim is not None else (m.protocol.transient, m.protocol.duration)

@@ -89,6 +89,7 @@ def train_pretrained(
     import torch
 
     from .campaign import CampaignSpec, CampaignStore, run_campaign
+    from .campaign.runner import noise_range_of
     from .sbi import DICSimulator, train_dic_posterior
     from .sbi.evaluation import evaluate_dic_posterior, heldout_set
     from .sbi.pretrained import save_pretrained
@@ -98,7 +99,7 @@ def train_pretrained(
         raise InvalidInputError(f"seed: expected an int >= 0, got {seed!r}")
     if not (isinstance(noisy_simulations, (int, np.integer)) and noisy_simulations >= 0):
         raise InvalidInputError(f"noisy_simulations: expected an int >= 0, got {noisy_simulations!r}")
-    noise_range = _noise_range(noise_std)
+    noise_range = noise_range_of(noise_std)
     heldout_sigma = noise_range[1] if noise_range else float(noise_std)
     if noisy_simulations and not (np.isfinite(heldout_sigma) and heldout_sigma > 0):
         raise InvalidInputError(f"noise_std: expected > 0 for the noisy campaign, got {noise_std!r}")
@@ -188,15 +189,6 @@ def train_pretrained(
     save_pretrained(run.posterior, out, estimator=est, info=info)
     _log(f"wrote {out}.pt and {out}.json", quiet)
     return json.loads(Path(f"{out}.json").read_text())
-
-
-def _noise_range(noise_std: Any) -> tuple[float, float] | None:
-    """``(low, high)`` when ``noise_std`` is a range of σ, ``None`` for one σ (validated by the campaign spec)."""
-    if isinstance(noise_std, (list, tuple, np.ndarray)):
-        from .campaign import CampaignSpec
-
-        return CampaignSpec("stg", "dic", num=1, noise_std=noise_std).noise_range
-    return None
 
 
 def _command(out, work, model, num, noisy, noise, seed, chunk_size, est, train, points, cells, ppc_points, ppc_cells,

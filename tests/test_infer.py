@@ -91,7 +91,7 @@ def test_shipped_posterior_loads_and_beats_the_prior_on_fresh_cells(model):
     # Silent cells carry no information about the DICs (their posterior is the prior's silent region): judge the
     # network where spikes exist.
     ok = torch.isfinite(ho.x).all(1) & torch.as_tensor(ho.klass != 0)
-    x = post.condition(ho.x[ok], **{k: 0.0 for k in post.conditions})  # noise-free cells: σ = 0 if it takes σ
+    x = post.condition(ho.x[ok], **post.conditions_among(noise_std=0.0))  # noise-free cells: σ = 0 if it takes σ
     samples = post.posterior.sample_batched((200,), x=x, show_progress_bars=False)
     mae = (samples.mean(0) - ho.theta[ok]).abs().mean(0)
     prior_mae = (post.prior.mean - ho.theta[ok]).abs().mean(0)

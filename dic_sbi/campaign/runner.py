@@ -28,6 +28,19 @@ __all__ = ["CampaignSpec", "CampaignReport", "run_campaign", "compute_chunk"]
 PriorName = Literal["dic", "conductance"]
 
 
+def noise_range_of(noise_std: Any) -> tuple[float, float] | None:
+    """``(low, high)`` when ``noise_std`` is a range of σ (validated: finite, 0 <= low < high), ``None`` for one σ."""
+    if not isinstance(noise_std, (list, tuple, np.ndarray)):
+        return None
+    try:
+        lo, hi = (float(v) for v in noise_std)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"noise_std: expected a σ or a range (low, high), got {noise_std!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and 0 <= lo < hi):
+        raise InvalidInputError(f"noise_std: a range needs finite 0 <= low < high, got {noise_std!r}")
+    return (lo, hi)
+
+
 @dataclass(frozen=True)
 class CampaignSpec:
     """What a campaign simulates (everything the content of the store depends on).
@@ -77,14 +90,9 @@ class CampaignSpec:
                 raise InvalidInputError(f"{name}: expected an int >= 1, got {v!r}")
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
             raise InvalidInputError(f"seed: expected an int >= 0, got {self.seed!r}")
-        if isinstance(self.noise_std, (list, tuple, np.ndarray)):
-            try:
-                lo, hi = (float(v) for v in self.noise_std)
-            except (TypeError, ValueError):
-                raise InvalidInputError(f"noise_std: expected a σ or a range (low, high), got {self.noise_std!r}") from None
-            if not (np.isfinite(lo) and np.isfinite(hi) and 0 <= lo < hi):
-                raise InvalidInputError(f"noise_std: a range needs finite 0 <= low < high, got {self.noise_std!r}")
-            object.__setattr__(self, "noise_std", (lo, hi))  # hashable, and equal however it was given
+        noise_range = noise_range_of(self.noise_std)
+        if noise_range:
+            object.__setattr__(self, "noise_std", noise_range)  # hashable, and equal however it was given
 
     @property
     def noise_range(self) -> tuple[float, float] | None:
@@ -140,10 +148,15 @@ def _objects(spec: CampaignSpec):
     return ConductancePrior(spec.model, spec.scale), ConductanceSimulator(spec.model, **proto)
 
 
-def _chunk_seeds(seed: int, k: int) -> tuple[int, np.random.Generator]:
-    prior_ss, sim_ss = np.random.SeedSequence([int(seed), int(k)]).spawn(2)
+def _chunk_seeds(seed: int, k: int) -> tuple[int, np.random.Generator, np.random.Generator]:
+    """Prior seed, simulation generator and noise-level generator of chunk ``k``.
+
+    Children of one ``SeedSequence([seed, k])``: adding the third (for noise ranges) left the first two, and so
+    every earlier store, unchanged."""
+    prior_ss, sim_ss, noise_ss = np.random.SeedSequence([int(seed), int(k)]).spawn(3)
     # torch.Generator.manual_seed takes < 2**63; the top bit is dropped
-    return int(prior_ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)), np.random.default_rng(sim_ss)
+    prior_seed = int(prior_ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+    return prior_seed, np.random.default_rng(sim_ss), np.random.default_rng(noise_ss)
 
 
 def compute_chunk(spec: CampaignSpec, k: int, *, n_threads: int | None = None) -> dict[str, NDArray[Any]]:
@@ -155,17 +168,13 @@ def compute_chunk(spec: CampaignSpec, k: int, *, n_threads: int | None = None) -
         raise InvalidInputError(f"k: expected 0 <= k < {spec.n_chunks}, got {k}")
     prior, sim = _objects(spec)
     n = min(spec.num, (k + 1) * spec.chunk_size) - k * spec.chunk_size
-    prior_seed, rng = _chunk_seeds(spec.seed, k)
+    prior_seed, rng, noise_rng = _chunk_seeds(spec.seed, k)
     theta = prior.sample((n,), seed=prior_seed)
     if spec.prior == "dic":
         g = sim.cells(theta, seed=rng)
     else:
         g = theta.numpy().astype(np.float64)
-    if spec.noise_range:
-        # a third stream of the chunk's seed sequence: the first two, and so every fixed-σ store, are unchanged
-        sigma = np.random.default_rng(np.random.SeedSequence([int(spec.seed), int(k)]).spawn(3)[2]).uniform(*spec.noise_range, n)
-    else:
-        sigma = np.full(n, sim.noise_std)
+    sigma = noise_rng.uniform(*spec.noise_range, n) if spec.noise_range else np.full(n, sim.noise_std)
     x = np.full((n, sim.x_dim), np.nan)
     counts = np.zeros(n, dtype=np.int64)
     times = np.empty(0)

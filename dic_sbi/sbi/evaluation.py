@@ -118,12 +118,6 @@ def _posterior_samples(posterior: DICPosterior, x: torch.Tensor, n: int, batch: 
     return torch.cat(parts, dim=1)
 
 
-def _known_conditions(posterior: DICPosterior, heldout: HeldOutSet) -> dict[str, float]:
-    """The held-out set's values of the posterior's known conditions."""
-    known = {"noise_std": heldout.noise_std}
-    return {k: known[k] for k in posterior.conditions}
-
-
 def _mae_block(err: NDArray, spread: NDArray, klass: NDArray, err_median: NDArray | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, mask in [("all", np.ones(klass.shape, bool))] + [(c, klass == i) for i, c in enumerate(CLASSES)]:
@@ -167,7 +161,7 @@ def evaluate_dic_posterior(
     rng = numpy_rng(seed)
     t0 = time.perf_counter()
     # A posterior with known conditions gets the held-out set's (its noise level), as `infer` passes the user's.
-    hx = posterior.condition(heldout.x, **_known_conditions(posterior, heldout))
+    hx = posterior.condition(heldout.x, **posterior.conditions_among(noise_std=heldout.noise_std))
     valid = torch.isfinite(hx).all(dim=1).numpy()
     x, theta, klass = hx[valid], heldout.theta[valid].numpy(), heldout.klass[valid]
     with torch.random.fork_rng(devices=[]):

@@ -69,7 +69,7 @@ class DICPosterior:
         pair: tuple[str, str] | None = None,
         calcium_path_tau: float | str | None = "model",
         simulator: Any = None,
-        conditions: Mapping[str, Sequence[float]] | None = None,
+        conditions: Mapping[str, Sequence[tuple[float, float]]] | None = None,
     ) -> None:
         from .features import _check_conditions
 
@@ -98,7 +98,7 @@ class DICPosterior:
     def condition(self, x: Tensor, **values: float) -> Tensor:
         """``x`` with this posterior's known conditions inserted, e.g. ``posterior.condition(x, noise_std=5.0)``.
 
-        Every condition of :attr:`conditions` must be given, at one of the values the posterior was trained at
+        Every condition of :attr:`conditions` must be given, within the intervals the posterior was trained on
         (a flow trained at σ = 0 and 5 only says nothing about σ = 2.5). For a posterior without conditions,
         ``x`` is returned unchanged and no value may be given.
         """
@@ -106,6 +106,11 @@ class DICPosterior:
 
         row = self.check_conditions(**values)
         return with_conditions(x, row) if row else torch.as_tensor(x, dtype=torch.float32)
+
+    def conditions_among(self, **available: float) -> dict[str, float]:
+        """Those of the ``available`` condition values that this posterior takes, ready for :meth:`condition`:
+        ``posterior.condition(x, **posterior.conditions_among(noise_std=sigma))`` works with or without σ input."""
+        return {k: v for k, v in available.items() if k in self.conditions}
 
     def check_conditions(self, **values: float) -> list[float]:
         """Validate known-condition values (see :meth:`condition`); returns them in column order."""

@@ -211,7 +211,7 @@ def train_dic_posterior(
     theta: Tensor | None = None,
     x: Tensor | None = None,
     torch_threads: int | None = None,
-    conditions: Mapping[str, Sequence[float]] | None = None,
+    conditions: Mapping[str, Sequence[tuple[float, float]]] | None = None,
     **protocol: Any,
 ) -> TrainingRun:
     """Train NPE on DICs ``θ = (g_s, g_u)`` and wrap it as a :class:`~dic_sbi.sbi.DICPosterior` over conductances.
@@ -244,8 +244,9 @@ def train_dic_posterior(
         fastest for these small flows, and much faster on a busy machine.
     conditions
         Known conditions carried by ``x`` after the summary (:func:`~dic_sbi.sbi.features.with_conditions`),
-        with the values present in the training set, e.g. ``{"noise_std": (0.0, 5.0)}`` for simulations with and
-        without noisy current; needs ``theta`` and ``x`` (the simulator does not add them).
+        with the values present in the training set as intervals, e.g. ``{"noise_std": ((0, 0), (5, 5))}`` for
+        simulations without and with noisy current σ = 5 (see :class:`~dic_sbi.sbi.DICPosterior`); needs ``theta``
+        and ``x`` (the simulator does not add them).
     **protocol
         Simulator settings when ``simulator`` is not given: ``duration``, ``transient``, ``dt``, ``noise_std``,
         ``output``, ``max_isis``, ...
