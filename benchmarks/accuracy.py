@@ -1,16 +1,20 @@
-"""Accuracy of dic_sbi.simulate against the reference integrator, as a function of dt (issue 2).
+"""Accuracy of dic_sbi.simulate against the reference integrator, as a function of the step settings (issue 2).
 
 Uses the stored reference set (``tests/reference_data/reference_cells.json``: scipy LSODA at rtol = atol = 1e-8,
-both models, every firing class) and prints, per model and dt, the number of cells meeting the criteria of the
-accuracy test (same class; mean ISI, burst period and intra-burst ISI within 1 %; same spikes per burst) and the
-largest relative errors. The default dt of each model is the largest one that meets them on every cell.
+both models, every firing class, cells of the default conductance box and of degenerate populations) and prints,
+per model and setting, the number of cells meeting the criteria of the accuracy test (same class; mean ISI,
+burst period and intra-burst ISI within 1 %; same spikes per burst) and the largest relative errors. A setting is
+``dt:fine_above:fine_substeps:fine_min_slope`` (ms, mV, count, mV/ms): a step that starts above ``fine_above``
+while V moved faster than ``fine_min_slope`` over the previous step is split into ``fine_substeps`` substeps. The
+first row of each model is its default protocol.
 
-    python benchmarks/accuracy.py [--dts 0.0125,0.025,0.05,0.1]
+    python benchmarks/accuracy.py [--stg 0.05:-45:3:0,...] [--da ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -37,18 +41,39 @@ def errors(fast: np.ndarray, ref: np.ndarray, t_start: float, t_stop: float) -> 
     return out
 
 
+# alternatives to each default: the previous defaults, other dt, voltage-only substep rules
+SETTINGS = {
+    "stg": "0.05:-45:3:0,0.05:-45:6:2,0.1:-45:6:0,0.1:-45:6:10,0.1:-45:4:2,0.2:-45:12:2",
+    "da": "0.05:-55:4:0,0.025:-55:2:0,0.05:-60:4:0,0.05:-65:3:0,0.1:-65:8:0",
+}
+
+
+def with_settings(model, setting: str):
+    """The model with its protocol's step settings replaced by ``dt:fine_above:fine_substeps:fine_min_slope``."""
+    dt, above, substeps, slope = setting.split(":")
+    proto = dataclasses.replace(model.protocol, dt=float(dt), fine_above=float(above), fine_substeps=int(substeps),
+                                fine_min_slope=float(slope))  # fmt: skip
+    return dataclasses.replace(model, protocol=proto)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dts", default="0.0125,0.025,0.05,0.1")
+    for name, settings in SETTINGS.items():
+        ap.add_argument(f"--{name}", default=settings, help=f"settings besides the {name} default")
     args = ap.parse_args()
     cells = json.loads(REFERENCE.read_text())["cells"]
-    print("| model | dt (ms) | cells passing | worst mean ISI | worst burst period | worst intra-burst ISI | class / spikes-per-burst mismatches |")
-    print("|---|---|---|---|---|---|---|")
-    for model in ("stg", "da"):
-        sel = [c for c in cells if c["model"] == model]
+    print("| model | dt (ms) | substeps above (mV) | substeps | min slope (mV/ms) | cells passing | worst mean ISI | "
+          "worst burst period | worst intra-burst ISI | class / spikes-per-burst mismatches |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in ("stg", "da"):
+        default = dic_sbi.get_model(name)
+        p = default.protocol
+        sel = [c for c in cells if c["model"] == name]
         g = np.array([c["conductances"] for c in sel])
-        for dt in (float(x) for x in args.dts.split(",")):
-            res = dic_sbi.simulate(model, g, dt=dt, progress=False)
+        models = [(default, "**default**")] + [(with_settings(default, s), "") for s in getattr(args, name).split(",") if s]
+        for model, tag in models:
+            p = model.protocol
+            res = dic_sbi.simulate(model, g, progress=False)
             errs = [errors(res.spike_times(i), np.array(c["spike_times"]), c["t_start"], c["t_stop"])
                     for i, c in enumerate(sel)]  # fmt: skip
             ok = sum(
@@ -58,8 +83,9 @@ def main() -> None:
             )  # fmt: skip
             worst = {k: max((e.get(k, 0.0) for e in errs), default=0.0) for k in ("mean_isi", "burst_period", "intra_burst_isi")}
             mism = int(sum(e["class"] + e.get("spikes_per_burst", 0) for e in errs))
-            print(f"| {model} | {dt:g} | {ok}/{len(sel)} | {100 * worst['mean_isi']:.2f} % | "
-                  f"{100 * worst['burst_period']:.2f} % | {100 * worst['intra_burst_isi']:.2f} % | {mism} |", flush=True)  # fmt: skip
+            print(f"| {name} {tag} | {p.dt:g} | {p.fine_above:g} | {p.fine_substeps} | {p.fine_min_slope:g} | {ok}/{len(sel)} | "
+                  f"{100 * worst['mean_isi']:.2f} % | {100 * worst['burst_period']:.2f} % | "
+                  f"{100 * worst['intra_burst_isi']:.2f} % | {mism} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

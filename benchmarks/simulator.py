@@ -4,11 +4,15 @@ For each model's default protocol (STG 6000 ms, DA 12000 ms, dt = the model defa
 (by default one degenerate-population cell per DIC target drawn uniformly over the published box: the cells the
 pipeline simulates, a mix of spiking and bursting; ``--workload box`` draws uniformly from the conductance box):
 
-- dic_sbi.simulate for N = 1, 100, 10 000 cells, on one thread and on all cores;
+- dic_sbi.simulate for N = 1, 100, 10 000 cells, on one thread and on all cores, and at the previous default
+  step settings (``--previous``; N = 1 000, one thread) to show what the current ones gain;
 - (a) the reference integrator at the published settings (scipy BDF, rtol 1e-2, atol 1e-4, one cell at a time,
   Python right-hand side as in the published code) on a few of the cells;
 - (b) Brian2 2.9 running the same equations (exponential_euler), from its own virtual environment
-  (``benchmarks/brian2_setup.sh``), when that environment exists.
+  (``benchmarks/brian2_setup.sh``), when that environment exists, at the steps of ``--brian2-dts``: by default
+  STG at 0.04 ms (the largest dt at which Brian2's scheme is within 1 % of the reference on the STG test vector,
+  i.e. equal accuracy; see brian2_runner.py) and at dic_sbi's dt; DA at 0.05 ms only (Brian2 needs 0.0015 ms for
+  1 % on DA, 33x more steps: not run).
 
 Per-cell *CPU* time is the single-core figure (this machine is shared: CPU time excludes time stolen by other
 load, wall time does not); medians over repeats. Ratios are baseline / dic_sbi, one core each.
@@ -32,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 import dic_sbi
+from accuracy import with_settings  # benchmarks/ is on sys.path when this script runs
 from dic_sbi.core.reference import simulate_reference
 
 HERE = Path(__file__).resolve().parent
@@ -74,11 +79,11 @@ def cells(model: dic_sbi.ConductanceModel, n: int, workload: str, seed: int = 0)
     return g[np.all(np.isfinite(g), axis=1)][:n]
 
 
-def time_fast(name: str, g: np.ndarray, threads: int | None, repeats: int) -> dict:
+def time_fast(model, g: np.ndarray, threads: int | None, repeats: int) -> dict:
     walls, cpus = [], []
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
-        res = dic_sbi.simulate(name, g, n_threads=threads, progress=False)
+        res = dic_sbi.simulate(model, g, n_threads=threads, progress=False)
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     return {"wall_s": float(np.median(walls)), "cpu_s": float(np.median(cpus)), "spikes": int(res.times.size)}
@@ -118,6 +123,10 @@ def main() -> None:
     ap.add_argument("--brian2-target", default="cpp_standalone", choices=("cython", "cpp_standalone", "none"))
     ap.add_argument("--brian2-max-n", type=int, default=100, help="largest N run through Brian2")
     ap.add_argument("--brian2-threads", default="1", help="comma-separated OpenMP thread counts for cpp_standalone")
+    ap.add_argument("--brian2-dts", default="stg=0.04,default;da=0.05",
+                    help="per model, the dt (ms) of the Brian2 runs ('default': dic_sbi's)")
+    ap.add_argument("--previous", default="stg=0.05:-45:3:0;da=0.05:-55:4:0",
+                    help="per model, the previous default step settings (dt:fine_above:substeps:min_slope)")
     ap.add_argument("--out", default=str(HERE / "results" / "simulator.json"))
     args = ap.parse_args()
 
@@ -136,30 +145,43 @@ def main() -> None:
         fast = {}
         for n in sizes:
             for threads in (1, all_threads):
-                r = time_fast(name, g_all[:n], threads, repeats[n])
+                r = time_fast(name, g_all[:n], threads, repeats[n])  # the model's default protocol
                 fast[(n, threads)] = r
                 rows.append({"model": name, "engine": "dic_sbi", "N": n, "threads": threads,
                              "per_cell_wall_ms": 1e3 * r["wall_s"] / n, "per_cell_cpu_ms": 1e3 * r["cpu_s"] / n,
                              "ns_per_cell_step_cpu": 1e9 * r["cpu_s"] / n / n_steps})  # fmt: skip
                 print(rows[-1], flush=True)
         ours_1core = rows[-2]["per_cell_cpu_ms"]  # largest N, one thread
+        previous = dict(kv.split("=") for kv in args.previous.split(";") if kv).get(name)
+        if previous:
+            old = with_settings(model, previous)
+            n = min(1000, max(sizes))
+            dic_sbi.simulate(old, g_all[:2], duration=10 * p.dt, transient=0.0)
+            r = time_fast(old, g_all[:n], 1, 3)
+            cpu = 1e3 * r["cpu_s"] / n
+            rows.append({"model": name, "engine": f"dic_sbi, previous default {previous}", "N": n, "threads": 1,
+                         "per_cell_wall_ms": 1e3 * r["wall_s"] / n, "per_cell_cpu_ms": cpu,
+                         "ns_per_cell_step_cpu": 1e6 * cpu / round(p.duration / old.protocol.dt),
+                         "ratio_vs_dic_sbi": cpu / (1e3 * time_fast(name, g_all[:n], 1, 3)["cpu_s"] / n)})  # fmt: skip
+            print(rows[-1], flush=True)
         ref = time_reference(name, g_all[: args.reference_cells])
         rows.append({"model": name, "engine": "scipy BDF rtol 1e-2 (published settings)", "N": len(ref), "threads": 1,
                      "per_cell_wall_ms": float("nan"), "per_cell_cpu_ms": 1e3 * float(np.median(ref)),
                      "ns_per_cell_step_cpu": 1e9 * float(np.median(ref)) / n_steps,
                      "ratio_vs_dic_sbi": 1e3 * float(np.median(ref)) / ours_1core})  # fmt: skip
         print(rows[-1], flush=True)
-        if args.brian2_target != "none":
+        brian2_dts = dict(kv.split("=") for kv in args.brian2_dts.split(";") if kv).get(name, "default")
+        for dt_b in [p.dt if d == "default" else float(d) for d in brian2_dts.split(",")] if args.brian2_target != "none" else []:
             for n in [s for s in sizes if s <= args.brian2_max_n]:
                 for threads in ([int(t) for t in args.brian2_threads.split(",")] if args.brian2_target == "cpp_standalone" else (1,)):
-                    b = time_brian2(name, g_all[:n], p.dt, p.duration, p.transient, args.brian2_target, threads)
+                    b = time_brian2(name, g_all[:n], dt_b, p.duration, p.transient, args.brian2_target, threads)
                     if b is None:
                         continue
                     per_cell_cpu = 1e3 * (b.get("cpu_s") or b["loop_wall_s"]) / n
                     ours = fast[(n, 1)]["cpu_s"] * 1e3 / n
-                    rows.append({"model": name, "engine": f"brian2 {args.brian2_target}", "N": n, "threads": threads,
-                                 "per_cell_wall_ms": 1e3 * b["loop_wall_s"] / n, "per_cell_cpu_ms": per_cell_cpu,
-                                 "ns_per_cell_step_cpu": 1e6 * per_cell_cpu / n_steps,
+                    rows.append({"model": name, "engine": f"brian2 {args.brian2_target}, dt {dt_b:g}", "N": n,
+                                 "threads": threads, "per_cell_wall_ms": 1e3 * b["loop_wall_s"] / n,
+                                 "per_cell_cpu_ms": per_cell_cpu, "ns_per_cell_step_cpu": 1e6 * per_cell_cpu / round(p.duration / dt_b),
                                  "ratio_vs_dic_sbi": per_cell_cpu / ours})  # fmt: skip
                     print(rows[-1], flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +189,7 @@ def main() -> None:
     print("\n| model | engine | N | threads | wall ms/cell | CPU ms/cell | CPU ns/cell-step | baseline / dic_sbi (1 core) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        ratio = f"{r['ratio_vs_dic_sbi']:.0f}×" if "ratio_vs_dic_sbi" in r else ""
+        ratio = f"{r['ratio_vs_dic_sbi']:.3g}×" if "ratio_vs_dic_sbi" in r else ""
         print(f"| {r['model']} | {r['engine']} | {r['N']} | {r['threads']} | {r['per_cell_wall_ms']:.3g} | "
               f"{r['per_cell_cpu_ms']:.3g} | {r['ns_per_cell_step_cpu']:.1f} | {ratio} |")  # fmt: skip
 

@@ -100,26 +100,38 @@ def test_noise_level_per_cell():
             simulate("stg", g, **SHORT, noise_std=bad, seed=1)
 
 
-def test_noise_statistics_match_filtered_white_noise():
-    """A passive cell (only leak) driven by the noise: V fluctuates with the variance predicted by the filter."""
+def _passive_noise_variance(dt: float, sigma: float) -> tuple[float, float, float]:
+    """Variance of V of a passive cell (only leak, τ = 1 ms) driven by the noise: measured, predicted from the
+    filter, and the mean of V (all relative to E_leak)."""
     from scipy import signal
 
     model = dic_sbi.get_model("stg")
     g = np.zeros(model.n_conductances)
     g[model.index("leak")] = 1.0  # τ = 1 ms, so V follows the filtered current closely
-    dt, sigma = 0.025, 4.0
     res = simulate(model, g, duration=4000.0, transient=100.0, dt=dt, noise_std=sigma, seed=0, record_voltage=True)
     v = res.voltage[0] - model.channels[-1].reversal
-    # predicted variance of V: white noise (variance σ² per sample) through Butterworth then the RC filter
+    # predicted: white noise of σ per 0.05-ms sample, i.e. σ sqrt(0.05 / dt) per step, through Butterworth then RC
     sos = signal.butter(4, 1000.0, fs=1000.0 / dt, output="sos")
-    impulse = np.zeros(20000)
+    impulse = np.zeros(int(500 / dt))
     impulse[0] = 1.0
     h = signal.sosfilt(sos, impulse)
     a = np.exp(-dt)  # exponential-Euler RC response to a step-wise constant input, gain (1 - a)
     h_v = signal.lfilter([0.0, 1.0 - a], [1.0, -a], h)
-    predicted = sigma**2 * np.sum(h_v**2)
-    assert np.var(v) == pytest.approx(predicted, rel=0.1)
-    assert abs(np.mean(v)) < 0.1 * np.std(v)
+    predicted = sigma**2 * (0.05 / dt) * np.sum(h_v**2)
+    return float(np.var(v)), float(predicted), float(np.mean(v))
+
+
+def test_noise_statistics_match_filtered_white_noise():
+    """V fluctuates with the variance the filter predicts, and the same σ gives the same fluctuations at any dt
+    (the noise's spectral density does not depend on the step)."""
+    measured = {}
+    for dt in (0.025, 0.05, 0.1):
+        var, predicted, mean = _passive_noise_variance(dt, 4.0)
+        assert var == pytest.approx(predicted, rel=0.1), dt
+        assert abs(mean) < 0.1 * np.sqrt(var)
+        measured[dt] = var
+    assert measured[0.1] == pytest.approx(measured[0.025], rel=0.15)
+    assert measured[0.05] == pytest.approx(measured[0.025], rel=0.15)
 
 
 def test_injected_current_shifts_passive_voltage():
@@ -281,3 +293,27 @@ def test_closed_form_2x2_exponential_matches_scipy():
     erg = dic_sbi.get_model("da").gates()["erg"]
     G, _ = erg.generator(np.linspace(-150.0, 100.0, 501))  # stiff at depolarised V
     np.testing.assert_allclose(expm_2x2(G, 0.1), scipy.linalg.expm(G * 0.1), atol=1e-12)
+
+
+def test_spike_substeps_follow_the_protocol():
+    """A step is split only above ``fine_above`` while V moves at least ``fine_min_slope`` mV/ms: an unreachable
+    slope gives exactly the plain fixed-step scheme, a zero slope the voltage-only rule, and both differ from the
+    default."""
+    import dataclasses
+
+    model = dic_sbi.get_model("stg")
+    g = np.stack([STG_VECTOR, STG_VECTOR * np.array([1, 1, 1, 1, 1, 1, 1.2, 1])])
+
+    def with_slope(slope):
+        return dataclasses.replace(model, protocol=dataclasses.replace(model.protocol, fine_min_slope=slope))
+
+    plain = simulate(model, g, **SHORT, fine_substeps=1)
+    never = simulate(with_slope(1e12), g, **SHORT)
+    np.testing.assert_array_equal(never.times, plain.times)
+    default = simulate(model, g, **SHORT)
+    always = simulate(with_slope(0.0), g, **SHORT)
+    assert not np.array_equal(default.times, plain.times) and not np.array_equal(always.times, default.times)
+    for bad in (dict(fine_min_slope=-1.0), dict(fine_min_slope=np.nan), dict(fine_substeps=0), dict(dt=0.0),
+                dict(transient=7000.0)):  # fmt: skip
+        with pytest.raises(InvalidInputError, match="Protocol"):
+            dataclasses.replace(model.protocol, **bad)

@@ -114,6 +114,8 @@ class CampaignSpec:
             "duration": sim.duration,  # resolved protocol, so the store says what was simulated
             "transient": sim.transient,
             "dt": sim.dt,
+            # the integrator's spike substepping: a store is resumed only with the numerics it was started with
+            "spike_substeps": _substeps(prior.model),
             "theta_names": list(prior.names),
             "conductance_names": list(prior.model.conductance_names),
             "x_names": list(sim.names),
@@ -133,6 +135,11 @@ class CampaignSpec:
     def from_config(cls, config: dict) -> "CampaignSpec":
         names = cls.__dataclass_fields__.keys()
         return cls(**{k: config[k] for k in names if k in config})
+
+
+def _substeps(model) -> dict:
+    p = model.protocol
+    return {"above_mV": p.fine_above, "substeps": p.fine_substeps, "min_slope_mV_per_ms": p.fine_min_slope}
 
 
 @lru_cache(maxsize=8)

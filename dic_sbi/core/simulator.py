@@ -23,6 +23,9 @@ __all__ = ["simulate", "SimulationResult", "NOISE_CUTOFF_HZ", "NOISE_FILTER_ORDE
 
 NOISE_CUTOFF_HZ = 1000.0  # Brandoit v2: white noise low-passed at 1 kHz ...
 NOISE_FILTER_ORDER = 4  # ... by a 4th-order Butterworth filter
+# σ is the standard deviation of white-noise samples drawn every 0.05 ms (20 kHz). At another dt each step's sample
+# is scaled by sqrt(0.05 / dt): the noise keeps its spectral density, so σ means the same current at any dt.
+NOISE_SAMPLE_DT = 0.05
 MAX_SPIKE_RATE_KHZ = 0.3  # first guess of the spike buffer (300 Hz); cells above it are re-run exactly
 MAX_VOLTAGE_BYTES = 8 * 2**30
 
@@ -209,13 +212,15 @@ def simulate(
         ``(N, n_conductances)`` or ``(n_conductances,)`` maximal conductances (mS/cm², model order), all >= 0.
     duration, transient, dt
         Simulated time, discarded initial time and integration step (ms); default: the model's protocol
-        (STG 6000 / 3000 / 0.05, DA 12000 / 3000 / 0.05).
+        (STG 6000 / 3000 / 0.1, DA 12000 / 3000 / 0.05).
     i_app
         Constant injected current (µA/cm²), a scalar or one value per cell.
     noise_std
-        σ (µA/cm²) of the white Gaussian current noise, drawn at every step and low-passed by a 4th-order
-        Butterworth filter at 1 kHz (Brandoit et al.); a scalar or one value per cell (e.g. to train a posterior
-        on a range of noise levels). 0 disables it.
+        σ (µA/cm²) of the white Gaussian current noise, low-passed by a 4th-order Butterworth filter at 1 kHz
+        (Brandoit et al.); a scalar or one value per cell (e.g. to train a posterior on a range of noise levels).
+        0 disables it. σ is the standard deviation of white noise sampled every 0.05 ms; one sample is drawn per
+        step, scaled by ``sqrt(0.05 / dt)`` so that the noise's spectral density, and so the filtered current,
+        does not depend on ``dt``.
     seed
         Seed of the noise (int or ``numpy.random.Generator``); the same seed gives the same result whatever the
         chunking or the number of threads.
@@ -224,8 +229,9 @@ def simulate(
     sampling_interval
         Step (ms) of the recorded voltage, a multiple of ``dt`` (default ``dt``).
     fine_substeps
-        Substeps of a step that starts above the protocol's ``fine_above`` voltage, i.e. during spikes (default:
-        the model's protocol: STG 3 above -45 mV, DA 4 above -55 mV); 1 gives a plain fixed-step scheme.
+        Substeps of a step that starts above the protocol's ``fine_above`` voltage while V moves at least
+        ``fine_min_slope`` mV/ms, i.e. during spikes (default: the model's protocol: STG 6 above -45 mV and
+        2 mV/ms, DA 4 above -65 mV); 1 gives a plain fixed-step scheme.
     chunk_size
         Cells per parallel chunk: memory stays bounded whatever N is.
     n_threads
@@ -269,6 +275,7 @@ def simulate(
                                     f"shape {noise_arr.shape}, min {np.nanmin(noise_arr) if noise_arr.size else 'n/a'}")  # fmt: skip
     noisy = bool(np.any(noise_arr > 0))
     sos = noise_filter(dt) if noisy else np.zeros((0, 6))
+    noise_step = noise_arr * math.sqrt(NOISE_SAMPLE_DT / dt)  # per-step σ (exactly σ at dt = 0.05 ms)
     seed_bits = _seed_bits(seed) if noisy else kernels.NO_SEED
     if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise InvalidInputError(f"chunk_size: expected a positive int, got {chunk_size!r}")
@@ -314,9 +321,9 @@ def simulate(
         for a, b in groups:
             c0 = int(cells[a])
             kernel(
-                g[c0 : c0 + b - a], i_app_arr[c0 : c0 + b - a], c0, seed_bits, noise_arr[c0 : c0 + b - a], sos, V0, Ca0, x0, cm.table,
+                g[c0 : c0 + b - a], i_app_arr[c0 : c0 + b - a], c0, seed_bits, noise_step[c0 : c0 + b - a], sos, V0, Ca0, x0, cm.table,
                 cm_fine.table, cm.v_min, cm.inv_step, cm.calcium_decay, cm_fine.calcium_decay, dt, fine_substeps,
-                proto.fine_above, n_steps, transient, proto.spike_threshold, proto.spike_rearm, spikes[a:b], counts[a:b],
+                proto.fine_above, proto.fine_min_slope, n_steps, transient, proto.spike_threshold, proto.spike_rearm, spikes[a:b], counts[a:b],
                 first_record, record_every, vbuf[a:b] if voltage is not None else vbuf,
             )  # fmt: skip
         return spikes, counts, vbuf

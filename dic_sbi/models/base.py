@@ -116,6 +116,17 @@ class Protocol:
     spike_rearm: float = 0.0
     fine_above: float = float("inf")  # mV: a step starting above this voltage (in a spike) ...
     fine_substeps: int = 1  # ... is split into this many substeps (1: a plain fixed-step scheme)
+    fine_min_slope: float = 0.0  # mV/ms: ... while |dV/dt| over the previous step is at least this (0: always)
+
+    def __post_init__(self) -> None:
+        from ..errors import InvalidInputError
+
+        if not (self.dt > 0 and 0 <= self.transient < self.duration):
+            raise InvalidInputError(f"Protocol: need dt > 0 and 0 <= transient < duration, got {self}")
+        if not isinstance(self.fine_substeps, (int, np.integer)) or isinstance(self.fine_substeps, bool) or self.fine_substeps < 1:
+            raise InvalidInputError(f"Protocol: fine_substeps must be an int >= 1, got {self.fine_substeps!r}")
+        if not (np.isfinite(self.fine_min_slope) and self.fine_min_slope >= 0):
+            raise InvalidInputError(f"Protocol: fine_min_slope must be finite and >= 0 (mV/ms), got {self.fine_min_slope!r}")
 
 
 @dataclass(frozen=True)
