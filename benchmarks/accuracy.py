@@ -44,7 +44,7 @@ def errors(fast: np.ndarray, ref: np.ndarray, t_start: float, t_stop: float) -> 
 # alternatives to each default: the previous defaults, other dt, voltage-only substep rules
 SETTINGS = {
     "stg": "0.05:-45:3:0,0.05:-45:6:2,0.1:-45:6:0,0.1:-45:6:10,0.1:-45:4:2,0.2:-45:12:2",
-    "da": "0.05:-55:4:0,0.025:-55:2:0,0.05:-60:4:0,0.05:-65:3:0,0.1:-65:8:0",
+    "da": "0.05:-55:4:0,0.025:-55:2:0,0.05:-60:4:0,0.05:-65:4:0,0.1:-65:6:0,0.1:-65:8:1",
 }
 
 

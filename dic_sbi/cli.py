@@ -3,7 +3,7 @@
     dic-sbi population --model stg --g-s 4 --g-u 5 -n 1000 --out pop.csv [--validate]
     dic-sbi simulate CONDUCTANCES.csv --model stg --out spikes.csv [--nix spikes.nix]
     dic-sbi simulate --model stg --prior dic|conductance --num 1000000 --store DIR [--scheduler ADDRESS]
-    dic-sbi infer RECORDING --model stg -n 1000 --out DIR [--validate] [--seed S]
+    dic-sbi infer RECORDING --model stg -n 1000 --out DIR [--validate | --match-class] [--seed S]
     dic-sbi train --model stg --num-simulations 100000 --work DIR --out dic_sbi/data/pretrained/stg
     dic-sbi demo --out DIR
     dic-sbi compare --model stg --budgets 1000,10000,100000 --observations 100 --out DIR
@@ -265,6 +265,10 @@ def _print_inference(result) -> None:
         if t.fidelity is not None:
             line += (f"; {100 * t.fidelity['fraction_matching_class']:.1f} % of {t.fidelity['simulated_cells']} "
                      f"simulated cells fire {t.observed_class}")  # fmt: skip
+            cm = t.fidelity.get("class_matching")
+            if cm:
+                line += (f" (kept from {cm['drawn']} drawn; {100 * cm['unfiltered_fraction_matching_class']:.1f} % "
+                         "before filtering)")  # fmt: skip
         print(line, flush=True)
     for note in result.notes:
         print(f"note: {note}", flush=True)
@@ -295,7 +299,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     trains = _indices(args.train)
     result = infer(args.recording, args.model, args.n, posterior=args.posterior, seed=args.seed,
                    validate=args.validate, trains=trains, read_options=_read_options(args),
-                   noise_std=args.noise_std, progress=not args.quiet)  # fmt: skip
+                   noise_std=args.noise_std, match_class=args.match_class, max_draws=args.max_draws,
+                   progress=not args.quiet)  # fmt: skip
     _print_inference(result)
     result.write(args.out, plots=not args.no_plots)
     print(f"wrote {args.out}/")
@@ -381,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-n", type=int, default=1000, help="cells per spike train (one per posterior sample)")
     sp.add_argument("--out", required=True, help="output folder (replaced)")
     sp.add_argument("--validate", action="store_true", help="simulate every cell and report fidelity")
+    sp.add_argument("--match-class", action="store_true", help="keep only cells that fire in the recording's class, "
+                    "drawing and simulating more posterior cells until -n do (implies --validate)")
+    sp.add_argument("--max-draws", type=int, help="with --match-class: most cells drawn per train (default 20 n)")
     sp.add_argument("--posterior", help="pretrained posterior (path written by dic-sbi train; default: shipped)")
     sp.add_argument("--train", help="comma-separated indices of the recording's spike trains (default all)")
     sp.add_argument("--no-plots", action="store_true", help="skip the PNG plots")

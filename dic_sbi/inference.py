@@ -315,6 +315,8 @@ def infer(
     trains: int | Sequence[int] | None = None,
     read_options: dict[str, Any] | None = None,
     noise_std: float | None = None,
+    match_class: bool = False,
+    max_draws: int | None = None,
     n_threads: int | None = None,
     progress: bool = False,
 ) -> InferenceResult:
@@ -345,6 +347,12 @@ def infer(
         σ (µA/cm²) of the noisy current of the model the recording is compared with (spec §5), a known
         condition: a posterior that takes it (``posterior.conditions``) is conditioned on it, and the
         validation simulations use it. Default: 0 (the deterministic model).
+    match_class
+        Keep only cells that fire in the observed class: draw and simulate more posterior cells until ``n`` do
+        (:func:`~dic_sbi.sbi.matching.class_matched_population`; implies ``validate``). The report gives how many
+        were drawn and the unfiltered fraction.
+    max_draws
+        With ``match_class``, the most cells drawn per train (default ``20 n``).
     """
     import torch
 
@@ -353,6 +361,7 @@ def infer(
     from .io import Recording, read_recording
     from .models import get_model
     from .sbi import DICPosterior, summary_statistics
+    from .sbi.matching import class_matched_population
     from .sbi.pretrained import load_pretrained, pretrained_info
     from .spiketrains import spike_train_features
 
@@ -364,6 +373,9 @@ def infer(
             raise InvalidInputError(f"{name}: expected an int >= 0, got {v!r}")
     if seed is not None and not (isinstance(seed, (int, np.integer)) and seed >= 0):
         raise InvalidInputError(f"seed: expected an int >= 0 or None, got {seed!r}")
+    if max_draws is not None and not (isinstance(max_draws, (int, np.integer)) and not isinstance(max_draws, bool)
+                                      and max_draws >= n):  # fmt: skip
+        raise InvalidInputError(f"max_draws: expected an int >= n ({n}), got {max_draws!r}")
     rec = recording if isinstance(recording, Recording) else read_recording(recording, **(read_options or {}))
     chosen = list(range(len(rec))) if trains is None else ([trains] if np.ndim(trains) == 0 else list(trains))
     bad = [i for i in chosen if not (isinstance(i, (int, np.integer)) and 0 <= i < len(rec))]
@@ -410,6 +422,7 @@ def infer(
                                       seconds, span))  # fmt: skip
 
     # Simulations (not part of the inference time): all cells with validate, else a preview.
+    validate = validate or match_class
     for t in results:
         k = t.conductances.shape[0] if validate else min(int(preview), t.conductances.shape[0])
         if k == 0:
@@ -418,10 +431,26 @@ def infer(
         proto = dict(duration=window[1], transient=window[0], dt=sim.dt if sim is not None else None)
         noise = dict(noise_std=sigma, seed=rng) if sigma > 0 else {}
         t.simulation = simulate(m, t.conductances[:k], progress=progress, n_threads=n_threads, **noise, **proto)
+        matched = None
+        if match_class:
+            matched = class_matched_population(
+                post, torch.as_tensor(t.x)[None], t.observed_class, int(n), first=(t.dics, t.conductances, t.simulation),
+                max_draws=max_draws, noise_std=sigma, seed=rng, n_threads=n_threads, progress=progress, **proto,
+            )  # fmt: skip
+            t.dics, t.conductances, t.simulation = matched.dics, matched.conductances, matched.simulation
+            k = len(t.conductances)
+            t.simulated = np.arange(k)
+            if not matched.complete:
+                notes.append(f"train {t.index} ({t.name}): only {k} of {matched.drawn} cells drawn fire like the "
+                             f"recording ({t.observed_class}); the population has {k} cells, not {n} (raise max_draws)")  # fmt: skip
+            if k == 0:
+                continue
         if traces:
             t.traces = simulate(m, t.conductances[: min(int(traces), k)], record_voltage=True, sampling_interval=0.5,
                                 progress=False, **noise, **proto)  # fmt: skip
         t.fidelity = fidelity_report(t.simulation.features(), t.observed_features)
         t.fidelity["simulated_cells"] = int(k)
         t.fidelity["all_cells"] = bool(validate)
+        if matched is not None:
+            t.fidelity["class_matching"] = matched.summary()
     return InferenceResult(m, rec, info, int(n), seed, bool(validate), results, notes, sigma)

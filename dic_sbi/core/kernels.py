@@ -179,11 +179,11 @@ def kernel_source(cm: CompiledModel, block: int = BLOCK) -> str:
 
     1. *locate* (vectorised): each lane's table row and interpolation fraction at its V;
     2. *gather* (scalar loop over lanes): the interpolated table values, written lane-major into the work array
-       (lanes above ``fine_above`` read the fine table ``T_fine``);
+       (lanes that take substeps read the fine table ``T_fine``);
     3. *arithmetic* (vectorised): gates, conductances, the exact voltage step (exponential via
        :func:`exp_parts`, ``2**k`` from its bits), calcium;
     4. *spikes* (scalar loop over lanes): threshold crossings;
-    5. lanes inside a spike (V above ``fine_above`` at the start of the step, ~14 % of steps) are packed into a
+    5. lanes inside a spike (V above ``fine_above`` and moving at ``fine_slope`` or faster) are packed into a
        second work array and take the rest of their ``n_fine`` substeps there, through the same steps 1–4.
 
     The arithmetic is operation for operation that of one lane stepped alone, so the result does not depend on

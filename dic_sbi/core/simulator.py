@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import scipy.signal
@@ -124,6 +124,44 @@ class SimulationResult:
             name=f"{self.model.name} cell {i % len(self)}",
         )
 
+    def take(self, indices: ArrayLike) -> "SimulationResult":
+        """The cells ``indices`` (in that order) as a new result."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
+            raise IndexError(f"cell indices out of range for {len(self)} cells")
+        idx %= max(len(self), 1)
+        counts = self.spike_counts[idx]
+        offsets = np.zeros(idx.size + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        times = np.concatenate([self.times[self.offsets[i] : self.offsets[i + 1]] for i in idx]) if idx.size else np.empty(0)
+        noise = self.noise_std if np.ndim(self.noise_std) == 0 else np.asarray(self.noise_std)[idx]
+        return replace(self, conductances=self.conductances[idx], times=times, offsets=offsets, i_app=self.i_app[idx],
+                       noise_std=noise, voltage=None if self.voltage is None else self.voltage[idx], _features=None)  # fmt: skip
+
+    @staticmethod
+    def concatenate(results: Sequence["SimulationResult"]) -> "SimulationResult":
+        """The cells of several results of the same model and protocol, in order (noise levels kept per cell;
+        the seed is dropped: the cells came from different draws)."""
+        if not results:
+            raise InvalidInputError("results: nothing to concatenate")
+        first = results[0]
+        for r in results[1:]:
+            if r.model is not first.model or (r.t_start, r.t_stop, r.dt) != (first.t_start, first.t_stop, first.dt):
+                raise InvalidInputError("results: different models or protocols cannot be concatenated")
+            if (r.voltage is None) != (first.voltage is None) or r.sampling_interval != first.sampling_interval:
+                raise InvalidInputError("results: all or none must carry voltage, at the same sampling interval")
+        counts = np.concatenate([r.spike_counts for r in results])
+        offsets = np.zeros(counts.size + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        noise = np.concatenate([np.broadcast_to(np.asarray(r.noise_std, dtype=float), (len(r),)) for r in results])
+        return replace(
+            first, conductances=np.concatenate([r.conductances for r in results]),
+            times=np.concatenate([r.times for r in results]), offsets=offsets,
+            i_app=np.concatenate([r.i_app for r in results]),
+            noise_std=float(noise[0]) if noise.size and np.all(noise == noise[0]) else noise, seed=None,
+            voltage=None if first.voltage is None else np.concatenate([r.voltage for r in results]), _features=None,
+        )  # fmt: skip
+
     def features(self) -> dict[str, NDArray[np.float64]]:
         """Firing class and burst features of every cell (see :mod:`dic_sbi.spiketrains`); cached."""
         if self._features is None:
@@ -212,7 +250,7 @@ def simulate(
         ``(N, n_conductances)`` or ``(n_conductances,)`` maximal conductances (mS/cm², model order), all >= 0.
     duration, transient, dt
         Simulated time, discarded initial time and integration step (ms); default: the model's protocol
-        (STG 6000 / 3000 / 0.1, DA 12000 / 3000 / 0.05).
+        (STG 6000 / 3000 / 0.1, DA 12000 / 3000 / 0.1).
     i_app
         Constant injected current (µA/cm²), a scalar or one value per cell.
     noise_std
@@ -231,7 +269,7 @@ def simulate(
     fine_substeps
         Substeps of a step that starts above the protocol's ``fine_above`` voltage while V moves at least
         ``fine_min_slope`` mV/ms, i.e. during spikes (default: the model's protocol: STG 6 above -45 mV and
-        2 mV/ms, DA 4 above -65 mV); 1 gives a plain fixed-step scheme.
+        2 mV/ms, DA 8 above -65 mV); 1 gives a plain fixed-step scheme.
     chunk_size
         Cells per parallel chunk: memory stays bounded whatever N is.
     n_threads

@@ -85,9 +85,9 @@ DA = ConductanceModel(
     calcium=None,
     dics=DICConventions(fast="m", slow="n", ultraslow=100.0, reference_threshold=-55.5),
     # dt and substepping: the cheapest settings tested that meet 1 % against the reference on all 28 DA reference
-    # cells (benchmarks/accuracy.py): substeps from -65 mV (from -55 mV two DIC-population bursters gained a spike
-    # per burst: the slow approach to threshold needs them too)
-    protocol=Protocol(duration=12000.0, transient=3000.0, dt=0.05, fine_above=-65.0, fine_substeps=4),
+    # cells (benchmarks/accuracy.py): 0.1-ms steps, 8 substeps above -65 mV whatever the slope (with substeps only
+    # above -55 mV, two DIC-population bursters gained a spike per burst: the slow approach to threshold needs them)
+    protocol=Protocol(duration=12000.0, transient=3000.0, dt=0.1, fine_above=-65.0, fine_substeps=8),
     # Box of the conductance-space prior: holds the 0.5–99.5 % range of every conductance of degenerate
     # populations over the published DIC box (as for STG; 98.6 % of the cells lie inside; no box is published).
     default_ranges={

@@ -1,0 +1,89 @@
+"""Class-matched populations: posterior cells filtered by simulation until n fire like the observation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import dic_sbi
+from dic_sbi.cli import main
+from dic_sbi.core.simulator import SimulationResult
+from dic_sbi.errors import InvalidInputError
+from dic_sbi.sbi import summary_statistics
+from dic_sbi.sbi.matching import class_matched_population
+from dic_sbi.sbi.pretrained import load_pretrained
+
+SHORT = dict(duration=2500.0, transient=1000.0)
+
+
+def test_take_and_concatenate_keep_each_cells_spikes():
+    g = dic_sbi.degenerate_population("stg", [4.0, -2.0], [5.0, 3.0], 3, seed=0).reshape(-1, 8)
+    res = dic_sbi.simulate("stg", g, **SHORT, noise_std=np.linspace(0, 2, 6), seed=1)
+    part = res.take([4, 0, 2])
+    for j, i in enumerate([4, 0, 2]):
+        np.testing.assert_array_equal(part.spike_times(j), res.spike_times(i))
+    np.testing.assert_array_equal(part.noise_std, res.noise_std[[4, 0, 2]])
+    joined = SimulationResult.concatenate([res.take([0, 1]), res.take([2, 3, 4, 5])])
+    np.testing.assert_array_equal(joined.times, res.times)
+    np.testing.assert_array_equal(joined.offsets, res.offsets)
+    np.testing.assert_array_equal(joined.conductances, res.conductances)
+    assert joined.features()["firing_class"].tolist() == res.features()["firing_class"].tolist()
+    with pytest.raises(IndexError):
+        res.take([6])
+    other = dic_sbi.simulate("stg", g[:1], duration=2000.0, transient=1000.0)
+    with pytest.raises(InvalidInputError, match="protocols"):
+        SimulationResult.concatenate([res, other])
+
+
+@pytest.fixture(scope="module")
+def observation():
+    post = load_pretrained("stg")
+    cell = dic_sbi.degenerate_population("stg", 4.0, 5.0, 1, seed=3)[0]
+    res = dic_sbi.simulate("stg", cell, **SHORT)
+    klass = str(res.features()["firing_class"][0])
+    return post, post.condition(summary_statistics(res.spiketrain(0))), klass
+
+
+def test_every_kept_cell_fires_in_the_observed_class(observation):
+    post, x, klass = observation
+    mp = class_matched_population(post, x, klass, 30, seed=0, **SHORT)
+    assert mp.complete and len(mp.conductances) == len(mp.dics) == len(mp.simulation) == 30
+    assert mp.drawn >= 30 and 30 <= mp.matching <= mp.drawn and 0 <= mp.first_fraction <= 1
+    # independent check: re-simulate the kept cells (noise-free, so deterministic)
+    again = dic_sbi.simulate("stg", mp.conductances, **SHORT, dt=post.simulator.dt)  # the protocol it used
+    assert set(again.features()["firing_class"]) == {klass}
+    np.testing.assert_array_equal(again.times, mp.simulation.times)
+    np.testing.assert_allclose(dic_sbi.dics("stg", mp.conductances)[:, 1:], mp.dics, rtol=1e-5, atol=1e-4)
+    same_seed = class_matched_population(post, x, klass, 30, seed=0, **SHORT)
+    np.testing.assert_array_equal(same_seed.conductances, mp.conductances)
+
+
+def test_a_rare_class_stops_at_max_draws(observation):
+    post, x, klass = observation
+    other = "silent"
+    mp = class_matched_population(post, x, other, 40, max_draws=60, seed=1, **SHORT)
+    assert mp.drawn == 60 and not mp.complete and len(mp.conductances) == mp.matching < 40
+    with pytest.raises(InvalidInputError, match="max_draws"):
+        class_matched_population(post, x, klass, 10, max_draws=5)
+    with pytest.raises(InvalidInputError, match="observed_class"):
+        class_matched_population(post, x, "tonic", 10)
+
+
+def test_infer_match_class_end_to_end(tmp_path, capsys):
+    from dic_sbi.data import example_recording
+
+    out = tmp_path / "matched"
+    assert main(["infer", example_recording("stg"), "--model", "stg", "-n", "25", "--match-class", "--seed", "2",
+                 "--noise-std", "1", "--no-plots", "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    fid = report["trains"][0]["fidelity"]
+    assert report["validated"] and fid["simulated_cells"] == 25 and fid["fraction_matching_class"] == 1.0
+    cm = fid["class_matching"]
+    assert cm["kept"] == 25 and cm["complete"] and cm["drawn"] >= 25 and 0 <= cm["unfiltered_fraction_matching_class"] <= 1
+    assert "before filtering" in capsys.readouterr().out
+    bad = tmp_path / "bad"
+    assert main(["infer", example_recording("stg"), "--model", "stg", "-n", "25", "--match-class", "--max-draws", "10",
+                 "--out", str(bad), "--quiet"]) != 0
+    assert not bad.exists()
