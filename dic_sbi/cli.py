@@ -300,6 +300,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     result = infer(args.recording, args.model, args.n, posterior=args.posterior, seed=args.seed,
                    validate=args.validate, trains=trains, read_options=_read_options(args),
                    noise_std=args.noise_std, match_class=args.match_class, max_draws=args.max_draws,
+                   noise_repeats=args.noise_repeats,
                    progress=not args.quiet)  # fmt: skip
     _print_inference(result)
     result.write(args.out, plots=not args.no_plots)
@@ -389,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--match-class", action="store_true", help="keep only cells that fire in the recording's class, "
                     "drawing and simulating more posterior cells until -n do (implies --validate)")
     sp.add_argument("--max-draws", type=int, help="with --match-class: most cells drawn per train (default 20 n)")
+    sp.add_argument("--noise-repeats", type=int, help="with --match-class and --noise-std: noise realisations in "
+                    "which a cell must fire in the recording's class (default 3)")
     sp.add_argument("--posterior", help="pretrained posterior (path written by dic-sbi train; default: shipped)")
     sp.add_argument("--train", help="comma-separated indices of the recording's spike trains (default all)")
     sp.add_argument("--no-plots", action="store_true", help="skip the PNG plots")

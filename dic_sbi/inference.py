@@ -317,6 +317,7 @@ def infer(
     noise_std: float | None = None,
     match_class: bool = False,
     max_draws: int | None = None,
+    noise_repeats: int | None = None,
     n_threads: int | None = None,
     progress: bool = False,
 ) -> InferenceResult:
@@ -353,6 +354,9 @@ def infer(
         were drawn and the unfiltered fraction.
     max_draws
         With ``match_class``, the most cells drawn per train (default ``20 n``).
+    noise_repeats
+        With ``match_class`` and noise, noise realisations in which a cell must fire in the observed class
+        (default 3).
     """
     import torch
 
@@ -361,7 +365,7 @@ def infer(
     from .io import Recording, read_recording
     from .models import get_model
     from .sbi import DICPosterior, summary_statistics
-    from .sbi.matching import class_matched_population
+    from .sbi.matching import check_matching_options, class_matched_population
     from .sbi.pretrained import load_pretrained, pretrained_info
     from .spiketrains import spike_train_features
 
@@ -373,9 +377,8 @@ def infer(
             raise InvalidInputError(f"{name}: expected an int >= 0, got {v!r}")
     if seed is not None and not (isinstance(seed, (int, np.integer)) and seed >= 0):
         raise InvalidInputError(f"seed: expected an int >= 0 or None, got {seed!r}")
-    if max_draws is not None and not (isinstance(max_draws, (int, np.integer)) and not isinstance(max_draws, bool)
-                                      and max_draws >= n):  # fmt: skip
-        raise InvalidInputError(f"max_draws: expected an int >= n ({n}), got {max_draws!r}")
+    if match_class:  # before any file is read
+        check_matching_options(n, max_draws, noise_repeats)
     rec = recording if isinstance(recording, Recording) else read_recording(recording, **(read_options or {}))
     chosen = list(range(len(rec))) if trains is None else ([trains] if np.ndim(trains) == 0 else list(trains))
     bad = [i for i in chosen if not (isinstance(i, (int, np.integer)) and 0 <= i < len(rec))]
@@ -435,7 +438,8 @@ def infer(
         if match_class:
             matched = class_matched_population(
                 post, torch.as_tensor(t.x)[None], t.observed_class, int(n), first=(t.dics, t.conductances, t.simulation),
-                max_draws=max_draws, noise_std=sigma, seed=rng, n_threads=n_threads, progress=progress, **proto,
+                max_draws=max_draws, noise_std=sigma, noise_repeats=noise_repeats, seed=rng, n_threads=n_threads,
+                progress=progress, **proto,
             )  # fmt: skip
             t.dics, t.conductances, t.simulation = matched.dics, matched.conductances, matched.simulation
             k = len(t.conductances)

@@ -69,6 +69,16 @@ def test_a_rare_class_stops_at_max_draws(observation):
         class_matched_population(post, x, klass, 10, max_draws=5)
     with pytest.raises(InvalidInputError, match="observed_class"):
         class_matched_population(post, x, "tonic", 10)
+    with pytest.raises(InvalidInputError, match="noise_repeats"):
+        class_matched_population(post, x, klass, 10, noise_std=2.0, noise_repeats=0)
+
+
+def test_with_noise_each_kept_cell_matched_every_realisation(observation):
+    post, x, klass = observation
+    mp = class_matched_population(post, x, klass, 20, noise_std=3.0, noise_repeats=3, seed=4, **SHORT)
+    assert mp.complete and len(mp.conductances) == 20
+    assert set(mp.simulation.features()["firing_class"]) == {klass}  # the first realisation is the one kept
+    assert mp.simulation.noise_std == 3.0
 
 
 def test_infer_match_class_end_to_end(tmp_path, capsys):

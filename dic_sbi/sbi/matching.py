@@ -4,8 +4,10 @@ A DIC posterior population reproduces the observed firing class only as often as
 ``(g_s, g_u)`` do (82–88 % on the held-out sets, for the true DIC populations as for the posterior ones: the
 DICs at one voltage do not fix the class). :func:`class_matched_population` keeps drawing posterior cells,
 simulates them, and keeps those that fire in the observed class until ``n`` are kept, reporting how many were
-drawn. With a noisy current the class is judged on one noise realisation, so a kept cell can still change class
-under another one (``benchmarks/class_matching.py`` measures how often).
+drawn. With a noisy current a cell near a class boundary can change class from one noise realisation to the
+next, so each candidate is simulated ``noise_repeats`` times (default 3) and kept only if it fires in the
+observed class every time (``benchmarks/class_matching.py`` measures how often kept cells keep their class
+under fresh noise).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ..errors import InvalidInputError
 from ._utils import Seed, numpy_rng
 from .posterior import DICPosterior
 
-__all__ = ["MatchedPopulation", "class_matched_population"]
+__all__ = ["MatchedPopulation", "class_matched_population", "check_matching_options"]
 
 _CLASSES = ("silent", "spiking", "bursting")
 
@@ -38,9 +40,11 @@ class MatchedPopulation:
     simulation
         The kept cells' :class:`~dic_sbi.core.simulator.SimulationResult`.
     drawn, matching
-        Cells drawn and simulated in all, and how many of them fired in the observed class.
+        Cells drawn and simulated in all, and how many of them fired in the observed class (in every one of the
+        ``noise_repeats`` realisations with noise).
     first_fraction
-        Fraction in the observed class among the first ``n`` drawn: the unfiltered posterior population.
+        Fraction in the observed class among the first ``n`` drawn (first noise realisation): the unfiltered
+        posterior population.
     complete
         Whether ``n`` cells were kept within ``max_draws``.
     """
@@ -65,6 +69,23 @@ class MatchedPopulation:
                 "complete": self.complete}  # fmt: skip
 
 
+def _is_int(v: Any, minimum: int) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= minimum
+
+
+def check_matching_options(n: int, max_draws: int | None, noise_repeats: int | None) -> tuple[int, int]:
+    """Validated ``(max_draws, noise_repeats)`` with their defaults (``20 n``, 3); clear errors otherwise."""
+    if not _is_int(n, 1):
+        raise InvalidInputError(f"n: expected a positive int, got {n!r}")
+    max_draws = 20 * int(n) if max_draws is None else max_draws
+    if not _is_int(max_draws, n):
+        raise InvalidInputError(f"max_draws: expected an int >= n ({n}), got {max_draws!r}")
+    repeats = 3 if noise_repeats is None else noise_repeats
+    if not _is_int(repeats, 1):
+        raise InvalidInputError(f"noise_repeats: expected an int >= 1, got {noise_repeats!r}")
+    return int(max_draws), int(repeats)
+
+
 def class_matched_population(
     posterior: DICPosterior,
     x: torch.Tensor,
@@ -74,6 +95,7 @@ def class_matched_population(
     first: tuple[NDArray, NDArray, Any] | None = None,
     max_draws: int | None = None,
     noise_std: float = 0.0,
+    noise_repeats: int | None = None,
     duration: float | None = None,
     transient: float | None = None,
     dt: float | None = None,
@@ -99,6 +121,9 @@ def class_matched_population(
         class is rarer than that.
     noise_std, duration, transient, dt
         Protocol of the simulations (default: the posterior's training simulator's, else the model's).
+    noise_repeats
+        With noise, noise realisations a candidate must all fire in the observed class (default 3; the first is
+        the one kept in ``simulation``); ignored without noise, where one simulation decides.
     seed
         Seed of the sampling, compensation and noise.
     """
@@ -106,22 +131,30 @@ def class_matched_population(
 
     if observed_class not in _CLASSES:
         raise InvalidInputError(f"observed_class: expected one of {_CLASSES}, got {observed_class!r}")
-    if not (isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1):
-        raise InvalidInputError(f"n: expected a positive int, got {n!r}")
-    max_draws = 20 * int(n) if max_draws is None else max_draws
-    if not (isinstance(max_draws, (int, np.integer)) and max_draws >= n):
-        raise InvalidInputError(f"max_draws: expected an int >= n ({n}), got {max_draws!r}")
+    max_draws, repeats = check_matching_options(n, max_draws, noise_repeats)
+    repeats = repeats if noise_std > 0 else 1
     rng = numpy_rng(seed)
     sim = posterior.simulator
     proto = {k: (v if v is not None else getattr(sim, k, None)) for k, v in
              (("duration", duration), ("transient", transient), ("dt", dt))}  # fmt: skip
 
+    def run(g: NDArray) -> Any:
+        noise = dict(noise_std=noise_std, seed=rng) if noise_std > 0 else {}
+        return simulate(posterior.model, g, progress=progress, n_threads=n_threads, **noise, **proto)
+
     def draw(k: int) -> tuple[NDArray, NDArray, Any]:
         g, d = posterior.sample((k,), x=x, seed=rng, return_dics=True)
-        g = g.numpy()
-        noise = dict(noise_std=noise_std, seed=rng) if noise_std > 0 else {}
-        return d.to(torch.float64).numpy(), g, simulate(posterior.model, g, progress=progress, n_threads=n_threads,
-                                                        **noise, **proto)  # fmt: skip
+        return d.to(torch.float64).numpy(), g.numpy(), run(g.numpy())
+
+    def in_class(g: NDArray, res: Any) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+        """In the class in the first realisation, and in all of them."""
+        first = np.asarray(res.features()["firing_class"]) == observed_class
+        same = first.copy()
+        for _ in range(repeats - 1):  # the other realisations, only for the cells still in the class
+            idx = np.flatnonzero(same)
+            if idx.size:
+                same[idx] = np.asarray(run(g[idx]).features()["firing_class"]) == observed_class
+        return first, same
 
     kept: list[tuple[NDArray, NDArray, Any]] = []
     n_kept = drawn = matching = 0
@@ -135,9 +168,9 @@ def class_matched_population(
             batch = draw(k)
         d, g, res = batch
         batch = None
-        same = np.asarray(res.features()["firing_class"]) == observed_class
+        first, same = in_class(g, res)
         if drawn < n:
-            first_match.append(same[: n - drawn])
+            first_match.append(first[: n - drawn])
         drawn += len(g)
         matching += int(same.sum())
         idx = np.flatnonzero(same)[: n - n_kept]
