@@ -13,6 +13,10 @@ given). For each observation, with the shipped posterior conditioned on it (and 
   scored like the unfiltered ones.
 
     python benchmarks/class_matching.py --models stg,da --noise 0,5 --points 100 --cells 100
+    python benchmarks/class_matching.py --models stg,da --noise 5 --points 100 --ceiling 10 \
+        --out benchmarks/results/class_matching_ceiling.json
+
+The second measures the ceiling of the noisy rows: the observed cell itself, simulated again with fresh noise.
 
 Writes ``benchmarks/results/class_matching.json`` and prints a Markdown table (means over observations of the
 per-observation fractions; medians in the JSON). ``max_draws`` is the default 20 × ``--cells``: a population
@@ -56,10 +60,26 @@ def observations(post, n_points: int, sigma: float, seed: int):
             continue
         obs = {k: (str(v[i]) if k == "firing_class" else float(v[i])) for k, v in feats.items() if k != "firing_class_code"}
         x = post.condition(summary_statistics(res.spiketrain(i)), **post.conditions_among(noise_std=sigma))
-        out.append((obs, x))
+        out.append((obs, x, g[i]))
         if len(out) == n_points:
             break
     return out
+
+
+def ceiling(post, obs, sigma: float, repeats: int, seed: int) -> dict:
+    """How often each observed cell itself fires in its observed class in ``repeats`` fresh noise realisations."""
+    sim = post.simulator
+    g = np.array([c for _, _, c in obs])
+    klass = np.array([f["firing_class"] for f, _, _ in obs])
+    same = np.zeros((len(g), repeats))
+    for r in range(repeats):
+        res = dic_sbi.simulate(post.model, g, duration=sim.duration, transient=sim.transient, dt=sim.dt,
+                               **({"noise_std": sigma, "seed": seed + 1000 + r} if sigma > 0 else {}), progress=False)  # fmt: skip
+        same[:, r] = res.features()["firing_class"] == klass
+    p = same.mean(axis=1)
+    return {"model": post.model.name, "noise_std": sigma, "observations": len(g), "realisations": repeats,
+            "self_class_mean": float(p.mean()), "observations_below_95": int(np.sum(p < 0.95)),
+            "self_class_quantiles_10_25_50": np.quantile(p, [0.1, 0.25, 0.5]).tolist()}  # fmt: skip
 
 
 def main() -> None:
@@ -70,6 +90,9 @@ def main() -> None:
     ap.add_argument("--cells", type=int, default=100)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--repeats", type=int, default=3, help="noise realisations a kept cell must all match")
+    ap.add_argument("--ceiling", type=int, default=0, metavar="R",
+                    help="instead: simulate each observed cell itself R more times with fresh noise and report how "
+                         "often it fires in its observed class (what a population of exact copies would score)")
     ap.add_argument("--out", default=str(HERE / "results" / "class_matching.json"))
     args = ap.parse_args()
     rows = []
@@ -79,10 +102,14 @@ def main() -> None:
         for sigma in (float(s) for s in args.noise.split(",")):
             t0 = time.perf_counter()
             obs = observations(post, args.points, sigma, args.seed)
+            if args.ceiling:
+                rows.append(ceiling(post, obs, sigma, args.ceiling, args.seed))
+                print(json.dumps(rows[-1]), flush=True)
+                continue
             rng = np.random.default_rng(args.seed + 1)
             per = {k: [] for k in ("raw_class", "raw_within", "first_fraction", "acceptance", "drawn", "kept",
                                    "matched_class", "matched_within")}  # fmt: skip
-            for features, x in obs:
+            for features, x, _ in obs:
                 raw = posterior_predictive_check(post, features, n=args.cells, x=x, noise_std=sigma, seed=rng)
                 mp = class_matched_population(post, x, features["firing_class"], args.cells, noise_std=sigma,
                                               noise_repeats=args.repeats, seed=rng)  # fmt: skip
@@ -109,9 +136,11 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=1))
+    if args.ceiling:
+        return
     print("\n| model | σ | noise realisations matched | observations | unfiltered: same class | unfiltered: class + features | class-matched, "
           "re-simulated: same class | class-matched, re-simulated: class + features | cells drawn per kept cell | "
-          "observations below 95 % |")  # fmt: skip
+          "observations below 95 % | populations short of --cells |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['noise_std']:g} | {r['noise_repeats']} | {r['observations']} | {100 * r['raw_class_mean']:.1f} % | "

@@ -148,13 +148,13 @@ def class_matched_population(
 
     def in_class(g: NDArray, res: Any) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
         """In the class in the first realisation, and in all of them."""
-        first = np.asarray(res.features()["firing_class"]) == observed_class
-        same = first.copy()
+        once = np.asarray(res.features()["firing_class"]) == observed_class
+        same = once.copy()
         for _ in range(repeats - 1):  # the other realisations, only for the cells still in the class
             idx = np.flatnonzero(same)
             if idx.size:
                 same[idx] = np.asarray(run(g[idx]).features()["firing_class"]) == observed_class
-        return first, same
+        return once, same
 
     kept: list[tuple[NDArray, NDArray, Any]] = []
     n_kept = drawn = matching = 0
@@ -168,9 +168,9 @@ def class_matched_population(
             batch = draw(k)
         d, g, res = batch
         batch = None
-        first, same = in_class(g, res)
+        once, same = in_class(g, res)
         if drawn < n:
-            first_match.append(first[: n - drawn])
+            first_match.append(once[: n - drawn])
         drawn += len(g)
         matching += int(same.sum())
         idx = np.flatnonzero(same)[: n - n_kept]
