@@ -130,9 +130,7 @@ class SimulationResult:
         if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
             raise IndexError(f"cell indices out of range for {len(self)} cells")
         idx %= max(len(self), 1)
-        counts = self.spike_counts[idx]
-        offsets = np.zeros(idx.size + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
+        offsets = _offsets(self.spike_counts[idx])
         times = np.concatenate([self.times[self.offsets[i] : self.offsets[i + 1]] for i in idx]) if idx.size else np.empty(0)
         noise = self.noise_std if np.ndim(self.noise_std) == 0 else np.asarray(self.noise_std)[idx]
         return replace(self, conductances=self.conductances[idx], times=times, offsets=offsets, i_app=self.i_app[idx],
@@ -150,15 +148,12 @@ class SimulationResult:
                 raise InvalidInputError("results: different models or protocols cannot be concatenated")
             if (r.voltage is None) != (first.voltage is None) or r.sampling_interval != first.sampling_interval:
                 raise InvalidInputError("results: all or none must carry voltage, at the same sampling interval")
-        counts = np.concatenate([r.spike_counts for r in results])
-        offsets = np.zeros(counts.size + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
+        offsets = _offsets(np.concatenate([r.spike_counts for r in results]))
         noise = np.concatenate([np.broadcast_to(np.asarray(r.noise_std, dtype=float), (len(r),)) for r in results])
         return replace(
             first, conductances=np.concatenate([r.conductances for r in results]),
             times=np.concatenate([r.times for r in results]), offsets=offsets,
-            i_app=np.concatenate([r.i_app for r in results]),
-            noise_std=float(noise[0]) if noise.size and np.all(noise == noise[0]) else noise, seed=None,
+            i_app=np.concatenate([r.i_app for r in results]), noise_std=_noise_levels(noise), seed=None,
             voltage=None if first.voltage is None else np.concatenate([r.voltage for r in results]), _features=None,
         )  # fmt: skip
 
@@ -169,6 +164,18 @@ class SimulationResult:
 
             self._features = features_from_csr(self.times, self.offsets, self.t_start, self.t_stop)
         return self._features  # type: ignore[return-value]
+
+
+def _offsets(counts: NDArray[np.int64]) -> NDArray[np.int64]:
+    """CSR offsets (length ``len(counts) + 1``) of per-cell spike counts."""
+    offsets = np.zeros(counts.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return offsets
+
+
+def _noise_levels(noise: NDArray[np.float64]) -> float | NDArray[np.float64]:
+    """Per-cell σ as a result stores it: one float when every cell shares it, else the array."""
+    return float(noise[0]) if noise.size and np.all(noise == noise[0]) else noise
 
 
 # -- input checking ------------------------------------------------------------------------------------------
@@ -402,8 +409,7 @@ def simulate(
     finally:
         kernels.set_threads(previous_threads)
 
-    offsets = np.zeros(N + 1, dtype=np.int64)
-    np.cumsum(counts_all, out=offsets[1:])
+    offsets = _offsets(counts_all)
     times = np.concatenate(pieces) if pieces else np.empty(0)
     return SimulationResult(
         model=model,
@@ -414,7 +420,7 @@ def simulate(
         t_stop=duration,
         dt=dt,
         i_app=i_app_arr,
-        noise_std=float(noise_arr[0]) if N and np.all(noise_arr == noise_arr[0]) else noise_arr,
+        noise_std=_noise_levels(noise_arr),
         seed=seed if isinstance(seed, (int, np.integer)) else None,
         voltage=voltage,
         sampling_interval=sampling_interval,

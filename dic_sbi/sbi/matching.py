@@ -22,11 +22,11 @@ from numpy.typing import NDArray
 
 from ..errors import InvalidInputError
 from ._utils import Seed, numpy_rng
+from .evaluation import CLASSES
 from .posterior import DICPosterior
 
 __all__ = ["MatchedPopulation", "class_matched_population", "check_matching_options"]
 
-_CLASSES = ("silent", "spiking", "bursting")
 
 
 @dataclass
@@ -129,8 +129,8 @@ def class_matched_population(
     """
     from ..core.simulator import SimulationResult, simulate
 
-    if observed_class not in _CLASSES:
-        raise InvalidInputError(f"observed_class: expected one of {_CLASSES}, got {observed_class!r}")
+    if observed_class not in CLASSES:
+        raise InvalidInputError(f"observed_class: expected one of {CLASSES}, got {observed_class!r}")
     max_draws, repeats = check_matching_options(n, max_draws, noise_repeats)
     repeats = repeats if noise_std > 0 else 1
     rng = numpy_rng(seed)
