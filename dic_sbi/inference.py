@@ -441,14 +441,16 @@ def infer(
                 max_draws=max_draws, noise_std=sigma, noise_repeats=noise_repeats, seed=rng, n_threads=n_threads,
                 progress=progress, **proto,
             )  # fmt: skip
+            k = len(matched.conductances)
+            if k == 0:  # nothing to write or plot: say why rather than return an empty population
+                raise InvalidInputError(f"max_draws: none of the {matched.drawn} cells drawn for train {t.index} "
+                                        f"({t.name}) fires like the recording ({t.observed_class}); raise max_draws "
+                                        "or drop match_class")  # fmt: skip
             t.dics, t.conductances, t.simulation = matched.dics, matched.conductances, matched.simulation
-            k = len(t.conductances)
             t.simulated = np.arange(k)
             if not matched.complete:
                 notes.append(f"train {t.index} ({t.name}): only {k} of {matched.drawn} cells drawn fire like the "
                              f"recording ({t.observed_class}); the population has {k} cells, not {n} (raise max_draws)")  # fmt: skip
-            if k == 0:
-                continue
         if traces:
             t.traces = simulate(m, t.conductances[: min(int(traces), k)], record_voltage=True, sampling_interval=0.5,
                                 progress=False, **noise, **proto)  # fmt: skip

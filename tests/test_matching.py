@@ -97,3 +97,18 @@ def test_infer_match_class_end_to_end(tmp_path, capsys):
     assert main(["infer", example_recording("stg"), "--model", "stg", "-n", "25", "--match-class", "--max-draws", "10",
                  "--out", str(bad), "--quiet"]) != 0
     assert not bad.exists()
+
+
+def test_infer_when_no_drawn_cell_matches_fails_clearly_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    import dic_sbi.sbi.matching as matching
+    from dic_sbi.data import example_recording
+
+    def none_match(post, x, klass, n, **kw):
+        return matching.MatchedPopulation(np.zeros((0, 2)), np.zeros((0, 8)), None, 40, 0, 0.0, False)
+
+    monkeypatch.setattr(matching, "class_matched_population", none_match)
+    out = tmp_path / "none"
+    assert main(["infer", example_recording("stg"), "--model", "stg", "-n", "20", "--match-class", "--max-draws", "40",
+                 "--out", str(out), "--quiet"]) != 0
+    assert "none of the 40 cells drawn" in capsys.readouterr().err
+    assert not out.exists()
