@@ -4,11 +4,12 @@ Uses the stored reference set (``tests/reference_data/reference_cells.json``: sc
 both models, every firing class, cells of the default conductance box and of degenerate populations) and prints,
 per model and setting, the number of cells meeting the criteria of the accuracy test (same class; mean ISI,
 burst period and intra-burst ISI within 1 %; same spikes per burst) and the largest relative errors. A setting is
-``dt:fine_above:fine_substeps:fine_min_slope`` (ms, mV, count, mV/ms): a step that starts above ``fine_above``
-while V moved faster than ``fine_min_slope`` over the previous step is split into ``fine_substeps`` substeps. The
+``dt:fine_above:fine_substeps:fine_min_slope[:table_step]`` (ms, mV, count, mV/ms, mV): a step that starts above
+``fine_above`` while V moved faster than ``fine_min_slope`` over the previous step is split into
+``fine_substeps`` substeps; the rate tables have a row every ``table_step`` mV (default: the protocol's). The
 first row of each model is its default protocol.
 
-    python benchmarks/accuracy.py [--stg 0.05:-45:3:0,...] [--da ...]
+    python benchmarks/accuracy.py [--stg 0.05:-45:3:0,0.1:-45:5:2:0.02,...] [--da ...]
 """
 
 from __future__ import annotations
@@ -41,18 +42,19 @@ def errors(fast: np.ndarray, ref: np.ndarray, t_start: float, t_stop: float) -> 
     return out
 
 
-# alternatives to each default: the previous defaults, other dt, voltage-only substep rules
+# alternatives to each default: the previous defaults (and their 0.02-mV tables), other dt and substep rules
 SETTINGS = {
-    "stg": "0.05:-45:3:0,0.05:-45:6:2,0.1:-45:6:0,0.1:-45:6:10,0.1:-45:4:2,0.2:-45:12:2",
-    "da": "0.05:-55:4:0,0.025:-55:2:0,0.05:-60:4:0,0.05:-65:4:0,0.1:-65:6:0,0.1:-65:8:1",
+    "stg": "0.1:-45:6:2:0.02,0.1:-45:5:2:0.02,0.1:-45:6:2,0.05:-45:3:0:0.02,0.1:-45:5:0,0.1:-45:5:10,0.1:-45:4:2,0.2:-45:12:2",
+    "da": "0.1:-65:8:0:0.02,0.05:-55:4:0:0.02,0.025:-55:2:0,0.05:-65:4:0,0.1:-65:6:0,0.1:-65:8:1",
 }
 
 
 def with_settings(model, setting: str):
-    """The model with its protocol's step settings replaced by ``dt:fine_above:fine_substeps:fine_min_slope``."""
-    dt, above, substeps, slope = setting.split(":")
+    """The model with its protocol's step settings replaced by ``dt:fine_above:fine_substeps:fine_min_slope`` and,
+    when a fifth field is given, its rate-table grid (mV)."""
+    dt, above, substeps, slope, *table = setting.split(":")
     proto = dataclasses.replace(model.protocol, dt=float(dt), fine_above=float(above), fine_substeps=int(substeps),
-                                fine_min_slope=float(slope))  # fmt: skip
+                                fine_min_slope=float(slope), table_step=float(table[0]) if table else model.protocol.table_step)  # fmt: skip
     return dataclasses.replace(model, protocol=proto)
 
 
@@ -62,9 +64,9 @@ def main() -> None:
         ap.add_argument(f"--{name}", default=settings, help=f"settings besides the {name} default")
     args = ap.parse_args()
     cells = json.loads(REFERENCE.read_text())["cells"]
-    print("| model | dt (ms) | substeps above (mV) | substeps | min slope (mV/ms) | cells passing | worst mean ISI | "
-          "worst burst period | worst intra-burst ISI | class / spikes-per-burst mismatches |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | dt (ms) | substeps above (mV) | substeps | min slope (mV/ms) | table step (mV) | cells passing | "
+          "worst mean ISI | worst burst period | worst intra-burst ISI | class / spikes-per-burst mismatches |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in ("stg", "da"):
         default = dic_sbi.get_model(name)
         p = default.protocol
@@ -83,7 +85,7 @@ def main() -> None:
             )  # fmt: skip
             worst = {k: max((e.get(k, 0.0) for e in errs), default=0.0) for k in ("mean_isi", "burst_period", "intra_burst_isi")}
             mism = int(sum(e["class"] + e.get("spikes_per_burst", 0) for e in errs))
-            print(f"| {name} {tag} | {p.dt:g} | {p.fine_above:g} | {p.fine_substeps} | {p.fine_min_slope:g} | {ok}/{len(sel)} | "
+            print(f"| {name} {tag} | {p.dt:g} | {p.fine_above:g} | {p.fine_substeps} | {p.fine_min_slope:g} | {p.table_step:g} | {ok}/{len(sel)} | "
                   f"{100 * worst['mean_isi']:.2f} % | {100 * worst['burst_period']:.2f} % | "
                   f"{100 * worst['intra_burst_isi']:.2f} % | {mism} |", flush=True)  # fmt: skip
 

@@ -125,8 +125,8 @@ def main() -> None:
     ap.add_argument("--brian2-threads", default="1", help="comma-separated OpenMP thread counts for cpp_standalone")
     ap.add_argument("--brian2-dts", default="stg=0.04,default;da=0.05",
                     help="per model, the dt (ms) of the Brian2 runs ('default': dic_sbi's)")
-    ap.add_argument("--previous", default="stg=0.05:-45:3:0;da=0.05:-55:4:0",
-                    help="per model, the previous default step settings (dt:fine_above:substeps:min_slope)")
+    ap.add_argument("--previous", default="stg=0.1:-45:6:2:0.02;da=0.1:-65:8:0:0.02",
+                    help="per model, the previous default step settings (dt:fine_above:substeps:min_slope[:table_step])")
     ap.add_argument("--out", default=str(HERE / "results" / "simulator.json"))
     args = ap.parse_args()
 

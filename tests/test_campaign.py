@@ -26,6 +26,7 @@ from dic_sbi.campaign import (
     run_campaign,
     train_npe_from_store,
 )
+from dic_sbi import get_model
 from dic_sbi.cli import main
 from dic_sbi.errors import DicSbiError, InvalidInputError
 
@@ -222,6 +223,14 @@ def test_resume_with_other_settings_is_refused(reference, tmp_path):
     other = CampaignSpec("stg", "dic", num=1500, chunk_size=50, seed=99, **PROTOCOL)
     with pytest.raises(InvalidInputError, match="seed"):
         run_campaign(other, path, progress=False)
+    # a store simulated with other numerics (here: an older, finer rate table) is not resumed either
+    meta = path / "zarr.json"
+    doc = json.loads(meta.read_text())
+    assert doc["attributes"]["campaign"]["rate_table_step_mV"] == get_model("stg").protocol.table_step == 0.2
+    doc["attributes"]["campaign"]["rate_table_step_mV"] = 0.02
+    meta.write_text(json.dumps(doc))
+    with pytest.raises(InvalidInputError, match="rate_table_step_mV: stored 0.02"):
+        run_campaign(SPEC, path, progress=False)
 
 
 def test_cli_campaign_and_resume(tmp_path, capsys):

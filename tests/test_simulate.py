@@ -46,6 +46,21 @@ def test_chunking_and_threads_do_not_change_results():
     np.testing.assert_array_equal(c.spike_times(0), simulate("stg", g, **SHORT).spike_times(4))
 
 
+def test_block_size_does_not_change_results():
+    """Big batches run in blocks of up to 128 lanes, small ones (or small chunks) in smaller blocks: same spikes."""
+    from dic_sbi.core.simulator import _block_size
+
+    assert _block_size(10_000, 1) == 128 and _block_size(20, 1) == 24 and _block_size(100, 2) == 56
+    assert _block_size(1, 16) == 8
+    rng = np.random.default_rng(3)
+    g = STG_VECTOR * rng.uniform(0.7, 1.3, size=(260, 8))
+    big = simulate("stg", g, **SHORT, n_threads=1, noise_std=2.0, seed=1)  # blocks of 128, 128, 4 lanes
+    small = simulate("stg", g, **SHORT, n_threads=1, chunk_size=20, noise_std=2.0, seed=1)  # blocks of 24 lanes
+    assert big.spike_counts.sum() > 260 * 5
+    np.testing.assert_array_equal(big.offsets, small.offsets)
+    np.testing.assert_array_equal(big.times, small.times)
+
+
 @pytest.mark.parametrize("model", ["stg", "da"])
 def test_lanes_are_independent_bit_for_bit(model):
     """The kernel steps 32 cells as SIMD lanes and packs the lanes inside a spike for their substeps: a cell's
@@ -190,27 +205,33 @@ def test_features_of_result():
 
 
 def test_rate_table_interpolation_is_accurate():
-    """The tabulated steady states and decay factors match the kinetic functions between grid points."""
+    """The tabulated steady states and decay factors match the kinetic functions between grid points.
+
+    Linear interpolation on the 0.2-mV grid is within 1e-5 of the exact kinetics for every STG gate, and for DA
+    except near the guarded singularity of τ_m (-38.7 mV, where τ_m has a kink) and the ERG equilibrium: 1e-4 there.
+    """
+    loose = {("da", "m"), ("da", "erg")}
     for name in ("stg", "da"):
         model = dic_sbi.get_model(name)
         cm = compile_model(model, 0.05)
-        V = np.linspace(-99.0, 60.0, 2001) + 0.0037  # off-grid
+        V = np.linspace(-99.0, 60.0, 20001) + 0.0037  # off-grid
         u = (V - cm.v_min) * cm.inv_step
         r = u.astype(int)
         f = u - r
         for gate_name, col in zip(cm.gate_names, cm.gate_col):
+            tol = 1e-4 if (name, gate_name) in loose else 1e-5
             gate = model.gates()[gate_name]
             if gate_name == "erg":
                 o_inf, _ = gate.steady_state(V)
                 approx = cm.table[r, 2 * col] + f * cm.table[r, 2 * col + 1]
-                np.testing.assert_allclose(approx, o_inf, atol=2e-6)
+                np.testing.assert_allclose(approx, o_inf, atol=tol)
                 continue
             ss = getattr(gate, "voltage_factor", None) or gate.steady_state
             A = cm.table[r, 2 * col] + f * cm.table[r, 2 * col + 1]
             d = cm.table[r, 2 * col + 2] + f * cm.table[r, 2 * col + 3]
             exact_d = np.exp(-0.05 / gate.time_constant(V)) if hasattr(gate, "time_constant") else 0.0
-            np.testing.assert_allclose(d, exact_d, atol=2e-6, err_msg=f"{name} {gate_name} decay")
-            np.testing.assert_allclose(A, ss(V) * (1 - exact_d), atol=2e-6, err_msg=f"{name} {gate_name} A")
+            np.testing.assert_allclose(d, exact_d, atol=tol, err_msg=f"{name} {gate_name} decay")
+            np.testing.assert_allclose(A, ss(V) * (1 - exact_d), atol=tol, err_msg=f"{name} {gate_name} A")
 
 
 def test_exp_nonpositive_matches_libm():
@@ -313,7 +334,13 @@ def test_spike_substeps_follow_the_protocol():
     default = simulate(model, g, **SHORT)
     always = simulate(with_slope(0.0), g, **SHORT)
     assert not np.array_equal(default.times, plain.times) and not np.array_equal(always.times, default.times)
+    # the rate-table grid is the protocol's: a finer grid moves spikes by far less than the 1 % accuracy bar
+    fine_grid = dataclasses.replace(model, protocol=dataclasses.replace(model.protocol, table_step=0.02))
+    finer = simulate(fine_grid, g, **SHORT)
+    assert not np.array_equal(finer.times, default.times)
+    np.testing.assert_array_equal(finer.spike_counts, default.spike_counts)
+    np.testing.assert_allclose(finer.times, default.times, rtol=3e-4)  # a drift of 1e-4 of the elapsed time
     for bad in (dict(fine_min_slope=-1.0), dict(fine_min_slope=np.nan), dict(fine_substeps=0), dict(dt=0.0),
-                dict(transient=7000.0)):  # fmt: skip
+                dict(transient=7000.0), dict(table_step=0.0), dict(table_step=5.0)):  # fmt: skip
         with pytest.raises(InvalidInputError, match="Protocol"):
             dataclasses.replace(model.protocol, **bad)

@@ -116,6 +116,7 @@ class CampaignSpec:
             "dt": sim.dt,
             # the integrator's spike substepping: a store is resumed only with the numerics it was started with
             "spike_substeps": _substeps(prior.model),
+            "rate_table_step_mV": prior.model.protocol.table_step,
             "theta_names": list(prior.names),
             "conductance_names": list(prior.model.conductance_names),
             "x_names": list(sim.names),

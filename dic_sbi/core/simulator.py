@@ -227,6 +227,13 @@ def noise_filter(dt: float) -> NDArray[np.float64]:
     return np.ascontiguousarray(scipy.signal.butter(NOISE_FILTER_ORDER, NOISE_CUTOFF_HZ, fs=fs, output="sos"))
 
 
+def _block_size(n_cells: int, n_threads: int) -> int:
+    """Cells per thread block: the kernel's largest block (fastest per cell), unless that would leave threads idle;
+    a whole number of SIMD vectors. The block size does not change results (each lane is stepped alone)."""
+    per_thread = -(-n_cells // max(1, n_threads))
+    return max(kernels.PACK, min(kernels.BLOCK, -(-per_thread // kernels.PACK) * kernels.PACK))
+
+
 # -- the simulator ------------------------------------------------------------------------------------------
 
 
@@ -346,8 +353,8 @@ def simulate(
     fine_substeps = proto.fine_substeps if fine_substeps is None else fine_substeps
     if not isinstance(fine_substeps, (int, np.integer)) or isinstance(fine_substeps, bool) or fine_substeps < 1:
         raise InvalidInputError(f"fine_substeps: expected an int >= 1, got {fine_substeps!r}")
-    cm = compile_model(model, dt)
-    cm_fine = compile_model(model, dt / fine_substeps)
+    cm = compile_model(model, dt, proto.table_step)
+    cm_fine = compile_model(model, dt / fine_substeps, proto.table_step)
     V0, Ca0, x0 = initial_state(model)
     cap = max(16, int(math.ceil((duration - transient) * MAX_SPIKE_RATE_KHZ)))
     chunks = [(s, min(s + chunk_size, N)) for s in range(0, N, chunk_size)]
@@ -369,16 +376,17 @@ def simulate(
                 g[c0 : c0 + b - a], i_app_arr[c0 : c0 + b - a], c0, seed_bits, noise_step[c0 : c0 + b - a], sos, V0, Ca0, x0, cm.table,
                 cm_fine.table, cm.v_min, cm.inv_step, cm.calcium_decay, cm_fine.calcium_decay, dt, fine_substeps,
                 proto.fine_above, proto.fine_min_slope, n_steps, transient, proto.spike_threshold, proto.spike_rearm, spikes[a:b], counts[a:b],
-                first_record, record_every, vbuf[a:b] if voltage is not None else vbuf,
+                first_record, record_every, vbuf[a:b] if voltage is not None else vbuf, block,
             )  # fmt: skip
         return spikes, counts, vbuf
 
     show = (len(chunks) > 1) if progress is None else bool(progress)
     if n_threads is not None and (not isinstance(n_threads, (int, np.integer)) or n_threads < 1):
         raise InvalidInputError(f"n_threads: expected None or an int >= 1, got {n_threads!r}")
+    threads = kernels.max_threads() if n_threads is None else min(n_threads, kernels.max_threads())
+    block = _block_size(min(N, chunk_size), threads)
     # No more threads than blocks of cells: idle OpenMP workers spin and slow a small batch down.
-    n_blocks = -(-min(N, chunk_size) // kernels.BLOCK)
-    previous_threads = kernels.set_threads(min(kernels.max_threads() if n_threads is None else n_threads, n_blocks))
+    previous_threads = kernels.set_threads(min(threads, -(-min(N, chunk_size) // block)))
     try:
         bar = None
         if show:

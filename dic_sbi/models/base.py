@@ -106,8 +106,9 @@ class CalciumDynamics:
 
 @dataclass(frozen=True)
 class Protocol:
-    """Default simulation protocol: total duration, discarded transient, time step (ms), spike detection, and the
-    substepping of spikes (a step that starts above ``fine_above`` mV is taken as ``fine_substeps`` substeps)."""
+    """Default simulation protocol: total duration, discarded transient, time step (ms), spike detection, the
+    substepping of spikes (a step that starts above ``fine_above`` mV is taken as ``fine_substeps`` substeps) and
+    the voltage grid of the simulator's rate tables."""
 
     duration: float
     transient: float
@@ -117,6 +118,7 @@ class Protocol:
     fine_above: float = float("inf")  # mV: a step starting above this voltage (in a spike) ...
     fine_substeps: int = 1  # ... is split into this many substeps (1: a plain fixed-step scheme)
     fine_min_slope: float = 0.0  # mV/ms: ... while |dV/dt| over the previous step is at least this (0: always)
+    table_step: float = 0.2  # mV: voltage grid of the simulator's rate tables (linear interpolation between rows)
 
     def __post_init__(self) -> None:
         from ..errors import InvalidInputError
@@ -127,6 +129,8 @@ class Protocol:
             raise InvalidInputError(f"Protocol: fine_substeps must be an int >= 1, got {self.fine_substeps!r}")
         if not (np.isfinite(self.fine_min_slope) and self.fine_min_slope >= 0):
             raise InvalidInputError(f"Protocol: fine_min_slope must be finite and >= 0 (mV/ms), got {self.fine_min_slope!r}")
+        if not (np.isfinite(self.table_step) and 0 < self.table_step <= 1.0):
+            raise InvalidInputError(f"Protocol: table_step must be in (0, 1] mV, got {self.table_step!r}")
 
 
 @dataclass(frozen=True)
