@@ -59,7 +59,7 @@ KERNEL_VERSION = 9  # bump when the generated code changes
 PACK = 8  # packed lanes run in whole AVX-512 vectors of float64 (measured: 8 beats 4, 16 and 32)
 # Most cells (lanes) a thread advances together; a call may use fewer (``block`` argument, a multiple of PACK) so
 # that a small batch still spreads over all cores. Large blocks pack the lanes inside a spike into fewer, fuller
-# vectors: measured on the STG benchmark cells, 128 lanes 1.78 ms per cell, 96: 1.84, 64: 1.95, 32: 2.22.
+# vectors: measured on the STG benchmark cells, 128 lanes 1.78 ms per cell, 96: 1.84, 64: 1.95, 32: 2.1-2.2.
 BLOCK = 128
 # Row stride of the work arrays, in lanes: BLOCK plus one vector, so that rows do not start at addresses 1 KiB
 # apart (with a stride of exactly 128 lanes the rows alias in the L1 cache: 2.24 ms per cell instead of 1.78).

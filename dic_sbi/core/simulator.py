@@ -282,7 +282,7 @@ def simulate(
         Step (ms) of the recorded voltage, a multiple of ``dt`` (default ``dt``).
     fine_substeps
         Substeps of a step that starts above the protocol's ``fine_above`` voltage while V moves at least
-        ``fine_min_slope`` mV/ms, i.e. during spikes (default: the model's protocol: STG 6 above -45 mV and
+        ``fine_min_slope`` mV/ms, i.e. during spikes (default: the model's protocol: STG 5 above -45 mV and
         2 mV/ms, DA 8 above -65 mV); 1 gives a plain fixed-step scheme.
     chunk_size
         Cells per parallel chunk: memory stays bounded whatever N is.
