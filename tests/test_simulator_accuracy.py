@@ -1,8 +1,8 @@
 """The fast simulator against the independent reference integrator (scipy LSODA, rtol = atol = 1e-8).
 
-The reference spike times of 32 cells (both models; the published test vectors and cells drawn from the default
-conductance box; silent, spiking and bursting) are computed by ``tests/reference_data/make_reference.py`` (about
-20 minutes, so they are stored); one cell per model is re-integrated live here to show that the stored set
+The reference spike times of 56 cells (28 per model: the published test vectors, cells drawn from the default
+conductance box, silent, spiking and bursting, and cells of degenerate populations over the published DIC box)
+are computed by ``tests/reference_data/make_reference.py`` (tens of minutes, so they are stored); one cell per model is re-integrated live here to show that the stored set
 still describes the current reference integrator.
 
 Criteria per cell (issue 2): same firing class; spiking cells: mean ISI within 1 %; bursting cells: burst

@@ -18,9 +18,10 @@ gate's τ falls to 0.06 ms) is taken as ``fine_substeps`` substeps with a second
 updated before V, so gates live at half steps (a staggered scheme; measured: errors fall 2–6×
 when dt halves, benchmarks/README.md).
 
-Each thread advances a block of up to ``BLOCK`` cells as lanes: the table lookups are done lane by lane, the arithmetic
-across lanes in SIMD registers (see :func:`kernel_source`). Blocks run in parallel (``prange``); each cell's noise stream is a counter-based generator keyed by
-``(seed, global cell index)``, so results do not depend on chunking or thread scheduling.
+Each thread advances a block of up to ``BLOCK`` cells as lanes: the table lookups are done lane by lane, the
+arithmetic across lanes in SIMD registers (see :func:`kernel_source`). Blocks run in parallel (``prange``); each
+cell's noise stream is a counter-based generator keyed by ``(seed, global cell index)``, so results do not depend
+on chunking, block size or thread scheduling.
 
 The generated module is written to a cache folder (``$DIC_SBI_CACHE_DIR``, else ``~/.cache/dic_sbi``) so that
 numba's on-disk cache makes later imports start fast.
@@ -181,7 +182,8 @@ def kernel_source(cm: CompiledModel) -> str:
     """Python source of the numba kernel specialised to ``cm`` (structure only; tables are arguments).
 
     Each thread advances a block of at most :data:`BLOCK` cells (lanes) together. A step is split so that the
-    arithmetic vectorises across lanes (numba's LLVM emits no gather instructions, so a loop that reads the rate table does not):
+    arithmetic vectorises across lanes (numba's LLVM emits no gather instructions, so a loop that reads the rate
+    table does not):
 
     1. *locate* (vectorised): each lane's table row and interpolation fraction at its V;
     2. *gather* (scalar loop over lanes): the interpolated table values, written lane-major into the work array
