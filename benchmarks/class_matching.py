@@ -42,17 +42,22 @@ from dic_sbi.sbi.pretrained import load_pretrained
 HERE = Path(__file__).resolve().parent
 
 
+def protocol(post, sigma: float, seed) -> dict:
+    """Keyword arguments of ``simulate`` for the posterior's training protocol, with noise σ when σ > 0."""
+    sim = post.simulator
+    return dict(duration=sim.duration, transient=sim.transient, dt=sim.dt,
+                **({"noise_std": sigma, "seed": seed} if sigma > 0 else {}))  # fmt: skip
+
+
 def observations(post, n_points: int, sigma: float, seed: int):
     """``n_points`` observations: spike trains of one population cell per uniform DIC target (the posterior's
     protocol), with their features; silent ones are skipped (a recording needs spikes)."""
     rng = np.random.default_rng(seed)
     model = post.model
-    sim = post.simulator
     targets = DICPrior(model).sample((3 * n_points,), seed=rng).to(torch.float64).numpy()
     g = dic_sbi.degenerate_population(model, targets[:, 0], targets[:, 1], 1, seed=rng, on_unreachable="nan")[:, 0]
     g = g[np.isfinite(g).all(axis=1)]
-    res = dic_sbi.simulate(model, g, duration=sim.duration, transient=sim.transient, dt=sim.dt,
-                           **({"noise_std": sigma, "seed": rng} if sigma > 0 else {}), progress=False)  # fmt: skip
+    res = dic_sbi.simulate(model, g, **protocol(post, sigma, rng), progress=False)
     feats = res.features()
     out = []
     for i in range(len(g)):
@@ -68,13 +73,11 @@ def observations(post, n_points: int, sigma: float, seed: int):
 
 def ceiling(post, obs, sigma: float, repeats: int, seed: int) -> dict:
     """How often each observed cell itself fires in its observed class in ``repeats`` fresh noise realisations."""
-    sim = post.simulator
     g = np.array([c for _, _, c in obs])
     klass = np.array([f["firing_class"] for f, _, _ in obs])
     same = np.zeros((len(g), repeats))
     for r in range(repeats):
-        res = dic_sbi.simulate(post.model, g, duration=sim.duration, transient=sim.transient, dt=sim.dt,
-                               **({"noise_std": sigma, "seed": seed + 1000 + r} if sigma > 0 else {}), progress=False)  # fmt: skip
+        res = dic_sbi.simulate(post.model, g, **protocol(post, sigma, seed + 1000 + r), progress=False)
         same[:, r] = res.features()["firing_class"] == klass
     p = same.mean(axis=1)
     return {"model": post.model.name, "noise_std": sigma, "observations": len(g), "realisations": repeats,

@@ -46,6 +46,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .core.checks import is_int
 from .errors import DicSbiError, InvalidInputError
 from .io.atomic import atomic_directory, atomic_file
 from .models import ConductanceModel, get_model
@@ -588,7 +589,7 @@ def _bootstrap(v: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[fl
 
 
 def _positive_int(v: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+    if not is_int(v, minimum):
         raise InvalidInputError(f"{name}: expected an int >= {minimum}, got {v!r}")
     return int(v)
 

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .core.checks import is_int
 from .errors import InvalidInputError, RecordingError
 
 __all__ = ["infer", "InferenceResult", "TrainInference", "fidelity_report"]
@@ -370,7 +371,7 @@ def infer(
     from .spiketrains import spike_train_features
 
     m = get_model(model)  # UnknownModelError before any file is read
-    if not (isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1):
+    if not is_int(n, 1):
         raise InvalidInputError(f"n: expected a positive number of cells, got {n!r}")
     for name, v in (("preview", preview), ("traces", traces)):
         if not (isinstance(v, (int, np.integer)) and v >= 0):

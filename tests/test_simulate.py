@@ -63,8 +63,8 @@ def test_block_size_does_not_change_results():
 
 @pytest.mark.parametrize("model", ["stg", "da"])
 def test_lanes_are_independent_bit_for_bit(model):
-    """The kernel steps blocks of cells as SIMD lanes and packs the lanes inside a spike for their substeps: a cell's
-    spike times must not depend on its lane, on its neighbours, or on how many of them are in a spike."""
+    """The kernel steps blocks of cells as SIMD lanes and packs the lanes inside a spike for their substeps: a
+    cell's spike times must not depend on its lane, on its neighbours, or on how many of them are in a spike."""
     from dic_sbi.core.populations import degenerate_population
 
     rng = np.random.default_rng(3)

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from ..core.checks import is_int
 from ..errors import InvalidInputError
 from .store import FORMAT, FORMAT_VERSION, CampaignStore
 
@@ -86,9 +87,9 @@ class CampaignSpec:
             raise InvalidInputError(f"prior: expected 'dic' or 'conductance', got {self.prior!r}")
         for name in ("num", "chunk_size"):
             v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            if not is_int(v, 1):
                 raise InvalidInputError(f"{name}: expected an int >= 1, got {v!r}")
-        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool) or self.seed < 0:
+        if not is_int(self.seed, 0):
             raise InvalidInputError(f"seed: expected an int >= 0, got {self.seed!r}")
         noise_range = noise_range_of(self.noise_std)
         if noise_range:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ..core.checks import is_int
 from ..errors import InvalidInputError
 from .store import CampaignStore
 
@@ -66,7 +67,7 @@ class StoreDataset(IterableDataset):
         if not chunks:
             raise InvalidInputError(f"store: {self.store.path} has no complete chunk to train on")
         for name, v in (("batch_size", batch_size), ("shuffle_chunks", shuffle_chunks)):
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            if not is_int(v, 1):
                 raise InvalidInputError(f"{name}: expected an int >= 1, got {v!r}")
         self.chunks = [int(k) for k in chunks]
         self.batch_size = int(batch_size)
@@ -190,7 +191,7 @@ def train_npe_from_store(
 
     st = store if isinstance(store, CampaignStore) else CampaignStore.open(store)
     for name, v in (("stop_after_epochs", stop_after_epochs), ("max_epochs", max_epochs), ("num_workers", num_workers + 1)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+        if not is_int(v, 1):
             raise InvalidInputError(f"{name}: expected a positive int, got {v!r}")
     if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
         raise InvalidInputError(f"learning_rate: expected a number > 0, got {learning_rate!r}")

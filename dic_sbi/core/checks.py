@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InvalidInputError
 from ..models import ConductanceModel
 
-__all__ = ["check_conductances"]
+__all__ = ["check_conductances", "is_int"]
+
+
+def is_int(value: Any, minimum: int) -> bool:
+    """Whether ``value`` is an integer (Python or numpy; a bool is not) of at least ``minimum``."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
 
 
 def check_conductances(

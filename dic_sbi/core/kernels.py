@@ -14,9 +14,9 @@ one simulator, not one per model. Per step and per cell it does:
 
 A step that starts above the protocol's ``fine_above`` voltage while V moves fast (it changed by at least
 ``fine_min_slope`` mV/ms over the previous step: the upstroke and repolarisation of a spike, where the sodium
-gate's τ falls to 0.06 ms) is taken as ``fine_substeps`` substeps with a second table; everywhere else one step. Gates are
-updated before V, so gates live at half steps (a staggered scheme; measured: errors fall 2–6×
-when dt halves, benchmarks/README.md).
+gate's τ falls to 0.06 ms) is taken as ``fine_substeps`` substeps with a second table; everywhere else one step.
+Gates are updated before V, so gates live at half steps (a staggered scheme; measured: errors fall 2–6× when dt
+halves, benchmarks/README.md).
 
 Each thread advances a block of up to ``BLOCK`` cells as lanes: the table lookups are done lane by lane, the
 arithmetic across lanes in SIMD registers (see :func:`kernel_source`). Blocks run in parallel (``prange``); each

@@ -13,7 +13,7 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import InvalidInputError
 from ..models import ConductanceModel, get_model
 from . import kernels
-from .checks import check_conductances
+from .checks import check_conductances, is_int
 from .tables import compile_model, initial_state
 
 if TYPE_CHECKING:  # neo is imported lazily: the numerical core does not need it
@@ -351,7 +351,7 @@ def simulate(
         sampling_interval, record_every, voltage = None, 1, None
 
     fine_substeps = proto.fine_substeps if fine_substeps is None else fine_substeps
-    if not isinstance(fine_substeps, (int, np.integer)) or isinstance(fine_substeps, bool) or fine_substeps < 1:
+    if not is_int(fine_substeps, 1):
         raise InvalidInputError(f"fine_substeps: expected an int >= 1, got {fine_substeps!r}")
     cm = compile_model(model, dt, proto.table_step)
     cm_fine = compile_model(model, dt / fine_substeps, proto.table_step)

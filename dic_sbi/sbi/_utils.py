@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 
 from ..errors import InvalidInputError
 
-__all__ = ["Seed", "numpy_rng", "torch_generator", "as_batch", "torch_threads_set"]
+__all__ = ["Seed", "numpy_rng", "torch_generator", "as_batch", "torch_threads_set", "simulation_settings"]
 
 #: What every stochastic function of this layer accepts as ``seed``.
 Seed = Union[int, np.random.Generator, torch.Generator, None]
@@ -68,6 +68,12 @@ def as_batch(value: Any, dim: int, name: str) -> NDArray[np.float64]:
     if not np.all(np.isfinite(arr)):
         raise InvalidInputError(f"{name}: found NaN or inf; every entry must be finite")
     return np.ascontiguousarray(arr)
+
+
+def simulation_settings(simulator: Any, **given: Any) -> dict[str, Any]:
+    """Each given simulation setting (``duration=...``, ``dt=...``), or where it is ``None`` the posterior's
+    training simulator's (``None`` when there is none or it lacks the setting: then the model's default)."""
+    return {k: v if v is not None else getattr(simulator, k, None) for k, v in given.items()}
 
 
 @contextmanager

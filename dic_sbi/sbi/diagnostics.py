@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..errors import InvalidInputError
 from ..models import ConductanceModel, get_model
-from ._utils import Seed, numpy_rng
+from ._utils import Seed, numpy_rng, simulation_settings
 from .posterior import DICPosterior
 
 __all__ = [
@@ -282,18 +282,12 @@ def posterior_predictive_check(
     if not (np.isfinite(rtol) and rtol >= 0):
         raise InvalidInputError(f"rtol: expected a non-negative tolerance, got {rtol!r}")
 
-    def pick(value: float | None, name: str) -> float | None:
-        if value is not None:
-            return value
-        return getattr(simulator, name, None)
-
     if noise_std is None and isinstance(posterior, DICPosterior) and "noise_std" in posterior.conditions and x is not None:
         noise_std = posterior.conditions_of(x)["noise_std"]  # the noise level the posterior was conditioned on
-    noise = pick(noise_std, "noise_std") or 0.0
-    res = simulate(
-        model, g, duration=pick(duration, "duration"), transient=pick(transient, "transient"), dt=pick(dt, "dt"),
-        noise_std=noise, seed=rng if noise > 0 else None, n_threads=n_threads, progress=False,
-    )  # fmt: skip
+    proto = simulation_settings(simulator, duration=duration, transient=transient, dt=dt, noise_std=noise_std)
+    noise = proto.pop("noise_std") or 0.0
+    res = simulate(model, g, **proto, noise_std=noise, seed=rng if noise > 0 else None, n_threads=n_threads,
+                   progress=False)  # fmt: skip
     sim = features_from_csr(res.times, res.offsets, res.t_start, res.t_stop)
     obs = _observed_features(observed)
     klass = obs.get("firing_class")

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from ..core.checks import is_int
 from ..errors import InvalidInputError
 from ..models import ConductanceModel, get_model
 from ._utils import Seed, numpy_rng
@@ -93,7 +94,7 @@ def heldout_set(
 
     model = get_model(model)
     for name, v in (("n_points", n_points), ("cells_per_point", cells_per_point)):
-        if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1):
+        if not is_int(v, 1):
             raise InvalidInputError(f"{name}: expected a positive int, got {v!r}")
     rng = numpy_rng(seed)
     prior = DICPrior(model) if prior is None else prior

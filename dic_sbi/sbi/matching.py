@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from ..core.checks import is_int
 from ..errors import InvalidInputError
-from ._utils import Seed, numpy_rng
+from ._utils import Seed, numpy_rng, simulation_settings
 from .evaluation import CLASSES
 from .posterior import DICPosterior
 
 __all__ = ["MatchedPopulation", "class_matched_population", "check_matching_options"]
-
 
 
 @dataclass
@@ -69,19 +69,15 @@ class MatchedPopulation:
                 "complete": self.complete}  # fmt: skip
 
 
-def _is_int(v: Any, minimum: int) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= minimum
-
-
 def check_matching_options(n: int, max_draws: int | None, noise_repeats: int | None) -> tuple[int, int]:
     """Validated ``(max_draws, noise_repeats)`` with their defaults (``20 n``, 3); clear errors otherwise."""
-    if not _is_int(n, 1):
+    if not is_int(n, 1):
         raise InvalidInputError(f"n: expected a positive int, got {n!r}")
     max_draws = 20 * int(n) if max_draws is None else max_draws
-    if not _is_int(max_draws, n):
+    if not is_int(max_draws, n):
         raise InvalidInputError(f"max_draws: expected an int >= n ({n}), got {max_draws!r}")
     repeats = 3 if noise_repeats is None else noise_repeats
-    if not _is_int(repeats, 1):
+    if not is_int(repeats, 1):
         raise InvalidInputError(f"noise_repeats: expected an int >= 1, got {noise_repeats!r}")
     return int(max_draws), int(repeats)
 
@@ -134,9 +130,7 @@ def class_matched_population(
     max_draws, repeats = check_matching_options(n, max_draws, noise_repeats)
     repeats = repeats if noise_std > 0 else 1
     rng = numpy_rng(seed)
-    sim = posterior.simulator
-    proto = {k: (v if v is not None else getattr(sim, k, None)) for k, v in
-             (("duration", duration), ("transient", transient), ("dt", dt))}  # fmt: skip
+    proto = simulation_settings(posterior.simulator, duration=duration, transient=transient, dt=dt)
 
     def run(g: NDArray) -> Any:
         noise = dict(noise_std=noise_std, seed=rng) if noise_std > 0 else {}
