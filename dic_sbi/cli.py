@@ -8,8 +8,10 @@
     dic-sbi demo --out DIR
     dic-sbi compare --model stg --budgets 1000,10000,100000 --observations 100 --out DIR
 
-Every command writes its outputs atomically (to a temporary name, renamed when complete) and exits with a
-non-zero status and a one-line message on bad input, leaving nothing partial behind. A campaign (``simulate
+Every command checks where it will write before any work and writes atomically (to a hidden staging folder,
+moved into place when complete): it never replaces the current or home folder, the recording or a folder holding
+files it did not write, replaces a previous output only with ``--overwrite``, and refuses a second run writing
+to the same place. Bad input gives a one-line message and a non-zero status, leaving nothing partial behind. A campaign (``simulate
 --store``) writes chunk by chunk, each chunk marked complete only once written: run the same command again to
 resume it after an interruption.
 """
@@ -21,13 +23,14 @@ import csv
 import json
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from .errors import DicSbiError
-from .io.atomic import atomic_directory, atomic_file
+from .io.outputs import reserve_output, safe_output
 
 __all__ = ["main"]
 
@@ -35,13 +38,14 @@ __all__ = ["main"]
 # -- output helpers -----------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` and move the result to ``path`` only if it succeeded."""
-    with atomic_file(path) as tmp:
+def _write_atomic(path: Path, write, overwrite: bool = False) -> None:
+    """Call ``write(tmp_path)`` and move the result to ``path`` only if it succeeded (a safe output file)."""
+    with safe_output(path, kind="file", overwrite=overwrite) as tmp:
         write(tmp)
 
 
-def write_conductances_csv(path: Path, names: Sequence[str], g: np.ndarray, extra: dict | None = None) -> None:
+def write_conductances_csv(path: Path, names: Sequence[str], g: np.ndarray, extra: dict | None = None, *,
+                           overwrite: bool = False) -> None:  # fmt: skip
     """One row per cell: ``cell`` then one column per conductance (mS/cm²), then ``extra`` columns."""
     extra = extra or {}
 
@@ -52,14 +56,14 @@ def write_conductances_csv(path: Path, names: Sequence[str], g: np.ndarray, extr
             for i, row in enumerate(g):
                 w.writerow([i, *(f"{v:.10g}" for v in row), *(_fmt(extra[k][i]) for k in extra)])
 
-    _write_atomic(path, write)
+    _write_atomic(path, write, overwrite)
 
 
 def _fmt(v) -> str:
     return f"{v:.6g}" if isinstance(v, (float, np.floating)) else str(v)
 
 
-def write_spikes_csv(path: Path, result) -> None:
+def write_spikes_csv(path: Path, result, *, overwrite: bool = False) -> None:
     """Spike2Pop-style CSV: ``ID`` and the spike times (ms) as ``"[t1, t2, ...]"``."""
 
     def write(tmp: Path) -> None:
@@ -69,10 +73,10 @@ def write_spikes_csv(path: Path, result) -> None:
             for i, t in enumerate(result):
                 w.writerow([i, "[" + ", ".join(f"{x:.4f}" for x in t) + "]"])
 
-    _write_atomic(path, write)
+    _write_atomic(path, write, overwrite)
 
 
-def write_spikes_nix(path: Path, result) -> None:
+def write_spikes_nix(path: Path, result, *, overwrite: bool = False) -> None:
     """All cells as ``neo.SpikeTrain`` objects of one segment, in a NIX file."""
     import neo
 
@@ -82,7 +86,8 @@ def write_spikes_nix(path: Path, result) -> None:
     seg = neo.Segment(name="simulation")
     seg.spiketrains.extend(result.spiketrains())
     block.segments.append(seg)
-    write_nix_block(path, block)
+    with safe_output(path, kind="file", overwrite=overwrite) as tmp:
+        write_nix_block(tmp, block)
 
 
 def read_conductances_csv(path: Path, names: Sequence[str]) -> np.ndarray:
@@ -114,6 +119,13 @@ def _fidelity(features: dict) -> dict:
 def cmd_population(args: argparse.Namespace) -> int:
     import dic_sbi
 
+    with reserve_output(args.out, kind="file", overwrite=args.overwrite):
+        return _population(args)
+
+
+def _population(args: argparse.Namespace) -> int:
+    import dic_sbi
+
     model = dic_sbi.get_model(args.model)
     g = dic_sbi.degenerate_population(model, args.g_s, args.g_u, args.n, seed=args.seed)
     extra = {}
@@ -124,7 +136,7 @@ def cmd_population(args: argparse.Namespace) -> int:
         extra = {"firing_class": feats["firing_class"], "spiking_frequency": feats["spiking_frequency"],
                  "burst_period": feats["burst_period"], "spikes_per_burst": feats["spikes_per_burst"]}  # fmt: skip
         report["simulation"] = _fidelity(feats)
-    write_conductances_csv(Path(args.out), model.conductance_names, g, extra)
+    write_conductances_csv(Path(args.out), model.conductance_names, g, extra, overwrite=args.overwrite)
     print(json.dumps(report, indent=1))
     return 0
 
@@ -142,15 +154,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise DicSbiError(f"{', '.join(campaign_args)} need --store DIR (a campaign)")
     if args.conductances is None or args.out is None:
         raise DicSbiError("give CONDUCTANCES.csv and --out FILE, or run a campaign with --prior, --num and --store")
+    if args.nix is not None and Path(args.nix).resolve() == Path(args.out).resolve():
+        raise DicSbiError("--nix: the same file as --out; give two names")
+    outs = [(args.out, "--out")] + ([(args.nix, "--nix")] if args.nix else [])
+    with ExitStack() as stack:
+        for path, option in outs:
+            stack.enter_context(reserve_output(path, kind="file", overwrite=args.overwrite, option=option,
+                                               protect=[args.conductances]))  # fmt: skip
+        return _simulate(args)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import dic_sbi
+
     model = dic_sbi.get_model(args.model)
     g = read_conductances_csv(Path(args.conductances), model.conductance_names)
     if isinstance(args.noise_std, tuple):
         raise DicSbiError("--noise-std: a range LOW,HIGH is drawn per simulation of a campaign (--store); give one σ here")
     res = dic_sbi.simulate(model, g, duration=args.duration, transient=args.transient, dt=args.dt,
                            noise_std=args.noise_std, seed=args.seed, progress=not args.quiet)  # fmt: skip
-    write_spikes_csv(Path(args.out), res)
+    write_spikes_csv(Path(args.out), res, overwrite=args.overwrite)
     if args.nix:
-        write_spikes_nix(Path(args.nix), res)
+        write_spikes_nix(Path(args.nix), res, overwrite=args.overwrite)
     print(json.dumps(_fidelity(res.features()), indent=1))
     return 0
 
@@ -197,9 +222,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .inference import infer
 
     out = Path(args.out)
-    _check_out_folder(out)
     models = ("stg", "da") if args.model is None else (args.model,)
-    with atomic_directory(out) as staging:
+    with safe_output(out, overwrite=args.overwrite, command="demo") as staging:
         summary = {}
         for name in models:
             t0 = time.perf_counter()
@@ -210,7 +234,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             result = infer(example_recording(name), name, args.n, seed=args.seed, validate=True, noise_std=sigma,
                            progress=not args.quiet)  # fmt: skip
             _print_inference(result)
-            result.write(staging / name)
+            result.write(staging / name, overwrite=False)
             # The recording is a simulation, so the DICs behind it are known: report them next to the posterior.
             _, g_s, g_u = dic_sbi.dics(model, example_cells()[name])
             report = result.report()
@@ -236,7 +260,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                      calibration_simulations=args.calibration_simulations, duration=args.duration,
                      transient=args.transient, dt=args.dt, noise_std=args.noise_std, training=training,
                      torch_threads=args.torch_threads, progress=not args.quiet, out=args.out,
-                     checkpoint=args.checkpoint)  # fmt: skip
+                     overwrite=args.overwrite, checkpoint=args.checkpoint)  # fmt: skip
     print(result.markdown())
     print(f"wrote {result.out}/")
     return 0
@@ -274,28 +298,17 @@ def _print_inference(result) -> None:
         print(f"note: {note}", flush=True)
 
 
-def _check_out_folder(out: Path) -> None:
-    """Fail before any work when ``out`` cannot become a folder (a file in the way, or no write permission)."""
-    import os
-
-    if out.exists() and not out.is_dir():
-        raise DicSbiError(f"--out: {out} exists and is not a folder")
-    parent = out.resolve().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise DicSbiError(f"--out: cannot create {out}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise DicSbiError(f"--out: cannot create {out}: no write permission in {parent}")
-
-
 def cmd_infer(args: argparse.Namespace) -> int:
     """Recording → DIC posterior → degenerate population, with fidelity report and plots."""
     from .inference import infer
 
-    if Path(args.out).resolve() == Path(args.recording).resolve():
-        raise DicSbiError("--out: would replace the recording itself; choose another folder")
-    _check_out_folder(Path(args.out))
+    with reserve_output(args.out, overwrite=args.overwrite, protect=[args.recording]):
+        return _infer(args)
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from .inference import infer
+
     trains = _indices(args.train)
     result = infer(args.recording, args.model, args.n, posterior=args.posterior, seed=args.seed,
                    validate=args.validate, trains=trains, read_options=_read_options(args),
@@ -303,7 +316,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
                    noise_repeats=args.noise_repeats,
                    progress=not args.quiet)  # fmt: skip
     _print_inference(result)
-    result.write(args.out, plots=not args.no_plots)
+    result.write(args.out, plots=not args.no_plots, overwrite=args.overwrite)
     print(f"wrote {args.out}/")
     return 0
 
@@ -313,6 +326,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import train_pretrained
 
     training = {"max_num_epochs": args.max_epochs} if args.max_epochs is not None else {}
+    out = Path(args.out)
+    with ExitStack() as stack:
+        for suffix in (".pt", ".json"):
+            stack.enter_context(reserve_output(out.with_suffix(suffix), kind="file", overwrite=args.overwrite))
+        return _train(args, training)
+
+
+def _train(args: argparse.Namespace, training: dict) -> int:
+    from .train import train_pretrained
+
     meta = train_pretrained(
         args.model, args.out, work_dir=args.work, num_simulations=args.num_simulations,
         noisy_simulations=args.noisy_simulations, noise_std=args.noise_std, seed=args.seed,
@@ -320,7 +343,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         training=training, heldout_points=args.heldout_points, cells_per_point=args.cells_per_point,
         ppc_points=args.ppc_points, ppc_cells=args.ppc_cells, torch_threads=args.torch_threads, quiet=args.quiet,
         duration=args.duration, transient=args.transient, dt=args.dt, chunk_size=args.chunk_size,
-        noise_input=args.noise_input,
+        noise_input=args.noise_input, overwrite=args.overwrite,
     )  # fmt: skip
     print(json.dumps({k: meta["metrics"][k]["accuracy"]["all"] for k in meta["metrics"]}, indent=1))
     return 0
@@ -340,12 +363,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+class _UsageError(SystemExit):
+    """A command line argparse refuses: reported as one line by :func:`main`, like every other error (a
+    ``SystemExit(2)``, as argparse's own, for callers of :func:`build_parser`)."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(2)
+        self.message = f"{prog}: error: {message}"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints the whole usage and exits; one line is enough
+        raise _UsageError(self.prog, f"{message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dic-sbi", description="Degenerate neuron populations from spike times (DICs + sbi)")
+    p = _Parser(prog="dic-sbi", description="Degenerate neuron populations from spike times (DICs + sbi)")
     sub = p.add_subparsers(dest="command", required=True)
 
+    from .models import available_models
+
+    models = available_models()
+
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--model", default="stg", help="model name (stg, da)")
+        sp.add_argument("--model", required=True, choices=models, help=f"model ({', '.join(models)}); required")
         sp.add_argument("--seed", type=int, default=0, help="random seed")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -354,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--g-s", type=float, required=True, help="slow DIC at the reference threshold (per gleak)")
     sp.add_argument("--g-u", type=float, required=True, help="ultraslow DIC at the reference threshold (per gleak)")
     sp.add_argument("-n", type=int, default=1000, help="cells")
-    sp.add_argument("--out", required=True, help="CSV file, one row per cell")
+    sp.add_argument("--out", required=True, help="CSV file, one row per cell (new, unless --overwrite)")
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     sp.add_argument("--validate", action="store_true", help="simulate the cells and report their firing")
     sp.set_defaults(func=cmd_population)
 
@@ -378,14 +420,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scheduler", help="dask.distributed scheduler address (default: this machine, no cluster)")
     g.add_argument("--threads", type=int, help="simulator threads per chunk")
     g.add_argument("--max-chunks", type=int, help="compute at most this many chunks now")
-    g.add_argument("--overwrite", action="store_true", help="delete an existing store first")
+    g.add_argument("--overwrite", action="store_true", help="replace existing --out/--nix files; with --store, delete "
+                   "an existing campaign store first (never a folder that is not one)")
     sp.set_defaults(func=cmd_simulate)
 
     sp = sub.add_parser("infer", help="recording → degenerate population (pretrained DIC posterior)")
     common(sp)
     sp.add_argument("recording", help="any Neo-readable file (NIX, ABF, NWB, ...), a Spike2Pop CSV or a text file")
     sp.add_argument("-n", type=int, default=1000, help="cells per spike train (one per posterior sample)")
-    sp.add_argument("--out", required=True, help="output folder (replaced)")
+    sp.add_argument("--out", required=True, help="output folder: new or empty, or a previous dic-sbi output with "
+                    "--overwrite")
+    sp.add_argument("--overwrite", action="store_true", help="replace a previous dic-sbi output in --out")
     sp.add_argument("--validate", action="store_true", help="simulate every cell and report fidelity")
     sp.add_argument("--match-class", action="store_true", help="keep only cells that fire in the recording's class, "
                     "drawing and simulating more posterior cells until -n do (implies --validate)")
@@ -409,7 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("train", help="simulate, train and evaluate a pretrained DIC posterior")
     common(sp)
-    sp.add_argument("--out", required=True, help="destination without suffix (writes OUT.pt and OUT.json)")
+    sp.add_argument("--out", required=True, help="destination without suffix (writes OUT.pt and OUT.json; new "
+                    "files unless --overwrite)")
+    sp.add_argument("--overwrite", action="store_true", help="replace existing OUT.pt and OUT.json")
     sp.add_argument("--work", required=True, help="folder of the resumable simulation stores")
     sp.add_argument("--num-simulations", type=int, default=100_000, help="noise-free simulations")
     sp.add_argument("--noisy-simulations", type=int, default=50_000, help="simulations with noisy current")
@@ -440,8 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_evaluate)
 
     sp = sub.add_parser("demo", help="infer populations from the example recordings shipped in the package")
-    sp.add_argument("--out", default="dic_sbi_demo", help="output folder (replaced)")
-    sp.add_argument("--model", choices=("stg", "da"), help="only this model (default both)")
+    sp.add_argument("--out", default="dic_sbi_demo", help="output folder: new or empty, or a previous dic-sbi output "
+                    "with --overwrite (default: %(default)s)")
+    sp.add_argument("--overwrite", action="store_true", help="replace a previous dic-sbi output in --out")
+    sp.add_argument("--model", choices=("stg", "da"), help="only this model's example (default both)")
     sp.add_argument("-n", type=int, default=1000, help="cells per population")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--quiet", action="store_true")
@@ -459,14 +508,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--noise-std", type=float, default=0.0)
     sp.add_argument("--max-epochs", type=int, help="cap on training epochs (default: the recipe's)")
     sp.add_argument("--torch-threads", type=int, default=1, help="torch threads while training")
-    sp.add_argument("--out", required=True, help="output folder (replaced)")
+    sp.add_argument("--out", required=True, help="output folder: new or empty, or a previous dic-sbi output with "
+                    "--overwrite")
+    sp.add_argument("--overwrite", action="store_true", help="replace a previous dic-sbi output in --out")
     sp.add_argument("--checkpoint", help="folder keeping finished method x budget runs; rerun to resume")
     sp.set_defaults(func=cmd_compare)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except _UsageError as err:
+        print(err.message, file=sys.stderr)
+        return 2
     try:
         return int(args.func(args))
     except DicSbiError as err:

@@ -48,7 +48,8 @@ import numpy as np
 
 from .core.checks import is_int
 from .errors import DicSbiError, InvalidInputError
-from .io.atomic import atomic_directory, atomic_file
+from .io.atomic import atomic_file
+from .io.outputs import reserve_output, safe_output
 from .models import ConductanceModel, get_model
 
 __all__ = ["compare", "ComparisonResult", "METHODS", "OBSERVATION_SETS", "TOLERANCES"]
@@ -135,14 +136,17 @@ class ComparisonResult:
         )
         return "\n".join(lines) + "\n" + note
 
-    def write(self, out: str | os.PathLike) -> Path:
+    def write(self, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write ``comparison.csv``, ``comparison.md``, ``per_observation.csv``, ``reference.csv``, ``config.json``
         and plots.
 
-        Atomic: everything goes to a staging folder beside ``out``, renamed to ``out`` (replacing it) at the end.
+        Atomic: everything goes to a staging folder beside ``out``, moved to ``out`` at the end. ``out`` must be
+        new, empty, or (with ``overwrite=True``) a previous dic_sbi output holding nothing else
+        (:func:`dic_sbi.io.safe_output`).
         """
         out = Path(out)
-        with atomic_directory(out) as staging:
+        with safe_output(out, overwrite=overwrite, option="out", overwrite_option="overwrite=True",
+                         command=f"compare {self.config.get('model')}") as staging:  # fmt: skip
             _write_csv(staging / "comparison.csv", self.rows)
             _write_csv(staging / "per_observation.csv", self.per_observation)
             if self.reference:
@@ -174,6 +178,7 @@ def compare(
     n_bootstrap: int = 2000,
     progress: bool = False,
     out: str | os.PathLike | None = None,
+    overwrite: bool = False,
     checkpoint: str | os.PathLike | None = None,
 ) -> ComparisonResult:
     """Compare DIC-space NPE with standard NPE over conductances (linear and log box priors).
@@ -205,7 +210,10 @@ def compare(
     progress
         Print one line per trained posterior.
     out
-        Folder to write the outputs to (see :meth:`ComparisonResult.write`); ``None`` writes nothing.
+        Folder to write the outputs to (see :meth:`ComparisonResult.write`); ``None`` writes nothing. It is
+        checked and reserved before any work.
+    overwrite
+        Allow replacing a previous dic_sbi output in ``out``.
     checkpoint
         Folder keeping each finished method × budget (rows and per-observation metrics). A rerun with the same
         settings takes them from there instead of simulating and training again, so a run of hours can be
@@ -214,9 +222,13 @@ def compare(
     """
     if torch_threads is not None:
         _positive_int(torch_threads, "torch_threads")
+    from contextlib import nullcontext
+
     from .sbi._utils import torch_threads_set  # torch loads only when a comparison runs
 
-    with torch_threads_set(torch_threads):
+    reserved = (reserve_output(out, overwrite=overwrite, option="out", overwrite_option="overwrite=True")
+                if out is not None else nullcontext())  # fmt: skip
+    with reserved, torch_threads_set(torch_threads):
         result = _compare(
             model, budgets, n_observations, seed=seed, num_posterior_samples=num_posterior_samples,
             calibration_simulations=calibration_simulations, duration=duration, transient=transient, dt=dt,
@@ -224,8 +236,8 @@ def compare(
             hidden_features=hidden_features, num_transforms=num_transforms, torch_threads=torch_threads,
             n_bootstrap=n_bootstrap, progress=progress, checkpoint=checkpoint,
         )  # fmt: skip
-    if out is not None:
-        result.write(out)
+        if out is not None:
+            result.write(out, overwrite=overwrite)
     return result
 
 

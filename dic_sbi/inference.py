@@ -114,8 +114,11 @@ class InferenceResult:
             ],
         }
 
-    def write(self, out: str | os.PathLike, *, plots: bool = True) -> Path:
-        """Write every output into the folder ``out`` (replaced atomically; nothing partial on error).
+    def write(self, out: str | os.PathLike, *, plots: bool = True, overwrite: bool = False) -> Path:
+        """Write every output into the new folder ``out``, atomically (nothing partial on error).
+
+        ``out`` must be new, empty, or (with ``overwrite=True``) a previous dic_sbi output holding nothing else;
+        it may not be or hold the recording, the current or the home folder (:func:`dic_sbi.io.safe_output`).
 
         ``population.csv`` (one row per cell: train, cell, conductances, DICs, simulated firing),
         ``population.nix`` (NIX: conductances and DICs as data arrays, settings as metadata),
@@ -123,10 +126,12 @@ class InferenceResult:
         spike trains) and, with ``plots``, ``raster_*.png``, ``traces_*.png``, ``dic_posterior_*.png``,
         ``pairplot_*.png``.
         """
-        from .io.atomic import atomic_directory
+        from .io.outputs import safe_output
 
         out = Path(out)
-        with atomic_directory(out) as staging:
+        protect = [self.recording.path] if self.recording.path is not None else []
+        with safe_output(out, overwrite=overwrite, protect=protect, option="out", overwrite_option="overwrite=True",
+                         command=f"infer {self.model.name}") as staging:  # fmt: skip
             self._write_population_csv(staging / "population.csv")
             self._write_dics_csv(staging / "dic_samples.csv")
             self._write_population_nix(staging / "population.nix")
@@ -305,7 +310,7 @@ def _freeze_long_lived_objects() -> None:
 
 def infer(
     recording: Any,
-    model: str = "stg",
+    model: str,
     n: int = 1000,
     *,
     posterior: Any = None,

@@ -59,6 +59,7 @@ def train_pretrained(
     torch_threads: int = 1,
     noise_input: bool = False,
     quiet: bool = False,
+    overwrite: bool = False,
     **protocol: Any,
 ) -> dict[str, Any]:
     """Simulate, train, evaluate and save a pretrained DIC posterior (module docstring); returns its metadata.
@@ -83,6 +84,8 @@ def train_pretrained(
         Held-out set size (targets × cells) and predictive check size (observations × simulated cells).
     noise_input
         Give the network each simulation's σ as a known input (conditions: σ = 0, and ``noise_std`` or its range).
+    overwrite
+        Replace existing ``out.pt`` / ``out.json`` (checked, and reserved against a concurrent run, before any work).
     **protocol
         ``duration``, ``transient``, ``dt`` (default: the model's published protocol).
     """
@@ -105,6 +108,11 @@ def train_pretrained(
         raise InvalidInputError(f"noise_std: expected > 0 for the noisy campaign, got {noise_std!r}")
     if noise_input and not noisy_simulations:
         raise InvalidInputError("noise_input: needs a noisy campaign (noisy_simulations > 0) to learn from")
+    from .io.outputs import check_output
+
+    for suffix in (".pt", ".json"):  # before hours of work, not after
+        check_output(Path(out).with_suffix(suffix), kind="file", overwrite=overwrite, option="out",
+                     overwrite_option="overwrite=True")  # fmt: skip
     est = {**DEFAULT_ESTIMATOR, **(estimator or {})}
     train_kwargs = {**DEFAULT_TRAINING, **(training or {})}
     work = Path(work_dir)
@@ -186,7 +194,7 @@ def train_pretrained(
         "metrics": metrics,
         "total_seconds": time.perf_counter() - started,
     }  # fmt: skip
-    save_pretrained(run.posterior, out, estimator=est, info=info)
+    save_pretrained(run.posterior, out, estimator=est, info=info, overwrite=overwrite)
     _log(f"wrote {out}.pt and {out}.json", quiet)
     return json.loads(Path(f"{out}.json").read_text())
 

@@ -242,10 +242,10 @@ def test_cli_campaign_and_resume(tmp_path, capsys):
     assert main(args) == 0
     second = json.loads(capsys.readouterr().out)
     assert second["computed_now"] == 2 and second["found_complete"] == 1
-    assert main(["simulate", "--prior", "dic", "--num", "5"]) == 2  # campaign options without --store
+    assert main(["simulate", "--model", "stg", "--prior", "dic", "--num", "5"]) == 2  # campaign options without --store
     assert "need --store" in capsys.readouterr().err
-    assert main(["simulate", "x.csv", "--store", str(tmp_path / "t"), "--prior", "dic", "--num", "5"]) == 2
-    assert main(["simulate", "--store", str(tmp_path / "u")]) == 2  # no prior / num
+    assert main(["simulate", "--model", "stg", "x.csv", "--store", str(tmp_path / "t"), "--prior", "dic", "--num", "5"]) == 2
+    assert main(["simulate", "--model", "stg", "--store", str(tmp_path / "u")]) == 2  # no prior / num
     assert not (tmp_path / "u").exists() and not (tmp_path / "t").exists()
 
 

@@ -100,8 +100,8 @@ def test_compare_bad_input(tmp_path, capsys):
     with pytest.raises(InvalidInputError, match="n_observations"):
         compare("stg", (100,), 0)
     out = tmp_path / "bad"
-    assert main(["compare", "--budgets", "10,x", "--observations", "2", "--out", str(out)]) == 2
-    assert main(["compare", "--budgets", "1", "--observations", "2", "--out", str(out)]) == 2
+    assert main(["compare", "--model", "stg", "--budgets", "10,x", "--observations", "2", "--out", str(out)]) == 2
+    assert main(["compare", "--model", "stg", "--budgets", "1", "--observations", "2", "--out", str(out)]) == 2
     assert "error" in capsys.readouterr().err
     assert not out.exists()
 

@@ -134,8 +134,9 @@ def test_train_command_writes_weights_settings_and_metrics(tmp_path):
         assert "sbc_firing" in again[name] and "tarp_firing" in again[name]
     assert main(["evaluate", str(out), "--write", "--quiet"]) == 0
     assert "sbc_firing" in pretrained_info(out)["metrics"]["noisy"] and "evaluated" in pretrained_info(out)
-    # rerunning resumes the complete stores instead of simulating again
-    assert main(argv) == 0
+    # rerunning resumes the complete stores instead of simulating again (replacing the weights needs --overwrite)
+    assert main(argv) == 2
+    assert main([*argv, "--overwrite"]) == 0
     assert [c["chunks_computed_this_run"] for c in pretrained_info(out)["training"]["campaigns"]] == [0, 0]
 
 
@@ -197,7 +198,7 @@ def test_infer_nix_voltage_trace_end_to_end(tmp_path, sim, small_posterior):
     assert report["format"] == "NixIO" and report["seed"] == 3
     # same seed, same population
     out2 = tmp_path / "out2"
-    assert main(["infer", str(tmp_path / "cell.nix"), "-n", "40", "--out", str(out2), "--posterior", str(path),
+    assert main(["infer", "--model", "stg", str(tmp_path / "cell.nix"), "-n", "40", "--out", str(out2), "--posterior", str(path),
                  "--seed", "3", "--quiet", "--no-plots"]) == 0  # fmt: skip
     assert (out / "dic_samples.csv").read_text() == (out2 / "dic_samples.csv").read_text()
 
@@ -207,7 +208,7 @@ def test_infer_abf_written_by_pyabf(tmp_path, sim, small_posterior):
     path, _ = small_posterior
     writer.writeABF1(sim.voltage[:1], str(tmp_path / "cell.abf"), 1000.0 / sim.sampling_interval, units="mV")
     out = tmp_path / "out"
-    assert main(["infer", str(tmp_path / "cell.abf"), "-n", "30", "--out", str(out), "--posterior", str(path),
+    assert main(["infer", "--model", "stg", str(tmp_path / "cell.abf"), "-n", "30", "--out", str(out), "--posterior", str(path),
                  "--quiet", "--no-plots"]) == 0  # fmt: skip
     _, report = _check_outputs(out, 30, validated=False, plots=False)
     assert report["format"] == "AxonIO"
@@ -228,7 +229,7 @@ def test_infer_nwb(tmp_path, sim, small_posterior):
     except Exception as err:  # noqa: BLE001
         pytest.skip(f"neo's NWBIO cannot write NWB here: {type(err).__name__}: {err}")
     out = tmp_path / "out"
-    assert main(["infer", str(tmp_path / "cell.nwb"), "-n", "30", "--out", str(out), "--posterior", str(path),
+    assert main(["infer", "--model", "stg", str(tmp_path / "cell.nwb"), "-n", "30", "--out", str(out), "--posterior", str(path),
                  "--quiet", "--no-plots"]) == 0  # fmt: skip
     _, report = _check_outputs(out, 30, validated=False, plots=False)
     assert report["format"] == "NWBIO"
@@ -240,19 +241,19 @@ def test_infer_spike2pop_csv_and_text(tmp_path, sim, small_posterior):
     path, _ = small_posterior
     write_spikes_csv(tmp_path / "cells.csv", [sim.times, sim.times[::2]])
     out = tmp_path / "csv_out"
-    assert main(["infer", str(tmp_path / "cells.csv"), "-n", "25", "--out", str(out), "--posterior", str(path),
+    assert main(["infer", "--model", "stg", str(tmp_path / "cells.csv"), "-n", "25", "--out", str(out), "--posterior", str(path),
                  "--quiet", "--no-plots", "--train", "0"]) == 0  # fmt: skip
     _check_outputs(out, 25, validated=False, plots=False)
     # both trains: one population each, told apart by the train column
     out_all = tmp_path / "csv_all"
-    assert main(["infer", str(tmp_path / "cells.csv"), "-n", "10", "--out", str(out_all), "--posterior", str(path),
+    assert main(["infer", "--model", "stg", str(tmp_path / "cells.csv"), "-n", "10", "--out", str(out_all), "--posterior", str(path),
                  "--quiet", "--no-plots"]) == 0  # fmt: skip
     with open(out_all / "population.csv") as fh:
         assert sorted({r["train"] for r in csv.DictReader(fh)}) == ["0", "1"]
 
     (tmp_path / "cell.txt").write_text("# spike times (s)\n" + "\n".join(f"{t / 1000:.6f}" for t in sim.times))
     out = tmp_path / "txt_out"
-    assert main(["infer", str(tmp_path / "cell.txt"), "--units", "s", "-n", "20", "--out", str(out),
+    assert main(["infer", "--model", "stg", str(tmp_path / "cell.txt"), "--units", "s", "-n", "20", "--out", str(out),
                  "--posterior", str(path), "--quiet", "--no-plots"]) == 0  # fmt: skip
     _check_outputs(out, 20, validated=False, plots=False)
 
@@ -282,7 +283,8 @@ def _bad_inputs(tmp_path):
         (["negative.txt"], "negative|before t_start|t_start"),
         (["empty.txt"], "no spikes"),
         (["ok.txt", "--units", "kg"], "unit"),
-        (["ok.txt", "--model", "hh"], "hh"),
+        (["ok.txt", "--model", "hh"], "invalid choice.*hh"),
+        (["ok.txt"], "required: --model"),
         (["ok.txt", "-n", "0"], "n: expected a positive"),
         (["ok.txt", "--train", "5"], "trains"),
     ]
@@ -298,6 +300,10 @@ def test_bad_input_gives_a_clear_message_and_leaves_no_output(tmp_path, small_po
     for args, message in _bad_inputs(inputs):
         for out in (tmp_path / "out", existing):
             argv = ["infer", str(inputs / args[0]), *args[1:], "--out", str(out), "--posterior", str(path), "--quiet"]
+            if "--model" not in args and "--model" not in message:  # one case leaves the model out on purpose
+                argv[2:2] = ["--model", "stg"]
+            if out == existing:  # refused for the folder before the input is even read
+                message = f"{message}|holds files dic-sbi did not write"
             code = main(argv)
             err = capsys.readouterr().err
             assert code != 0, args
@@ -315,7 +321,7 @@ def test_unreadable_output_location_fails_before_anything_is_written(tmp_path, s
     _write_nix_vm(tmp_path / "cell.nix", sim)
     blocker = tmp_path / "file"
     blocker.write_text("a file, not a folder")
-    code = main(["infer", str(tmp_path / "cell.nix"), "-n", "5", "--out", str(blocker / "sub"), "--posterior",
+    code = main(["infer", "--model", "stg", str(tmp_path / "cell.nix"), "-n", "5", "--out", str(blocker / "sub"), "--posterior",
                  str(path), "--quiet", "--no-plots"])  # fmt: skip
     assert code != 0
     assert blocker.read_text() == "a file, not a folder"
@@ -350,13 +356,13 @@ def test_demo_writes_every_output(tmp_path):
 def test_population_and_simulate_commands(tmp_path, capsys):
     from dic_sbi.io import read_recording
 
-    assert main(["population", "--g-s", "-5", "--g-u", "8", "-n", "12", "--out", str(tmp_path / "pop.csv"),
+    assert main(["population", "--model", "stg", "--g-s", "-5", "--g-u", "8", "-n", "12", "--out", str(tmp_path / "pop.csv"),
                  "--validate", "--quiet"]) == 0  # fmt: skip
     report = json.loads(capsys.readouterr().out)
     assert sum(report["simulation"]["firing_class_counts"].values()) == 12
     with open(tmp_path / "pop.csv") as fh:
         assert len(list(csv.DictReader(fh))) == 12
-    assert main(["simulate", str(tmp_path / "pop.csv"), "--out", str(tmp_path / "spikes.csv"), "--nix",
+    assert main(["simulate", "--model", "stg", str(tmp_path / "pop.csv"), "--out", str(tmp_path / "spikes.csv"), "--nix",
                  str(tmp_path / "spikes.nix"), "--duration", "1500", "--transient", "500", "--quiet"]) == 0  # fmt: skip
     assert len(read_recording(tmp_path / "spikes.csv", require_min_spikes=0)) == 12
 

@@ -118,11 +118,12 @@ print(result.columns)
 # %% [markdown]
 # ## The table
 # `markdown()` gives the main columns as `mean [lo, hi]` (a dash where undefined); `write(folder)` stores the
-# full tables, the per-observation metrics, the configuration and two plots, atomically.
+# full tables, the per-observation metrics, the configuration and two plots, atomically (`overwrite=True`
+# replaces the output of an earlier run of this tutorial; dic_sbi never replaces a folder it did not write).
 
 # %%
 print(result.markdown())
-result.write(OUT)
+result.write(OUT, overwrite=True)
 print("wrote", sorted(p.name for p in OUT.iterdir()))
 
 # %% [markdown]

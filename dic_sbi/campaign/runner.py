@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..core.checks import is_int
-from ..errors import InvalidInputError
+from ..errors import DicSbiError, InvalidInputError
 from .store import FORMAT, FORMAT_VERSION, CampaignStore
 
 __all__ = ["CampaignSpec", "CampaignReport", "run_campaign", "compute_chunk"]
@@ -227,12 +227,24 @@ class CampaignReport:
 
 
 def _open_or_create(path: Path, spec: CampaignSpec, overwrite: bool) -> CampaignStore:
+    from ..io.outputs import check_output, guard_place
+
     config = spec.config()
-    if path.exists() and overwrite:
-        shutil.rmtree(path)
+    guard_place(path, option="store")  # never the current, home or root folder, even if it is a store
+    if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+        try:
+            store = CampaignStore.open(path)
+        except DicSbiError:
+            raise InvalidInputError(f"store: {path} exists and is not a campaign store; choose a new folder "
+                                    "(dic-sbi never deletes what it did not write)") from None  # fmt: skip
+        if overwrite:
+            shutil.rmtree(path)
+    else:
+        check_output(path, option="store")
+        if path.exists():
+            path.rmdir()  # an empty folder: the store is created in its place
     if not path.exists():
         return CampaignStore.create(path, config, spec.shapes())
-    store = CampaignStore.open(path)
     differ = {k: (store.config.get(k), v) for k, v in config.items() if store.config.get(k) != v}
     if differ:
         what = ", ".join(f"{k}: stored {a!r}, asked {b!r}" for k, (a, b) in differ.items())

@@ -16,7 +16,7 @@ def example_cells() -> dict[str, np.ndarray]:
     return {name: np.asarray(cell["conductances"], dtype=float) for name, cell in raw["cells"].items()}
 
 
-def example_recording(model: str = "stg") -> str:
+def example_recording(model: str) -> str:
     """Path of the example recording shipped for ``model`` (NIX: one noisy membrane-potential trace of the
     published example cell, simulated; see :mod:`dic_sbi.data._make_examples`)."""
     from ..errors import InvalidInputError
@@ -27,7 +27,7 @@ def example_recording(model: str = "stg") -> str:
     return str(path)
 
 
-def example_noise_std(model: str = "stg") -> float:
+def example_noise_std(model: str) -> float:
     """σ (µA/cm²) of the noisy current the example recording of ``model`` was simulated with (known, since it is a
     simulation): what ``infer`` is told by ``dic-sbi demo``."""
     from ..errors import InvalidInputError

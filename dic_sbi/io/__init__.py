@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from .nix import write_nix_block
+from .outputs import OutputError, check_output, reserve_output, safe_output
 from .recordings import FORMATS, Recording, TrainOrigin, read_recording
 
-__all__ = ["read_recording", "Recording", "TrainOrigin", "FORMATS", "write_nix_block"]
+__all__ = ["read_recording", "Recording", "TrainOrigin", "FORMATS", "write_nix_block", "safe_output", "reserve_output",
+           "check_output", "OutputError"]

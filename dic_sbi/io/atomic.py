@@ -1,15 +1,16 @@
-"""Atomic outputs: a file or a folder appears complete under its name, or not at all."""
+"""Atomic files for the package's own bookkeeping (checkpoints, weights, caches): a file appears complete under
+its name, or not at all. Outputs a user names go through :mod:`dic_sbi.io.outputs`, which also refuses to
+destroy what dic_sbi did not write."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_file", "atomic_directory"]
+__all__ = ["atomic_file"]
 
 
 def _umask() -> int:
@@ -32,26 +33,4 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a staging folder beside ``path``; on success it replaces ``path``, on error it is removed.
-
-    The staging folder is created in the same parent so that the final rename never crosses file systems.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield staging
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-        os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
         raise

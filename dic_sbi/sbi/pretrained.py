@@ -81,8 +81,10 @@ def save_pretrained(
     *,
     estimator: dict[str, Any],
     info: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> tuple[Path, Path]:
-    """Write ``posterior`` as ``path.pt`` + ``path.json`` (both written atomically).
+    """Write ``posterior`` as ``path.pt`` + ``path.json`` (both written atomically; existing files are replaced
+    only with ``overwrite=True``).
 
     Parameters
     ----------
@@ -96,7 +98,7 @@ def save_pretrained(
     info
         Anything else to store (training budget, seeds, metrics, ...), JSON-serialisable.
     """
-    from ..io.atomic import atomic_file
+    from ..io.outputs import check_output, safe_output
 
     if not isinstance(posterior, DICPosterior):
         raise InvalidInputError(f"posterior: expected a DICPosterior, got {type(posterior).__name__}")
@@ -123,15 +125,17 @@ def save_pretrained(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     json_path, pt_path = path.with_suffix(".json"), path.with_suffix(".pt")
-    with atomic_file(pt_path) as tmp:
+    for p in (pt_path, json_path):  # both checked before either is written
+        check_output(p, kind="file", overwrite=overwrite, option="path", overwrite_option="overwrite=True")
+    with safe_output(pt_path, kind="file", overwrite=overwrite, option="path", overwrite_option="overwrite=True") as tmp:
         torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
-    with atomic_file(json_path) as tmp:
+    with safe_output(json_path, kind="file", overwrite=overwrite, option="path", overwrite_option="overwrite=True") as tmp:
         tmp.write_text(json.dumps(meta, indent=2) + "\n")
     _load.cache_clear()
     return json_path, pt_path
 
 
-def load_pretrained(name_or_path: str | os.PathLike = "stg", *, device: str = "cpu") -> DICPosterior:
+def load_pretrained(name_or_path: str | os.PathLike, *, device: str = "cpu") -> DICPosterior:
     """The pretrained :class:`DICPosterior` of a model (``"stg"``, ``"da"``) or at a path written by
     :func:`save_pretrained`.
 
