@@ -326,6 +326,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import train_pretrained
 
     training = {"max_num_epochs": args.max_epochs} if args.max_epochs is not None else {}
+    if args.batch_size is not None:
+        training["training_batch_size"] = args.batch_size
     out = Path(args.out)
     with ExitStack() as stack:
         for suffix in (".pt", ".json"):
@@ -343,7 +345,7 @@ def _train(args: argparse.Namespace, training: dict) -> int:
         training=training, heldout_points=args.heldout_points, cells_per_point=args.cells_per_point,
         ppc_points=args.ppc_points, ppc_cells=args.ppc_cells, torch_threads=args.torch_threads, quiet=args.quiet,
         duration=args.duration, transient=args.transient, dt=args.dt, chunk_size=args.chunk_size,
-        noise_input=args.noise_input, overwrite=args.overwrite,
+        noise_input=args.noise_input, overwrite=args.overwrite, features=args.features, device=args.device,
     )  # fmt: skip
     print(json.dumps({k: meta["metrics"][k]["accuracy"]["all"] for k in meta["metrics"]}, indent=1))
     return 0
@@ -353,10 +355,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a pretrained posterior again on its held-out sets (rebuilt from the stored seeds)."""
     from .train import evaluate_pretrained
 
+    from .sbi.evaluation import published_comparison
+    from .sbi.pretrained import pretrained_info
+
+    model = pretrained_info(args.posterior)["model"]
     metrics = evaluate_pretrained(args.posterior, write=args.write, quiet=args.quiet)
     summary = {}
     for name, m in metrics.items():
-        summary[name] = {"accuracy": m["accuracy"]["all"], "sbc_ks_pvals": m["sbc"]["ks_pvals"],
+        summary[name] = {"accuracy": m["accuracy"]["all"],
+                         "non_silent_per_class_vs_published": published_comparison(model, m["accuracy"]),
+                         "coverage_90_non_silent": m.get("coverage_90_non_silent"),
+                         "sbc_ks_pvals": m["sbc"]["ks_pvals"],
                          "sbc_firing_ks_pvals": m.get("sbc_firing", {}).get("ks_pvals"),
                          "tarp_ks_pval": m["tarp"]["ks_pval"], "class_reproduction": m.get("class_reproduction", {}).get("mean")}  # fmt: skip
     print(json.dumps(summary, indent=1))
@@ -469,6 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--hidden-features", type=int, default=64)
     sp.add_argument("--num-transforms", type=int, default=5)
     sp.add_argument("--max-epochs", type=int, help="cap on training epochs (default 300, early stopping)")
+    sp.add_argument("--batch-size", type=int, help="training batch size (default 512)")
+    sp.add_argument("--features", choices=("summary", "intervals"), default="summary",
+                    help="what the network reads: the 17 summary features, or the summary plus interval statistics "
+                         "(drift, variability, burst sequence) (default: %(default)s)")
+    sp.add_argument("--device", default="cpu", help="torch device for training, e.g. cuda (default: %(default)s)")
     sp.add_argument("--heldout-points", type=int, default=200, help="held-out DIC targets")
     sp.add_argument("--cells-per-point", type=int, default=16, help="held-out cells per target")
     sp.add_argument("--ppc-points", type=int, default=100, help="held-out observations of the predictive check")

@@ -60,6 +60,8 @@ def train_pretrained(
     noise_input: bool = False,
     quiet: bool = False,
     overwrite: bool = False,
+    features: str = "summary",
+    device: str = "cpu",
     **protocol: Any,
 ) -> dict[str, Any]:
     """Simulate, train, evaluate and save a pretrained DIC posterior (module docstring); returns its metadata.
@@ -86,6 +88,11 @@ def train_pretrained(
         Give the network each simulation's σ as a known input (conditions: σ = 0, and ``noise_std`` or its range).
     overwrite
         Replace existing ``out.pt`` / ``out.json`` (checked, and reserved against a concurrent run, before any work).
+    features
+        What the network reads: ``"summary"`` (17 summary features) or ``"intervals"`` (the summary plus the
+        interval statistics: drift, variability, burst sequence; :mod:`dic_sbi.sbi.features`).
+    device
+        Torch device to train on (``"cuda"``: a GPU); simulations and evaluation run on the CPU.
     **protocol
         ``duration``, ``transient``, ``dt`` (default: the model's published protocol).
     """
@@ -123,7 +130,8 @@ def train_pretrained(
         campaigns.append(("noisy", int(noisy_simulations), noise_range or float(noise_std), int(seed) + 1))
     thetas, xs, sigmas, sim_seconds, camp_meta = [], [], [], 0.0, []
     for tag, num, noise, s in campaigns:
-        spec = CampaignSpec(m.name, "dic", num=num, chunk_size=min(int(chunk_size), num), seed=s, noise_std=noise, **protocol)
+        spec = CampaignSpec(m.name, "dic", num=num, chunk_size=min(int(chunk_size), num), seed=s, noise_std=noise,
+                            output=features, **protocol)  # fmt: skip
         path = work / f"{m.name}_dic_{tag}"
         _log(f"campaign {tag}: {num} simulations (noise σ = {noise}) into {path}", quiet)
         report = run_campaign(spec, path, progress=not quiet)
@@ -145,10 +153,10 @@ def train_pretrained(
 
     _log(f"training NPE ({est}) on {theta.shape[0]} simulations", quiet)
     t0 = time.perf_counter()
-    simulator = DICSimulator(m, **protocol)
+    simulator = DICSimulator(m, output=features, **protocol)
     run = train_dic_posterior(
         m, int(theta.shape[0]), simulator=simulator, theta=theta, x=x, seed=int(seed) + 2, training=train_kwargs,
-        torch_threads=torch_threads, show_progress_bars=not quiet, conditions=conditions, **est,
+        torch_threads=torch_threads, show_progress_bars=not quiet, conditions=conditions, device=device, **est,
     )  # fmt: skip
     train_seconds = time.perf_counter() - t0
     summary = run.inference.summary
@@ -159,7 +167,8 @@ def train_pretrained(
     with_noise = [("noise_free", 0.0, int(seed) + 3)] + ([("noisy", heldout_sigma, int(seed) + 4)] if heldout_sigma > 0 else [])
     for name, noise, s in with_noise:
         _log(f"held-out set {name}: {heldout_points} targets × {cells_per_point} cells", quiet)
-        ho = heldout_set(m, n_points=heldout_points, cells_per_point=cells_per_point, noise_std=noise, seed=s, **protocol)
+        ho = heldout_set(m, n_points=heldout_points, cells_per_point=cells_per_point, noise_std=noise, seed=s,
+                         output=features, **protocol)  # fmt: skip
         with torch.random.fork_rng(devices=[]):
             metrics[name] = evaluate_dic_posterior(run.posterior, ho, ppc_points=ppc_points, ppc_cells=ppc_cells, seed=s)
         acc = metrics[name]["accuracy"]["all"]
@@ -176,7 +185,7 @@ def train_pretrained(
         "versions": {"dic_sbi": __version__, "sbi": sbi.__version__, "torch": torch.__version__, "python": platform.python_version()},
         "command": _command(out, work, m.name, num_simulations, noisy_simulations, noise_std, seed, chunk_size, est,
                             train_kwargs, heldout_points, cells_per_point, ppc_points, ppc_cells, torch_threads,
-                            noise_input, protocol),  # fmt: skip
+                            noise_input, protocol, features, device),  # fmt: skip
         "training": {
             "campaigns": camp_meta,
             "num_simulations": int(theta.shape[0]),
@@ -200,7 +209,7 @@ def train_pretrained(
 
 
 def _command(out, work, model, num, noisy, noise, seed, chunk_size, est, train, points, cells, ppc_points, ppc_cells,
-             threads, noise_input, protocol) -> str:
+             threads, noise_input, protocol, features="summary", device="cpu") -> str:
     """The ``dic-sbi train`` command line that reproduces these settings (every option that changes the result)."""
     import shlex
 
@@ -211,7 +220,10 @@ def _command(out, work, model, num, noisy, noise, seed, chunk_size, est, train, 
         ("--hidden-features", est["hidden_features"]), ("--num-transforms", est["num_transforms"]),
         ("--max-epochs", train["max_num_epochs"]), ("--heldout-points", points), ("--cells-per-point", cells),
         ("--ppc-points", ppc_points), ("--ppc-cells", ppc_cells), ("--torch-threads", threads),
+        ("--features", features), ("--device", device),
     ]  # fmt: skip
+    if train.get("training_batch_size", DEFAULT_TRAINING["training_batch_size"]) != DEFAULT_TRAINING["training_batch_size"]:
+        opts.append(("--batch-size", train["training_batch_size"]))
     opts += [(f"--{k}", f"{protocol[k]:g}") for k in ("duration", "transient", "dt") if protocol.get(k) is not None]
     flag = " --noise-input" if noise_input else " --no-noise-input"
     return "dic-sbi train " + " ".join(f"{k} {shlex.quote(str(v))}" for k, v in opts) + flag
@@ -249,7 +261,7 @@ def evaluate_pretrained(
     for name, sigma, s in sets:
         _log(f"{model}: held-out set {name} ({ho['points']} targets x {ho['cells_per_point']} cells, seed {s})", quiet)
         h = heldout_set(model, n_points=ho["points"], cells_per_point=ho["cells_per_point"], noise_std=sigma, seed=s,
-                        n_threads=n_threads, **proto)  # fmt: skip
+                        n_threads=n_threads, output=info["features"]["output"], **proto)  # fmt: skip
         with torch.random.fork_rng(devices=[]):
             metrics[name] = evaluate_dic_posterior(posterior, h, seed=s, n_threads=n_threads, **ppc)
     if write:

@@ -73,7 +73,7 @@ class CampaignSpec:
     dt: float | None = None
     noise_std: float | tuple[float, float] = 0.0
     i_app: float = 0.0
-    output: Literal["summary", "isi"] = "summary"
+    output: Literal["summary", "intervals", "isi"] = "summary"
     max_isis: int = 128
     spike_times: bool = False
 

@@ -4,7 +4,8 @@ The held-out set: DIC targets uniform over the prior (the published box, reachab
 cells of the degenerate population of each target (16 in the publication), each simulated with the training
 protocol, optionally with noisy current. :func:`evaluate_dic_posterior` reports
 
-* accuracy: MAE of the posterior mean on ``(g_s, g_u)``, overall and per observed firing class, and of the
+* accuracy: MAE of the posterior mean on ``(g_s, g_u)``, overall, per observed firing class and on the
+  non-silent trains (``non_silent``: the published footing, next to :data:`PUBLISHED_MAE`), and of the
   posterior median (``mae_median_*``, the point estimate that minimises the absolute error);
 * the ambiguity floor: the mean absolute deviation of the posterior's own samples around their mean. For a
   calibrated posterior this *is* the expected MAE, so when the MAE is near it, the error comes from the
@@ -37,9 +38,16 @@ from .posterior import DICPosterior
 from .priors import DICPrior
 from .simulators import DICSimulator
 
-__all__ = ["HeldOutSet", "heldout_set", "evaluate_dic_posterior", "CLASSES", "classes_of"]
+__all__ = ["HeldOutSet", "heldout_set", "evaluate_dic_posterior", "CLASSES", "classes_of", "PUBLISHED_MAE",
+           "published_comparison"]
 
 CLASSES = ("silent", "spiking", "bursting")
+#: Published MAE (g_s, g_u) of the spike-times network (Brandoit et al. 2025): posterior point estimate on
+#: non-silent noise-free held-out trains (< 3 spikes removed), per class by the CV_ISI <= 0.15 rule.
+PUBLISHED_MAE: dict[str, dict[str, tuple[float, float]]] = {
+    "stg": {"non_silent": (2.85, 1.75), "spiking": (4.65, 2.30), "bursting": (0.81, 1.14)},
+    "da": {"non_silent": (2.36, 1.01), "spiking": (2.57, 1.08), "bursting": (1.25, 0.61)},
+}
 _CLASS_COLS = [SUMMARY_NAMES.index(f"is_{c}") for c in CLASSES]
 
 
@@ -121,7 +129,8 @@ def _posterior_samples(posterior: DICPosterior, x: torch.Tensor, n: int, batch: 
 
 def _mae_block(err: NDArray, spread: NDArray, klass: NDArray, err_median: NDArray | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, mask in [("all", np.ones(klass.shape, bool))] + [(c, klass == i) for i, c in enumerate(CLASSES)]:
+    groups = [("all", np.ones(klass.shape, bool)), ("non_silent", klass > 0)] + [(c, klass == i) for i, c in enumerate(CLASSES)]
+    for name, mask in groups:
         if mask.any():
             out[name] = {
                 "n": int(mask.sum()),
@@ -133,6 +142,29 @@ def _mae_block(err: NDArray, spread: NDArray, klass: NDArray, err_median: NDArra
             if err_median is not None:  # the posterior median is the point estimate that minimises the MAE
                 out[name]["mae_median_g_s"] = float(err_median[mask, 0].mean())
                 out[name]["mae_median_g_u"] = float(err_median[mask, 1].mean())
+    return out
+
+
+def published_comparison(model: str, accuracy: dict[str, Any]) -> dict[str, Any]:
+    """Per class on non-silent trains: this posterior's MAE (mean and median) next to :data:`PUBLISHED_MAE`.
+
+    ``accuracy`` is the ``"accuracy"`` block of :func:`evaluate_dic_posterior`. Returns, per class, ``mae``,
+    ``mae_median``, ``published`` (each ``[g_s, g_u]``) and ``ratio`` (posterior mean over published).
+    """
+    published = PUBLISHED_MAE.get(str(model), {})
+    out: dict[str, Any] = {}
+    for name in ("non_silent", "spiking", "bursting"):
+        a = accuracy.get(name)
+        if a is None:
+            continue
+        mae = [a["mae_g_s"], a["mae_g_u"]]
+        row: dict[str, Any] = {"n": a["n"], "mae": mae}
+        if "mae_median_g_s" in a:
+            row["mae_median"] = [a["mae_median_g_s"], a["mae_median_g_u"]]
+        if name in published:
+            row["published"] = list(published[name])
+            row["ratio"] = [m / p for m, p in zip(mae, published[name])]
+        out[name] = row
     return out
 
 
@@ -182,7 +214,9 @@ def evaluate_dic_posterior(
         "accuracy": _mae_block(err, spread, klass, np.abs(np.median(samples, axis=0) - theta)),
     }
     lo, hi = np.quantile(samples, [0.05, 0.95], axis=0)
-    report["coverage_90"] = [float(v) for v in ((theta >= lo) & (theta <= hi)).mean(axis=0)]
+    covered = (theta >= lo) & (theta <= hi)
+    report["coverage_90"] = [float(v) for v in covered.mean(axis=0)]
+    report["coverage_90_non_silent"] = [float(v) for v in covered[klass > 0].mean(axis=0)] if (klass > 0).any() else None
     sampling_s = time.perf_counter() - t0
 
     # Calibration on independent pairs (one cell per target).

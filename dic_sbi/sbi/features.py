@@ -14,6 +14,12 @@ away from parameters that silence the cell - or stop it. Here nothing is dropped
 - **Redundancy.** ``spiking_frequency`` (= 1000 / mean ISI for tonic cells) and ``inter_burst_frequency``
   (= 1000 / burst period) add nothing once the class and the ISI mean / period are known, so they are left out.
 
+``x`` of the ``"intervals"`` output appends, after the summary (and any known conditions), the interval
+statistics of :mod:`dic_sbi.spiketrains.intervals` (drift, variability, burst sequence), encoded so that a fixed
+standardisation sees them (:data:`INTERVAL_NAMES`): the relative drifts, ~1e-4 in noise-free cells, through
+``asinh(v / 1e-4)``; the CV and the quantile spread on a log10 scale down to 1e-7 (the CV of a periodic cell is
+~1e-4, invisible under a spread floor of 0.1 on the raw value); undefined values 0, with indicator columns.
+
 ``x`` of the ``"isi"`` output appends a variable-length sequence, padded to ``max_isis``: the count of ISIs
 kept, then log10 of the first ``max_isis`` ISIs (ms) of the window, zero-padded; :class:`~dic_sbi.sbi.ISIEmbedding`
 reads it.
@@ -45,6 +51,8 @@ __all__ = [
     "summary_statistics",
     "CONDITION_NAMES",
     "with_conditions",
+    "INTERVAL_NAMES",
+    "encode_intervals",
 ]
 
 Array = NDArray[np.float64]
@@ -74,6 +82,58 @@ SUMMARY_NAMES: tuple[str, ...] = (
     "has_intra_burst",
     "has_burst_period",
 )
+
+
+#: Column names of the encoded interval statistics (``output="intervals"``), in order.
+INTERVAL_NAMES: tuple[str, ...] = (
+    "asinh_drift_1e-4",
+    "asinh_first_isi_1e-4",
+    "asinh_last_isi_1e-4",
+    "log10_cv_floor",
+    "serial_corr_1",
+    "serial_corr_2",
+    "log10_spread_90_10_floor",
+    "asinh_skewness",
+    "log10_intra_first_last",
+    "log10_intra_max_min",
+    "intra_longest_position",
+    "log10_interburst_interval_ms",
+    "log10_1p_spikes_per_burst_std",
+    "log10_burst_period_cv_floor",
+    "has_intervals",
+    "has_burst_shape",
+    "has_burst_period_cv",
+)
+#: Scale of the relative drifts (noise-free cells drift by ~1e-4 of their mean interval over the window).
+DRIFT_SCALE = 1e-4
+#: Floor of the CV and spread before the log (below any cell's, above rounding of the spike times).
+VARIABILITY_FLOOR = 1e-7
+
+
+def encode_intervals(stats: Mapping[str, np.ndarray]) -> Array:
+    """The ``(N, 17)`` finite encoding of :func:`~dic_sbi.spiketrains.interval_statistics` (:data:`INTERVAL_NAMES`)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cols = [
+            np.arcsinh(stats["drift"] / DRIFT_SCALE),
+            np.arcsinh(stats["first_isi"] / DRIFT_SCALE),
+            np.arcsinh(stats["last_isi"] / DRIFT_SCALE),
+            np.log10(np.maximum(stats["cv"], VARIABILITY_FLOOR)),
+            stats["serial_corr_1"],
+            stats["serial_corr_2"],
+            np.log10(np.maximum(stats["spread_90_10"], VARIABILITY_FLOOR)),
+            np.arcsinh(stats["skewness"]),
+            stats["intra_first_last"],
+            stats["intra_max_min"],
+            stats["intra_longest_position"],
+            np.log10(stats["interburst_interval"]),
+            np.log10(1.0 + stats["spikes_per_burst_std"]),
+            np.log10(np.maximum(stats["burst_period_cv"], VARIABILITY_FLOOR)),
+        ]
+    values = np.column_stack(cols)
+    flags = np.column_stack([np.isfinite(stats["cv"]), np.isfinite(stats["intra_first_last"]),
+                             np.isfinite(stats["burst_period_cv"])]).astype(np.float64)  # fmt: skip
+    values = np.where(np.isfinite(values), values, 0.0)
+    return np.concatenate([values, flags], axis=1)
 
 
 def _log10(v: Array, shift: float = 0.0) -> Array:
@@ -155,7 +215,9 @@ def feature_names(output: str = "summary", max_isis: int = 0, conditions: Sequen
         return SUMMARY_NAMES + cond
     if output == "isi":
         return SUMMARY_NAMES + cond + ("n_isis",) + tuple(f"log10_isi_{k}" for k in range(max_isis))
-    raise InvalidInputError(f"output: expected 'summary' or 'isi', got {output!r}")
+    if output == "intervals":
+        return SUMMARY_NAMES + cond + INTERVAL_NAMES
+    raise InvalidInputError(f"output: expected 'summary', 'intervals' or 'isi', got {output!r}")
 
 
 def with_conditions(x: Any, values: Sequence[float] | NDArray[np.float64]) -> torch.Tensor:
@@ -184,6 +246,10 @@ def encode(times: Array, offsets: NDArray[np.int64], t_start: Any, t_stop: Any, 
     summary = encode_summary(features_from_csr(times, offsets, t_start, t_stop))
     if output == "summary":
         return summary
+    if output == "intervals":
+        from ..spiketrains.intervals import interval_statistics
+
+        return np.concatenate([summary, encode_intervals(interval_statistics(times, offsets))], axis=1)
     return np.concatenate([summary, encode_isis(times, offsets, max_isis)], axis=1)
 
 

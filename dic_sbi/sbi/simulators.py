@@ -23,7 +23,7 @@ from .features import encode, feature_names
 
 __all__ = ["ConductanceSimulator", "DICSimulator"]
 
-Output = Literal["summary", "isi"]
+Output = Literal["summary", "intervals", "isi"]
 
 
 class _SpikeTrainSimulator:
@@ -91,7 +91,8 @@ class ConductanceSimulator(_SpikeTrainSimulator):
         duration, transient, dt: Protocol (ms); default the model's (STG 6000 / 3000, DA 12000 / 3000).
         noise_std: σ of the low-passed current noise (µA/cm²), 0 for none.
         i_app: Constant injected current (µA/cm²).
-        output: ``"summary"`` (17 features) or ``"isi"`` (features + padded log-ISI sequence).
+        output: ``"summary"`` (17 features), ``"intervals"`` (summary + 17 interval statistics) or ``"isi"``
+            (features + padded log-ISI sequence).
         max_isis: Length of the ISI sequence for ``output="isi"``.
         n_threads: Threads of the simulator (default: numba's; joblib workers get one each).
     """

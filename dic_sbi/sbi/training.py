@@ -119,6 +119,7 @@ def _train_npe(
     x: Tensor | None,
     torch_threads: int | None,
     n_conditions: int = 0,
+    device: str = "cpu",
 ) -> tuple[Any, Tensor, Tensor, Any]:
     if not (isinstance(num_simulations, (int, np.integer)) and num_simulations >= 2):
         raise InvalidInputError(f"num_simulations: expected an int >= 2, got {num_simulations!r}")
@@ -134,6 +135,7 @@ def _train_npe(
             hidden_features=hidden_features, num_transforms=num_transforms, training=training,
             num_workers=num_workers, simulation_batch_size=simulation_batch_size, sim_seed=sim_seed,
             train_seed=train_seed, show_progress_bars=show_progress_bars, theta=theta, x=x, n_conditions=n_conditions,
+            device=device,
         )  # fmt: skip
 
 
@@ -152,6 +154,7 @@ def _global_rngs_preserved():
 def _train_npe_seeded(
     prior, simulator, num_simulations, *, density_estimator, embedding_net, hidden_features, num_transforms,
     training, num_workers, simulation_batch_size, sim_seed, train_seed, show_progress_bars, theta, x, n_conditions=0,
+    device="cpu",
 ):  # fmt: skip
     from sbi.inference import NPE, simulate_for_sbi
     from sbi.utils import process_prior
@@ -183,14 +186,22 @@ def _train_npe_seeded(
         density_estimator, x, output, max_isis, embedding_net, prior=prior, hidden_features=hidden_features,
         num_transforms=num_transforms, n_conditions=n_conditions,
     )  # fmt: skip
-    inference = NPE(prior=prior, density_estimator=builder, show_progress_bars=show_progress_bars)
+    on_cpu = str(device) == "cpu"
+    # sbi wants the prior on the training device, and the DIC priors sample on the CPU (the compensation is numpy):
+    # on a GPU the flow is trained without a prior (a first, amortised round needs none) and the posterior is built
+    # on the CPU with it, where it is used.
+    inference = NPE(prior=prior if on_cpu else None, density_estimator=builder, device=str(device),
+                    show_progress_bars=show_progress_bars)  # fmt: skip
     with warnings.catch_warnings():
         # sbi warns about columns constant in this training set (e.g. no silent cell); our Standardize maps
         # them to 0 here and keeps them finite elsewhere, so the warning is noise.
         warnings.filterwarnings("ignore", message="Data has constant values")
-        inference.append_simulations(theta, x, exclude_invalid_x=True)
-    inference.train(**train_kwargs)
-    return inference.build_posterior(), theta, x, inference
+        warnings.filterwarnings("ignore", message=".*prior.*None.*")
+        inference.append_simulations(theta, x, exclude_invalid_x=True, data_device="cpu")
+    net = inference.train(**train_kwargs)
+    if on_cpu:
+        return inference.build_posterior(), theta, x, inference
+    return inference.build_posterior(net.to("cpu"), prior=prior), theta, x, inference
 
 
 def train_dic_posterior(
@@ -212,6 +223,7 @@ def train_dic_posterior(
     x: Tensor | None = None,
     torch_threads: int | None = None,
     conditions: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+    device: str = "cpu",
     **protocol: Any,
 ) -> TrainingRun:
     """Train NPE on DICs ``θ = (g_s, g_u)`` and wrap it as a :class:`~dic_sbi.sbi.DICPosterior` over conductances.
@@ -247,6 +259,8 @@ def train_dic_posterior(
         with the values present in the training set as intervals, e.g. ``{"noise_std": ((0, 0), (5, 5))}`` for
         simulations without and with noisy current σ = 5 (see :class:`~dic_sbi.sbi.DICPosterior`); needs ``theta``
         and ``x`` (the simulator does not add them).
+    device
+        Torch device to train on (``"cuda"`` for a GPU); the posterior is returned on the CPU either way.
     **protocol
         Simulator settings when ``simulator`` is not given: ``duration``, ``transient``, ``dt``, ``noise_std``,
         ``output``, ``max_isis``, ...
@@ -273,7 +287,7 @@ def train_dic_posterior(
         prior, simulator, num_simulations, density_estimator=density_estimator, embedding_net=embedding_net,
         hidden_features=hidden_features, num_transforms=num_transforms, training=training, num_workers=num_workers,
         simulation_batch_size=simulation_batch_size, seed=seed, show_progress_bars=show_progress_bars,
-        theta=theta, x=x, torch_threads=torch_threads, n_conditions=len(conditions),
+        theta=theta, x=x, torch_threads=torch_threads, n_conditions=len(conditions), device=device,
     )  # fmt: skip
     dic_posterior = DICPosterior(posterior, model, pair=getattr(simulator, "pair", None), simulator=simulator,
                                  conditions=conditions)  # fmt: skip

@@ -1,0 +1,187 @@
+"""Which information in a spike train identifies the DICs: period, drift, interval variability, burst sequence.
+
+One training set and one set of held-out observations; the same NPE (same architecture, budget, seeds) is trained
+on nested feature sets, the left-out columns held constant (the standardisation maps them to 0):
+
+* ``period``: rate, mean ISI and the firing class only;
+* ``summary``: the 17 summary features (today's shipped posteriors);
+* ``+drift``, ``+variability``, ``+burst``: the summary plus one kind of interval statistics
+  (:mod:`dic_sbi.spiketrains.intervals`);
+* ``all``: the summary plus every interval statistic (``DICSimulator(output="intervals")``).
+
+Each is evaluated on the published footing (Brandoit et al. 2025): posterior-mean MAE of (g_s, g_u) on non-silent
+trains, per class (CV_ISI <= 0.15 spiking, else bursting), on noise-free held-out cells, on cells with noisy
+current σ = 5 µA/cm², and on the noise-free trains with Gaussian spike-time jitter of 0.5 and 2 ms; with the
+fraction of 90 % intervals covering the truth. The noise level is a known input (σ ∈ {0} ∪ [0.5, 5] in training).
+
+    python benchmarks/information.py --model stg --train 30000 --noisy 15000 --out benchmarks/results/information_stg.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dic_sbi.core.populations import degenerate_population
+from dic_sbi.core.simulator import simulate
+from dic_sbi.models import get_model
+from dic_sbi.sbi import DICPrior, DICSimulator, train_dic_posterior
+from dic_sbi.sbi.evaluation import PUBLISHED_MAE, classes_of
+from dic_sbi.sbi.features import INTERVAL_NAMES, SUMMARY_NAMES, encode, with_conditions
+from dic_sbi.spiketrains.intervals import INTERVAL_STATISTICS
+
+N_SUMMARY = len(SUMMARY_NAMES)
+_KIND_COLS = {kind: [N_SUMMARY + 1 + i for i, k in enumerate(INTERVAL_STATISTICS.values()) if k == kind]
+              for kind in ("drift", "variability", "burst")}  # fmt: skip
+_FLAGS = {name: N_SUMMARY + 1 + INTERVAL_NAMES.index(name) for name in INTERVAL_NAMES if name.startswith("has_")}
+_PERIOD = [SUMMARY_NAMES.index(n) for n in ("log10_rate_hz", "log10_mean_isi_ms", "is_silent", "is_spiking",
+                                           "is_bursting", "has_isi")] + [N_SUMMARY]  # fmt: skip
+
+
+def feature_sets() -> dict[str, list[int]]:
+    """Columns kept by each ablation, in the ``intervals`` layout with σ after the summary."""
+    summary = list(range(N_SUMMARY + 1))
+    burst_flags = [_FLAGS["has_burst_shape"], _FLAGS["has_burst_period_cv"]]
+    return {
+        "period": _PERIOD,
+        "summary": summary,
+        "+drift": summary + _KIND_COLS["drift"] + [_FLAGS["has_intervals"]],
+        "+variability": summary + _KIND_COLS["variability"] + [_FLAGS["has_intervals"]],
+        "+burst": summary + _KIND_COLS["burst"] + burst_flags,
+        "all": list(range(N_SUMMARY + 1 + len(INTERVAL_NAMES))),
+    }
+
+
+def keep_only(x: torch.Tensor, cols: list[int]) -> torch.Tensor:
+    """``x`` with every column outside ``cols`` set to 0 (constant: standardised to 0, so it carries nothing)."""
+    out = torch.zeros_like(x)
+    out[:, cols] = x[:, cols]
+    return out
+
+
+def training_set(model, n_clean: int, n_noisy: int, seed: int, sigma_range=(0.5, 5.0)):
+    """θ ~ DICPrior, one compensated cell each, simulated noise-free or with σ ~ U(range); x with σ inserted."""
+    rng = np.random.default_rng(seed)
+    prior = DICPrior(model)
+    n = n_clean + n_noisy
+    theta = prior.sample((n,), seed=rng).double().numpy()
+    g = degenerate_population(model, theta[:, 0], theta[:, 1], 1, seed=rng).reshape(n, -1)
+    sigma = np.r_[np.zeros(n_clean), rng.uniform(*sigma_range, n_noisy)]
+    sim = DICSimulator(model, output="intervals")
+    x = np.empty((n, sim.x_dim))
+    for a in range(0, n, 5000):  # noise per cell: simulate(noise_std=array)
+        b = min(n, a + 5000)
+        res = simulate(model, g[a:b], noise_std=sigma[a:b], seed=rng, progress=False)
+        x[a:b] = encode(res.times, res.offsets, res.t_start, res.t_stop, "intervals", 0)
+    return torch.as_tensor(theta, dtype=torch.float32), with_conditions(x, sigma[:, None]), sim
+
+
+def heldout_sets(model, points: int, cells: int, seed: int) -> dict[str, dict]:
+    """Noise-free, σ = 5, and the noise-free trains jittered by 0.5 and 2 ms (same targets and cells)."""
+    rng = np.random.default_rng(seed)
+    prior = DICPrior(model)
+    targets = prior.sample((points,), seed=rng).double().numpy()
+    g = degenerate_population(model, targets[:, 0], targets[:, 1], cells, seed=rng).reshape(points * cells, -1)
+    theta = np.repeat(targets, cells, axis=0)
+    out = {}
+    clean = simulate(model, g, progress=False)
+    noisy = simulate(model, g, noise_std=5.0, seed=rng, progress=False)
+    for name, res, sigma in (("noise_free", clean, 0.0), ("sigma_5", noisy, 5.0)):
+        x = encode(res.times, res.offsets, res.t_start, res.t_stop, "intervals", 0)
+        out[name] = {"theta": theta, "x": with_conditions(x, [sigma]), "sigma": sigma}
+    for jitter in (0.5, 2.0):
+        times, offsets = _jittered(clean.times, clean.offsets, jitter, clean.t_start, clean.t_stop, rng)
+        x = encode(times, offsets, clean.t_start, clean.t_stop, "intervals", 0)
+        out[f"jitter_{jitter:g}ms"] = {"theta": theta, "x": with_conditions(x, [0.0]), "sigma": 0.0}
+    return out
+
+
+def _jittered(times, offsets, sd, t_start, t_stop, rng):
+    """Every spike moved by N(0, sd²) ms, re-sorted, spikes leaving the window dropped."""
+    trains, new = [], [0]
+    for i in range(offsets.size - 1):
+        t = np.sort(times[offsets[i] : offsets[i + 1]] + rng.normal(0.0, sd, offsets[i + 1] - offsets[i]))
+        t = t[(t >= t_start) & (t < t_stop)]
+        trains.append(t)
+        new.append(new[-1] + t.size)
+    return (np.concatenate(trains) if trains else np.zeros(0)), np.asarray(new, dtype=np.int64)
+
+
+def evaluate(posterior, ho: dict, n_samples: int = 300) -> dict:
+    """Posterior-mean and median MAE per class on non-silent trains, and 90 % interval coverage."""
+    x, theta = ho["x"], ho["theta"]
+    klass = classes_of(x[:, :N_SUMMARY])
+    keep = klass > 0
+    x, theta, klass = x[keep], theta[keep], klass[keep]
+    inner = posterior.posterior
+    parts = []
+    for a in range(0, x.shape[0], 512):
+        parts.append(inner.sample_batched((n_samples,), x=x[a : a + 512], show_progress_bars=False))
+    s = torch.cat(parts, dim=1).numpy()
+    mean, med = s.mean(0), np.median(s, 0)
+    lo, hi = np.quantile(s, [0.05, 0.95], axis=0)
+    cover = (theta >= lo) & (theta <= hi)
+    out = {}
+    for name, mask in (("non_silent", np.ones(len(klass), bool)), ("spiking", klass == 1), ("bursting", klass == 2)):
+        if mask.any():
+            e, em = np.abs(mean[mask] - theta[mask]), np.abs(med[mask] - theta[mask])
+            out[name] = {"n": int(mask.sum()), "mae_mean": e.mean(0).round(3).tolist(),
+                         "mae_median": em.mean(0).round(3).tolist(),
+                         "coverage_90": cover[mask].mean(0).round(3).tolist()}  # fmt: skip
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, choices=("stg", "da"))
+    p.add_argument("--train", type=int, default=30000, help="noise-free training simulations")
+    p.add_argument("--noisy", type=int, default=15000, help="training simulations with σ ~ U(0.5, 5)")
+    p.add_argument("--points", type=int, default=200, help="held-out DIC targets")
+    p.add_argument("--cells", type=int, default=16, help="held-out cells per target")
+    p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--batch", type=int, default=500)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--sets", default=",".join(feature_sets()), help="comma-separated ablations to train")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--torch-threads", type=int, default=1)
+    p.add_argument("--out", required=True)
+    a = p.parse_args()
+    model = get_model(a.model)
+    t0 = time.perf_counter()
+    theta, x, sim = training_set(model, a.train, a.noisy, a.seed)
+    t_sim = time.perf_counter() - t0
+    held = heldout_sets(model, a.points, a.cells, a.seed + 1000)
+    print(f"simulated {len(theta)} training cells in {t_sim:.0f} s; held-out sets ready", flush=True)
+    conditions = {"noise_std": ((0.0, 0.0), (0.5, 5.0))}
+    results = {"model": model.name, "settings": vars(a), "published": PUBLISHED_MAE[model.name],
+               "machine": f"{platform.machine()} {platform.processor()}", "simulation_seconds": t_sim, "sets": {}}  # fmt: skip
+    for name in a.sets.split(","):
+        cols = feature_sets()[name]
+        t1 = time.perf_counter()
+        run = train_dic_posterior(model, len(theta), simulator=sim, theta=theta, x=keep_only(x, cols), seed=a.seed + 2,
+                                  hidden_features=a.hidden, num_transforms=5, conditions=conditions,
+                                  training={"max_num_epochs": a.epochs, "training_batch_size": a.batch},
+                                  torch_threads=a.torch_threads)  # fmt: skip
+        secs = time.perf_counter() - t1
+        row = {"training_seconds": secs, "epochs": int(run.inference.summary["epochs_trained"][-1])}
+        for hname, ho in held.items():
+            row[hname] = evaluate(run.posterior, {**ho, "x": keep_only(ho["x"], cols)})
+        results["sets"][name] = row
+        nf = row["noise_free"]
+        print(f"{name:>13}: {secs:5.0f} s, {row['epochs']} epochs | noise-free non-silent "
+              f"{nf['non_silent']['mae_mean']} spiking {nf['spiking']['mae_mean']} bursting {nf['bursting']['mae_mean']}"
+              f" cover {nf['non_silent']['coverage_90']} | σ=5 {row['sigma_5']['non_silent']['mae_mean']}"
+              f" | jitter 0.5 {row['jitter_0.5ms']['non_silent']['mae_mean']} 2 {row['jitter_2ms']['non_silent']['mae_mean']}",
+              flush=True)  # fmt: skip
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
