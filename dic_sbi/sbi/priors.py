@@ -256,7 +256,7 @@ class DICRegion(constraints.Constraint):
         K = self.floor.numel()
         h = (self.s_hi - self.s_lo) / K
         k = torch.clamp(torch.floor((s - self.s_lo) / h), 0, K - 1).nan_to_num(0).long()
-        return self.floor[k]
+        return self.floor.to(k.device)[k]  # the support check runs on the training device (a GPU) too
 
     def check(self, value: torch.Tensor) -> torch.Tensor:
         s = value[..., 0].to(torch.float64)
