@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-
     from matplotlib.figure import Figure
 
     from .core.reachability import ReachabilityMap
-    from .inference import InferenceResult, TrainInference
+
+# The inference plots take an ``InferenceResult`` and one of its ``TrainInference`` (dic_sbi.inference), read by
+# attribute only: plots never import the inference module, which imports them (one direction of dependency).
+InferenceResult = Any
+TrainInference = Any
 
 __all__ = [
     "plot_reachability",
