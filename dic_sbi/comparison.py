@@ -313,8 +313,9 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                settings = dict(train_settings, training={"training_batch_size": _batch_size(budget),
-                                                          **train_settings["training"]})  # fmt: skip
+                # The harness reports its own progress (one line per method and budget), not sbi's bars.
+                settings = dict(train_settings, show_progress_bars=False,
+                                training={"training_batch_size": _batch_size(budget), **train_settings["training"]})  # fmt: skip
                 if method == "dic":
                     run = train_dic_posterior(model, budget, prior=prior, simulator=simulator, theta=theta, x=x,
                                               seed=train_seed, **settings)  # fmt: skip

@@ -207,7 +207,7 @@ def train_dic_posterior(
     num_workers: int = 1,
     simulation_batch_size: int | None = None,
     seed: Seed = None,
-    show_progress_bars: bool = False,
+    show_progress_bars: bool = True,
     theta: Tensor | None = None,
     x: Tensor | None = None,
     torch_threads: int | None = None,
@@ -236,7 +236,7 @@ def train_dic_posterior(
     seed
         Seed of the simulations and of training (int, numpy or torch Generator).
     show_progress_bars
-        tqdm bars for simulation and training.
+        tqdm bars for simulation and training (on by default, as in sbi; ``False`` for none).
     theta, x
         Reuse simulations instead of running them (e.g. to compare estimators on the same budget).
     torch_threads
@@ -295,7 +295,7 @@ def train_conductance_posterior(
     num_workers: int = 1,
     simulation_batch_size: int | None = None,
     seed: Seed = None,
-    show_progress_bars: bool = False,
+    show_progress_bars: bool = True,
     theta: Tensor | None = None,
     x: Tensor | None = None,
     torch_threads: int | None = None,
