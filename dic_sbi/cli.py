@@ -378,7 +378,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from ._cli_help import document_options
+
     p = _Parser(prog="dic-sbi", description="Degenerate neuron populations from spike times (DICs + sbi)")
+    p.add_argument("--version", action="version", version=f"dic-sbi {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     from .models import available_models
@@ -513,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--overwrite", action="store_true", help="replace a previous dic-sbi output in --out")
     sp.add_argument("--checkpoint", help="folder keeping finished method x budget runs; rerun to resume")
     sp.set_defaults(func=cmd_compare)
-    return p
+    return document_options(p)  # every option's help: its default and unit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
