@@ -42,7 +42,7 @@ class TrainInference:
     index, name
         Position of the train in the recording and its name (channel, CSV ID, ...).
     observed_features, observed_class
-        Firing features of the recording (spec §5) and its firing class.
+        Firing features of the recording (:func:`~dic_sbi.spiketrains.spike_train_features`) and its firing class.
     x
         What the posterior was conditioned on: the ``(17,)`` summary, and its known conditions if it takes any.
     dics
@@ -357,7 +357,7 @@ def infer(
     read_options
         Keyword arguments of :func:`~dic_sbi.io.read_recording` (``threshold``, ``segments``, ``channels``...).
     noise_std
-        σ (µA/cm²) of the noisy current of the model the recording is compared with (spec §5), a known
+        σ (µA/cm²) of the noisy current of the model the recording is compared with (as in :func:`~dic_sbi.simulate`), a known
         condition: a posterior that takes it (``posterior.conditions``) is conditioned on it, and the
         validation simulations use it. Default: 0 (the deterministic model).
     match_class

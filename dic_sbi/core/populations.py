@@ -1,4 +1,4 @@
-"""Degenerate populations: many conductance vectors that share target DICs (spec §4).
+"""Degenerate populations: many conductance vectors that share target DICs (Fyon et al. 2024).
 
 Generative process (Fyon 2024, refined by Brandoit 2025), for a target ``t = (g_s*, g_u*)`` at the model's
 reference threshold V_ref:
