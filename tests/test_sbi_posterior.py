@@ -295,4 +295,5 @@ def test_training_shows_progress_by_default(capsys):
                             **dict(SMALL, training=dict(max_num_epochs=2)))  # fmt: skip
         quiet = capsys.readouterr()
     assert "epochs trained" in (shown.out + shown.err).lower()
+    assert shown.out.endswith("\n")  # the counter's line is ended, so a log's next message starts its own line
     assert "epochs" not in (quiet.out + quiet.err).lower()

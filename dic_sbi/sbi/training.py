@@ -190,6 +190,8 @@ def _train_npe_seeded(
         warnings.filterwarnings("ignore", message="Data has constant values")
         inference.append_simulations(theta, x, exclude_invalid_x=True)
     inference.train(**train_kwargs)
+    if show_progress_bars:
+        print(flush=True)  # sbi's epoch counter ends without a newline: end its line (in a terminal and in a log)
     return inference.build_posterior(), theta, x, inference
 
 
