@@ -242,6 +242,9 @@ def test_batched_methods_agree_with_the_unbatched_ones(run, observed):
         post.sample_batched((5,), x=x[0])  # one observation, not a batch
     with pytest.raises(InvalidInputError, match="nope"):
         post.sample_batched((5,), x=x[:3], nope=1)
+    # sbi's sampling options reach the DIC posterior (a batch size it accepts)
+    small = post.sample_batched((40,), x=x[:3], seed=4, max_sampling_batch_size=7)
+    assert small.shape == g.shape and bool(torch.isfinite(small).all())
     with pytest.raises(InvalidInputError, match="unconditional"):
         DICPosterior(DICPrior("stg"), "stg").sample_batched((5,), x=x[:3])
 

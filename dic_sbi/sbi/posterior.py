@@ -47,6 +47,7 @@ from ._utils import Seed, numpy_rng
 __all__ = ["DICPosterior"]
 
 _MAX_DRAWS = 1_000_000  # compensation draws per chunk of log_prob's normaliser
+_SBI_SAMPLING_OPTIONS = ("max_sampling_batch_size", "reject_outside_prior", "max_sampling_time", "return_partial_on_timeout")
 
 
 class DICPosterior:
@@ -230,14 +231,22 @@ class DICPosterior:
 
     def sample_dics_batched(
         self, sample_shape: torch.Size | tuple, x: Tensor, *, seed: Seed = None, show_progress_bars: bool = False,
+        **kwargs: Any,
     ) -> Tensor:  # fmt: skip
-        """Draw DICs ``sample_shape + (B, 2)`` (float32) from ``q(g_s, g_u | x_b)`` for each row of ``x`` ``(B, k)``."""
+        """Draw DICs ``sample_shape + (B, 2)`` (float32) from ``q(g_s, g_u | x_b)`` for each row of ``x`` ``(B, k)``.
+
+        sbi's sampling options (``max_sampling_batch_size``, ``reject_outside_prior``, ``max_sampling_time``,
+        ``return_partial_on_timeout``) go to the DIC posterior's ``sample_batched``.
+        """
+        unknown = sorted(set(kwargs) - set(_SBI_SAMPLING_OPTIONS))
+        if unknown:
+            raise InvalidInputError(f"{unknown[0]}: not an option of sample_batched (sbi's are {', '.join(_SBI_SAMPLING_OPTIONS)})")
         x = self._batch_of_x(x)
         torch_seed = int(numpy_rng(seed).integers(0, 2**62))
         shape = torch.Size(sample_shape)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(torch_seed)
-            t = self.posterior.sample_batched((shape.numel(),), x=x, show_progress_bars=show_progress_bars)
+            t = self.posterior.sample_batched((shape.numel(),), x=x, show_progress_bars=show_progress_bars, **kwargs)
         return t.reshape(shape + (x.shape[0], 2)).to(torch.float32)
 
     def sample_batched(
@@ -248,17 +257,13 @@ class DICPosterior:
 
         sbi's batched sampling, as ``sbi.diagnostics.run_sbc`` and ``run_tarp`` call it: sample ``i`` for
         observation ``b`` is one cell of the degenerate population of a DIC sample from ``q(t | x_b)``. Every
-        sample is a finite, valid cell (the compensation never returns NaN). sbi's sampling options
-        (``max_sampling_batch_size``, ...) are accepted and ignored: the DIC posterior samples with its own.
+        sample is a finite, valid cell (the compensation never returns NaN). sbi's sampling options go to the
+        DIC posterior (:meth:`sample_dics_batched`).
         """
         from ..core.populations import degenerate_population
 
-        unknown = sorted(set(kwargs) - {"max_sampling_batch_size", "reject_outside_prior", "max_sampling_time",
-                                        "return_partial_on_timeout"})  # fmt: skip
-        if unknown:
-            raise InvalidInputError(f"{unknown[0]}: not an option of sample_batched")
         rng = numpy_rng(seed)
-        t = self.sample_dics_batched(sample_shape, x, seed=rng, show_progress_bars=show_progress_bars)
+        t = self.sample_dics_batched(sample_shape, x, seed=rng, show_progress_bars=show_progress_bars, **kwargs)
         flat = t.reshape(-1, 2).to(torch.float64).numpy()
         g = degenerate_population(
             self.model, flat[:, 0], flat[:, 1], 1, seed=rng, pair=self.pair, calcium_path_tau=self.calcium_path_tau
