@@ -176,7 +176,7 @@ def compare(
     num_transforms: int = 5,
     torch_threads: int | None = 1,
     n_bootstrap: int = 2000,
-    progress: bool = False,
+    progress: bool = True,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     checkpoint: str | os.PathLike | None = None,
@@ -208,7 +208,7 @@ def compare(
     n_bootstrap
         Bootstrap resamples of the confidence intervals.
     progress
-        Print one line per trained posterior.
+        Print one line per trained posterior (on by default: training takes minutes to hours, as in sbi).
     out
         Folder to write the outputs to (see :meth:`ComparisonResult.write`); ``None`` writes nothing. It is
         checked and reserved before any work.
