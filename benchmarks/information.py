@@ -65,8 +65,12 @@ def keep_only(x: torch.Tensor, cols: list[int]) -> torch.Tensor:
     return out
 
 
-def training_set(model, n_clean: int, n_noisy: int, seed: int, sigma_range=(0.5, 5.0)):
-    """θ ~ DICPrior, one compensated cell each, simulated noise-free or with σ ~ U(range); x with σ inserted."""
+def training_set(model, n_clean: int, n_noisy: int, seed: int, sigma_range=(0.5, 5.0), jitter: float = 0.0,
+                 jitter_max: float = 3.0):
+    """θ ~ DICPrior, one compensated cell each, simulated noise-free or with σ ~ U(range); x with σ inserted.
+
+    ``jitter``: the fraction of cells whose spike times are moved by N(0, sd²), sd ~ U(0, ``jitter_max``) ms,
+    before their features are computed (spike-detection imprecision; not an input of the network)."""
     rng = np.random.default_rng(seed)
     prior = DICPrior(model)
     n = n_clean + n_noisy
@@ -78,7 +82,11 @@ def training_set(model, n_clean: int, n_noisy: int, seed: int, sigma_range=(0.5,
     for a in range(0, n, 5000):  # noise per cell: simulate(noise_std=array)
         b = min(n, a + 5000)
         res = simulate(model, g[a:b], noise_std=sigma[a:b], seed=rng, progress=False)
-        x[a:b] = encode(res.times, res.offsets, res.t_start, res.t_stop, "intervals", 0)
+        times, offsets = res.times, res.offsets
+        if jitter > 0:
+            sd = np.where(rng.random(b - a) < jitter, rng.uniform(0.0, jitter_max, b - a), 0.0)
+            times, offsets = _jittered(times, offsets, sd, res.t_start, res.t_stop, rng)
+        x[a:b] = encode(times, offsets, res.t_start, res.t_stop, "intervals", 0)
     return torch.as_tensor(theta, dtype=torch.float32), with_conditions(x, sigma[:, None]), sim
 
 
@@ -103,10 +111,12 @@ def heldout_sets(model, points: int, cells: int, seed: int) -> dict[str, dict]:
 
 
 def _jittered(times, offsets, sd, t_start, t_stop, rng):
-    """Every spike moved by N(0, sd²) ms, re-sorted, spikes leaving the window dropped."""
+    """Every spike moved by N(0, sd²) ms (``sd`` one value, or one per train), re-sorted, spikes leaving the
+    window dropped."""
     trains, new = [], [0]
+    sd = np.broadcast_to(np.asarray(sd, dtype=float), (offsets.size - 1,))
     for i in range(offsets.size - 1):
-        t = np.sort(times[offsets[i] : offsets[i + 1]] + rng.normal(0.0, sd, offsets[i + 1] - offsets[i]))
+        t = np.sort(times[offsets[i] : offsets[i + 1]] + rng.normal(0.0, sd[i], offsets[i + 1] - offsets[i]))
         t = t[(t >= t_start) & (t < t_stop)]
         trains.append(t)
         new.append(new[-1] + t.size)
@@ -148,13 +158,15 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--sets", default=",".join(feature_sets()), help="comma-separated ablations to train")
+    p.add_argument("--jitter", type=float, default=0.0, help="fraction of training cells with spike-time jitter")
+    p.add_argument("--jitter-max", type=float, default=3.0, help="largest jitter sd (ms), drawn uniformly")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--out", required=True)
     a = p.parse_args()
     model = get_model(a.model)
     t0 = time.perf_counter()
-    theta, x, sim = training_set(model, a.train, a.noisy, a.seed)
+    theta, x, sim = training_set(model, a.train, a.noisy, a.seed, jitter=a.jitter, jitter_max=a.jitter_max)
     t_sim = time.perf_counter() - t0
     held = heldout_sets(model, a.points, a.cells, a.seed + 1000)
     print(f"simulated {len(theta)} training cells in {t_sim:.0f} s; held-out sets ready", flush=True)

@@ -14,6 +14,7 @@ from .core import (
     steady_state_current,
     threshold_voltage,
 )
+from . import data
 from .errors import DicSbiError, InvalidInputError, RecordingError, UnknownModelError, UnreachableTargetError
 from .io import Recording, read_recording
 from .models import ConductanceModel, available_models, get_model, register_model
@@ -58,16 +59,23 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+# Subpackages that load on first attribute access too (``dic_sbi.sbi.pretrained.load_pretrained`` after a plain
+# ``import dic_sbi``).
+_LAZY_MODULES = ("sbi", "campaign", "comparison", "inference", "plots", "train")
 
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _LAZY:
         return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'dic_sbi' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_LAZY_MODULES))
 
 
 __all__ = [

@@ -46,13 +46,16 @@ def _write_atomic(path: Path, write, overwrite: bool = False) -> None:
 
 def write_conductances_csv(path: Path, names: Sequence[str], g: np.ndarray, extra: dict | None = None, *,
                            overwrite: bool = False) -> None:  # fmt: skip
-    """One row per cell: ``cell`` then one column per conductance (mS/cm²), then ``extra`` columns."""
+    """One row per cell: ``cell`` then one column per conductance (mS/cm²), then ``extra`` columns; headers carry
+    units (``Na [mS/cm^2]``, ``burst_period [ms]``)."""
+    from .io.tables import CONDUCTANCE_UNIT, header
+
     extra = extra or {}
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["cell", *names, *extra])
+            w.writerow(["cell", *(header(n, CONDUCTANCE_UNIT) for n in names), *(header(k) for k in extra)])
             for i, row in enumerate(g):
                 w.writerow([i, *(f"{v:.10g}" for v in row), *(_fmt(extra[k][i]) for k in extra)])
 
@@ -91,11 +94,13 @@ def write_spikes_nix(path: Path, result, *, overwrite: bool = False) -> None:
 
 
 def read_conductances_csv(path: Path, names: Sequence[str]) -> np.ndarray:
-    """Read a CSV with one column per conductance (by name; extra columns ignored)."""
+    """Read a CSV with one column per conductance (by name, with or without a ``[unit]``; extra columns ignored)."""
+    from .io.tables import column_name
+
     if not path.is_file():
         raise DicSbiError(f"{path}: no such file")
     with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+        rows = [{column_name(k): v for k, v in r.items() if k is not None} for r in csv.DictReader(fh)]
     if not rows:
         raise DicSbiError(f"{path}: no rows")
     missing = [n for n in names if n not in rows[0]]
@@ -234,9 +239,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             result = infer(example_recording(name), name, args.n, seed=args.seed, validate=True, noise_std=sigma,
                            progress=not args.quiet)  # fmt: skip
             _print_inference(result)
-            result.write(staging / name, overwrite=False)
-            # The recording is a simulation, so the DICs behind it are known: report them next to the posterior.
+            # The recording is a simulation, so the DICs behind it are known: report and plot them with the posterior.
             _, g_s, g_u = dic_sbi.dics(model, example_cells()[name])
+            result.true_dics = np.array([g_s, g_u])
+            result.write(staging / name, overwrite=False)
             report = result.report()
             report["true_dics_of_the_example_cell"] = {"g_s": float(g_s), "g_u": float(g_u)}
             report["seconds"] = round(time.perf_counter() - t0, 2)
@@ -387,7 +393,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from ._cli_help import document_options
+
     p = _Parser(prog="dic-sbi", description="Degenerate neuron populations from spike times (DICs + sbi)")
+    p.add_argument("--version", action="version", version=f"dic-sbi {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     from .models import available_models
@@ -527,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--overwrite", action="store_true", help="replace a previous dic-sbi output in --out")
     sp.add_argument("--checkpoint", help="folder keeping finished method x budget runs; rerun to resume")
     sp.set_defaults(func=cmd_compare)
-    return p
+    return document_options(p)  # every option's help: its default and unit
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -176,7 +176,7 @@ def compare(
     num_transforms: int = 5,
     torch_threads: int | None = 1,
     n_bootstrap: int = 2000,
-    progress: bool = False,
+    progress: bool = True,
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     checkpoint: str | os.PathLike | None = None,
@@ -208,7 +208,7 @@ def compare(
     n_bootstrap
         Bootstrap resamples of the confidence intervals.
     progress
-        Print one line per trained posterior.
+        Print one line per trained posterior (on by default: training takes minutes to hours, as in sbi).
     out
         Folder to write the outputs to (see :meth:`ComparisonResult.write`); ``None`` writes nothing. It is
         checked and reserved before any work.
@@ -313,8 +313,9 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                settings = dict(train_settings, training={"training_batch_size": _batch_size(budget),
-                                                          **train_settings["training"]})  # fmt: skip
+                # The harness reports its own progress (one line per method and budget), not sbi's bars.
+                settings = dict(train_settings, show_progress_bars=False,
+                                training={"training_batch_size": _batch_size(budget), **train_settings["training"]})  # fmt: skip
                 if method == "dic":
                     run = train_dic_posterior(model, budget, prior=prior, simulator=simulator, theta=theta, x=x,
                                               seed=train_seed, **settings)  # fmt: skip

@@ -42,7 +42,7 @@ class TrainInference:
     index, name
         Position of the train in the recording and its name (channel, CSV ID, ...).
     observed_features, observed_class
-        Firing features of the recording (spec §5) and its firing class.
+        Firing features of the recording (:func:`~dic_sbi.spiketrains.spike_train_features`) and its firing class.
     x
         What the posterior was conditioned on: the ``(17,)`` summary, and its known conditions if it takes any.
     dics
@@ -84,6 +84,9 @@ class InferenceResult:
     trains: list[TrainInference]
     notes: list[str] = field(default_factory=list)
     noise_std: float = 0.0
+    #: Known ``(g_s, g_u)`` of the recorded cell, when the recording is a simulation (``dic-sbi demo`` sets it):
+    #: reported next to the posterior and marked on its plot.
+    true_dics: Any = None
 
     def report(self) -> dict[str, Any]:
         """The fidelity report (JSON-serialisable): settings, and per train the observed vs simulated firing."""
@@ -97,6 +100,8 @@ class InferenceResult:
             "seed": self.seed,
             "noise_std": self.noise_std,
             "validated": self.validate,
+            **({"true_dics": {"g_s": float(self.true_dics[0]), "g_u": float(self.true_dics[1])}}
+               if self.true_dics is not None else {}),  # fmt: skip
             "notes": self.notes,
             "trains": [
                 {
@@ -122,9 +127,11 @@ class InferenceResult:
 
         ``population.csv`` (one row per cell: train, cell, conductances, DICs, simulated firing),
         ``population.nix`` (NIX: conductances and DICs as data arrays, settings as metadata),
-        ``dic_samples.csv``, ``report.json`` (fidelity), ``simulated_spikes.nix`` (Neo: observed and simulated
-        spike trains) and, with ``plots``, ``raster_*.png``, ``traces_*.png``, ``dic_posterior_*.png``,
-        ``pairplot_*.png``.
+        ``dic_samples.csv`` (CSV headers carry units, e.g. ``Na [mS/cm^2]``), ``report.json`` (fidelity),
+        ``simulated_spikes.nix`` (observed and simulated spike trains in a compact NIX layout, two data arrays
+        per train; read back with :func:`dic_sbi.io.read_spike_groups`) and, with ``plots``, ``raster_*.png``,
+        ``traces_*.png`` (observed and simulated voltage), ``dic_posterior_*.png`` (with the true DICs when
+        :attr:`true_dics` is known), ``pairplot_*.png``.
         """
         from .io.outputs import safe_output
 
@@ -145,10 +152,13 @@ class InferenceResult:
     def _write_population_csv(self, path: Path) -> None:
         import csv
 
+        from .io.tables import CONDUCTANCE_UNIT, header
+
         names = self.model.conductance_names
         with open(path, "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["train", "cell", *names, "g_s", "g_u", "firing_class", *_FEATURES[:4]])
+            w.writerow(["train", "cell", *(header(n, CONDUCTANCE_UNIT) for n in names), header("g_s"), header("g_u"),
+                        "firing_class", *(header(k) for k in _FEATURES[:4])])  # fmt: skip
             for t in self.trains:
                 sim = {int(c): j for j, c in enumerate(t.simulated)}
                 feats = t.simulation.features() if t.simulation is not None else None
@@ -162,9 +172,11 @@ class InferenceResult:
     def _write_dics_csv(self, path: Path) -> None:
         import csv
 
+        from .io.tables import header
+
         with open(path, "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["train", "sample", "g_s", "g_u"])
+            w.writerow(["train", "sample", header("g_s"), header("g_u")])
             for t in self.trains:
                 for i, (s, u) in enumerate(t.dics):
                     w.writerow([t.name, i, f"{s:.6g}", f"{u:.6g}"])
@@ -198,26 +210,20 @@ class InferenceResult:
             f.close()
 
     def _write_spikes_nix(self, path: Path) -> None:
-        import neo
+        from .io import SpikeGroup, write_spike_groups
 
-        from .io import write_nix_block
-
-        block = neo.Block(name=f"dic_sbi {self.model.name} population", recording=str(self.recording.path))
+        groups = []
         for t in self.trains:
-            seg = neo.Segment(name=f"train {t.index}: {t.name}")
-            obs = self.recording[t.index].copy()
-            obs.name = "observed"
-            obs.annotations = {"observed": True}
-            seg.spiketrains.append(obs)
-            if t.simulation is not None:
-                for j, c in enumerate(t.simulated):
-                    st = t.simulation.spiketrain(j)
-                    st.name = f"cell {int(c)}"
-                    st.annotations = {"cell": int(c), "observed": False,
-                                      **{n: float(v) for n, v in zip(self.model.conductance_names, t.conductances[c])}}  # fmt: skip
-                    seg.spiketrains.append(st)
-            block.segments.append(seg)
-        write_nix_block(path, block)
+            sim = t.simulation
+            k = 0 if sim is None else len(sim)
+            window = (sim.t_start, sim.t_stop) if sim is not None else (0.0, t.window_ms)
+            groups.append(SpikeGroup(
+                name=f"train {t.index}: {t.name}", cells=t.simulated[:k], times=sim.times if k else np.empty(0),
+                offsets=sim.offsets if k else np.zeros(1, dtype=np.int64), t_start=window[0], t_stop=window[1],
+                observed=self.recording[t.index], conductances=t.conductances[t.simulated[:k]],
+                conductance_names=self.model.conductance_names,
+            ))  # fmt: skip
+        write_spike_groups(path, groups, metadata={"model": self.model.name, "recording": str(self.recording.path)})
 
     def _plots(self, folder: Path) -> None:
         import matplotlib
@@ -351,7 +357,7 @@ def infer(
     read_options
         Keyword arguments of :func:`~dic_sbi.io.read_recording` (``threshold``, ``segments``, ``channels``...).
     noise_std
-        σ (µA/cm²) of the noisy current of the model the recording is compared with (spec §5), a known
+        σ (µA/cm²) of the noisy current of the model the recording is compared with (as in :func:`~dic_sbi.simulate`), a known
         condition: a posterior that takes it (``posterior.conditions``) is conditioned on it, and the
         validation simulations use it. Default: 0 (the deterministic model).
     match_class

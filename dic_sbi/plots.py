@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-
     from matplotlib.figure import Figure
 
     from .core.reachability import ReachabilityMap
-    from .inference import InferenceResult, TrainInference
+
+# The inference plots take an ``InferenceResult`` and one of its ``TrainInference`` (dic_sbi.inference), read by
+# attribute only: plots never import the inference module, which imports them (one direction of dependency).
+InferenceResult = Any
+TrainInference = Any
 
 __all__ = [
+    "observed_voltage",
     "plot_reachability",
     "plot_population_raster",
     "plot_traces",
@@ -104,21 +108,64 @@ def plot_population_raster(result: "InferenceResult", train: "TrainInference", *
     return fig
 
 
+def observed_voltage(result: "InferenceResult", train: "TrainInference"):
+    """The membrane potential the observed train was detected in, as a ``neo.AnalogSignal`` (mV), read again
+    from the recording; ``None`` when the train was recorded as spike times or the signal is not in a voltage
+    unit."""
+    import neo
+    import quantities as pq
+
+    rec = result.recording
+    origin = rec.origins[train.index]
+    if not origin.detected or rec.path is None:
+        return None
+    path = str(rec.path)
+    io = neo.io.NixIO(path, mode="ro") if path.lower().endswith(".nix") else neo.io.get_io(path)
+    try:
+        blocks = io.read(lazy=False)
+    finally:
+        close = getattr(io, "close", None)
+        if callable(close):
+            close()
+    seg = [s for b in blocks for s in b.segments][origin.segment]
+    channels = [(sig, c) for sig in seg.analogsignals for c in range(sig.shape[1])]  # as read_recording counts
+    sig, c = channels[origin.channel]
+    try:
+        return sig[:, c].rescale(pq.mV)
+    except ValueError:  # not a voltage unit (read_recording was told the unit): show spike times instead
+        return None
+
+
 def plot_traces(result: "InferenceResult", train: "TrainInference", *, span_ms: float = 2000.0) -> "Figure | None":
-    """Membrane potential of the first few population members over ``span_ms`` of their window."""
+    """The observed membrane potential (top, black; its spike times when the recording holds no voltage) above
+    the membrane potential of the first few population members, over ``span_ms`` of their windows."""
     import matplotlib.pyplot as plt
 
     tr = train.traces
     if tr is None or tr.voltage is None or len(tr) == 0:
         return None
     k = tr.voltage.shape[0]
-    fig, axes = plt.subplots(k, 1, figsize=(8.0, 1.6 * k + 0.4), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(k + 1, 1, figsize=(8.0, 1.6 * (k + 1) + 0.4), sharex=True, squeeze=False)
+    top = axes[0, 0]
+    v = observed_voltage(result, train)
+    obs = result.recording[train.index]
+    if v is not None:
+        t_obs = (v.times - v.t_start).rescale("ms").magnitude
+        keep = t_obs <= span_ms
+        top.plot(t_obs[keep], v.magnitude[keep, 0], lw=0.6, color="k")
+        top.set_ylabel("V (mV)")
+    else:
+        spikes = obs.rescale("ms").magnitude - float(obs.t_start.rescale("ms").magnitude)
+        top.eventplot([spikes[spikes <= span_ms]], colors="k", linelengths=0.8)
+        top.set_yticks([])
+    top.set_title(f"observed: train {train.name} ({train.observed_class})" + ("" if v is not None else ", spike times"),
+                  fontsize="small", loc="left")  # fmt: skip
     t = tr.voltage_times - tr.t_start
     keep = t <= span_ms
-    for j, ax in enumerate(axes[:, 0]):
-        ax.plot(t[keep], tr.voltage[j, keep], lw=0.6, color="k")
+    for j, ax in enumerate(axes[1:, 0]):
+        ax.plot(t[keep], tr.voltage[j, keep], lw=0.6, color="tab:blue")
         ax.set_ylabel("V (mV)")
-        ax.set_title(f"cell {train.simulated[j]}  (g_s = {train.dics[j, 0]:.2f}, g_u = {train.dics[j, 1]:.2f})",
+        ax.set_title(f"simulated: cell {train.simulated[j]}  (g_s = {train.dics[j, 0]:.2f}, g_u = {train.dics[j, 1]:.2f})",
                      fontsize="small", loc="left")  # fmt: skip
     axes[-1, 0].set_xlabel("time in window (ms)")
     fig.tight_layout()
@@ -136,15 +183,22 @@ def plot_dic_posterior(result: "InferenceResult", train: "TrainInference") -> "F
     ax = fig.add_subplot(grid[1, 0])
     top = fig.add_subplot(grid[0, 0], sharex=ax)
     right = fig.add_subplot(grid[1, 1], sharey=ax)
-    ax.scatter(d[:, 0], d[:, 1], s=3, alpha=0.35, color="tab:blue", lw=0)
+    ax.scatter(d[:, 0], d[:, 1], s=3, alpha=0.35, color="tab:blue", lw=0, label="posterior samples")
     ax.plot([s_lo, s_hi, s_hi, s_lo, s_lo], [u_lo, u_lo, u_hi, u_hi, u_lo], color="0.5", lw=0.8, ls="--", label="prior box")
+    truth = getattr(result, "true_dics", None)
+    if truth is not None:  # known when the recording is a simulation (the demo's example cells)
+        ts, tu = (float(v) for v in truth)
+        ax.scatter([ts], [tu], marker="*", s=160, color="tab:red", edgecolor="k", lw=0.6, zorder=5,
+                   label=f"true DICs ({ts:.2f}, {tu:.2f})")  # fmt: skip
+        top.axvline(ts, color="tab:red", lw=1.2)
+        right.axhline(tu, color="tab:red", lw=1.2)
     ax.set_xlim(s_lo - 1, s_hi + 1)
     ax.set_ylim(u_lo - 1, u_hi + 1)
     ax.set_xlabel("g_s (per gleak)")
     ax.set_ylabel("g_u (per gleak)")
     ax.legend(loc="upper right", fontsize="small")
-    top.hist(d[:, 0], bins=40, color="tab:blue")
-    right.hist(d[:, 1], bins=40, color="tab:blue", orientation="horizontal")
+    top.hist(d[:, 0], bins=40, color="tab:blue", zorder=1)
+    right.hist(d[:, 1], bins=40, color="tab:blue", orientation="horizontal", zorder=1)
     top.tick_params(labelbottom=False)
     right.tick_params(labelleft=False)
     top.set_title(f"{result.model.name}: DIC posterior, train {train.name} ({train.observed_class})", fontsize="small")
@@ -152,7 +206,8 @@ def plot_dic_posterior(result: "InferenceResult", train: "TrainInference") -> "F
 
 
 def plot_conductance_pairplot(result: "InferenceResult", train: "TrainInference", *, max_points: int = 1000) -> "Figure":
-    """sbi's ``pairplot`` of log10 of the population's conductances (zeros drawn at the smallest positive value)."""
+    """sbi's ``pairplot`` of log10 of the population's conductances in mS/cm² (zeros drawn at the smallest
+    positive value); axis labels (``log10 g_Na``) and title say so."""
     from sbi.analysis import pairplot
 
     g = train.conductances[:max_points]
@@ -160,8 +215,10 @@ def plot_conductance_pairplot(result: "InferenceResult", train: "TrainInference"
     floor = pos.min() if pos.size else 1e-6
     logg = np.log10(np.maximum(g, floor))
     names = result.model.conductance_names
-    fig, _ = pairplot(logg, labels=[f"log10 {n}" for n in names], upper="scatter", diag="hist",
+    fig, _ = pairplot(logg, labels=[f"log10 g_{n}" for n in names], upper="scatter", diag="hist",
                       figsize=(1.3 * len(names) + 1, 1.3 * len(names) + 1),
                       upper_kwargs={"mpl_kwargs": {"s": 2, "alpha": 0.3}})  # fmt: skip
-    fig.suptitle(f"{result.model.name}: population of train {train.name} ({len(g)} cells, mS/cm²)", fontsize="small")
+    zeros = " (zeros drawn at the smallest value)" if (g == 0).any() else ""
+    fig.suptitle(f"{result.model.name}: population of train {train.name}, {len(g)} cells; axes: log10 of the maximal "
+                 f"conductance g in mS/cm²{zeros}", fontsize="small")  # fmt: skip
     return fig

@@ -24,9 +24,11 @@ OUTPUTS = ("comparison.csv", "comparison.md", "per_observation.csv", "reference.
            "cost.png")
 
 
-def test_compare_api_end_to_end(tmp_path):
+def test_compare_api_end_to_end(tmp_path, capsys):
     out = tmp_path / "cmp"
     result = compare("stg", (200,), 3, seed=0, out=out, **TINY)
+    shown = capsys.readouterr().out  # training reports progress by default, as sbi's does
+    assert all(f"compare: stg budget 200 {m}: simulated" in shown for m in METHODS)
     assert len(result.rows) == len(METHODS) * len(OBSERVATION_SETS)
     for method in METHODS:
         for s in OBSERVATION_SETS:

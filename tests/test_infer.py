@@ -161,9 +161,13 @@ def _check_outputs(out, n, *, validated, plots):
     with open(out / "population.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == n
-    g = np.array([[float(r[k]) for k in names] for r in rows])
+    # every quantity's header carries its unit
+    assert list(rows[0])[:2 + len(names) + 2] == ["train", "cell", *(f"{k} [mS/cm^2]" for k in names),
+                                                  "g_s [per gleak]", "g_u [per gleak]"]  # fmt: skip
+    assert {"spiking_frequency [Hz]", "burst_period [ms]", "intra_burst_frequency [Hz]"} <= set(rows[0])
+    g = np.array([[float(r[f"{k} [mS/cm^2]"]) for k in names] for r in rows])
     assert np.all(g >= 0)
-    t = np.array([[float(r["g_s"]), float(r["g_u"])] for r in rows])
+    t = np.array([[float(r["g_s [per gleak]"]), float(r["g_u [per gleak]"])] for r in rows])
     np.testing.assert_allclose(dics("stg", g)[:, 1:], t, rtol=1e-5, atol=1e-4)  # each cell sits on its DIC sample
     if validated:
         assert all(r["firing_class"] in ("silent", "spiking", "bursting") for r in rows)
@@ -175,10 +179,13 @@ def _check_outputs(out, n, *, validated, plots):
         assert f.blocks[0].data_arrays["conductances"].unit == "mS/cm^2"
     finally:
         f.close()
-    with neo.io.NixIO(str(out / "simulated_spikes.nix"), mode="ro") as io:
-        seg = io.read_block().segments[0]
+    from dic_sbi.io import read_spike_groups
+
+    seg = read_spike_groups(out / "simulated_spikes.nix").segments[0]
     simulated = n if validated else min(n, 20)
     assert len(seg.spiketrains) == 1 + simulated
+    assert seg.spiketrains[0].annotations["observed"] and not seg.spiketrains[1].annotations["observed"]
+    np.testing.assert_allclose([seg.spiketrains[1].annotations[f"g_{k}"] for k in names], g[0], rtol=1e-9)  # CSV: 10 digits
     report = json.loads((out / "report.json").read_text())
     fid = report["trains"][0]["fidelity"]
     assert fid["simulated_cells"] == simulated and 0 <= fid["fraction_matching_class"] <= 1
@@ -348,6 +355,7 @@ def test_demo_writes_every_output(tmp_path):
     _, report = _check_outputs(out / "stg", 40, validated=True, plots=True)
     summary = json.loads((out / "report.json").read_text())
     assert set(summary["stg"]["true_dics_of_the_example_cell"]) == {"g_s", "g_u"}
+    assert report["true_dics"] == summary["stg"]["true_dics_of_the_example_cell"]  # in the train folder's report too
     from dic_sbi.data import example_noise_std
 
     assert report["noise_std"] == example_noise_std("stg") == 1.0  # told the example's known noise level

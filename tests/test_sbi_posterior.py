@@ -14,7 +14,7 @@ import pytest
 import scipy.stats as st
 import torch
 
-from dic_sbi.core.populations import population_log_density, seed_distribution
+from dic_sbi.core.populations import degenerate_population, population_log_density, seed_distribution
 from dic_sbi.errors import InvalidInputError
 from dic_sbi.models import get_model
 from dic_sbi.sbi import (
@@ -135,9 +135,17 @@ def test_default_x_map_and_pairplot(run, observed):
     assert torch.equal(post.default_x, x[2:3])
     g = post.sample((100,), seed=3)  # uses the default x
     assert g.shape == (100, 8)
-    m = post.map(num_iter=20, num_init_samples=100, num_to_optimize=10)
-    assert m.shape == (1, 2) and bool(run.prior.support.check(m).all())
-    fig, _ = pairplot(g, labels=list(post.names))
+    opts = dict(num_iter=20, num_init_samples=100, num_to_optimize=10)
+    m = post.map_dics(**opts)
+    assert m.shape == (1, 2) and m.dtype == torch.float32 and bool(run.prior.support.check(m).all())
+    cell = post.map(**opts)  # a conductance vector, as sbi's map over the posterior's own space
+    assert cell.shape == (1, 8) and cell.dtype == torch.float64
+    assert torch.allclose(post.dics_of(cell), m.to(torch.float64), atol=1e-5)  # a cell of the MAP's population
+    # the most probable of the population's cells: none of 200 others has a higher density at these DICs
+    others = degenerate_population("stg", float(m[0, 0]), float(m[0, 1]), 200, seed=9)
+    assert population_log_density("stg", cell.numpy(), normalize=False)[0] >= population_log_density(
+        "stg", others, normalize=False).max() - 1e-9
+    fig, _ = pairplot(g, points=cell, labels=list(post.names))
     fig2, _ = pairplot(post.sample_dics((100,), seed=3), points=m, labels=["g_s", "g_u"])
     import matplotlib.pyplot as plt
 
@@ -210,3 +218,85 @@ def test_calibration_diagnostics_drop_invalid_rows(run):
         tarp = tarp_calibration(run.posterior, theta, x, num_posterior_samples=50, seed=0)
     assert sbc.n_dropped == 1 and sbc.ranks.shape == (59, 2) and sbc.ks_pvals.shape == (2,)
     assert tarp.n_dropped == 1 and tarp.ecp.shape == tarp.alpha.shape and math.isfinite(tarp.atc)
+
+
+def test_batched_methods_agree_with_the_unbatched_ones(run, observed):
+    post, (_, x, _) = run.posterior, observed
+    g, t = post.sample_batched((40,), x=x[:3], seed=4, return_dics=True)
+    assert g.shape == (40, 3, 8) and g.dtype == torch.float64 and t.shape == (40, 3, 2) and t.dtype == torch.float32
+    assert bool(torch.isfinite(g).all()) and bool((g >= 0).all())
+    assert torch.allclose(post.dics_of(g), t.to(torch.float64), atol=1e-5)  # each cell carries its DIC sample
+    lp = post.log_prob_batched(g, x[:3], normalize=False, norm_posterior=False)
+    assert lp.shape == (40, 3) and lp.dtype == torch.float64 and bool(torch.isfinite(lp).all())
+    for b in range(3):
+        alone = post.log_prob(g[:, b], x=x[b], normalize=False, norm_posterior=False)
+        assert torch.allclose(lp[:, b], alone, atol=1e-4)
+    one = post.log_prob_batched(g[0], x[:3], normalize=False, norm_posterior=False)  # (B, n): one cell per x
+    assert one.shape == (1, 3) and torch.allclose(one[0], lp[0], atol=1e-4)
+    off = g.clone()
+    off[0, 1, post.model.index("Na")] *= 1.5  # off the compensation's set
+    assert post.log_prob_batched(off, x[:3], normalize=False, norm_posterior=False)[0, 1].item() == -math.inf
+    with pytest.raises(InvalidInputError, match="conductances"):
+        post.log_prob_batched(g[:, :2], x[:3])
+    with pytest.raises(InvalidInputError, match="x"):
+        post.sample_batched((5,), x=x[0])  # one observation, not a batch
+    with pytest.raises(InvalidInputError, match="nope"):
+        post.sample_batched((5,), x=x[:3], nope=1)
+    # sbi's sampling options reach the DIC posterior (a batch size it accepts)
+    small = post.sample_batched((40,), x=x[:3], seed=4, max_sampling_batch_size=7)
+    assert small.shape == g.shape and bool(torch.isfinite(small).all())
+    with pytest.raises(InvalidInputError, match="unconditional"):
+        DICPosterior(DICPrior("stg"), "stg").sample_batched((5,), x=x[:3])
+
+
+def test_float_dtypes_follow_one_rule(run, observed):
+    """Conductance space is float64, DIC space float32 (sbi's), whatever the input dtype."""
+    post, (_, x, _) = run.posterior, observed
+    g = post.sample((20,), x=x[0], seed=2)
+    t = post.sample_dics((20,), x=x[0], seed=2)
+    assert g.dtype == torch.float64 and t.dtype == torch.float32
+    assert post.log_prob(g, x=x[0], normalize=False).dtype == torch.float64
+    assert post.log_prob_dics(t.to(torch.float64), x=x[0]).dtype == torch.float32
+    assert post.sample_dics_batched((5,), x=x[:2], seed=1).dtype == torch.float32
+    assert bool(torch.isfinite(post.log_prob(g, x=x[0], normalize=False, norm_posterior=False)).all())
+    # float32 rounding leaves the compensation's set (density 0 there): refused, not a silent -inf
+    with pytest.raises(InvalidInputError, match="float64"):
+        post.log_prob(g.to(torch.float32), x=x[0])
+    with pytest.raises(InvalidInputError, match="float64"):
+        post.log_prob_batched(g[:, None].to(torch.float32), x[:1])
+    assert DICPosterior(DICPrior("stg"), "stg").sample_dics((3,), seed=0).dtype == torch.float32
+
+
+def test_sbi_run_sbc_and_run_tarp_take_the_posterior_directly(run):
+    """sbi 0.27's diagnostics call posterior.sample_batched and keep whatever it returns (no NaN filtering)."""
+    from sbi.diagnostics import check_sbc, run_sbc, run_tarp
+
+    theta = run.prior.sample((30,), seed=7)
+    x, cells = run.simulator.simulate_with_cells(theta, seed=7)
+    cells = torch.as_tensor(cells, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "should be on the order of 100s": a small, fast run
+        ranks, dap = run_sbc(cells, x, run.posterior, num_posterior_samples=50, show_progress_bar=False)
+        ecp, alpha = run_tarp(cells, x, run.posterior, num_posterior_samples=50, show_progress_bar=False, num_bins=5)
+    assert ranks.shape == (30, 8) and dap.shape == (30, 8) and dap.dtype == torch.float64
+    assert bool(torch.isfinite(dap).all()) and bool(((ranks >= 0) & (ranks <= 50)).all())
+    assert ranks[:, run.posterior.model.index("leak")].float().std() > 5  # gleak is a free draw: ranks spread
+    stats = check_sbc(ranks, run.prior.sample((30,)).repeat(1, 4).to(torch.float64), dap, num_posterior_samples=50)
+    assert stats["ks_pvals"].shape == (8,) and bool(torch.isfinite(stats["ks_pvals"]).all())
+    assert ecp.shape == alpha.shape and bool(torch.isfinite(ecp).all()) and 0 <= float(ecp.min()) <= float(ecp.max()) <= 1
+
+
+def test_training_shows_progress_by_default(capsys):
+    """As sbi's NPE: the recipes show tqdm bars unless told not to."""
+    theta = DICPrior("stg").sample((60,), seed=0)
+    x = DICSimulator("stg", **SHORT)(theta, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train_dic_posterior("stg", 60, theta=theta, x=x, seed=0, **SHORT, **dict(SMALL, training=dict(max_num_epochs=2)))
+        shown = capsys.readouterr()
+        train_dic_posterior("stg", 60, theta=theta, x=x, seed=0, show_progress_bars=False, **SHORT,
+                            **dict(SMALL, training=dict(max_num_epochs=2)))  # fmt: skip
+        quiet = capsys.readouterr()
+    assert "epochs trained" in (shown.out + shown.err).lower()
+    assert shown.out.endswith("\n")  # the counter's line is ended, so a log's next message starts its own line
+    assert "epochs" not in (quiet.out + quiet.err).lower()

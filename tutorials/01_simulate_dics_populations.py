@@ -9,6 +9,7 @@
 
 # %%
 import os
+from pathlib import Path
 
 import matplotlib
 
@@ -21,6 +22,10 @@ import dic_sbi
 QUICK = os.environ.get("DIC_SBI_TUTORIAL_QUICK") == "1"
 protocol = dict(duration=2000.0, transient=1000.0) if QUICK else {}
 N_CELLS = 50 if QUICK else 500
+
+# Figures are saved as PNG files in ./tutorial_figures (and shown inline when opened as a notebook).
+FIGURES = Path("tutorial_figures")
+FIGURES.mkdir(exist_ok=True)
 
 # %% [markdown]
 # ## The model is data
@@ -48,6 +53,7 @@ fig, ax = plt.subplots(figsize=(8, 2.5))
 ax.plot(res.voltage_times, res.voltage[0], lw=0.6)
 ax.set(xlabel="time (ms)", ylabel="V (mV)", title="example STG cell")
 fig.tight_layout()
+fig.savefig(FIGURES / "01_example_cell_voltage.png", dpi=110)
 
 # %% [markdown]
 # ## Dynamic Input Conductances
@@ -65,6 +71,7 @@ ax.axhline(0, color="k", lw=0.5)
 ax.set(xlabel="V (mV)", ylabel="DIC / gleak", ylim=(-30, 40))
 ax.legend()
 fig.tight_layout()
+fig.savefig(FIGURES / "01_dic_curves.png", dpi=110)
 
 # %% [markdown]
 # ## The degenerate population

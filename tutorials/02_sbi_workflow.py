@@ -21,6 +21,7 @@
 # %%
 import os
 import warnings
+from pathlib import Path
 
 import matplotlib
 
@@ -56,6 +57,10 @@ N_SAMPLES = 100 if QUICK else 1000  # posterior samples per observation
 N_PPC = 20 if QUICK else 200  # cells simulated by the posterior-predictive checks
 N_CALIBRATION = 20 if QUICK else 200  # prior-predictive pairs for SBC / TARP
 FLOW = dict(hidden_features=20, num_transforms=2) if QUICK else dict(hidden_features=50, num_transforms=5)
+
+# Figures are saved as PNG files in ./tutorial_figures (and shown inline when opened as a notebook).
+FIGURES = Path("tutorial_figures")
+FIGURES.mkdir(exist_ok=True)
 
 # These flows are small: one torch thread is usually the fastest, and kind to a shared machine.
 torch.set_num_threads(1)
@@ -208,9 +213,11 @@ print("the cells carry their DICs:", torch.allclose(dic_posterior.dics_of(g_samp
 fig, _ = pairplot(dic_samples.numpy(), points=np.array([target]), labels=list(prior.names),
                   limits=[[s_lo, s_hi], [u_lo, u_hi]], figsize=(4, 4))  # fmt: skip
 fig.suptitle("DIC posterior")
+fig.savefig(FIGURES / "02_dic_posterior.png", dpi=110)
 fig, _ = pairplot(np.log10(g_samples.numpy()), points=np.log10(g_true), figsize=(9, 9),
                   labels=[f"log10 {n}" for n in dic_posterior.names])  # fmt: skip
 fig.suptitle("conductance posterior (log10 ḡ)")
+fig.savefig(FIGURES / "02_conductance_posterior.png", dpi=110)
 
 # %% [markdown]
 # ## Densities
@@ -319,6 +326,7 @@ for a, (label, g) in zip(ax, (("DIC-space NPE + compensation", g_samples), ("NPE
 ax[0].set_ylabel("log10 ḡ (mS/cm²)")
 ax[0].legend(fontsize=8)
 fig.tight_layout()
+fig.savefig(FIGURES / "02_dic_vs_conductance_npe.png", dpi=110)
 
 # %% [markdown]
 # Which of the two gives better posteriors for a given budget is an empirical question; tutorial 4

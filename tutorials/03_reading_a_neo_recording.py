@@ -28,6 +28,10 @@ from dic_sbi.io import read_recording
 
 QUICK = os.environ.get("DIC_SBI_TUTORIAL_QUICK") == "1"
 N_CELLS = 100 if QUICK else 1000
+
+# Figures are saved as PNG files in ./tutorial_figures (and shown inline when opened as a notebook).
+FIGURES = Path("tutorial_figures")
+FIGURES.mkdir(exist_ok=True)
 workdir = Path(tempfile.mkdtemp(prefix="dic_sbi_tutorial3_"))
 
 # %% [markdown]
@@ -67,6 +71,7 @@ ax.plot(spk, np.full_like(spk, 30.0), "v", color="tab:red", ms=4, label="detecte
 ax.set(xlabel="time (ms)", ylabel="V (mV)", title="example recording (first second)")
 ax.legend(loc="lower right")
 fig.tight_layout()
+fig.savefig(FIGURES / "03_recording_and_spikes.png", dpi=110)
 
 # %% [markdown]
 # ## Your own files
@@ -90,7 +95,7 @@ print("times.txt:", len(txt[0]), "spikes, window", txt[0].t_start, "-", txt[0].t
 # %% [markdown]
 # ## Elephant on the recorded train
 # The trains are plain `neo.SpikeTrain` objects, so Elephant's statistics apply directly. dic_sbi's firing
-# features (spec §5: silent / spiking / bursting by CV, burst splitting) sit on top of them.
+# features (silent / spiking / bursting by the CV of the ISIs, burst splitting; `dic_sbi.spiketrains`) sit on top of them.
 
 # %%
 import elephant.statistics as es
@@ -132,15 +137,16 @@ print(f"{100 * t.fidelity['fraction_matching_class']:.1f} % of the population fi
 # differ widely in individual conductances: the degeneracy the recording cannot resolve.
 
 # %%
-from dic_sbi.plots import plot_conductance_pairplot, plot_dic_posterior, plot_population_raster
+from dic_sbi.plots import plot_conductance_pairplot, plot_dic_posterior, plot_population_raster, plot_traces
 
 g = t.conductances
 print(dict(zip(result.model.conductance_names, np.round(np.median(g, axis=0), 3))))
 print("ratio of 95th to 5th percentile per conductance:",
       dict(zip(result.model.conductance_names, np.round(np.quantile(g, 0.95, 0) / np.quantile(g, 0.05, 0), 1))))
-plot_dic_posterior(result, t)
-plot_population_raster(result, t)
-plot_conductance_pairplot(result, t)
+result.true_dics = (g_s_true, g_u_true)  # known here (a simulated recording): marked on the DIC posterior plot
+for name, draw in (("dic_posterior", plot_dic_posterior), ("raster", plot_population_raster),
+                   ("traces", plot_traces), ("pairplot", plot_conductance_pairplot)):  # fmt: skip
+    draw(result, t).savefig(FIGURES / f"03_{name}.png", dpi=110)
 
 # %% [markdown]
 # ## Writing everything

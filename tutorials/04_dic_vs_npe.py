@@ -55,6 +55,10 @@ else:
     SETTINGS = dict(budgets=[1000, 10000], n_observations=50, num_posterior_samples=100)
 OUT = Path(tempfile.mkdtemp()) / "compare_stg" if QUICK else Path("compare_stg_tutorial")
 
+# Figures are saved as PNG files in ./tutorial_figures (and shown inline when opened as a notebook).
+FIGURES = Path("tutorial_figures")
+FIGURES.mkdir(exist_ok=True)
+
 # %% [markdown]
 # ## What is compared
 # Three methods, two sets of held-out observations. Each set is drawn from one method's generative process, so
@@ -159,6 +163,7 @@ for ax, obs_set in zip(axes, OBSERVATION_SETS):
 axes[0].set_ylabel("posterior-predictive fidelity")
 axes[0].legend(fontsize=8)
 fig.tight_layout()
+fig.savefig(FIGURES / "04_fidelity_by_budget.png", dpi=110)
 
 # %% [markdown]
 # ## The full comparison

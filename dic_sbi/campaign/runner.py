@@ -303,9 +303,9 @@ def run_campaign(
     report = CampaignReport(store=st, skipped=done)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .._progress import progress_bar
 
-        bar = tqdm(total=spec.num, initial=st.n_complete_rows(), unit="sim", desc=f"campaign {spec.model}/{spec.prior}",
+        bar = progress_bar(total=spec.num, initial=st.n_complete_rows(), unit="sim", desc=f"campaign {spec.model}/{spec.prior}",
                    smoothing=0.05, dynamic_ncols=True)  # fmt: skip
     t0 = time.perf_counter()
     try:

@@ -235,9 +235,9 @@ def train_npe_from_store(
     best, best_state, since = math.inf, copy.deepcopy(estimator.state_dict()), 0
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .._progress import progress_bar
 
-        bar = tqdm(desc="NPE from store", unit="epoch")
+        bar = progress_bar(desc="NPE from store", unit="epoch")
     try:
         for epoch in range(max_epochs):
             train_ds.epoch = epoch

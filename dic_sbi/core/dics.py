@@ -1,6 +1,6 @@
 """Dynamic Input Conductances (DICs): sensitivity matrix, DICs and threshold voltage.
 
-Definitions and conventions: ``spec/models.md`` §3 (Drion, Franci, Dethier, Sepulchre 2015). At a voltage V the
+Definitions and conventions: Drion, Franci, Dethier, Sepulchre (2015). At a voltage V the
 model is linearised at equilibrium (every gate at its steady state, intracellular calcium at ``Ca_inf(V)``) and the
 derivative of the steady-state current is split into a fast, a slow and an ultraslow part by the log-interpolated
 timescale weights of each gate. Every DIC is divided by gleak, so ``(g_f, g_s, g_u)`` are dimensionless.
@@ -53,7 +53,7 @@ FAST, SLOW, ULTRASLOW = 0, 1, 2
 
 
 def timescale_weight(tau: ArrayLike, tau_a: ArrayLike, tau_b: ArrayLike) -> Array:
-    """Log-interpolated weight ``w(τ; τ_a, τ_b)`` of spec §3: 1 below ``τ_a``, 0 from ``τ_b`` on."""
+    """Log-interpolated weight ``w(τ; τ_a, τ_b)`` (Drion et al. 2015): 1 below ``τ_a``, 0 from ``τ_b`` on."""
     tau, tau_a, tau_b = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (tau, tau_a, tau_b)))
     with np.errstate(divide="ignore", invalid="ignore"):
         mid = np.log(tau_b / tau) / np.log(tau_b / tau_a)
@@ -157,10 +157,10 @@ def _gate_parts(gate, V: Array, tau_f: Array, tau_s: Array, tau_u: Array):
         x, dx = gate.steady_state(V), gate.steady_state.derivative(V)
         tau = gate.time_constant(V)
     elif isinstance(gate, InstantaneousGate):
-        # Always at steady state: entirely fast (spec §3, NMDA).
+        # Always at steady state: entirely fast (NMDA).
         return gate.steady_state(V), gate.steady_state.derivative(V), np.ones_like(V), np.ones_like(V)
     elif isinstance(gate, ErgScheme):
-        # The ERG scheme is entirely ultraslow (spec §3).
+        # The ERG scheme is entirely ultraslow.
         o, _ = gate.steady_state(V)
         return o, gate.open_derivative(V), np.zeros_like(V), np.zeros_like(V)
     else:  # pragma: no cover - guarded by the model layer

@@ -1,4 +1,4 @@
-"""Degenerate populations: many conductance vectors that share target DICs (spec §4).
+"""Degenerate populations: many conductance vectors that share target DICs (Fyon et al. 2024).
 
 Generative process (Fyon 2024, refined by Brandoit 2025), for a target ``t = (g_s*, g_u*)`` at the model's
 reference threshold V_ref:
@@ -605,6 +605,44 @@ def _density_parts(
     )
 
 
+def _fractions(model, plan, g_s, g_u, pair_idx, n_draws, rng, tol, max_iter):
+    targets = np.stack([g_s.ravel(), g_u.ravel()], axis=-1)
+    T = targets.shape[0]
+    valid = np.zeros(T, dtype=np.int64)
+
+    def on_chunk(ids, starts, counts, cells, status):
+        valid[ids] += _segment_sums(status == VALID, starts, counts)
+
+    _ChunkRunner(plan, targets, pair_idx.ravel(), tol=tol, max_iter=max_iter).run(
+        np.full(T, n_draws, dtype=np.int64), rng, on_chunk
+    )
+    return (valid / n_draws).reshape(g_s.shape)
+
+
+def reachability(
+    model: str | ConductanceModel,
+    g_s: ArrayLike,
+    g_u: ArrayLike,
+    *,
+    n_draws: int = 2000,
+    seed: int | np.random.Generator | None = None,
+    pair: tuple[str, str] | None = None,
+    calcium_path_tau: CalciumPathTau = "model",
+    tol: float = DEFAULT_TOL,
+    max_iter: int = 30,
+) -> Array:
+    """Monte Carlo reachability (fraction of valid draws) of each target, with the model's rule or ``pair``.
+
+    Returns an array of the broadcast shape of ``g_s`` and ``g_u``.
+    """
+    model = get_model(model)
+    g_s_arr, g_u_arr = _check_targets(g_s, g_u)
+    n_draws = _check_positive_int("n_draws", n_draws)
+    plan = _plan(model, calcium_path_tau)
+    pair_idx = _choose_pairs(model, plan.seed, g_s_arr, g_u_arr, pair)
+    return _fractions(model, plan, g_s_arr, g_u_arr, pair_idx, n_draws, _as_rng(seed), tol, max_iter)
+
+
 def population_log_density(
     model: str | ConductanceModel,
     conductances: ArrayLike,
@@ -678,8 +716,6 @@ def population_log_density(
     )
     logp = np.where(parts.on_support, parts.log_p_free + parts.log_det, -np.inf)
     if normalize:
-        from .reachability import reachability
-
         n_draws = _check_positive_int("n_draws", n_draws)
         rho = np.ones(flat.shape[0])
         idx = np.flatnonzero(parts.on_support)

@@ -16,16 +16,14 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import InvalidInputError
 from ..models import ConductanceModel, get_model
 from .dics import CalciumPathTau
-from .populations import (
+from .populations import (  # the Monte Carlo estimate lives with the process it measures (no import cycle)
     DEFAULT_TOL,
-    VALID,
-    _ChunkRunner,
     _as_rng,
     _check_positive_int,
-    _check_targets,
     _choose_pairs,
+    _fractions,
     _plan,
-    _segment_sums,
+    reachability,
 )
 
 __all__ = ["ReachabilityMap", "reachability", "reachability_map"]
@@ -68,44 +66,6 @@ class ReachabilityMap:
     def reachable(self, min_fraction: float = 0.01) -> NDArray[np.bool_]:
         """``(n_u, n_s)`` mask of targets whose rule reachability is at least ``min_fraction``."""
         return self.rule_fraction >= min_fraction
-
-
-def _fractions(model, plan, g_s, g_u, pair_idx, n_draws, rng, tol, max_iter):
-    targets = np.stack([g_s.ravel(), g_u.ravel()], axis=-1)
-    T = targets.shape[0]
-    valid = np.zeros(T, dtype=np.int64)
-
-    def on_chunk(ids, starts, counts, cells, status):
-        valid[ids] += _segment_sums(status == VALID, starts, counts)
-
-    _ChunkRunner(plan, targets, pair_idx.ravel(), tol=tol, max_iter=max_iter).run(
-        np.full(T, n_draws, dtype=np.int64), rng, on_chunk
-    )
-    return (valid / n_draws).reshape(g_s.shape)
-
-
-def reachability(
-    model: str | ConductanceModel,
-    g_s: ArrayLike,
-    g_u: ArrayLike,
-    *,
-    n_draws: int = 2000,
-    seed: int | np.random.Generator | None = None,
-    pair: tuple[str, str] | None = None,
-    calcium_path_tau: CalciumPathTau = "model",
-    tol: float = DEFAULT_TOL,
-    max_iter: int = 30,
-) -> Array:
-    """Monte Carlo reachability (fraction of valid draws) of each target, with the model's rule or ``pair``.
-
-    Returns an array of the broadcast shape of ``g_s`` and ``g_u``.
-    """
-    model = get_model(model)
-    g_s_arr, g_u_arr = _check_targets(g_s, g_u)
-    n_draws = _check_positive_int("n_draws", n_draws)
-    plan = _plan(model, calcium_path_tau)
-    pair_idx = _choose_pairs(model, plan.seed, g_s_arr, g_u_arr, pair)
-    return _fractions(model, plan, g_s_arr, g_u_arr, pair_idx, n_draws, _as_rng(seed), tol, max_iter)
 
 
 def reachability_map(

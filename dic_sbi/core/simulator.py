@@ -390,9 +390,9 @@ def simulate(
     try:
         bar = None
         if show:
-            from tqdm.auto import tqdm
+            from .._progress import progress_bar
 
-            bar = tqdm(total=N, desc=f"simulate {model.name}", unit="cell", leave=False)
+            bar = progress_bar(total=N, desc=f"simulate {model.name}", unit="cell", leave=False)
         for lo, hi in chunks:
             spikes, counts, vbuf = run(np.arange(lo, hi), cap)
             over = np.flatnonzero(counts > cap)

@@ -176,7 +176,7 @@ def compile_model(model: ConductanceModel, dt: float, table_step: float | None =
 
 
 def initial_state(model: ConductanceModel) -> tuple[float, float, NDArray[np.float64]]:
-    """``(V0, Ca0, gate states)`` of spec §1–2: gates at steady state at V0 (mKCa with Ca0), ERG o = i = 0."""
+    """``(V0, Ca0, gate states)`` of the STG and DA models: gates at steady state at V0 (mKCa with Ca0), ERG o = i = 0."""
     V0 = float(model.initial_voltage)
     Ca0 = float(model.calcium.initial) if model.calcium else 0.0
     states: list[float] = []

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .nix import write_nix_block
+from .nix import SpikeGroup, read_spike_groups, write_nix_block, write_spike_groups
 from .outputs import OutputError, check_output, reserve_output, safe_output
 from .recordings import FORMATS, Recording, TrainOrigin, read_recording
 
 __all__ = ["read_recording", "Recording", "TrainOrigin", "FORMATS", "write_nix_block", "safe_output", "reserve_output",
-           "check_output", "OutputError"]
+           "check_output", "OutputError", "SpikeGroup", "write_spike_groups", "read_spike_groups"]

@@ -135,7 +135,7 @@ class Protocol:
 
 @dataclass(frozen=True)
 class DICConventions:
-    """How DICs are computed for a model (spec §3).
+    """How DICs are computed for a model (Drion, Franci, Dethier, Sepulchre 2015; :mod:`dic_sbi.core.dics`).
 
     ``fast``, ``slow`` and ``ultraslow`` give the reference timescales τ_f, τ_s, τ_u: either a gate name (its
     time constant at the same V) or a constant in ms. ``calcium_path_tau`` is ``None`` for an entirely ultraslow
@@ -151,7 +151,7 @@ class DICConventions:
 
 @dataclass(frozen=True)
 class CompensationRule:
-    """How a seed cell is moved to a target (g_s, g_u) (spec §4 step 2).
+    """How a seed cell is moved to a target (g_s, g_u): the compensating pairs of :func:`~dic_sbi.degenerate_population`.
 
     ``pairs`` lists the candidate pairs of conductances solved for the target; ``choose(g_s, g_u)`` takes arrays
     of targets and returns, per target, the index in ``pairs`` of the pair to use. ``choose`` must be a
@@ -164,7 +164,7 @@ class CompensationRule:
 
 @dataclass(frozen=True)
 class SeedPopulation:
-    """Settings of the spiking seed population of spec §4 (densities per mean leak).
+    """Settings of the spiking seed population of :func:`~dic_sbi.degenerate_population` (densities per mean leak).
 
     ``leak_range`` is the uniform range whose mean and variance give the Gamma law of gleak; ``free_ranges``
     maps each free conductance to its uniform range at ``reference_leak``; ``fixed`` maps conductances held at a

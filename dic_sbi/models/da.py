@@ -2,7 +2,7 @@
 and Brandoit et al. (2025).
 
 Seven conductances ``Na, Kd, CaL, CaN, ERG, NMDA, leak``; a three-state ERG scheme and an instantaneous NMDA
-magnesium block. Equations and constants: ``spec/models.md`` §2.
+magnesium block. Equations and constants: Drion et al. (2011) and Qian et al. (2014).
 
 References
 ----------
@@ -23,7 +23,7 @@ E_NA, E_K, E_CA, E_LEAK, E_NMDA = 60.0, -85.0, 60.0, -50.0, 0.0
 # τ_m's bracket has a pole at V = -19.565 / 0.5052 ≈ -38.727 mV whose numerator vanishes 17 µV away: a
 # removable singularity in the original rate, made a spike by rounding of the published constants, where τ_m
 # dips to 0 and turns negative over a few µV. Across ±TAU_M_BRIDGE mV around the pole τ_m is replaced by the
-# straight line between its values at the two ends (a guard in the spirit of spec §2), so every consumer -
+# straight line between its values at the two ends (a guard against the removable singularity), so every consumer -
 # tables, reference integrator, DICs - sees the same smooth, positive function.
 V_POLE = -19.565 / 0.5052
 TAU_M_BRIDGE = 1.0  # mV: the pole still moves τ_m by 0.3 % at the ends

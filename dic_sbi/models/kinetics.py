@@ -5,7 +5,7 @@ derivative where the DIC maths needs one. The same objects feed the fast simulat
 reference integrator (which evaluates them directly) and the DIC engine (which differentiates them), so a model
 is written once.
 
-Notation of ``spec/models.md``: ``σ(V; C, D) = 1 / (1 + exp((V + D) / C))``.
+Notation: ``σ(V; C, D) = 1 / (1 + exp((V + D) / C))``.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class ConstantTau:
 class MagnesiumBlock:
     """Instantaneous NMDA magnesium block ``B(V) = 1 / (1 + Mg exp(k_V V) / k_Mg)``.
 
-    With ``slope = -0.08`` /mV, ``k_Mg = 10`` and ``Mg = 1.4`` mM this is the block of spec §2.
+    With ``slope = -0.08`` /mV, ``k_Mg = 10`` and ``Mg = 1.4`` mM this is the DA model's NMDA magnesium block (Qian et al. 2014).
     """
 
     Mg: float = 1.4

@@ -2,7 +2,7 @@
 Brandoit et al. (2025).
 
 Eight conductances ``Na, Kd, CaT, CaS, KCa, A, H, leak``; intracellular calcium drives KCa. Equations and
-constants: ``spec/models.md`` §1.
+constants: Liu, Golowasch, Marder, Abbott (1998).
 
 References
 ----------

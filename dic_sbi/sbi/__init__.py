@@ -13,6 +13,7 @@ from .diagnostics import (
 from .embedding import ISIEmbedding, Standardize
 from .features import SUMMARY_NAMES, summary_statistics
 from .posterior import DICPosterior
+from . import pretrained  # dic_sbi.sbi.pretrained.load_pretrained after a plain import
 from .priors import ConductancePrior, DICPrior
 from .simulators import ConductanceSimulator, DICSimulator
 from .training import TrainingRun, build_density_estimator, train_conductance_posterior, train_dic_posterior

@@ -108,7 +108,7 @@ def information_floor(
         floor is estimated).
     periodic_cv
         A spiking train counts as periodic when the coefficient of variation of its intervals is below this
-        (a noise-free limit cycle gives ~1e-4; spec §5 calls a train spiking up to 0.15).
+        (a noise-free limit cycle gives ~1e-4; the firing-class rule calls a train spiking up to 0.15).
     max_cells
         Periodic cells used at most (a random subset beyond it; the sort windows cost ``N k`` memory).
     seed

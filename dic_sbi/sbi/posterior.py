@@ -16,8 +16,17 @@ with ``ρ`` the reachability of ``t``. Conductances off that set (not producible
 density 0. The conductance posterior is degenerate by construction: the DICs carry what the spike train
 identifies, the population spreads over what it does not (Fyon et al. 2024; Brandoit et al. 2025).
 
-Conductances are float64: the compensation holds the DICs to 1e-9, and float32 rounding of ḡ (relative 6e-8
-on conductances up to ~10⁴ mS/cm²) would already move a cell off the set where its density is defined.
+Dtypes follow one rule: everything over **conductances** is float64 (:meth:`~DICPosterior.sample`,
+:meth:`~DICPosterior.sample_batched`, :meth:`~DICPosterior.log_prob`, :meth:`~DICPosterior.log_prob_batched`,
+:meth:`~DICPosterior.map`, :meth:`~DICPosterior.dics_of`), everything over **DICs** is float32 as in sbi
+(:meth:`~DICPosterior.sample_dics`, :meth:`~DICPosterior.sample_dics_batched`, :meth:`~DICPosterior.log_prob_dics`,
+:meth:`~DICPosterior.map_dics`). Conductances are float64 because the compensation holds the DICs to 1e-9:
+float32 rounding of ḡ (relative 6e-8 on conductances up to ~10⁴ mS/cm²) moves a cell off the set where its
+density is defined, so the density methods refuse float32 conductances with an error rather than return -inf.
+
+The class has sbi's posterior interface (``sample``, ``sample_batched``, ``log_prob``, ``log_prob_batched``,
+``map``, ``set_default_x``), so ``sbi.diagnostics.run_sbc`` and ``run_tarp`` take it directly, in conductance
+space.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from ._utils import Seed, numpy_rng
 __all__ = ["DICPosterior"]
 
 _MAX_DRAWS = 1_000_000  # compensation draws per chunk of log_prob's normaliser
+_SBI_SAMPLING_OPTIONS = ("max_sampling_batch_size", "reject_outside_prior", "max_sampling_time", "return_partial_on_timeout")
 
 
 class DICPosterior:
@@ -197,7 +207,7 @@ class DICPosterior:
                 t = self.posterior.sample((shape.numel(),), x=x, show_progress_bars=show_progress_bars)
             else:
                 t = self.posterior.sample((shape.numel(),))
-        return t.reshape(shape + (2,))
+        return t.reshape(shape + (2,)).to(torch.float32)
 
     def sample(
         self, sample_shape: torch.Size | tuple = torch.Size(), x: Tensor | None = None, *, seed: Seed = None,
@@ -219,6 +229,58 @@ class DICPosterior:
         g = torch.as_tensor(g, dtype=torch.float64).reshape(tuple(t.shape[:-1]) + (self.model.n_conductances,))
         return (g, t) if return_dics else g
 
+    def sample_dics_batched(
+        self, sample_shape: torch.Size | tuple, x: Tensor, *, seed: Seed = None, show_progress_bars: bool = False,
+        **kwargs: Any,
+    ) -> Tensor:  # fmt: skip
+        """Draw DICs ``sample_shape + (B, 2)`` (float32) from ``q(g_s, g_u | x_b)`` for each row of ``x`` ``(B, k)``.
+
+        sbi's sampling options (``max_sampling_batch_size``, ``reject_outside_prior``, ``max_sampling_time``,
+        ``return_partial_on_timeout``) go to the DIC posterior's ``sample_batched``.
+        """
+        unknown = sorted(set(kwargs) - set(_SBI_SAMPLING_OPTIONS))
+        if unknown:
+            raise InvalidInputError(f"{unknown[0]}: not an option of sample_batched (sbi's are {', '.join(_SBI_SAMPLING_OPTIONS)})")
+        x = self._batch_of_x(x)
+        torch_seed = int(numpy_rng(seed).integers(0, 2**62))
+        shape = torch.Size(sample_shape)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch_seed)
+            t = self.posterior.sample_batched((shape.numel(),), x=x, show_progress_bars=show_progress_bars, **kwargs)
+        return t.reshape(shape + (x.shape[0], 2)).to(torch.float32)
+
+    def sample_batched(
+        self, sample_shape: torch.Size | tuple, x: Tensor, *, seed: Seed = None, show_progress_bars: bool = False,
+        return_dics: bool = False, **kwargs: Any,
+    ) -> Tensor | tuple[Tensor, Tensor]:  # fmt: skip
+        """Draw conductance vectors ``sample_shape + (B, n_conductances)`` (float64) for each row of ``x`` ``(B, k)``.
+
+        sbi's batched sampling, as ``sbi.diagnostics.run_sbc`` and ``run_tarp`` call it: sample ``i`` for
+        observation ``b`` is one cell of the degenerate population of a DIC sample from ``q(t | x_b)``. Every
+        sample is a finite, valid cell (the compensation never returns NaN). sbi's sampling options go to the
+        DIC posterior (:meth:`sample_dics_batched`).
+        """
+        from ..core.populations import degenerate_population
+
+        rng = numpy_rng(seed)
+        t = self.sample_dics_batched(sample_shape, x, seed=rng, show_progress_bars=show_progress_bars, **kwargs)
+        flat = t.reshape(-1, 2).to(torch.float64).numpy()
+        g = degenerate_population(
+            self.model, flat[:, 0], flat[:, 1], 1, seed=rng, pair=self.pair, calcium_path_tau=self.calcium_path_tau
+        )[:, 0, :]
+        g = torch.as_tensor(g, dtype=torch.float64).reshape(tuple(t.shape[:-1]) + (self.model.n_conductances,))
+        return (g, t) if return_dics else g
+
+    def _batch_of_x(self, x: Tensor) -> Tensor:
+        """``x`` as a float32 ``(B, k)`` batch for the batched methods (conditional posteriors only)."""
+        if not self._conditional():
+            raise InvalidInputError("x: this DICPosterior wraps an unconditional distribution; it has no batched methods")
+        x = torch.as_tensor(x, dtype=torch.float32)
+        if x.ndim != 2:
+            raise InvalidInputError(f"x: expected a batch of observations (B, k), got shape {tuple(x.shape)}")
+        self._check_x(x)
+        return x
+
     # -- densities -------------------------------------------------------------------------------------------
     def dics_of(self, conductances: ArrayLike | Tensor) -> Tensor:
         """``(g_s, g_u)`` at the model's reference threshold of ``(..., n_conductances)`` cells (float64)."""
@@ -232,8 +294,8 @@ class DICPosterior:
         self._check_x(x)
         dics = torch.as_tensor(dics, dtype=torch.float32)
         if self._conditional():
-            return self.posterior.log_prob(dics, x=x, **kwargs)
-        return self.posterior.log_prob(dics)
+            return self.posterior.log_prob(dics, x=x, **kwargs).to(torch.float32)
+        return self.posterior.log_prob(dics).to(torch.float32)
 
     def log_prob(
         self,
@@ -265,17 +327,53 @@ class DICPosterior:
         Tensor
             ``(...)`` float64; ``-inf`` for cells the process cannot produce.
         """
+        g = _as_conductances(self.model, conductances)
+        return self._log_prob(g, lambda t: self.log_prob_dics(t, x, **kwargs), normalize=normalize, n_draws=n_draws, seed=seed)
+
+    def log_prob_batched(
+        self,
+        conductances: ArrayLike | Tensor,
+        x: Tensor,
+        *,
+        normalize: bool = True,
+        n_draws: int = 2000,
+        seed: int | np.random.Generator | None = 0,
+        **kwargs: Any,
+    ) -> Tensor:
+        """:meth:`log_prob` of cells ``(S, B, n_conductances)`` under the posteriors of the ``B`` rows of ``x``.
+
+        sbi's batched density: cell ``[s, b]`` is evaluated under ``p(ḡ | x_b)``. Returns ``(S, B)`` float64
+        (a ``(B, n_conductances)`` input is one cell per observation and gives ``(1, B)``, as in sbi). Keyword
+        arguments go to the DIC posterior's ``log_prob_batched``.
+        """
+        x = self._batch_of_x(x)
+        g = _as_conductances(self.model, conductances)
+        if g.ndim not in (2, 3) or g.shape[-2] != x.shape[0]:
+            raise InvalidInputError(f"conductances: expected (S, B, {self.model.n_conductances}) or "
+                                    f"(B, {self.model.n_conductances}) with B = {x.shape[0]} rows of x, got shape {g.shape}")  # fmt: skip
+        g = g if g.ndim == 3 else g[None]
+
+        def log_q(t: Tensor, ok: np.ndarray) -> Tensor:
+            # sbi's batched density needs the full (S, B) grid: evaluate every cell's DICs, keep the valid ones.
+            full = torch.zeros(ok.shape + (2,), dtype=torch.float32)
+            full.reshape(-1, 2)[torch.as_tensor(ok.ravel())] = t
+            out = self.posterior.log_prob_batched(full, x=x, **kwargs)
+            return out.reshape(-1)[torch.as_tensor(ok.ravel())]
+
+        return self._log_prob(g, log_q, normalize=normalize, n_draws=n_draws, seed=seed, grid=True)
+
+    def _log_prob(self, g: np.ndarray, log_q: Any, *, normalize: bool, n_draws: int, seed: Any, grid: bool = False) -> Tensor:
         from ..core.populations import population_log_density
 
-        g = _as_conductances(self.model, conductances)
         shape = g.shape[:-1]
         flat = g.reshape(-1, self.model.n_conductances)
         out = np.full(flat.shape[0], -np.inf)
         ok = np.all(flat >= 0, axis=1) & (flat[:, self.model.index("leak")] > 0)
         if ok.any():
             cells = flat[ok]
-            t = self.dics_of(cells)
-            log_q = self.log_prob_dics(t.to(torch.float32), x, **kwargs).detach().to(torch.float64).numpy()
+            t = self.dics_of(cells).to(torch.float32)
+            q = log_q(t, ok.reshape(shape)) if grid else log_q(t)
+            q = q.detach().to(torch.float64).numpy()
             # Chunks bound the memory of the Monte Carlo normaliser (n_draws cells simulated per cell).
             rng = np.random.default_rng(seed) if not isinstance(seed, np.random.Generator) else seed
             step = max(1, _MAX_DRAWS // n_draws) if normalize else cells.shape[0]
@@ -288,19 +386,38 @@ class DICPosterior:
                     for a in range(0, cells.shape[0], step)
                 ]
             )
-            out[ok] = np.where(np.isfinite(log_q) & np.isfinite(log_pop), log_q + log_pop, -np.inf)
+            out[ok] = np.where(np.isfinite(q) & np.isfinite(log_pop), q + log_pop, -np.inf)
         return torch.as_tensor(out.reshape(shape), dtype=torch.float64)
 
-    def map(self, **kwargs: Any) -> Tensor:
-        """The MAP of the DIC posterior ``q(t | default x)``, ``(1, 2)`` (keyword arguments go to sbi's ``map``).
-
-        The conductance posterior has no meaningful single mode - it is a degenerate population by design - so
-        the MAP is reported in DIC space; cells at the MAP are ``degenerate_population(model, *map[0], n)``.
-        """
+    def map_dics(self, x: Tensor | None = None, **kwargs: Any) -> Tensor:
+        """The MAP of the DIC posterior ``q(t | x)`` (default: the default x), ``(1, 2)`` float32; keyword
+        arguments go to sbi's ``map`` (``num_iter``, ``num_to_optimize``, ``num_init_samples``, ...)."""
         if not self._conditional():
             raise InvalidInputError("map: needs an sbi posterior; this DICPosterior wraps a plain distribution")
+        self._check_x(x)
         kwargs.setdefault("show_progress_bars", False)
-        return self.posterior.map(**kwargs)
+        return self.posterior.map(x=x, **kwargs).to(torch.float32)
+
+    def map(self, x: Tensor | None = None, *, num_cells: int = 1000, seed: Seed = 0, **kwargs: Any) -> Tensor:
+        """A most probable cell, ``(1, n_conductances)`` float64, as sbi's ``map`` over the posterior's space.
+
+        The DIC MAP ``t*`` (:meth:`map_dics`; keyword arguments go to sbi's ``map``), then, of ``num_cells``
+        cells of the degenerate population of ``t*``, the one of highest population density
+        ``log p(z) + log |det ∂t/∂ḡ_P|`` (the part of :meth:`log_prob` that varies at fixed DICs). The
+        conductance posterior is a degenerate population by design, so this cell is one of many that fire
+        alike; ``degenerate_population(model, *map_dics[0], n)`` gives the others.
+        """
+        from ..core.checks import is_int
+        from ..core.populations import degenerate_population, population_log_density
+
+        if not is_int(num_cells, 1):
+            raise InvalidInputError(f"num_cells: expected a positive int, got {num_cells!r}")
+        t = self.map_dics(x, **kwargs)[0].to(torch.float64).numpy()
+        cells = degenerate_population(self.model, t[0], t[1], int(num_cells), seed=seed, pair=self.pair,
+                                      calcium_path_tau=self.calcium_path_tau)  # fmt: skip
+        logp = population_log_density(self.model, cells, normalize=False, pair=self.pair,
+                                      calcium_path_tau=self.calcium_path_tau)  # fmt: skip
+        return torch.as_tensor(cells[int(np.argmax(logp))][None], dtype=torch.float64)
 
     def __repr__(self) -> str:
         cond = f", conditions: {self.conditions}" if self.conditions else ""
@@ -310,4 +427,9 @@ class DICPosterior:
 def _as_conductances(model: ConductanceModel, value: ArrayLike | Tensor) -> np.ndarray:
     if isinstance(value, Tensor):
         value = value.detach().cpu().numpy()
+    if getattr(value, "dtype", None) in (np.float32, np.float16):
+        # Rounding ḡ to float32 moves its DICs by ~1e-6, off the set the compensation produces (held to 1e-9),
+        # where the density is 0: say so rather than return -inf for every cell.
+        raise InvalidInputError(f"conductances: got {value.dtype} values; the density lives on the compensation's "
+                                "set, which float32 rounding leaves: pass float64 (as sample and sample_batched return)")  # fmt: skip
     return check_conductances(model, value, nonnegative=False)  # negative ḡ: log_prob -inf, not an error

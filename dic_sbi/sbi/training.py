@@ -199,6 +199,8 @@ def _train_npe_seeded(
         warnings.filterwarnings("ignore", message=".*prior.*None.*")
         inference.append_simulations(theta, x, exclude_invalid_x=True, data_device="cpu")
     net = inference.train(**train_kwargs)
+    if show_progress_bars:
+        print(flush=True)  # sbi's epoch counter ends without a newline: end its line (in a terminal and in a log)
     if on_cpu:
         return inference.build_posterior(), theta, x, inference
     return inference.build_posterior(net.to("cpu"), prior=prior), theta, x, inference
@@ -218,7 +220,7 @@ def train_dic_posterior(
     num_workers: int = 1,
     simulation_batch_size: int | None = None,
     seed: Seed = None,
-    show_progress_bars: bool = False,
+    show_progress_bars: bool = True,
     theta: Tensor | None = None,
     x: Tensor | None = None,
     torch_threads: int | None = None,
@@ -248,7 +250,7 @@ def train_dic_posterior(
     seed
         Seed of the simulations and of training (int, numpy or torch Generator).
     show_progress_bars
-        tqdm bars for simulation and training.
+        tqdm bars for simulation and training (on by default, as in sbi; ``False`` for none).
     theta, x
         Reuse simulations instead of running them (e.g. to compare estimators on the same budget).
     torch_threads
@@ -309,7 +311,7 @@ def train_conductance_posterior(
     num_workers: int = 1,
     simulation_batch_size: int | None = None,
     seed: Seed = None,
-    show_progress_bars: bool = False,
+    show_progress_bars: bool = True,
     theta: Tensor | None = None,
     x: Tensor | None = None,
     torch_threads: int | None = None,

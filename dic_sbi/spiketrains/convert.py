@@ -29,7 +29,7 @@ __all__ = [
 
 Array = NDArray[np.float64]
 
-#: Spec §5: a spike is an upward crossing of +10 mV ...
+#: A spike is an upward crossing of +10 mV ...
 SPIKE_THRESHOLD_MV = 10.0
 #: ... and detection re-arms once V has fallen below 0 mV.
 REARM_THRESHOLD_MV = 0.0
@@ -295,7 +295,7 @@ def detect_spikes(
     sampling_period: Any = None,
     t_start: Any = None,
 ) -> neo.SpikeTrain | list[neo.SpikeTrain]:
-    """Spike times from membrane potential, by the rule of spec §5.
+    """Spike times from membrane potential, by the simulator's spike rule.
 
     A spike is an upward crossing of ``threshold`` (+10 mV); after a spike, detection re-arms only once V has
     fallen below ``rearm`` (0 mV), so a noisy or notched downstroke that re-crosses +10 mV is not a second

@@ -1,4 +1,4 @@
-"""Firing class and burst features of a spike train (spec §5, after Brandoit).
+"""Firing class and burst features of a spike train (after Brandoit et al. 2025).
 
 Rules
 -----
@@ -176,7 +176,7 @@ def firing_class(spikes: Any, *, cv_threshold: float = CV_THRESHOLD) -> FiringCl
     spikes
         Anything :func:`~dic_sbi.spiketrains.spike_times_ms` accepts.
     cv_threshold
-        CV(ISI) at or below which a train is spiking (spec §5: 0.15).
+        CV(ISI) at or below which a train is spiking (default 0.15).
     """
     threshold = _check_cv_threshold(cv_threshold)
     times = spike_times_ms(spikes)
