@@ -364,7 +364,7 @@ def test_population_and_simulate_commands(tmp_path, capsys):
         assert len(list(csv.DictReader(fh))) == 12
     assert main(["simulate", "--model", "stg", str(tmp_path / "pop.csv"), "--out", str(tmp_path / "spikes.csv"), "--nix",
                  str(tmp_path / "spikes.nix"), "--duration", "1500", "--transient", "500", "--quiet"]) == 0  # fmt: skip
-    assert len(read_recording(tmp_path / "spikes.csv", require_min_spikes=0)) == 12
+    assert len(read_recording(tmp_path / "spikes.csv", min_spikes=0)) == 12
 
 
 def test_loaded_posteriors_do_not_share_a_default_x(small_posterior):

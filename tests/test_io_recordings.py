@@ -126,8 +126,13 @@ def test_channels_of_a_multichannel_signal_by_name_or_index(tmp_path, sim):
         rec = read_recording(tmp_path / "two.nix", channels=choice)
         assert rec.origins == (TrainOrigin(0, 1, "cell", True),)
         np.testing.assert_allclose(rec[0].magnitude, sim.times, rtol=0, atol=1e-6)
-    with pytest.raises(RecordingError, match=r"two\.nix: segment 0, channel 0 \('silent'\) has 0 spikes"):
-        read_recording(tmp_path / "two.nix")
+    # a silent channel next to a firing one is skipped with a note, not an error; alone, it is an error
+    rec = read_recording(tmp_path / "two.nix")
+    assert rec.origins == (TrainOrigin(0, 1, "cell", True),)
+    assert rec.notes == ("skipped segment 0, channel 0 ('silent') has 0 spikes, fewer than the 3 needed "
+                         "(min_spikes, --min-spikes)",)  # fmt: skip
+    with pytest.raises(RecordingError, match=r"two\.nix: no spikes in the selected trains above the detection"):
+        read_recording(tmp_path / "two.nix", channels="silent")
     with pytest.raises(RecordingError, match=r"two\.nix: no voltage channel of segment 0 named 'x'"):
         read_recording(tmp_path / "two.nix", channels="x")
 
@@ -222,7 +227,7 @@ def test_no_spikes_and_too_few_spikes(tmp_path):
     (tmp_path / "two.txt").write_text("1.0 2.0\n")
     with pytest.raises(RecordingError, match=r"two\.txt: segment 0, train 0 .* has 2 spikes; at least 3"):
         read_recording(tmp_path / "two.txt")
-    assert len(read_recording(tmp_path / "two.txt", require_min_spikes=2)[0]) == 2
+    assert len(read_recording(tmp_path / "two.txt", min_spikes=2)[0]) == 2
 
     # a file with only a current signal has no voltage to detect spikes in
     seg = neo.Segment()
