@@ -21,8 +21,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
+import re
+import shutil
 import sys
 import time
+import warnings
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Sequence
@@ -267,8 +271,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _read_options(args: argparse.Namespace) -> dict:
-    opts = {"threshold": args.threshold, "segments": _indices(args.segments), "channels": _indices(args.channels),
-            "units": args.units, "t_start": args.t_start, "t_stop": args.t_stop}  # fmt: skip
+    opts = {"threshold": args.threshold, "rearm": args.rearm, "segments": _indices(args.segments),
+            "channels": _indices(args.channels), "units": args.units, "t_start": args.t_start, "t_stop": args.t_stop,
+            "min_spikes": args.min_spikes}  # fmt: skip
     if args.format:
         opts["format"] = args.format
     return {k: v for k, v in opts.items() if v is not None}
@@ -294,27 +299,60 @@ def _print_inference(result) -> None:
                 line += (f" (kept from {cm['drawn']} drawn; {100 * cm['unfiltered_fraction_matching_class']:.1f} % "
                          "before filtering)")  # fmt: skip
         print(line, flush=True)
+        for warning in t.out_of_distribution:
+            print(f"warning: train {t.index} ({t.name}): {_cli_words(warning)}", file=sys.stderr, flush=True)
     for note in result.notes:
-        print(f"note: {note}", flush=True)
+        print(f"note: {_cli_words(note)}", flush=True)
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
     """Recording → DIC posterior → degenerate population, with fidelity report and plots."""
-    from .inference import infer
+    import dic_sbi
 
+    from .inference import _size_estimate
+
+    if args.rearm is not None and args.threshold == "auto":
+        raise DicSbiError("--rearm: derived from the trace with --threshold auto; give a --threshold in mV with it")
+    if args.rearm is not None and args.threshold is not None and args.rearm > args.threshold:
+        raise DicSbiError(f"--rearm ({args.rearm:g} mV) must not be above --threshold ({args.threshold:g} mV)")
+    if args.t_start is not None and args.t_stop is not None and not args.t_stop > args.t_start:
+        raise DicSbiError(f"--t-stop ({args.t_stop:g} ms) must be greater than --t-start ({args.t_start:g} ms)")
+    if args.train is not None:
+        _train_indices(args.train)
+    # Enough free space for the output (at least one train's worth), before any work.
+    model = dic_sbi.get_model(args.model)
+    out = Path(args.out).absolute()
+    place = next(p for p in (out, *out.parents) if p.exists())
+    try:
+        free = shutil.disk_usage(place).free
+    except OSError:
+        free = None
+    if free is not None and args.n * (model.n_conductances + 2) * 24 > free:
+        raise DicSbiError(f"-n: {args.n} cells need {_size_estimate(model, args.n)}, but {place} has "
+                          f"{free / 1e9:.2g} GB free; give a smaller -n or another --out")  # fmt: skip
     with reserve_output(args.out, overwrite=args.overwrite, protect=[args.recording]):
         return _infer(args)
+
+
+def _train_indices(text: str) -> list[int]:
+    """``--train``: comma-separated non-negative indices."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items or not all(t.isdigit() for t in items):
+        raise DicSbiError(f"--train: expected comma-separated train indices (0, 1, ...), got {text!r}")
+    return [int(t) for t in items]
 
 
 def _infer(args: argparse.Namespace) -> int:
     from .inference import infer
 
-    trains = _indices(args.train)
-    result = infer(args.recording, args.model, args.n, posterior=args.posterior, seed=args.seed,
-                   validate=args.validate, trains=trains, read_options=_read_options(args),
-                   noise_std=args.noise_std, match_class=args.match_class, max_draws=args.max_draws,
-                   noise_repeats=args.noise_repeats,
-                   progress=not args.quiet)  # fmt: skip
+    trains = None if args.train is None else _train_indices(args.train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the out-of-distribution warnings are printed below
+        result = infer(args.recording, args.model, args.n, posterior=args.posterior, seed=args.seed,
+                       validate=args.validate, trains=trains, read_options=_read_options(args),
+                       noise_std=args.noise_std, match_class=args.match_class, max_draws=args.max_draws,
+                       noise_repeats=args.noise_repeats,
+                       progress=not args.quiet)  # fmt: skip
     _print_inference(result)
     result.write(args.out, plots=not args.no_plots, overwrite=args.overwrite)
     print(f"wrote {args.out}/")
@@ -363,6 +401,76 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- argument types: every value checked by argparse, so that errors name the flag ------------------------------
+
+#: Python parameter names as the command line spells them, for messages of the API (see _cli_words).
+_FLAGS = {"n": "-n", "seed": "--seed", "threshold": "--threshold", "rearm": "--rearm", "min_spikes": "--min-spikes",
+          "noise_std": "--noise-std", "max_draws": "--max-draws", "noise_repeats": "--noise-repeats",
+          "trains": "--train", "t_start": "--t-start", "t_stop": "--t-stop", "units": "--units", "format": "--format",
+          "segments": "--segments", "sweeps": "--sweeps", "channels": "--channels", "posterior": "--posterior",
+          "overwrite": "--overwrite", "out": "--out", "max_epochs": "--max-epochs"}  # fmt: skip
+_NAMES = "|".join(re.escape(k) for k in sorted(_FLAGS, key=len, reverse=True))
+
+
+def _cli_words(message: str) -> str:
+    """An API message with its Python parameter names spelled as the command line's flags: ``threshold='auto'``
+    → ``--threshold auto``, ``n: ...`` → ``-n: ...``, ``min_spikes`` → ``--min-spikes``."""
+    message = re.sub(rf"(?<![\w-])({_NAMES})=('?)([\w.+-]*)\2",
+                     lambda m: f"{_FLAGS[m.group(1)]} {m.group(3)}".rstrip(), message)  # fmt: skip
+    message = re.sub(rf"(?<![\w-])({_NAMES})(?=: | must )", lambda m: _FLAGS[m.group(1)], message)
+    return re.sub(r"(?<![\w-])(min_spikes|noise_std|max_draws|noise_repeats|t_start|t_stop)(?![\w-])",
+                  lambda m: _FLAGS[m.group(1)], message)
+
+
+def _int_type(flag: str, minimum: int, maximum: int | None = None, what: str | None = None):
+    what = what or (f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum:,}")
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    parse.__name__ = flag  # argparse names the type in some messages
+    return parse
+
+
+def _float_type(what: str, *, minimum: float | None = None, positive: bool = False, auto: bool = False):
+    def parse(text: str):
+        if auto and text.strip().lower() == "auto":
+            return "auto"
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}{' or auto' if auto else ''}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite {what}, got {text}")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what} >= {minimum:g}, got {text}")
+        if positive and not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+def _seed_type():
+    from .inference import MAX_SEED
+
+    return _int_type("seed", 0, MAX_SEED, "a seed, an integer from 0 to 2**63 - 1 (what numpy and NIX store)")
+
+
+def _cells_type():
+    from .inference import MAX_CELLS
+
+    return _int_type("n", 1, MAX_CELLS, f"a number of cells from 1 to {MAX_CELLS:,} (the documented limit: "
+                     "about 1 GB of memory and 2 GB of output for an 8-conductance model)")
+
+
 class _UsageError(SystemExit):
     """A command line argparse refuses: reported as one line by :func:`main`, like every other error (a
     ``SystemExit(2)``, as argparse's own, for callers of :func:`build_parser`)."""
@@ -387,14 +495,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--model", required=True, choices=models, help=f"model ({', '.join(models)}); required")
-        sp.add_argument("--seed", type=int, default=0, help="random seed")
+        sp.add_argument("--seed", type=_seed_type(), default=0, help="random seed, 0 to 2**63 - 1")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
 
     sp = sub.add_parser("population", help="degenerate population at a DIC target")
     common(sp)
     sp.add_argument("--g-s", type=float, required=True, help="slow DIC at the reference threshold (per gleak)")
     sp.add_argument("--g-u", type=float, required=True, help="ultraslow DIC at the reference threshold (per gleak)")
-    sp.add_argument("-n", type=int, default=1000, help="cells")
+    sp.add_argument("-n", type=_cells_type(), default=1000, help="cells (at most 10^7)")
     sp.add_argument("--out", required=True, help="CSV file, one row per cell (new, unless --overwrite)")
     sp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     sp.add_argument("--validate", action="store_true", help="simulate the cells and report their firing")
@@ -427,29 +535,37 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("infer", help="recording → degenerate population (pretrained DIC posterior)")
     common(sp)
     sp.add_argument("recording", help="any Neo-readable file (NIX, ABF, NWB, ...), a Spike2Pop CSV or a text file")
-    sp.add_argument("-n", type=int, default=1000, help="cells per spike train (one per posterior sample)")
+    sp.add_argument("-n", type=_cells_type(), default=1000, help="cells per spike train (one per posterior sample); "
+                    "at most 10^7 cells in all trains together")
     sp.add_argument("--out", required=True, help="output folder: new or empty, or a previous dic-sbi output with "
                     "--overwrite")
     sp.add_argument("--overwrite", action="store_true", help="replace a previous dic-sbi output in --out")
     sp.add_argument("--validate", action="store_true", help="simulate every cell and report fidelity")
     sp.add_argument("--match-class", action="store_true", help="keep only cells that fire in the recording's class, "
                     "drawing and simulating more posterior cells until -n do (implies --validate)")
-    sp.add_argument("--max-draws", type=int, help="with --match-class: most cells drawn per train (default 20 n)")
-    sp.add_argument("--noise-repeats", type=int, help="with --match-class and --noise-std: noise realisations in "
+    sp.add_argument("--max-draws", type=_int_type("max-draws", 1), help="with --match-class: most cells drawn per train (default 20 n)")
+    sp.add_argument("--noise-repeats", type=_int_type("noise-repeats", 1), help="with --match-class and --noise-std: noise realisations in "
                     "which a cell must fire in the recording's class (default 3)")
     sp.add_argument("--posterior", help="pretrained posterior (path written by dic-sbi train; default: shipped)")
     sp.add_argument("--train", help="comma-separated indices of the recording's spike trains (default all)")
     sp.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    sp.add_argument("--noise-std", type=float, help="σ (µA/cm²) of the model's noisy current: conditions a posterior "
+    sp.add_argument("--noise-std", type=_float_type("σ (µA/cm²)", minimum=0.0), help="σ (µA/cm²) of the model's noisy current: conditions a posterior "
                     "that takes the noise level as input, and is used by the validation simulations (default 0)")
     r = sp.add_argument_group("reading the recording")
     r.add_argument("--format", help="spike2pop, text, or a Neo IO name (default: from the extension)")
-    r.add_argument("--threshold", type=float, help="spike threshold for voltage traces (mV, default 10)")
+    r.add_argument("--threshold", type=_float_type("voltage (mV)", auto=True),
+                   help="spike threshold for voltage traces (mV, default 10), or auto: threshold and re-arm level "
+                        "derived from each trace (spikes peaking below 0 mV, traces resting near 0 mV)")
+    r.add_argument("--rearm", type=_float_type("voltage (mV)"), help="re-arm level of the spike detection (mV, "
+                   "default 0, or 10 below a negative --threshold)")
+    r.add_argument("--min-spikes", type=_int_type("min-spikes", 0), help="trains (sweeps, channels) with fewer "
+                   "spikes are skipped with a note (default 3)")
     r.add_argument("--segments", "--sweeps", dest="segments", help="comma-separated segment (sweep) indices")
     r.add_argument("--channels", help="comma-separated channel indices or names")
     r.add_argument("--units", help="time unit of text files (default ms) or voltage unit of unitless signals")
-    r.add_argument("--t-start", type=float, help="text formats: start of the observation window (ms)")
-    r.add_argument("--t-stop", type=float, help="text formats: end of the observation window (ms)")
+    r.add_argument("--t-start", type=_float_type("time (ms)", minimum=0.0), help="start of the observation window "
+                   "(ms); Neo files: trains are cut to it (default: the sweep, or its stimulus epoch if the file has one)")
+    r.add_argument("--t-stop", type=_float_type("time (ms)", positive=True), help="end of the observation window (ms)")
     sp.set_defaults(func=cmd_infer)
 
     sp = sub.add_parser("train", help="simulate, train and evaluate a pretrained DIC posterior")
@@ -491,8 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "with --overwrite (default: %(default)s)")
     sp.add_argument("--overwrite", action="store_true", help="replace a previous dic-sbi output in --out")
     sp.add_argument("--model", choices=("stg", "da"), help="only this model's example (default both)")
-    sp.add_argument("-n", type=int, default=1000, help="cells per population")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("-n", type=_cells_type(), default=1000, help="cells per population")
+    sp.add_argument("--seed", type=_seed_type(), default=0)
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_demo)
 
@@ -525,7 +641,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except DicSbiError as err:
-        print(f"dic-sbi {args.command}: error: {err}", file=sys.stderr)
+        print(f"dic-sbi {args.command}: error: {_cli_words(str(err))}", file=sys.stderr)
         return 2
     except OSError as err:  # disk full, permissions, ...: a message, not a traceback
         print(f"dic-sbi {args.command}: error: {err}", file=sys.stderr)

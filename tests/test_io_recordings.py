@@ -129,8 +129,7 @@ def test_channels_of_a_multichannel_signal_by_name_or_index(tmp_path, sim):
     # a silent channel next to a firing one is skipped with a note, not an error; alone, it is an error
     rec = read_recording(tmp_path / "two.nix")
     assert rec.origins == (TrainOrigin(0, 1, "cell", True),)
-    assert rec.notes == ("skipped segment 0, channel 0 ('silent') has 0 spikes, fewer than the 3 needed "
-                         "(min_spikes, --min-spikes)",)  # fmt: skip
+    assert rec.notes == ("skipped segment 0, channel 0 ('silent') has 0 spikes, fewer than min_spikes = 3",)
     with pytest.raises(RecordingError, match=r"two\.nix: no spikes in the selected trains above the detection"):
         read_recording(tmp_path / "two.nix", channels="silent")
     with pytest.raises(RecordingError, match=r"two\.nix: no voltage channel of segment 0 named 'x'"):

@@ -239,8 +239,11 @@ def _neo_io_names() -> dict[str, type]:
 
 def _resolve_format(path: Path, format: str | None) -> tuple[str, list[type]]:
     """(kind, candidate Neo IO classes); kind is ``spike2pop``, ``text`` or ``neo``."""
-    kind, ios = _resolve_any_format(path, format)
     if path.is_dir():
+        try:
+            kind, ios = _resolve_any_format(path, format)
+        except RecordingError:
+            kind, ios = "neo", []
         folder_ios = [io for io in ios if getattr(io, "mode", "file") == "dir"]
         if kind != "neo" or not folder_ios:
             readers = sorted(io.__name__ for io in neo.io.iolist if getattr(io, "mode", "file") == "dir")
@@ -249,7 +252,7 @@ def _resolve_format(path: Path, format: str | None) -> tuple[str, list[type]]:
                 f"are read from a folder: {', '.join(readers)}, with format=)."
             )
         return kind, folder_ios
-    return kind, ios
+    return _resolve_any_format(path, format)
 
 
 def _resolve_any_format(path: Path, format: str | None) -> tuple[str, list[type]]:
@@ -427,6 +430,9 @@ def _read_neo(path: Path, ios: list[type]) -> tuple[list[neo.Block], str]:
             f"pip install {' '.join(missing)}  ({'; '.join(msg for _, msg in errors)})."
         )
     relevant = [msg for missing, msg in errors if not missing] or [msg for _, msg in errors]
+    if path.is_dir():
+        raise RecordingError(f"{path}: is a folder, and no folder-based Neo reader recognises it "
+                             f"({'; '.join(relevant)}); give the recording file inside it.")  # fmt: skip
     hint = f" Another reader needs the missing package {', '.join(missing)} (pip install {' '.join(missing)})." if missing else ""
     raise RecordingError(
         f"{path}: cannot read the file: it is corrupt, truncated or not in the format its extension says "
@@ -659,9 +665,9 @@ def _check_counts(
         others = " (no other selected train has more)" if len(counts) > 1 else ""
         raise RecordingError(
             f"{path}: {what(counts[k], origins[k])}{others}; at least {minimum} are needed to read a firing pattern. "
-            "Select other segments/channels or lower min_spikes (--min-spikes)."
+            "Select other segments/channels or lower min_spikes."
         )
     for k, (n, o) in enumerate(zip(counts, origins)):
         if n < minimum:
-            notes.append(f"skipped {what(n, o)}, fewer than the {minimum} needed (min_spikes, --min-spikes)")
+            notes.append(f"skipped {what(n, o)}, fewer than min_spikes = {minimum}")
     return [trains[k] for k in kept], [origins[k] for k in kept]
