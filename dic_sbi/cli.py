@@ -408,17 +408,17 @@ _FLAGS = {"n": "-n", "seed": "--seed", "threshold": "--threshold", "rearm": "--r
           "noise_std": "--noise-std", "max_draws": "--max-draws", "noise_repeats": "--noise-repeats",
           "trains": "--train", "t_start": "--t-start", "t_stop": "--t-stop", "units": "--units", "format": "--format",
           "segments": "--segments", "sweeps": "--sweeps", "channels": "--channels", "posterior": "--posterior",
-          "overwrite": "--overwrite", "out": "--out", "max_epochs": "--max-epochs"}  # fmt: skip
+          "overwrite": "--overwrite", "out": "--out", "max_epochs": "--max-epochs", "g_s": "--g-s", "g_u": "--g-u"}  # fmt: skip
 _NAMES = "|".join(re.escape(k) for k in sorted(_FLAGS, key=len, reverse=True))
 
 
 def _cli_words(message: str) -> str:
     """An API message with its Python parameter names spelled as the command line's flags: ``threshold='auto'``
     → ``--threshold auto``, ``n: ...`` → ``-n: ...``, ``min_spikes`` → ``--min-spikes``."""
-    message = re.sub(rf"(?<![\w-])({_NAMES})=('?)([\w.+-]*)\2",
+    message = re.sub(rf"(?<![\w/.-])({_NAMES})=('?)([\w.+-]*)\2",
                      lambda m: f"{_FLAGS[m.group(1)]} {m.group(3)}".rstrip(), message)  # fmt: skip
-    message = re.sub(rf"(?<![\w-])({_NAMES})(?=: | must )", lambda m: _FLAGS[m.group(1)], message)
-    return re.sub(r"(?<![\w-])(min_spikes|noise_std|max_draws|noise_repeats|t_start|t_stop)(?![\w-])",
+    message = re.sub(rf"(?<![\w/.-])({_NAMES})(?=: | must )", lambda m: _FLAGS[m.group(1)], message)
+    return re.sub(r"(?<![\w/.-])(min_spikes|noise_std|max_draws|noise_repeats|t_start|t_stop)(?![\w-])",
                   lambda m: _FLAGS[m.group(1)], message)
 
 

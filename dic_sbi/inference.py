@@ -37,6 +37,8 @@ MAX_SEED = 2**63 - 1
 #: Bytes of output per cell and conductance, as written (CSV text and NIX float64), for the size estimate.
 _OUTPUT_BYTES_PER_VALUE = 24
 
+_READ_OPTIONS = {"format", "threshold", "rearm", "segments", "sweeps", "channels", "units", "spikes_from", "t_start",
+                 "t_stop", "min_spikes"}  # fmt: skip
 _FEATURES = ("spiking_frequency", "burst_period", "spikes_per_burst", "intra_burst_frequency", "duty_cycle",
              "mean_rate", "cv")  # fmt: skip
 
@@ -416,6 +418,11 @@ def infer(
         raise InvalidInputError(f"seed: expected an int in [0, 2**63 - 1] or None, got {seed!r}")
     if match_class:  # before any file is read
         check_matching_options(n, max_draws, noise_repeats)
+    if read_options is not None and not isinstance(read_options, dict):
+        raise InvalidInputError(f"read_options: expected a dict of read_recording options, got {type(read_options).__name__}")
+    unknown = sorted(set(read_options or {}) - _READ_OPTIONS)
+    if unknown:
+        raise InvalidInputError(f"read_options: unknown option(s) {unknown}; read_recording takes {sorted(_READ_OPTIONS)}")
     rec = recording if isinstance(recording, Recording) else read_recording(recording, **(read_options or {}))
     chosen = list(range(len(rec))) if trains is None else ([trains] if np.ndim(trains) == 0 else list(trains))
     bad = [i for i in chosen if not (isinstance(i, (int, np.integer)) and 0 <= i < len(rec))]
@@ -428,8 +435,11 @@ def infer(
 
     if posterior is None or isinstance(posterior, (str, os.PathLike)):
         source = m.name if posterior is None else posterior
-        post = load_pretrained(source)
-        info = pretrained_info(source)
+        try:
+            post = load_pretrained(source)
+            info = pretrained_info(source)
+        except InvalidInputError as err:
+            raise InvalidInputError(f"posterior: {str(err).removeprefix('pretrained: ')}") from None
     elif isinstance(posterior, DICPosterior):
         post, info = posterior, {"name": repr(posterior)}
     else:

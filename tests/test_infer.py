@@ -285,8 +285,8 @@ def _bad_inputs(tmp_path):
         (["ok.txt", "--units", "kg"], "unit"),
         (["ok.txt", "--model", "hh"], "invalid choice.*hh"),
         (["ok.txt"], "required: --model"),
-        (["ok.txt", "-n", "0"], "n: expected a positive"),
-        (["ok.txt", "--train", "5"], "trains"),
+        (["ok.txt", "-n", "0"], "argument -n: expected a number of cells"),
+        (["ok.txt", "--train", "5"], "--train: expected indices"),
     ]
 
 

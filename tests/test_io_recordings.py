@@ -271,7 +271,7 @@ def test_wrong_units_and_unknown_format(tmp_path):
     (tmp_path / "data.xyz").write_bytes(os.urandom(16))
     with pytest.raises(RecordingError, match=r"data\.xyz: unknown format"):
         read_recording(tmp_path / "data.xyz")
-    with pytest.raises(RecordingError, match=r"t\.txt: unknown format 'bogus'"):
+    with pytest.raises(RecordingError, match=r"t\.txt: format='bogus' is not a format"):
         read_recording(tmp_path / "t.txt", format="bogus")
     with pytest.raises(RecordingError, match="segment 5 does not exist"):
         read_recording(tmp_path / "t.txt", format="text", segments=5)

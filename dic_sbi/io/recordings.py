@@ -28,7 +28,7 @@ import numpy as np
 import quantities as pq
 
 from ..errors import InvalidInputError, RecordingError
-from ..spiketrains import SPIKE_THRESHOLD_MV, detect_spikes, to_spiketrain
+from ..spiketrains import SPIKE_THRESHOLD_MV, detect_spikes, spike_times_ms, to_spiketrain
 
 __all__ = ["read_recording", "Recording", "TrainOrigin", "FORMATS"]
 
@@ -288,7 +288,7 @@ def _resolve_any_format(path: Path, format: str | None) -> tuple[str, list[type]
     io = _neo_io_names().get(key)
     if io is None:
         raise RecordingError(
-            f"{path}: unknown format {format!r}; give one of {FORMATS} or a Neo IO name "
+            f"{path}: format={format!r} is not a format dic_sbi or Neo knows; give one of {FORMATS} or a Neo IO name "
             "(e.g. 'NixIO', 'AxonIO', 'NWBIO')."
         )
     return "neo", [io]
@@ -371,6 +371,11 @@ def _text_trains(
     keep = _select(path, channels, [name for name, _ in rows], "cell")
     scale = float(unit.rescale(pq.ms).magnitude)  # times are stored in ms inside dic_sbi
     times = [rows[i][1] * scale for i in keep]
+    for i, t in zip(keep, times):  # NaN, infinite, duplicate... named before any window is derived from them
+        try:
+            spike_times_ms(t)
+        except InvalidInputError as err:
+            raise RecordingError(f"{path}: cell {rows[i][0]!r}: {err}") from None
     if all(t.size == 0 for t in times):
         raise RecordingError(f"{path}: no spikes in the file.")
     trains, origins = [], []
