@@ -277,3 +277,98 @@ def test_wrong_units_and_unknown_format(tmp_path):
         read_recording(tmp_path / "t.txt", format="text", segments=5)
     # the family: callers can catch every dic_sbi error, or ValueError
     assert issubclass(RecordingError, DicSbiError) and issubclass(RecordingError, ValueError)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Real recordings (issue 15): step protocols, detection on unusual traces, stimulus windows
+# ------------------------------------------------------------------------------------------------------------
+
+_DT = 0.1  # ms
+
+
+def _trace(duration=3000.0, period=100.0, rest=-60.0, peak=30.0, first=50.0):
+    """Synthetic membrane potential: ``rest`` with a 1-ms spike of height ``peak`` at first, first + period, ..."""
+    t = np.arange(0.0, duration, _DT)
+    v = np.full_like(t, rest)
+    for s in np.arange(first, duration - 5.0, period):
+        v += (peak - rest) * np.exp(-0.5 * ((t - s) / 0.3) ** 2)
+    return v
+
+
+def _vm(*traces, name="Vm"):
+    seg = neo.Segment()
+    seg.analogsignals.append(neo.AnalogSignal(np.stack(traces, axis=1), units=pq.mV, sampling_period=_DT * pq.ms,
+                                              name=name))  # fmt: skip
+    return seg
+
+
+def test_step_protocol_sweeps_below_threshold_are_skipped_with_a_note_and_sweeps_named(tmp_path):
+    sweeps = [_vm(np.full(30000, -65.0)),                       # no response
+              _vm(_trace(rest=-65.0, peak=-50.0)),              # subthreshold bumps, 15 mV
+              _vm(_trace(period=200.0)), _vm(_trace(period=50.0))]  # fmt: skip
+    _write_nix(tmp_path / "steps.nix", sweeps)
+    rec = read_recording(tmp_path / "steps.nix")
+    assert [o.name for o in rec.origins] == ["Vm sweep 2", "Vm sweep 3"]
+    assert [t.name for t in rec] == ["Vm sweep 2", "Vm sweep 3"]
+    assert [len(t) for t in rec] == [15, 59]
+    assert rec.notes == (
+        "skipped segment 0, channel 0 ('Vm sweep 0') has 0 spikes, fewer than min_spikes = 3",
+        "skipped segment 1, channel 0 ('Vm sweep 1') has 0 spikes, fewer than min_spikes = 3",
+    )
+    every = read_recording(tmp_path / "steps.nix", min_spikes=0)
+    assert [o.name for o in every.origins] == [f"Vm sweep {s}" for s in range(4)] and every.notes == ()
+    assert [o.name for o in read_recording(tmp_path / "steps.nix", sweeps=[3]).origins] == ["Vm"]  # one: no suffix
+
+
+def test_auto_threshold_finds_spikes_that_peak_below_zero(tmp_path):
+    v = _trace(rest=-75.0, peak=-15.0)  # a cold or damaged cell: spikes never reach 0 mV
+    _write_nix(tmp_path / "low.nix", [_vm(v)])
+    with pytest.raises(RecordingError, match=r"no spikes in the selected trains above the detection threshold "
+                                             r"\(10\.0 mV; set threshold=, or threshold='auto'\)"):  # fmt: skip
+        read_recording(tmp_path / "low.nix")
+    rec = read_recording(tmp_path / "low.nix", threshold="auto")
+    np.testing.assert_allclose(rec[0].magnitude, np.arange(50.0, 2996.0, 100.0), atol=0.5)  # the spike peaks
+    assert rec[0].annotations["threshold_mV"] == pytest.approx(-45.0, abs=0.1)  # half way from rest to peak
+    assert rec[0].annotations["rearm_mV"] == pytest.approx(-63.0, abs=0.1)
+    # a negative threshold re-arms 10 mV below it, so a threshold given by hand works too
+    assert len(read_recording(tmp_path / "low.nix", threshold=-30.0)[0]) == 30
+    with pytest.raises(RecordingError, match=r"rearm \(-20\.0 mV\) must not be above threshold \(-30\.0 mV\)"):
+        read_recording(tmp_path / "low.nix", threshold=-30.0, rearm=-20.0)
+
+
+def test_suspiciously_few_spikes_at_fixed_levels_gets_a_note(tmp_path):
+    good = _trace()
+    offset = _trace(rest=2.0, peak=60.0)  # rests near 0 mV (an offset): never re-arms below 0 mV
+    _write_nix(tmp_path / "offset.nix", [_vm(good, offset)])
+    rec = read_recording(tmp_path / "offset.nix")
+    assert [o.channel for o in rec.origins] == [0] and len(rec[0]) == 30
+    assert rec.notes[0].startswith("segment 0, channel 'Vm[1]': only 0 spike(s) cross 10 mV, but the trace has 30 "
+                                   "spike-like peaks")  # fmt: skip
+    assert "threshold='auto'" in rec.notes[0] and "skipped segment 0, channel 1" in rec.notes[1]
+    auto = read_recording(tmp_path / "offset.nix", threshold="auto")
+    assert [len(t) for t in auto] == [30, 30] and auto.notes == ()
+    # noise alone (no spike-like peak) is no spike, even with derived levels
+    rng = np.random.default_rng(0)
+    _write_nix(tmp_path / "noise.nix", [_vm(-60.0 + rng.normal(0.0, 2.0, 30000))])
+    with pytest.raises(RecordingError, match="no spikes"):
+        read_recording(tmp_path / "noise.nix", threshold="auto")
+
+
+def test_rates_over_the_stimulus_epoch_or_a_given_window(tmp_path):
+    seg = _vm(_trace(period=100.0))
+    seg.epochs.append(neo.Epoch(times=[1000.0] * pq.ms, durations=[1000.0] * pq.ms, labels=np.array(["stimulus"]),
+                                name="protocol"))  # fmt: skip
+    _write_nix(tmp_path / "stim.nix", [seg])
+    rec = read_recording(tmp_path / "stim.nix")
+    assert float(rec[0].t_start) == pytest.approx(1000.0) and float(rec[0].t_stop) == pytest.approx(2000.0)
+    assert len(rec[0]) == 10  # 1050, 1150, ..., 1950
+    assert rec.notes == ("segment 0: rates measured over the stimulus epoch 'protocol' (1000-2000 ms); give "
+                         "t_start/t_stop (--t-start/--t-stop) for another window",)  # fmt: skip
+    given = read_recording(tmp_path / "stim.nix", t_start=0.0, t_stop=500.0)
+    assert len(given[0]) == 5 and given.notes == () and float(given[0].t_stop) == pytest.approx(500.0)
+    # recorded spike trains are cut the same way
+    seg = neo.Segment()
+    seg.spiketrains.append(neo.SpikeTrain(np.arange(5.0, 1000.0, 10.0) * pq.ms, t_stop=1000 * pq.ms, name="unit"))
+    _write_nix(tmp_path / "trains.nix", [seg])
+    cut = read_recording(tmp_path / "trains.nix", t_start=100.0, t_stop=200.0)
+    assert len(cut[0]) == 10 and float(cut[0].t_start) == pytest.approx(100.0)
