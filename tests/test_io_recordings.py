@@ -372,3 +372,24 @@ def test_rates_over_the_stimulus_epoch_or_a_given_window(tmp_path):
     _write_nix(tmp_path / "trains.nix", [seg])
     cut = read_recording(tmp_path / "trains.nix", t_start=100.0, t_stop=200.0)
     assert len(cut[0]) == 10 and float(cut[0].t_start) == pytest.approx(100.0)
+
+
+def test_cli_reads_a_step_protocol_with_its_options(tmp_path, capsys):
+    """--threshold / --rearm / --min-spikes reach the reader; skipped sweeps are notes on the terminal and in
+    report.json; the trains keep their sweep names."""
+    import json
+
+    from dic_sbi.cli import main
+
+    _write_nix(tmp_path / "steps.nix", [_vm(_trace(rest=-75.0, peak=-15.0, period=200.0)),
+                                        _vm(_trace(rest=-75.0, peak=-15.0, period=100.0))])  # fmt: skip
+    out = tmp_path / "out"
+    code = main(["infer", str(tmp_path / "steps.nix"), "--model", "stg", "-n", "3", "--out", str(out), "--no-plots",
+                 "--quiet", "--threshold", "-30", "--rearm", "-60", "--min-spikes", "20"])  # fmt: skip
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "note: skipped segment 0, channel 0 ('Vm sweep 0') has 15 spikes, fewer than --min-spikes = 20" in stdout
+    report = json.loads((out / "report.json").read_text())
+    assert [t["name"] for t in report["trains"]] == ["Vm sweep 1"]
+    assert report["trains"][0]["observed_features"]["n_spikes"] == 30
+    assert report["notes"] == ["skipped segment 0, channel 0 ('Vm sweep 0') has 15 spikes, fewer than min_spikes = 20"]
