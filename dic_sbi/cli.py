@@ -22,6 +22,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -403,23 +404,43 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 # -- argument types: every value checked by argparse, so that errors name the flag ------------------------------
 
+#: Python parameter names that a command spells differently from ``--name-with-dashes``.
+_RENAMED = {"infer": {"trains": "--train"}, "train": {"num": "--num-simulations"},
+            "compare": {"n_observations": "--observations", "num_posterior_samples": "--samples"}}  # fmt: skip
 #: Python parameter names as the command line spells them, for messages of the API (see _cli_words).
 _FLAGS = {"n": "-n", "seed": "--seed", "threshold": "--threshold", "rearm": "--rearm", "min_spikes": "--min-spikes",
           "noise_std": "--noise-std", "max_draws": "--max-draws", "noise_repeats": "--noise-repeats",
           "trains": "--train", "t_start": "--t-start", "t_stop": "--t-stop", "units": "--units", "format": "--format",
           "segments": "--segments", "sweeps": "--sweeps", "channels": "--channels", "posterior": "--posterior",
           "overwrite": "--overwrite", "out": "--out", "max_epochs": "--max-epochs", "g_s": "--g-s", "g_u": "--g-u"}  # fmt: skip
-_NAMES = "|".join(re.escape(k) for k in sorted(_FLAGS, key=len, reverse=True))
 
 
-def _cli_words(message: str) -> str:
+def _cli_words(message: str, flags: frozenset[str] | None = None, renamed: dict[str, str] | None = None) -> str:
     """An API message with its Python parameter names spelled as the command line's flags: ``threshold='auto'``
-    → ``--threshold auto``, ``n: ...`` → ``-n: ...``, ``min_spikes`` → ``--min-spikes``."""
-    message = re.sub(rf"(?<![\w/.-])({_NAMES})=('?)([\w.+-]*)\2",
-                     lambda m: f"{_FLAGS[m.group(1)]} {m.group(3)}".rstrip(), message)  # fmt: skip
-    message = re.sub(rf"(?<![\w/.-])({_NAMES})(?=: | must )", lambda m: _FLAGS[m.group(1)], message)
-    return re.sub(r"(?<![\w/.-])(min_spikes|noise_std|max_draws|noise_repeats|t_start|t_stop)(?![\w-])",
-                  lambda m: _FLAGS[m.group(1)], message)
+    → ``--threshold auto``, ``n: ...`` → ``-n: ...``, ``min_spikes`` → ``--min-spikes``. With ``flags`` (the
+    command's option strings), only names the command has as flags are respelled."""
+    table = {**_FLAGS, **(renamed or {})}
+    if flags is not None:
+        table = {k: v for k, v in {**{k: f"--{k.replace('_', '-')}" for k in _PARAMETERS}, **table}.items()
+                 if v in flags}  # fmt: skip
+    if not table:
+        return message
+    names = "|".join(re.escape(k) for k in sorted(table, key=len, reverse=True))
+    message = re.sub(rf"(?<![\w/.-])({names})=('?)([\w.+-]*)\2",
+                     lambda m: f"{table[m.group(1)]} {m.group(3)}".rstrip(), message)  # fmt: skip
+    message = re.sub(rf"(?<![\w/.-])({names})(?=: | must )", lambda m: table[m.group(1)], message)
+    message = re.sub(rf"^({names})(?=, )", lambda m: table[m.group(1)], message)
+    long = "|".join(re.escape(k) for k in sorted(table, key=len, reverse=True) if "_" in k)
+    if not long:
+        return message
+    return re.sub(rf"(?<![\w/.-])({long})(?![\w-])", lambda m: table[m.group(1)], message)
+
+
+#: Further parameter names whose flag is ``--name-with-dashes`` where a command has it.
+_PARAMETERS = ("duration", "transient", "dt", "num", "chunk_size", "max_chunks", "threads", "budgets",
+               "torch_threads", "num_simulations", "noisy_simulations", "hidden_features", "num_transforms",
+               "heldout_points", "cells_per_point", "ppc_points", "ppc_cells", "calibration_simulations", "scale",
+               "prior", "store", "scheduler", "nix", "work", "checkpoint")  # fmt: skip
 
 
 def _int_type(flag: str, minimum: int, maximum: int | None = None, what: str | None = None):
@@ -500,8 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("population", help="degenerate population at a DIC target")
     common(sp)
-    sp.add_argument("--g-s", type=float, required=True, help="slow DIC at the reference threshold (per gleak)")
-    sp.add_argument("--g-u", type=float, required=True, help="ultraslow DIC at the reference threshold (per gleak)")
+    sp.add_argument("--g-s", type=_float_type("DIC (per gleak)"), required=True, help="slow DIC at the reference threshold (per gleak)")
+    sp.add_argument("--g-u", type=_float_type("DIC (per gleak)"), required=True, help="ultraslow DIC at the reference threshold (per gleak)")
     sp.add_argument("-n", type=_cells_type(), default=1000, help="cells (at most 10^7)")
     sp.add_argument("--out", required=True, help="CSV file, one row per cell (new, unless --overwrite)")
     sp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -513,21 +534,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("conductances", nargs="?", help="CSV with one column per conductance")
     sp.add_argument("--out", help="spike times CSV (ID, [t1, ...] in ms)")
     sp.add_argument("--nix", help="also write the spike trains to this NIX file")
-    sp.add_argument("--duration", type=float)
-    sp.add_argument("--transient", type=float)
-    sp.add_argument("--dt", type=float)
+    sp.add_argument("--duration", type=_float_type("duration (ms)", positive=True))
+    sp.add_argument("--transient", type=_float_type("transient (ms)", minimum=0.0))
+    sp.add_argument("--dt", type=_float_type("time step (ms)", positive=True))
     sp.add_argument("--noise-std", type=_noise_arg, default=0.0,
                     help="σ (µA/cm²) of the noisy current; for a campaign also a range LOW,HIGH drawn per simulation")
     g = sp.add_argument_group("campaign (simulations drawn from a prior into a resumable zarr store)")
     g.add_argument("--store", help="store directory; run the same command again to resume")
     g.add_argument("--prior", choices=("dic", "conductance"), help="DICPrior or ConductancePrior")
-    g.add_argument("--num", type=int, help="number of simulations")
-    g.add_argument("--chunk-size", type=int, help="simulations per chunk (default 1000)")
+    g.add_argument("--num", type=_int_type("num", 1), help="number of simulations")
+    g.add_argument("--chunk-size", type=_int_type("chunk-size", 1), help="simulations per chunk (default 1000)")
     g.add_argument("--scale", choices=("linear", "log"), default="linear", help="conductance prior scale")
     g.add_argument("--spike-times", action="store_true", help="also keep the spike times")
     g.add_argument("--scheduler", help="dask.distributed scheduler address (default: this machine, no cluster)")
-    g.add_argument("--threads", type=int, help="simulator threads per chunk")
-    g.add_argument("--max-chunks", type=int, help="compute at most this many chunks now")
+    g.add_argument("--threads", type=_int_type("threads", 1), help="simulator threads per chunk")
+    g.add_argument("--max-chunks", type=_int_type("max-chunks", 1), help="compute at most this many chunks now")
     g.add_argument("--overwrite", action="store_true", help="replace existing --out/--nix files; with --store, delete "
                    "an existing campaign store first (never a folder that is not one)")
     sp.set_defaults(func=cmd_simulate)
@@ -574,26 +595,26 @@ def build_parser() -> argparse.ArgumentParser:
                     "files unless --overwrite)")
     sp.add_argument("--overwrite", action="store_true", help="replace existing OUT.pt and OUT.json")
     sp.add_argument("--work", required=True, help="folder of the resumable simulation stores")
-    sp.add_argument("--num-simulations", type=int, default=100_000, help="noise-free simulations")
-    sp.add_argument("--noisy-simulations", type=int, default=50_000, help="simulations with noisy current")
+    sp.add_argument("--num-simulations", type=_int_type("num-simulations", 1), default=100_000, help="noise-free simulations")
+    sp.add_argument("--noisy-simulations", type=_int_type("noisy-simulations", 0), default=50_000, help="simulations with noisy current")
     sp.add_argument("--noise-std", type=_noise_arg, default=5.0,
                     help="noise σ (µA/cm²) of the noisy campaign and held-out set, or a range LOW,HIGH drawn per "
                          "simulation (the held-out set then uses HIGH)")
     sp.add_argument("--noise-input", action=argparse.BooleanOptionalAction, default=False,
                     help="give the network the noise level as a known input (0 or --noise-std) instead of training it "
                          "on the unlabelled mixture")
-    sp.add_argument("--hidden-features", type=int, default=64)
-    sp.add_argument("--num-transforms", type=int, default=5)
-    sp.add_argument("--max-epochs", type=int, help="cap on training epochs (default 300, early stopping)")
-    sp.add_argument("--heldout-points", type=int, default=200, help="held-out DIC targets")
-    sp.add_argument("--cells-per-point", type=int, default=16, help="held-out cells per target")
-    sp.add_argument("--ppc-points", type=int, default=100, help="held-out observations of the predictive check")
-    sp.add_argument("--ppc-cells", type=int, default=100, help="population cells simulated per such observation")
-    sp.add_argument("--torch-threads", type=int, default=1)
-    sp.add_argument("--chunk-size", type=int, default=2000, help="simulations per stored chunk")
-    sp.add_argument("--duration", type=float)
-    sp.add_argument("--transient", type=float)
-    sp.add_argument("--dt", type=float)
+    sp.add_argument("--hidden-features", type=_int_type("hidden-features", 1), default=64)
+    sp.add_argument("--num-transforms", type=_int_type("num-transforms", 1), default=5)
+    sp.add_argument("--max-epochs", type=_int_type("max-epochs", 1), help="cap on training epochs (default 300, early stopping)")
+    sp.add_argument("--heldout-points", type=_int_type("heldout-points", 1), default=200, help="held-out DIC targets")
+    sp.add_argument("--cells-per-point", type=_int_type("cells-per-point", 1), default=16, help="held-out cells per target")
+    sp.add_argument("--ppc-points", type=_int_type("ppc-points", 1), default=100, help="held-out observations of the predictive check")
+    sp.add_argument("--ppc-cells", type=_int_type("ppc-cells", 1), default=100, help="population cells simulated per such observation")
+    sp.add_argument("--torch-threads", type=_int_type("torch-threads", 1), default=1)
+    sp.add_argument("--chunk-size", type=_int_type("chunk-size", 1), default=2000, help="simulations per stored chunk")
+    sp.add_argument("--duration", type=_float_type("duration (ms)", positive=True))
+    sp.add_argument("--transient", type=_float_type("transient (ms)", minimum=0.0))
+    sp.add_argument("--dt", type=_float_type("time step (ms)", positive=True))
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("evaluate", help="evaluate a pretrained posterior again on its held-out sets")
@@ -615,15 +636,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("compare", help="DIC-space NPE against standard NPE over conductances (tables, plots)")
     common(sp)
     sp.add_argument("--budgets", default="1000,10000,100000", help="comma-separated simulation budgets")
-    sp.add_argument("--observations", type=int, default=100, help="held-out observations per set")
-    sp.add_argument("--samples", type=int, default=100, help="posterior samples per observation")
-    sp.add_argument("--calibration-simulations", type=int, help="SBC/TARP pairs (default max(observations, 50))")
-    sp.add_argument("--duration", type=float)
-    sp.add_argument("--transient", type=float)
-    sp.add_argument("--dt", type=float)
-    sp.add_argument("--noise-std", type=float, default=0.0)
-    sp.add_argument("--max-epochs", type=int, help="cap on training epochs (default: the recipe's)")
-    sp.add_argument("--torch-threads", type=int, default=1, help="torch threads while training")
+    sp.add_argument("--observations", type=_int_type("observations", 1), default=100, help="held-out observations per set")
+    sp.add_argument("--samples", type=_int_type("samples", 1), default=100, help="posterior samples per observation")
+    sp.add_argument("--calibration-simulations", type=_int_type("calibration-simulations", 1), help="SBC/TARP pairs (default max(observations, 50))")
+    sp.add_argument("--duration", type=_float_type("duration (ms)", positive=True))
+    sp.add_argument("--transient", type=_float_type("transient (ms)", minimum=0.0))
+    sp.add_argument("--dt", type=_float_type("time step (ms)", positive=True))
+    sp.add_argument("--noise-std", type=_float_type("σ (µA/cm²)", minimum=0.0), default=0.0)
+    sp.add_argument("--max-epochs", type=_int_type("max-epochs", 1), help="cap on training epochs (default: the recipe's)")
+    sp.add_argument("--torch-threads", type=_int_type("torch-threads", 1), default=1, help="torch threads while training")
     sp.add_argument("--out", required=True, help="output folder: new or empty, or a previous dic-sbi output with "
                     "--overwrite")
     sp.add_argument("--overwrite", action="store_true", help="replace a previous dic-sbi output in --out")
@@ -632,16 +653,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _command_flags(parser: argparse.ArgumentParser, command: str) -> frozenset[str]:
+    """The option strings of one subcommand (argparse keeps them in its actions)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return frozenset(s for a in action.choices[command]._actions for s in a.option_strings)
+    return frozenset()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except _UsageError as err:
         print(err.message, file=sys.stderr)
         return 2
     try:
         return int(args.func(args))
     except DicSbiError as err:
-        print(f"dic-sbi {args.command}: error: {_cli_words(str(err))}", file=sys.stderr)
+        words = _cli_words(str(err), _command_flags(parser, args.command), _RENAMED.get(args.command, {}))
+        print(f"dic-sbi {args.command}: error: {words}", file=sys.stderr)
         return 2
     except OSError as err:  # disk full, permissions, ...: a message, not a traceback
         print(f"dic-sbi {args.command}: error: {err}", file=sys.stderr)
@@ -649,6 +680,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 -- a bug or an unforeseen input: one line, never a traceback
+        if os.environ.get("DIC_SBI_DEBUG"):
+            raise
+        print(f"dic-sbi {args.command}: error: unexpected {type(err).__name__}: {err} (a bug in dic-sbi: please "
+              "report it with the command; DIC_SBI_DEBUG=1 shows the traceback)", file=sys.stderr)  # fmt: skip
+        return 70
 
 
 if __name__ == "__main__":  # pragma: no cover

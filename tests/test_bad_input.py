@@ -102,6 +102,7 @@ def files(tmp_path_factory):
     write_nix(d / "silentsweeps.nix", [voltage_segment(np.full(20000, -65.0)),
                                        voltage_segment(spiking_trace(duration=2000.0, period=1000.0))])  # fmt: skip
     write_nix(d / "good.nix", [voltage_segment(spiking_trace())])
+    (d / "pop.csv").write_text("cell,Na,Kd,CaT,CaS,KCa,A,H,leak\n0,1000,100,1,3,10,20,0.01,0.01\n")
     (d / "previous").mkdir()
     (d / "previous" / "mine.csv").write_text("a,b\n")
     return d
@@ -194,11 +195,23 @@ CLI_CASES = [
     ("out-foreign-folder", ["infer", "cell.txt", "--model", "stg", "--out", "previous", "--overwrite", "--no-plots"], r"--out: previous is a folder that holds files dic-sbi did not write"),
     ("out-is-the-recording", ["infer", "cell.txt", "--model", "stg", "--out", "cell.txt", "--overwrite", "--no-plots"], r"--out: cell\.txt would replace cell\.txt"),
     # other commands
-    ("population-n-zero", ["population", "--model", "stg", "--g-s", "1", "--g-u", "5", "-n", "0", "--out", "pop.csv"], r"argument -n: "),
-    ("population-seed", ["population", "--model", "stg", "--g-s", "1", "--g-u", "5", "--seed", "-3", "--out", "pop.csv"], r"argument --seed: "),
-    ("population-gs-nan", ["population", "--model", "stg", "--g-s", "nan", "--g-u", "5", "-n", "3", "--out", "pop.csv"], r"--g-s: targets must be finite numbers; found NaN"),
+    ("population-n-zero", ["population", "--model", "stg", "--g-s", "1", "--g-u", "5", "-n", "0", "--out", "p.csv"], r"argument -n: "),
+    ("population-seed", ["population", "--model", "stg", "--g-s", "1", "--g-u", "5", "--seed", "-3", "--out", "p.csv"], r"argument --seed: "),
+    ("population-gs-nan", ["population", "--model", "stg", "--g-s", "nan", "--g-u", "5", "-n", "3", "--out", "p.csv"], r"argument --g-s: expected a finite DIC \(per gleak\), got nan"),
     ("simulate-missing-csv", ["simulate", "nothere.csv", "--model", "stg", "--out", "spikes.csv"], r"nothere\.csv: no such file"),
     ("simulate-bad-csv", ["simulate", "noid.csv", "--model", "stg", "--out", "spikes.csv"], r"noid\.csv: missing conductance column"),
+    ("simulate-duration-nan", ["simulate", "pop.csv", "--model", "stg", "--out", "spikes.csv", "--duration", "nan"], r"argument --duration: expected a finite duration"),
+    ("simulate-dt-zero", ["simulate", "pop.csv", "--model", "stg", "--out", "spikes.csv", "--dt", "0"], r"argument --dt: expected a positive time step"),
+    ("simulate-transient-too-long", ["simulate", "pop.csv", "--model", "stg", "--out", "spikes.csv", "--transient", "1e9"], r"--transient: must be shorter than duration"),
+    ("campaign-num-zero", ["simulate", "--model", "stg", "--prior", "dic", "--num", "0", "--store", "out"], r"argument --num: expected an integer >= 1"),
+    ("campaign-chunk-zero", ["simulate", "--model", "stg", "--prior", "dic", "--num", "10", "--chunk-size", "0", "--store", "out"], r"argument --chunk-size: expected an integer >= 1"),
+    ("campaign-threads-zero", ["simulate", "--model", "stg", "--prior", "dic", "--num", "10", "--threads", "0", "--store", "out"], r"argument --threads: expected an integer >= 1"),
+    ("train-no-simulations", ["train", "--model", "stg", "--out", "out", "--work", "out", "--num-simulations", "0"], r"argument --num-simulations: expected an integer >= 1"),
+    ("train-no-hidden-features", ["train", "--model", "stg", "--out", "out", "--work", "out", "--hidden-features", "0"], r"argument --hidden-features: expected an integer >= 1"),
+    ("compare-budget-zero", ["compare", "--model", "stg", "--budgets", "0", "--out", "out"], r"--budgets: expected an int >= 2, got 0"),
+    ("compare-no-observations", ["compare", "--model", "stg", "--observations", "0", "--out", "out"], r"argument --observations: expected an integer >= 1"),
+    ("population-gu-inf", ["population", "--model", "stg", "--g-s", "1", "--g-u", "inf", "-n", "3", "--out", "p.csv"], r"argument --g-u: expected a finite DIC"),
+    ("population-unreachable", ["population", "--model", "stg", "--g-s", "1e300", "--g-u", "5", "-n", "3", "--out", "p.csv"], r"--g-s, --g-u: 1 target\(s\) of model 'stg' cannot be reached"),
     ("demo-n-zero", ["demo", "--out", "out", "-n", "0"], r"argument -n: "),
     ("demo-seed", ["demo", "--out", "out", "--seed", "-1"], r"argument --seed: "),
 ]
@@ -216,7 +229,7 @@ def test_cli_refuses_with_one_line_and_leaves_everything_as_it_was(user, capsys,
     import re
 
     assert re.search(message, lines[0]), lines[0]
-    for name in ("out", "pop.csv", "spikes.csv"):
+    for name in ("out", "p.csv", "spikes.csv"):
         assert not (user / name).exists()
     assert not [p for p in os.listdir(user) if "staging" in p]
 
@@ -302,3 +315,21 @@ def test_cli_and_api_name_the_same_problem_in_their_own_words(user, capsys):
     assert main([*INFER, "two.txt"]) == 2
     err = capsys.readouterr().err
     assert "--min-spikes" in err and "min_spikes" not in err
+
+
+def test_an_unforeseen_error_is_one_line_too(user, capsys, monkeypatch):
+    """A bug (any exception that is not a DicSbiError) still gives one line and a non-zero status."""
+    import dic_sbi.cli
+
+    def broken(args):
+        raise ValueError("something deep inside")
+
+    monkeypatch.setattr(dic_sbi.cli, "cmd_evaluate", broken)
+    monkeypatch.delenv("DIC_SBI_DEBUG", raising=False)
+    assert main(["evaluate", "stg"]) == 70
+    err = capsys.readouterr().err
+    assert err == ("dic-sbi evaluate: error: unexpected ValueError: something deep inside (a bug in dic-sbi: please "
+                   "report it with the command; DIC_SBI_DEBUG=1 shows the traceback)\n")
+    monkeypatch.setenv("DIC_SBI_DEBUG", "1")
+    with pytest.raises(ValueError, match="something deep inside"):
+        main(["evaluate", "stg"])
