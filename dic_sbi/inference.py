@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .core.checks import is_int
+from .core.checks import MAX_SEED, is_int, is_seed
 from .errors import InvalidInputError, RecordingError
 
 __all__ = ["infer", "InferenceResult", "TrainInference", "fidelity_report", "MAX_CELLS", "MAX_SEED"]
@@ -32,8 +32,6 @@ __all__ = ["infer", "InferenceResult", "TrainInference", "fidelity_report", "MAX
 #: Most cells ``infer`` makes in one call (``n`` times the number of trains): 10^7 cells of an 8-conductance
 #: model are ~1 GB of arrays in memory and ~2 GB of CSV and NIX output; beyond that, split the recording.
 MAX_CELLS = 10_000_000
-#: Largest seed: numpy takes any integer >= 0, but the seed is also stored in NIX metadata as an int64.
-MAX_SEED = 2**63 - 1
 #: Bytes of output per cell and conductance, as written (CSV text and NIX float64), for the size estimate.
 _OUTPUT_BYTES_PER_VALUE = 24
 
@@ -414,7 +412,7 @@ def infer(
     for name, v in (("preview", preview), ("traces", traces)):
         if not (isinstance(v, (int, np.integer)) and v >= 0):
             raise InvalidInputError(f"{name}: expected an int >= 0, got {v!r}")
-    if seed is not None and not (is_int(seed, 0) and seed <= MAX_SEED):
+    if seed is not None and not is_seed(seed):
         raise InvalidInputError(f"seed: expected an int in [0, 2**63 - 1] or None, got {seed!r}")
     if match_class:  # before any file is read
         check_matching_options(n, max_draws, noise_repeats)

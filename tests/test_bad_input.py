@@ -295,7 +295,30 @@ API_CASES = [
     ("api-times-inf", lambda d: _times([1.0, math.inf]), InvalidInputError, r"spike time 1 is infinite"),
     ("api-times-duplicate", lambda d: _times([1.0, 2.0, 2.0]), InvalidInputError, r"duplicate spike time 2\.0 ms \(elements 1 and 2\)"),
     ("api-times-unsorted", lambda d: _times([3.0, 1.0]), InvalidInputError, r"not sorted"),
+    ("api-population-seed-huge", lambda d: _population(seed=2**70), InvalidInputError, r"^seed: expected None, an int from 0 to 2\*\*63 - 1"),
+    ("api-population-absurd-n", lambda d: _population(n=10**13), InvalidInputError, r"^n: 10000000000000 cells for each of 1 target\(s\) need 6.4e\+05 GB .* more than this machine's"),
+    ("api-simulate-seed-huge", lambda d: _simulate(seed=2**64), InvalidInputError, r"^seed: expected None, an int from 0 to 2\*\*63 - 1"),
+    ("api-prior-seed-huge", lambda d: _prior_sample(seed=2**64), InvalidInputError, r"^seed: expected None, an int from 0 to 2\*\*63 - 1"),
 ]
+
+
+def _population(n=3, seed=0):
+    from dic_sbi import degenerate_population
+
+    return degenerate_population("stg", 1.0, 5.0, n, seed=seed)
+
+
+def _simulate(seed):
+    from dic_sbi import simulate
+    from dic_sbi.data import example_cells
+
+    return simulate("stg", example_cells()["stg"], noise_std=1.0, seed=seed, duration=50.0, transient=0.0)
+
+
+def _prior_sample(seed):
+    from dic_sbi.sbi import DICPrior
+
+    return DICPrior("stg").sample((2,), seed=seed)
 
 
 @pytest.mark.parametrize("call, error, message", [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
@@ -333,3 +356,19 @@ def test_an_unforeseen_error_is_one_line_too(user, capsys, monkeypatch):
     monkeypatch.setenv("DIC_SBI_DEBUG", "1")
     with pytest.raises(ValueError, match="something deep inside"):
         main(["evaluate", "stg"])
+
+
+def test_the_largest_seed_is_accepted_and_stored_in_nix(user, tmp_path):
+    """2**63 - 1 is the limit because NIX metadata and torch hold an int64: it must work end to end."""
+    import nixio
+
+    from dic_sbi import infer
+    from dic_sbi.inference import MAX_SEED
+
+    result = infer(user / "cell.txt", "stg", 2, seed=MAX_SEED, preview=0, traces=0)
+    result.write(tmp_path / "out", plots=False)
+    f = nixio.File.open(str(tmp_path / "out" / "population.nix"), nixio.FileMode.ReadOnly)
+    try:
+        assert f.sections["dic_sbi inference"]["seed"] == MAX_SEED
+    finally:
+        f.close()
