@@ -430,12 +430,14 @@ def _cli_words(message: str, flags: frozenset[str] | None = None, renamed: dict[
                      lambda m: f"{table[m.group(1)]} {m.group(3)}".rstrip(), message)  # fmt: skip
     message = re.sub(rf"(?<![\w/.-])({names})(?=: | must )", lambda m: table[m.group(1)], message)
     message = re.sub(rf"^({names})(?=, )", lambda m: table[m.group(1)], message)
-    long = "|".join(re.escape(k) for k in sorted(table, key=len, reverse=True) if "_" in k)
+    long = "|".join(re.escape(k) for k in sorted(table, key=len, reverse=True) if k in _PROSE)
     if not long:
         return message
     return re.sub(rf"(?<![\w/.-])({long})(?![\w-])", lambda m: table[m.group(1)], message)
 
 
+#: Parameter names respelled wherever they appear (unambiguous in prose, unlike ``g_s`` or ``n``).
+_PROSE = ("min_spikes", "noise_std", "max_draws", "noise_repeats", "t_start", "t_stop")
 #: Further parameter names whose flag is ``--name-with-dashes`` where a command has it.
 _PARAMETERS = ("duration", "transient", "dt", "num", "chunk_size", "max_chunks", "threads", "budgets",
                "torch_threads", "num_simulations", "noisy_simulations", "hidden_features", "num_transforms",
@@ -638,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--budgets", default="1000,10000,100000", help="comma-separated simulation budgets")
     sp.add_argument("--observations", type=_int_type("observations", 1), default=100, help="held-out observations per set")
     sp.add_argument("--samples", type=_int_type("samples", 1), default=100, help="posterior samples per observation")
-    sp.add_argument("--calibration-simulations", type=_int_type("calibration-simulations", 1), help="SBC/TARP pairs (default max(observations, 50))")
+    sp.add_argument("--calibration-simulations", type=_int_type("calibration-simulations", 0), help="SBC/TARP pairs (default max(observations, 50))")
     sp.add_argument("--duration", type=_float_type("duration (ms)", positive=True))
     sp.add_argument("--transient", type=_float_type("transient (ms)", minimum=0.0))
     sp.add_argument("--dt", type=_float_type("time step (ms)", positive=True))

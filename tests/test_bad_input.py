@@ -335,6 +335,8 @@ def test_cli_and_api_name_the_same_problem_in_their_own_words(user, capsys):
     assert _cli_words("n: 5 cells") == "-n: 5 cells"
     assert _cli_words("give threshold='auto' or lower min_spikes") == "give --threshold auto or lower --min-spikes"
     assert _cli_words("unknown format (extension 'none')") == "unknown format (extension 'none')"  # a word, not a flag
+    assert _cli_words("90 % of the g_u samples lie on the edge g_u = 20") == "90 % of the g_u samples lie on the edge g_u = 20"
+    assert _cli_words("g_s: must be finite") == "--g-s: must be finite"
     assert main([*INFER, "two.txt"]) == 2
     err = capsys.readouterr().err
     assert "--min-spikes" in err and "min_spikes" not in err

@@ -326,6 +326,10 @@ def test_auto_threshold_finds_spikes_that_peak_below_zero(tmp_path):
     with pytest.raises(RecordingError, match=r"no spikes in the selected trains above the detection threshold "
                                              r"\(10\.0 mV; set threshold=, or threshold='auto'\)"):  # fmt: skip
         read_recording(tmp_path / "low.nix")
+    # ... and says that the trace holds spikes that derived levels would find
+    with pytest.raises(RecordingError, match=r"Note: segment 0, channel 'Vm': only 0 spike\(s\) cross 10 mV, but the "
+                                             r"trace has 30 spike-like peaks"):  # fmt: skip
+        read_recording(tmp_path / "low.nix")
     rec = read_recording(tmp_path / "low.nix", threshold="auto")
     np.testing.assert_allclose(rec[0].magnitude, np.arange(50.0, 2996.0, 100.0), atol=0.5)  # the spike peaks
     assert rec[0].annotations["threshold_mV"] == pytest.approx(-45.0, abs=0.1)  # half way from rest to peak

@@ -139,8 +139,8 @@ def read_recording(
     t_start, t_stop
         The observation window (ms or time quantities). Neo formats: each train is cut to it (times relative to
         the file's clock); by default the whole sweep, or, when the sweep has an epoch named or labelled as the
-        stimulus (``stim``, ``step``, ``pulse``), that epoch, with a note. Text formats: a text file carries no window, so by
-        default each train's window is the span of its spikes widened by half a mean ISI at each end (the
+        stimulus (``stim``, ``step``, ``pulse``), that epoch, with a note. Text formats: a text file carries no
+        window, so by default each train's window is the span of its spikes widened by half a mean ISI at each end (the
         rate is then that of a train firing its mean ISI throughout; spike times need not start at 0). Give
         the window when the recording's true length (e.g. silent stretches) matters. With only one of them,
         the other defaults to 0 / the last spike.
@@ -530,9 +530,8 @@ def _neo_trains(
                 trace = _cut_signal(path, trace, span, s, name)
             try:
                 train = detect_spikes(trace, threshold=threshold, rearm=rearm)
-                if isinstance(threshold, str) or len(train) >= max(min_spikes, 1):
-                    pass
-                else:  # suspiciously few spikes at fixed levels: does the trace hold spikes they miss?
+                if not isinstance(threshold, str) and len(train) < max(min_spikes, 1):
+                    # suspiciously few spikes at fixed levels: does the trace hold spikes they miss?
                     derived = detect_spikes(trace, threshold="auto")
                     if len(derived) > len(train) and len(derived) >= max(min_spikes, 1):
                         notes.append(
@@ -658,7 +657,7 @@ def _check_counts(
         hint = f" above the detection threshold ({trains[0].annotations.get('threshold_mV')} mV; set threshold=, or threshold='auto')" if (
             detected
         ) else ""
-        raise RecordingError(f"{path}: no spikes in the selected trains{hint}.")
+        raise RecordingError(f"{path}: no spikes in the selected trains{hint}." + "".join(f" Note: {n}." for n in notes))
 
     def what(n: int, o: TrainOrigin) -> str:
         return (f"segment {o.segment}, {'channel' if o.detected else 'train'} {o.channel} ({o.name!r}) has {n} "
@@ -670,7 +669,7 @@ def _check_counts(
         others = " (no other selected train has more)" if len(counts) > 1 else ""
         raise RecordingError(
             f"{path}: {what(counts[k], origins[k])}{others}; at least {minimum} are needed to read a firing pattern. "
-            "Select other segments/channels or lower min_spikes."
+            "Select other segments/channels or lower min_spikes." + "".join(f" Note: {n}." for n in notes)
         )
     for k, (n, o) in enumerate(zip(counts, origins)):
         if n < minimum:
