@@ -311,11 +311,14 @@ def cmd_infer(args: argparse.Namespace) -> int:
     import dic_sbi
 
     from .inference import _size_estimate
+    from .spiketrains import SPIKE_THRESHOLD_MV
 
     if args.rearm is not None and args.threshold == "auto":
         raise DicSbiError("--rearm: derived from the trace with --threshold auto; give a --threshold in mV with it")
-    if args.rearm is not None and args.threshold is not None and args.rearm > args.threshold:
-        raise DicSbiError(f"--rearm ({args.rearm:g} mV) must not be above --threshold ({args.threshold:g} mV)")
+    threshold = SPIKE_THRESHOLD_MV if args.threshold is None else args.threshold
+    if args.rearm is not None and threshold != "auto" and args.rearm > threshold:
+        raise DicSbiError(f"--rearm ({args.rearm:g} mV) must not be above --threshold ({threshold:g} mV"
+                          f"{', the default' if args.threshold is None else ''})")  # fmt: skip
     if args.t_start is not None and args.t_stop is not None and not args.t_stop > args.t_start:
         raise DicSbiError(f"--t-stop ({args.t_stop:g} ms) must be greater than --t-start ({args.t_start:g} ms)")
     if args.train is not None:

@@ -134,6 +134,7 @@ CLI_CASES = [
     ("threshold-inf", [*INFER, "cell.txt", "--threshold=-inf"], r"argument --threshold: expected a finite voltage"),
     ("threshold-word", [*INFER, "cell.txt", "--threshold", "high"], r"argument --threshold: expected voltage \(mV\) or auto"),
     ("rearm-above-threshold", [*INFER, "cell.txt", "--threshold", "0", "--rearm", "5"], r"--rearm \(5 mV\) must not be above --threshold \(0 mV\)"),
+    ("rearm-above-default", [*INFER, "good.nix", "--rearm", "20"], r"--rearm \(20 mV\) must not be above --threshold \(10 mV, the default\)"),
     ("rearm-with-auto", [*INFER, "cell.txt", "--threshold", "auto", "--rearm", "0"], r"--rearm: derived from the trace with --threshold auto"),
     ("rearm-nan", [*INFER, "cell.txt", "--rearm", "nan"], r"argument --rearm: expected a finite voltage"),
     ("min-spikes-negative", [*INFER, "cell.txt", "--min-spikes", "-1"], r"argument --min-spikes: expected an integer >= 0"),
