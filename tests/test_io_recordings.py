@@ -397,3 +397,9 @@ def test_cli_reads_a_step_protocol_with_its_options(tmp_path, capsys):
     assert [t["name"] for t in report["trains"]] == ["Vm sweep 1"]
     assert report["trains"][0]["observed_features"]["n_spikes"] == 30
     assert report["notes"] == ["skipped segment 0, channel 0 ('Vm sweep 0') has 15 spikes, fewer than min_spikes = 20"]
+    # the same sweeps with levels derived from each trace: both kept
+    code = main(["infer", str(tmp_path / "steps.nix"), "--model", "stg", "-n", "3", "--out", str(tmp_path / "auto"),
+                 "--no-plots", "--quiet", "--threshold", "auto"])  # fmt: skip
+    assert code == 0 and "note:" not in capsys.readouterr().out
+    report = json.loads((tmp_path / "auto" / "report.json").read_text())
+    assert [t["observed_features"]["n_spikes"] for t in report["trains"]] == [15, 30]
