@@ -21,8 +21,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
+import os
+import re
+import shutil
 import sys
 import time
+import warnings
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Sequence
@@ -273,8 +278,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _read_options(args: argparse.Namespace) -> dict:
-    opts = {"threshold": args.threshold, "segments": _indices(args.segments), "channels": _indices(args.channels),
-            "units": args.units, "t_start": args.t_start, "t_stop": args.t_stop}  # fmt: skip
+    opts = {"threshold": args.threshold, "rearm": args.rearm, "segments": _indices(args.segments),
+            "channels": _indices(args.channels), "units": args.units, "t_start": args.t_start, "t_stop": args.t_stop,
+            "min_spikes": args.min_spikes}  # fmt: skip
     if args.format:
         opts["format"] = args.format
     return {k: v for k, v in opts.items() if v is not None}
@@ -300,27 +306,63 @@ def _print_inference(result) -> None:
                 line += (f" (kept from {cm['drawn']} drawn; {100 * cm['unfiltered_fraction_matching_class']:.1f} % "
                          "before filtering)")  # fmt: skip
         print(line, flush=True)
+        for warning in t.out_of_distribution:
+            print(f"warning: train {t.index} ({t.name}): {_cli_words(warning)}", file=sys.stderr, flush=True)
     for note in result.notes:
-        print(f"note: {note}", flush=True)
+        print(f"note: {_cli_words(note)}", flush=True)
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
     """Recording → DIC posterior → degenerate population, with fidelity report and plots."""
-    from .inference import infer
+    import dic_sbi
 
+    from .inference import _size_estimate
+    from .spiketrains import SPIKE_THRESHOLD_MV
+
+    if args.rearm is not None and args.threshold == "auto":
+        raise DicSbiError("--rearm: derived from the trace with --threshold auto; give a --threshold in mV with it")
+    threshold = SPIKE_THRESHOLD_MV if args.threshold is None else args.threshold
+    if args.rearm is not None and threshold != "auto" and args.rearm > threshold:
+        raise DicSbiError(f"--rearm ({args.rearm:g} mV) must not be above --threshold ({threshold:g} mV"
+                          f"{', the default' if args.threshold is None else ''})")  # fmt: skip
+    if args.t_start is not None and args.t_stop is not None and not args.t_stop > args.t_start:
+        raise DicSbiError(f"--t-stop ({args.t_stop:g} ms) must be greater than --t-start ({args.t_start:g} ms)")
+    if args.train is not None:
+        _train_indices(args.train)
+    # Enough free space for the output (at least one train's worth), before any work.
+    model = dic_sbi.get_model(args.model)
+    out = Path(args.out).absolute()
+    place = next(p for p in (out, *out.parents) if p.exists())
+    try:
+        free = shutil.disk_usage(place).free
+    except OSError:
+        free = None
+    if free is not None and args.n * (model.n_conductances + 2) * 24 > free:
+        raise DicSbiError(f"-n: {args.n} cells need {_size_estimate(model, args.n)}, but {place} has "
+                          f"{free / 1e9:.2g} GB free; give a smaller -n or another --out")  # fmt: skip
     with reserve_output(args.out, overwrite=args.overwrite, protect=[args.recording]):
         return _infer(args)
+
+
+def _train_indices(text: str) -> list[int]:
+    """``--train``: comma-separated non-negative indices."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items or not all(t.isdigit() for t in items):
+        raise DicSbiError(f"--train: expected comma-separated train indices (0, 1, ...), got {text!r}")
+    return [int(t) for t in items]
 
 
 def _infer(args: argparse.Namespace) -> int:
     from .inference import infer
 
-    trains = _indices(args.train)
-    result = infer(args.recording, args.model, args.n, posterior=args.posterior, seed=args.seed,
-                   validate=args.validate, trains=trains, read_options=_read_options(args),
-                   noise_std=args.noise_std, match_class=args.match_class, max_draws=args.max_draws,
-                   noise_repeats=args.noise_repeats,
-                   progress=not args.quiet)  # fmt: skip
+    trains = None if args.train is None else _train_indices(args.train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the out-of-distribution warnings are printed below
+        result = infer(args.recording, args.model, args.n, posterior=args.posterior, seed=args.seed,
+                       validate=args.validate, trains=trains, read_options=_read_options(args),
+                       noise_std=args.noise_std, match_class=args.match_class, max_draws=args.max_draws,
+                       noise_repeats=args.noise_repeats,
+                       progress=not args.quiet)  # fmt: skip
     _print_inference(result)
     result.write(args.out, plots=not args.no_plots, overwrite=args.overwrite)
     print(f"wrote {args.out}/")
@@ -378,6 +420,98 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- argument types: every value checked by argparse, so that errors name the flag ------------------------------
+
+#: Python parameter names that a command spells differently from ``--name-with-dashes``.
+_RENAMED = {"infer": {"trains": "--train"}, "train": {"num": "--num-simulations"},
+            "compare": {"n_observations": "--observations", "num_posterior_samples": "--samples"}}  # fmt: skip
+#: Python parameter names as the command line spells them, for messages of the API (see _cli_words).
+_FLAGS = {"n": "-n", "seed": "--seed", "threshold": "--threshold", "rearm": "--rearm", "min_spikes": "--min-spikes",
+          "noise_std": "--noise-std", "max_draws": "--max-draws", "noise_repeats": "--noise-repeats",
+          "trains": "--train", "t_start": "--t-start", "t_stop": "--t-stop", "units": "--units", "format": "--format",
+          "segments": "--segments", "sweeps": "--sweeps", "channels": "--channels", "posterior": "--posterior",
+          "overwrite": "--overwrite", "out": "--out", "max_epochs": "--max-epochs", "g_s": "--g-s", "g_u": "--g-u"}  # fmt: skip
+
+
+def _cli_words(message: str, flags: frozenset[str] | None = None, renamed: dict[str, str] | None = None) -> str:
+    """An API message with its Python parameter names spelled as the command line's flags: ``threshold='auto'``
+    → ``--threshold auto``, ``n: ...`` → ``-n: ...``, ``min_spikes`` → ``--min-spikes``. With ``flags`` (the
+    command's option strings), only names the command has as flags are respelled."""
+    table = {**_FLAGS, **(renamed or {})}
+    if flags is not None:
+        table = {k: v for k, v in {**{k: f"--{k.replace('_', '-')}" for k in _PARAMETERS}, **table}.items()
+                 if v in flags}  # fmt: skip
+    if not table:
+        return message
+    names = "|".join(re.escape(k) for k in sorted(table, key=len, reverse=True))
+    message = re.sub(rf"(?<![\w/.-])({names})=('?)([\w.+-]*)\2",
+                     lambda m: f"{table[m.group(1)]} {m.group(3)}".rstrip(), message)  # fmt: skip
+    message = re.sub(rf"(?<![\w/.-])({names})(?=: | must )", lambda m: table[m.group(1)], message)
+    message = re.sub(rf"^({names})(?=, )", lambda m: table[m.group(1)], message)
+    long = "|".join(re.escape(k) for k in sorted(table, key=len, reverse=True) if k in _PROSE)
+    if not long:
+        return message
+    return re.sub(rf"(?<![\w/.-])({long})(?![\w-])", lambda m: table[m.group(1)], message)
+
+
+#: Parameter names respelled wherever they appear (unambiguous in prose, unlike ``g_s`` or ``n``).
+_PROSE = ("min_spikes", "noise_std", "max_draws", "noise_repeats", "t_start", "t_stop")
+#: Further parameter names whose flag is ``--name-with-dashes`` where a command has it.
+_PARAMETERS = ("duration", "transient", "dt", "num", "chunk_size", "max_chunks", "threads", "budgets",
+               "torch_threads", "num_simulations", "noisy_simulations", "hidden_features", "num_transforms",
+               "heldout_points", "cells_per_point", "ppc_points", "ppc_cells", "calibration_simulations", "scale",
+               "prior", "store", "scheduler", "nix", "work", "checkpoint")  # fmt: skip
+
+
+def _int_type(flag: str, minimum: int, maximum: int | None = None, what: str | None = None):
+    what = what or (f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum:,}")
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    parse.__name__ = flag  # argparse names the type in some messages
+    return parse
+
+
+def _float_type(what: str, *, minimum: float | None = None, positive: bool = False, auto: bool = False):
+    def parse(text: str):
+        if auto and text.strip().lower() == "auto":
+            return "auto"
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}{' or auto' if auto else ''}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite {what}, got {text}")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what} >= {minimum:g}, got {text}")
+        if positive and not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+def _seed_type():
+    from .inference import MAX_SEED
+
+    return _int_type("seed", 0, MAX_SEED, "a seed, an integer from 0 to 2**63 - 1 (what numpy and NIX store)")
+
+
+def _cells_type():
+    from .inference import MAX_CELLS
+
+    return _int_type("n", 1, MAX_CELLS, f"a number of cells from 1 to {MAX_CELLS:,} (the documented limit: "
+                     "about 1 GB of memory and 2 GB of output for an 8-conductance model)")
+
+
 class _UsageError(SystemExit):
     """A command line argparse refuses: reported as one line by :func:`main`, like every other error (a
     ``SystemExit(2)``, as argparse's own, for callers of :func:`build_parser`)."""
@@ -406,14 +540,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--model", required=True, choices=models, help=f"model ({', '.join(models)}); required")
-        sp.add_argument("--seed", type=int, default=0, help="random seed")
+        sp.add_argument("--seed", type=_seed_type(), default=0, help="random seed, 0 to 2**63 - 1")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
 
     sp = sub.add_parser("population", help="degenerate population at a DIC target")
     common(sp)
-    sp.add_argument("--g-s", type=float, required=True, help="slow DIC at the reference threshold (per gleak)")
-    sp.add_argument("--g-u", type=float, required=True, help="ultraslow DIC at the reference threshold (per gleak)")
-    sp.add_argument("-n", type=int, default=1000, help="cells")
+    sp.add_argument("--g-s", type=_float_type("DIC (per gleak)"), required=True, help="slow DIC at the reference threshold (per gleak)")
+    sp.add_argument("--g-u", type=_float_type("DIC (per gleak)"), required=True, help="ultraslow DIC at the reference threshold (per gleak)")
+    sp.add_argument("-n", type=_cells_type(), default=1000, help="cells (at most 10^7)")
     sp.add_argument("--out", required=True, help="CSV file, one row per cell (new, unless --overwrite)")
     sp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     sp.add_argument("--validate", action="store_true", help="simulate the cells and report their firing")
@@ -424,21 +558,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("conductances", nargs="?", help="CSV with one column per conductance")
     sp.add_argument("--out", help="spike times CSV (ID, [t1, ...] in ms)")
     sp.add_argument("--nix", help="also write the spike trains to this NIX file")
-    sp.add_argument("--duration", type=float)
-    sp.add_argument("--transient", type=float)
-    sp.add_argument("--dt", type=float)
+    sp.add_argument("--duration", type=_float_type("duration (ms)", positive=True))
+    sp.add_argument("--transient", type=_float_type("transient (ms)", minimum=0.0))
+    sp.add_argument("--dt", type=_float_type("time step (ms)", positive=True))
     sp.add_argument("--noise-std", type=_noise_arg, default=0.0,
                     help="σ (µA/cm²) of the noisy current; for a campaign also a range LOW,HIGH drawn per simulation")
     g = sp.add_argument_group("campaign (simulations drawn from a prior into a resumable zarr store)")
     g.add_argument("--store", help="store directory; run the same command again to resume")
     g.add_argument("--prior", choices=("dic", "conductance"), help="DICPrior or ConductancePrior")
-    g.add_argument("--num", type=int, help="number of simulations")
-    g.add_argument("--chunk-size", type=int, help="simulations per chunk (default 1000)")
+    g.add_argument("--num", type=_int_type("num", 1), help="number of simulations")
+    g.add_argument("--chunk-size", type=_int_type("chunk-size", 1), help="simulations per chunk (default 1000)")
     g.add_argument("--scale", choices=("linear", "log"), default="linear", help="conductance prior scale")
     g.add_argument("--spike-times", action="store_true", help="also keep the spike times")
     g.add_argument("--scheduler", help="dask.distributed scheduler address (default: this machine, no cluster)")
-    g.add_argument("--threads", type=int, help="simulator threads per chunk")
-    g.add_argument("--max-chunks", type=int, help="compute at most this many chunks now")
+    g.add_argument("--threads", type=_int_type("threads", 1), help="simulator threads per chunk")
+    g.add_argument("--max-chunks", type=_int_type("max-chunks", 1), help="compute at most this many chunks now")
     g.add_argument("--overwrite", action="store_true", help="replace existing --out/--nix files; with --store, delete "
                    "an existing campaign store first (never a folder that is not one)")
     sp.set_defaults(func=cmd_simulate)
@@ -446,29 +580,37 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("infer", help="recording → degenerate population (pretrained DIC posterior)")
     common(sp)
     sp.add_argument("recording", help="any Neo-readable file (NIX, ABF, NWB, ...), a Spike2Pop CSV or a text file")
-    sp.add_argument("-n", type=int, default=1000, help="cells per spike train (one per posterior sample)")
+    sp.add_argument("-n", type=_cells_type(), default=1000, help="cells per spike train (one per posterior sample); "
+                    "at most 10^7 cells in all trains together")
     sp.add_argument("--out", required=True, help="output folder: new or empty, or a previous dic-sbi output with "
                     "--overwrite")
     sp.add_argument("--overwrite", action="store_true", help="replace a previous dic-sbi output in --out")
     sp.add_argument("--validate", action="store_true", help="simulate every cell and report fidelity")
     sp.add_argument("--match-class", action="store_true", help="keep only cells that fire in the recording's class, "
                     "drawing and simulating more posterior cells until -n do (implies --validate)")
-    sp.add_argument("--max-draws", type=int, help="with --match-class: most cells drawn per train (default 20 n)")
-    sp.add_argument("--noise-repeats", type=int, help="with --match-class and --noise-std: noise realisations in "
+    sp.add_argument("--max-draws", type=_int_type("max-draws", 1), help="with --match-class: most cells drawn per train (default 20 n)")
+    sp.add_argument("--noise-repeats", type=_int_type("noise-repeats", 1), help="with --match-class and --noise-std: noise realisations in "
                     "which a cell must fire in the recording's class (default 3)")
     sp.add_argument("--posterior", help="pretrained posterior (path written by dic-sbi train; default: shipped)")
     sp.add_argument("--train", help="comma-separated indices of the recording's spike trains (default all)")
     sp.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    sp.add_argument("--noise-std", type=float, help="σ (µA/cm²) of the model's noisy current: conditions a posterior "
+    sp.add_argument("--noise-std", type=_float_type("σ (µA/cm²)", minimum=0.0), help="σ (µA/cm²) of the model's noisy current: conditions a posterior "
                     "that takes the noise level as input, and is used by the validation simulations (default 0)")
     r = sp.add_argument_group("reading the recording")
     r.add_argument("--format", help="spike2pop, text, or a Neo IO name (default: from the extension)")
-    r.add_argument("--threshold", type=float, help="spike threshold for voltage traces (mV, default 10)")
+    r.add_argument("--threshold", type=_float_type("voltage (mV)", auto=True),
+                   help="spike threshold for voltage traces (mV, default 10), or auto: threshold and re-arm level "
+                        "derived from each trace (spikes peaking below 0 mV, traces resting near 0 mV)")
+    r.add_argument("--rearm", type=_float_type("voltage (mV)"), help="re-arm level of the spike detection (mV, "
+                   "default 0, or 10 below a negative --threshold)")
+    r.add_argument("--min-spikes", type=_int_type("min-spikes", 0), help="trains (sweeps, channels) with fewer "
+                   "spikes are skipped with a note (default 3)")
     r.add_argument("--segments", "--sweeps", dest="segments", help="comma-separated segment (sweep) indices")
     r.add_argument("--channels", help="comma-separated channel indices or names")
     r.add_argument("--units", help="time unit of text files (default ms) or voltage unit of unitless signals")
-    r.add_argument("--t-start", type=float, help="text formats: start of the observation window (ms)")
-    r.add_argument("--t-stop", type=float, help="text formats: end of the observation window (ms)")
+    r.add_argument("--t-start", type=_float_type("time (ms)", minimum=0.0), help="start of the observation window "
+                   "(ms); Neo files: trains are cut to it (default: the sweep, or its stimulus epoch if the file has one)")
+    r.add_argument("--t-stop", type=_float_type("time (ms)", positive=True), help="end of the observation window (ms)")
     sp.set_defaults(func=cmd_infer)
 
     sp = sub.add_parser("train", help="simulate, train and evaluate a pretrained DIC posterior")
@@ -477,31 +619,31 @@ def build_parser() -> argparse.ArgumentParser:
                     "files unless --overwrite)")
     sp.add_argument("--overwrite", action="store_true", help="replace existing OUT.pt and OUT.json")
     sp.add_argument("--work", required=True, help="folder of the resumable simulation stores")
-    sp.add_argument("--num-simulations", type=int, default=100_000, help="noise-free simulations")
-    sp.add_argument("--noisy-simulations", type=int, default=50_000, help="simulations with noisy current")
+    sp.add_argument("--num-simulations", type=_int_type("num-simulations", 1), default=100_000, help="noise-free simulations")
+    sp.add_argument("--noisy-simulations", type=_int_type("noisy-simulations", 0), default=50_000, help="simulations with noisy current")
     sp.add_argument("--noise-std", type=_noise_arg, default=5.0,
                     help="noise σ (µA/cm²) of the noisy campaign and held-out set, or a range LOW,HIGH drawn per "
                          "simulation (the held-out set then uses HIGH)")
     sp.add_argument("--noise-input", action=argparse.BooleanOptionalAction, default=False,
                     help="give the network the noise level as a known input (0 or --noise-std) instead of training it "
                          "on the unlabelled mixture")
-    sp.add_argument("--hidden-features", type=int, default=64)
-    sp.add_argument("--num-transforms", type=int, default=5)
-    sp.add_argument("--max-epochs", type=int, help="cap on training epochs (default 300, early stopping)")
-    sp.add_argument("--batch-size", type=int, help="training batch size (default 512)")
+    sp.add_argument("--hidden-features", type=_int_type("hidden-features", 1), default=64)
+    sp.add_argument("--num-transforms", type=_int_type("num-transforms", 1), default=5)
+    sp.add_argument("--max-epochs", type=_int_type("max-epochs", 1), help="cap on training epochs (default 300, early stopping)")
+    sp.add_argument("--batch-size", type=_int_type("batch-size", 1), help="training batch size (default 512)")
     sp.add_argument("--features", choices=("summary", "intervals"), default="summary",
                     help="what the network reads: the 17 summary features, or the summary plus interval statistics "
                          "(drift, variability, burst sequence) (default: %(default)s)")
     sp.add_argument("--device", default="cpu", help="torch device for training, e.g. cuda (default: %(default)s)")
-    sp.add_argument("--heldout-points", type=int, default=200, help="held-out DIC targets")
-    sp.add_argument("--cells-per-point", type=int, default=16, help="held-out cells per target")
-    sp.add_argument("--ppc-points", type=int, default=100, help="held-out observations of the predictive check")
-    sp.add_argument("--ppc-cells", type=int, default=100, help="population cells simulated per such observation")
-    sp.add_argument("--torch-threads", type=int, default=1)
-    sp.add_argument("--chunk-size", type=int, default=2000, help="simulations per stored chunk")
-    sp.add_argument("--duration", type=float)
-    sp.add_argument("--transient", type=float)
-    sp.add_argument("--dt", type=float)
+    sp.add_argument("--heldout-points", type=_int_type("heldout-points", 1), default=200, help="held-out DIC targets")
+    sp.add_argument("--cells-per-point", type=_int_type("cells-per-point", 1), default=16, help="held-out cells per target")
+    sp.add_argument("--ppc-points", type=_int_type("ppc-points", 1), default=100, help="held-out observations of the predictive check")
+    sp.add_argument("--ppc-cells", type=_int_type("ppc-cells", 1), default=100, help="population cells simulated per such observation")
+    sp.add_argument("--torch-threads", type=_int_type("torch-threads", 1), default=1)
+    sp.add_argument("--chunk-size", type=_int_type("chunk-size", 1), default=2000, help="simulations per stored chunk")
+    sp.add_argument("--duration", type=_float_type("duration (ms)", positive=True))
+    sp.add_argument("--transient", type=_float_type("transient (ms)", minimum=0.0))
+    sp.add_argument("--dt", type=_float_type("time step (ms)", positive=True))
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("evaluate", help="evaluate a pretrained posterior again on its held-out sets")
@@ -515,23 +657,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "with --overwrite (default: %(default)s)")
     sp.add_argument("--overwrite", action="store_true", help="replace a previous dic-sbi output in --out")
     sp.add_argument("--model", choices=("stg", "da"), help="only this model's example (default both)")
-    sp.add_argument("-n", type=int, default=1000, help="cells per population")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("-n", type=_cells_type(), default=1000, help="cells per population")
+    sp.add_argument("--seed", type=_seed_type(), default=0)
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_demo)
 
     sp = sub.add_parser("compare", help="DIC-space NPE against standard NPE over conductances (tables, plots)")
     common(sp)
     sp.add_argument("--budgets", default="1000,10000,100000", help="comma-separated simulation budgets")
-    sp.add_argument("--observations", type=int, default=100, help="held-out observations per set")
-    sp.add_argument("--samples", type=int, default=100, help="posterior samples per observation")
-    sp.add_argument("--calibration-simulations", type=int, help="SBC/TARP pairs (default max(observations, 50))")
-    sp.add_argument("--duration", type=float)
-    sp.add_argument("--transient", type=float)
-    sp.add_argument("--dt", type=float)
-    sp.add_argument("--noise-std", type=float, default=0.0)
-    sp.add_argument("--max-epochs", type=int, help="cap on training epochs (default: the recipe's)")
-    sp.add_argument("--torch-threads", type=int, default=1, help="torch threads while training")
+    sp.add_argument("--observations", type=_int_type("observations", 1), default=100, help="held-out observations per set")
+    sp.add_argument("--samples", type=_int_type("samples", 1), default=100, help="posterior samples per observation")
+    sp.add_argument("--calibration-simulations", type=_int_type("calibration-simulations", 0), help="SBC/TARP pairs (default max(observations, 50))")
+    sp.add_argument("--duration", type=_float_type("duration (ms)", positive=True))
+    sp.add_argument("--transient", type=_float_type("transient (ms)", minimum=0.0))
+    sp.add_argument("--dt", type=_float_type("time step (ms)", positive=True))
+    sp.add_argument("--noise-std", type=_float_type("σ (µA/cm²)", minimum=0.0), default=0.0)
+    sp.add_argument("--max-epochs", type=_int_type("max-epochs", 1), help="cap on training epochs (default: the recipe's)")
+    sp.add_argument("--torch-threads", type=_int_type("torch-threads", 1), default=1, help="torch threads while training")
     sp.add_argument("--out", required=True, help="output folder: new or empty, or a previous dic-sbi output with "
                     "--overwrite")
     sp.add_argument("--overwrite", action="store_true", help="replace a previous dic-sbi output in --out")
@@ -540,16 +682,26 @@ def build_parser() -> argparse.ArgumentParser:
     return document_options(p)  # every option's help: its default and unit
 
 
+def _command_flags(parser: argparse.ArgumentParser, command: str) -> frozenset[str]:
+    """The option strings of one subcommand (argparse keeps them in its actions)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return frozenset(s for a in action.choices[command]._actions for s in a.option_strings)
+    return frozenset()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except _UsageError as err:
         print(err.message, file=sys.stderr)
         return 2
     try:
         return int(args.func(args))
     except DicSbiError as err:
-        print(f"dic-sbi {args.command}: error: {err}", file=sys.stderr)
+        words = _cli_words(str(err), _command_flags(parser, args.command), _RENAMED.get(args.command, {}))
+        print(f"dic-sbi {args.command}: error: {words}", file=sys.stderr)
         return 2
     except OSError as err:  # disk full, permissions, ...: a message, not a traceback
         print(f"dic-sbi {args.command}: error: {err}", file=sys.stderr)
@@ -557,6 +709,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 -- a bug or an unforeseen input: one line, never a traceback
+        if os.environ.get("DIC_SBI_DEBUG"):
+            raise
+        print(f"dic-sbi {args.command}: error: unexpected {type(err).__name__}: {err} (a bug in dic-sbi: please "
+              "report it with the command; DIC_SBI_DEBUG=1 shows the traceback)", file=sys.stderr)  # fmt: skip
+        return 70
 
 
 if __name__ == "__main__":  # pragma: no cover

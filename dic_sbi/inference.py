@@ -24,11 +24,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .core.checks import is_int
+from .core.checks import MAX_SEED, is_int, is_seed
 from .errors import InvalidInputError, RecordingError
 
-__all__ = ["infer", "InferenceResult", "TrainInference", "fidelity_report"]
+__all__ = ["infer", "InferenceResult", "TrainInference", "fidelity_report", "MAX_CELLS", "MAX_SEED"]
 
+#: Most cells ``infer`` makes in one call (``n`` times the number of trains): 10^7 cells of an 8-conductance
+#: model are ~1 GB of arrays in memory and ~2 GB of CSV and NIX output; beyond that, split the recording.
+MAX_CELLS = 10_000_000
+#: Bytes of output per cell and conductance, as written (CSV text and NIX float64), for the size estimate.
+_OUTPUT_BYTES_PER_VALUE = 24
+
+_READ_OPTIONS = {"format", "threshold", "rearm", "segments", "sweeps", "channels", "units", "spikes_from", "t_start",
+                 "t_stop", "min_spikes"}  # fmt: skip
 _FEATURES = ("spiking_frequency", "burst_period", "spikes_per_burst", "intra_burst_frequency", "duty_cycle",
              "mean_rate", "cv")  # fmt: skip
 
@@ -65,6 +73,7 @@ class TrainInference:
     conductances: np.ndarray
     seconds: float
     window_ms: float
+    out_of_distribution: list[str] = field(default_factory=list)
     simulated: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     simulation: Any = None
     traces: Any = None
@@ -103,6 +112,7 @@ class InferenceResult:
             **({"true_dics": {"g_s": float(self.true_dics[0]), "g_u": float(self.true_dics[1])}}
                if self.true_dics is not None else {}),  # fmt: skip
             "notes": self.notes,
+            "warnings": [f"train {t.index} ({t.name}): {w}" for t in self.trains for w in t.out_of_distribution],
             "trains": [
                 {
                     "index": t.index,
@@ -111,6 +121,7 @@ class InferenceResult:
                     "observed_class": t.observed_class,
                     "observed_features": {k: _jsonable(v) for k, v in t.observed_features.items()},
                     "dic_posterior": _dic_summary(t.dics),
+                    "out_of_distribution": list(t.out_of_distribution),
                     "inference_seconds": round(t.seconds, 4),
                     "simulated_cells": int(t.simulated.size),
                     "fidelity": t.fidelity,
@@ -246,6 +257,13 @@ class InferenceResult:
                     plt.close(fig)
 
 
+def _size_estimate(model: Any, cells: int) -> str:
+    """Memory and output size of ``cells`` cells, in words."""
+    values = cells * (model.n_conductances + 2)  # conductances and DICs
+    gb = values * 8 / 1e9, values * _OUTPUT_BYTES_PER_VALUE / 1e9
+    return f"about {gb[0]:.2g} GB of memory and {gb[1]:.2g} GB of output"
+
+
 def _num(v: Any) -> str:
     v = float(v)
     return f"{v:.6g}" if np.isfinite(v) else ""
@@ -342,12 +360,13 @@ def infer(
     model
         ``"stg"`` or ``"da"``.
     n
-        Cells per train (one per posterior DIC sample).
+        Cells per train (one per posterior DIC sample); ``n`` times the number of trains may not exceed
+        :data:`MAX_CELLS`.
     posterior
         A :class:`~dic_sbi.sbi.DICPosterior` (or a path / name for
         :func:`~dic_sbi.sbi.pretrained.load_pretrained`); default: the model's shipped posterior.
     seed
-        Seed of the sampling and of the compensation (None: fresh randomness).
+        Seed of the sampling and of the compensation, an int in [0, :data:`MAX_SEED`] (None: fresh randomness).
     validate
         Simulate all ``n`` cells with the training protocol and report fidelity (else a ``preview``).
     preview, traces
@@ -369,6 +388,14 @@ def infer(
     noise_repeats
         With ``match_class`` and noise, noise realisations in which a cell must fire in the observed class
         (default 3).
+
+    Returns
+    -------
+    InferenceResult
+        Its ``notes`` say what was skipped (trains with too few spikes) or is doubtful; each train's
+        ``out_of_distribution`` lists warnings when its features are unlike the posterior's training set or the
+        posterior piles on an edge of the prior box (:func:`~dic_sbi.sbi.ood.out_of_distribution`), also warned
+        with :class:`UserWarning` and written to ``report.json``.
     """
     import torch
 
@@ -378,29 +405,45 @@ def infer(
     from .models import get_model
     from .sbi import DICPosterior, summary_statistics
     from .sbi.matching import check_matching_options, class_matched_population
+    from .sbi.ood import out_of_distribution
     from .sbi.pretrained import load_pretrained, pretrained_info
     from .spiketrains import spike_train_features
 
     m = get_model(model)  # UnknownModelError before any file is read
     if not is_int(n, 1):
         raise InvalidInputError(f"n: expected a positive number of cells, got {n!r}")
+    if n > MAX_CELLS:
+        raise InvalidInputError(f"n: {n} cells per train is more than the limit of {MAX_CELLS:.0e} cells per call "
+                                f"({_size_estimate(m, n)}); give a smaller n")  # fmt: skip
     for name, v in (("preview", preview), ("traces", traces)):
         if not (isinstance(v, (int, np.integer)) and v >= 0):
             raise InvalidInputError(f"{name}: expected an int >= 0, got {v!r}")
-    if seed is not None and not (isinstance(seed, (int, np.integer)) and seed >= 0):
-        raise InvalidInputError(f"seed: expected an int >= 0 or None, got {seed!r}")
+    if seed is not None and not is_seed(seed):
+        raise InvalidInputError(f"seed: expected an int in [0, 2**63 - 1] or None, got {seed!r}")
     if match_class:  # before any file is read
         check_matching_options(n, max_draws, noise_repeats)
+    if read_options is not None and not isinstance(read_options, dict):
+        raise InvalidInputError(f"read_options: expected a dict of read_recording options, got {type(read_options).__name__}")
+    unknown = sorted(set(read_options or {}) - _READ_OPTIONS)
+    if unknown:
+        raise InvalidInputError(f"read_options: unknown option(s) {unknown}; read_recording takes {sorted(_READ_OPTIONS)}")
     rec = recording if isinstance(recording, Recording) else read_recording(recording, **(read_options or {}))
     chosen = list(range(len(rec))) if trains is None else ([trains] if np.ndim(trains) == 0 else list(trains))
     bad = [i for i in chosen if not (isinstance(i, (int, np.integer)) and 0 <= i < len(rec))]
     if bad or not chosen:
         raise InvalidInputError(f"trains: expected indices in [0, {len(rec)}) of {rec.path}'s trains, got {trains!r}")
+    if n * len(chosen) > MAX_CELLS:
+        raise InvalidInputError(f"n: {n} cells for each of {len(chosen)} trains is more than the limit of {MAX_CELLS:.0e} "
+                                f"cells per call ({_size_estimate(m, n * len(chosen))}); give a smaller n or select "
+                                "trains")  # fmt: skip
 
     if posterior is None or isinstance(posterior, (str, os.PathLike)):
         source = m.name if posterior is None else posterior
-        post = load_pretrained(source)
-        info = pretrained_info(source)
+        try:
+            post = load_pretrained(source)
+            info = pretrained_info(source)
+        except InvalidInputError as err:
+            raise InvalidInputError(f"posterior: {str(err).removeprefix('pretrained: ')}") from None
     elif isinstance(posterior, DICPosterior):
         post, info = posterior, {"name": repr(posterior)}
     else:
@@ -419,7 +462,7 @@ def infer(
     train_window = window[1] - window[0]
 
     rng = np.random.default_rng(seed)
-    notes: list[str] = []
+    notes: list[str] = list(getattr(rec, "notes", ()))
     results: list[TrainInference] = []
     for i in chosen:
         st = rec[int(i)]
@@ -433,8 +476,12 @@ def infer(
         if span < 0.5 * train_window:
             notes.append(f"train {i} ({st.name}): {span:.0f} ms observed, the posterior was trained on "
                          f"{train_window:.0f}-ms windows; burst features of short recordings are less reliable")  # fmt: skip
-        results.append(TrainInference(int(i), str(st.name or i), obs, obs["firing_class"], x[0].numpy(), d, g,
-                                      seconds, span))  # fmt: skip
+        name = str(st.name or i)
+        ood = out_of_distribution(post, x[0], d)
+        for w in ood:
+            warnings.warn(f"train {i} ({name}): {w}", UserWarning, stacklevel=2)
+        results.append(TrainInference(int(i), name, obs, obs["firing_class"], x[0].numpy(), d, g, seconds, span,
+                                      ood))  # fmt: skip
 
     # Simulations (not part of the inference time): all cells with validate, else a preview.
     validate = validate or match_class

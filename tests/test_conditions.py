@@ -136,7 +136,7 @@ def test_infer_conditions_on_the_given_noise_level(conditioned, tmp_path, capsys
     dest = tmp_path / "pop"
     assert main(["infer", str(cells), "--model", "stg", "-n", "5", "--out", str(dest), "--posterior", str(path),
                  "--noise-std", "3", "--quiet", "--no-plots"]) != 0  # fmt: skip
-    assert "noise_std: this posterior was trained at noise_std = 0 or 5, got 3.0" in capsys.readouterr().err
+    assert "--noise-std: this posterior was trained at --noise-std = 0 or 5, got 3.0" in capsys.readouterr().err  # the flag, not the parameter
     assert not dest.exists()
     assert main(["infer", str(cells), "--model", "stg", "-n", "5", "--out", str(dest), "--posterior", str(path),
                  "--noise-std", "5", "--quiet", "--no-plots"]) == 0  # fmt: skip

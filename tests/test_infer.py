@@ -292,8 +292,8 @@ def _bad_inputs(tmp_path):
         (["ok.txt", "--units", "kg"], "unit"),
         (["ok.txt", "--model", "hh"], "invalid choice.*hh"),
         (["ok.txt"], "required: --model"),
-        (["ok.txt", "-n", "0"], "n: expected a positive"),
-        (["ok.txt", "--train", "5"], "trains"),
+        (["ok.txt", "-n", "0"], "argument -n: expected a number of cells"),
+        (["ok.txt", "--train", "5"], "--train: expected indices"),
     ]
 
 
@@ -372,7 +372,7 @@ def test_population_and_simulate_commands(tmp_path, capsys):
         assert len(list(csv.DictReader(fh))) == 12
     assert main(["simulate", "--model", "stg", str(tmp_path / "pop.csv"), "--out", str(tmp_path / "spikes.csv"), "--nix",
                  str(tmp_path / "spikes.nix"), "--duration", "1500", "--transient", "500", "--quiet"]) == 0  # fmt: skip
-    assert len(read_recording(tmp_path / "spikes.csv", require_min_spikes=0)) == 12
+    assert len(read_recording(tmp_path / "spikes.csv", min_spikes=0)) == 12
 
 
 def test_loaded_posteriors_do_not_share_a_default_x(small_posterior):

@@ -126,8 +126,12 @@ def test_channels_of_a_multichannel_signal_by_name_or_index(tmp_path, sim):
         rec = read_recording(tmp_path / "two.nix", channels=choice)
         assert rec.origins == (TrainOrigin(0, 1, "cell", True),)
         np.testing.assert_allclose(rec[0].magnitude, sim.times, rtol=0, atol=1e-6)
-    with pytest.raises(RecordingError, match=r"two\.nix: segment 0, channel 0 \('silent'\) has 0 spikes"):
-        read_recording(tmp_path / "two.nix")
+    # a silent channel next to a firing one is skipped with a note, not an error; alone, it is an error
+    rec = read_recording(tmp_path / "two.nix")
+    assert rec.origins == (TrainOrigin(0, 1, "cell", True),)
+    assert rec.notes == ("skipped segment 0, channel 0 ('silent') has 0 spikes, fewer than min_spikes = 3",)
+    with pytest.raises(RecordingError, match=r"two\.nix: no spikes in the selected trains above the detection"):
+        read_recording(tmp_path / "two.nix", channels="silent")
     with pytest.raises(RecordingError, match=r"two\.nix: no voltage channel of segment 0 named 'x'"):
         read_recording(tmp_path / "two.nix", channels="x")
 
@@ -222,7 +226,7 @@ def test_no_spikes_and_too_few_spikes(tmp_path):
     (tmp_path / "two.txt").write_text("1.0 2.0\n")
     with pytest.raises(RecordingError, match=r"two\.txt: segment 0, train 0 .* has 2 spikes; at least 3"):
         read_recording(tmp_path / "two.txt")
-    assert len(read_recording(tmp_path / "two.txt", require_min_spikes=2)[0]) == 2
+    assert len(read_recording(tmp_path / "two.txt", min_spikes=2)[0]) == 2
 
     # a file with only a current signal has no voltage to detect spikes in
     seg = neo.Segment()
@@ -267,9 +271,135 @@ def test_wrong_units_and_unknown_format(tmp_path):
     (tmp_path / "data.xyz").write_bytes(os.urandom(16))
     with pytest.raises(RecordingError, match=r"data\.xyz: unknown format"):
         read_recording(tmp_path / "data.xyz")
-    with pytest.raises(RecordingError, match=r"t\.txt: unknown format 'bogus'"):
+    with pytest.raises(RecordingError, match=r"t\.txt: format='bogus' is not a format"):
         read_recording(tmp_path / "t.txt", format="bogus")
     with pytest.raises(RecordingError, match="segment 5 does not exist"):
         read_recording(tmp_path / "t.txt", format="text", segments=5)
     # the family: callers can catch every dic_sbi error, or ValueError
     assert issubclass(RecordingError, DicSbiError) and issubclass(RecordingError, ValueError)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Real recordings (issue 15): step protocols, detection on unusual traces, stimulus windows
+# ------------------------------------------------------------------------------------------------------------
+
+_DT = 0.1  # ms
+
+
+def _trace(duration=3000.0, period=100.0, rest=-60.0, peak=30.0, first=50.0):
+    """Synthetic membrane potential: ``rest`` with a 1-ms spike of height ``peak`` at first, first + period, ..."""
+    t = np.arange(0.0, duration, _DT)
+    v = np.full_like(t, rest)
+    for s in np.arange(first, duration - 5.0, period):
+        v += (peak - rest) * np.exp(-0.5 * ((t - s) / 0.3) ** 2)
+    return v
+
+
+def _vm(*traces, name="Vm"):
+    seg = neo.Segment()
+    seg.analogsignals.append(neo.AnalogSignal(np.stack(traces, axis=1), units=pq.mV, sampling_period=_DT * pq.ms,
+                                              name=name))  # fmt: skip
+    return seg
+
+
+def test_step_protocol_sweeps_below_threshold_are_skipped_with_a_note_and_sweeps_named(tmp_path):
+    sweeps = [_vm(np.full(30000, -65.0)),                       # no response
+              _vm(_trace(rest=-65.0, peak=-50.0)),              # subthreshold bumps, 15 mV
+              _vm(_trace(period=200.0)), _vm(_trace(period=50.0))]  # fmt: skip
+    _write_nix(tmp_path / "steps.nix", sweeps)
+    rec = read_recording(tmp_path / "steps.nix")
+    assert [o.name for o in rec.origins] == ["Vm sweep 2", "Vm sweep 3"]
+    assert [t.name for t in rec] == ["Vm sweep 2", "Vm sweep 3"]
+    assert [len(t) for t in rec] == [15, 59]
+    assert rec.notes == (
+        "skipped segment 0, channel 0 ('Vm sweep 0') has 0 spikes, fewer than min_spikes = 3",
+        "skipped segment 1, channel 0 ('Vm sweep 1') has 0 spikes, fewer than min_spikes = 3",
+    )
+    every = read_recording(tmp_path / "steps.nix", min_spikes=0)
+    assert [o.name for o in every.origins] == [f"Vm sweep {s}" for s in range(4)] and every.notes == ()
+    assert [o.name for o in read_recording(tmp_path / "steps.nix", sweeps=[3]).origins] == ["Vm"]  # one: no suffix
+
+
+def test_auto_threshold_finds_spikes_that_peak_below_zero(tmp_path):
+    v = _trace(rest=-75.0, peak=-15.0)  # a cold or damaged cell: spikes never reach 0 mV
+    _write_nix(tmp_path / "low.nix", [_vm(v)])
+    with pytest.raises(RecordingError, match=r"no spikes in the selected trains above the detection threshold "
+                                             r"\(10\.0 mV; set threshold=, or threshold='auto'\)"):  # fmt: skip
+        read_recording(tmp_path / "low.nix")
+    # ... and says that the trace holds spikes that derived levels would find
+    with pytest.raises(RecordingError, match=r"Note: segment 0, channel 'Vm': only 0 spike\(s\) cross 10 mV, but the "
+                                             r"trace has 30 spike-like peaks"):  # fmt: skip
+        read_recording(tmp_path / "low.nix")
+    rec = read_recording(tmp_path / "low.nix", threshold="auto")
+    np.testing.assert_allclose(rec[0].magnitude, np.arange(50.0, 2996.0, 100.0), atol=0.5)  # the spike peaks
+    assert rec[0].annotations["threshold_mV"] == pytest.approx(-45.0, abs=0.1)  # half way from rest to peak
+    assert rec[0].annotations["rearm_mV"] == pytest.approx(-63.0, abs=0.1)
+    # a negative threshold re-arms 10 mV below it, so a threshold given by hand works too
+    assert len(read_recording(tmp_path / "low.nix", threshold=-30.0)[0]) == 30
+    with pytest.raises(RecordingError, match=r"rearm \(-20\.0 mV\) must not be above threshold \(-30\.0 mV\)"):
+        read_recording(tmp_path / "low.nix", threshold=-30.0, rearm=-20.0)
+
+
+def test_suspiciously_few_spikes_at_fixed_levels_gets_a_note(tmp_path):
+    good = _trace()
+    offset = _trace(rest=2.0, peak=60.0)  # rests near 0 mV (an offset): never re-arms below 0 mV
+    _write_nix(tmp_path / "offset.nix", [_vm(good, offset)])
+    rec = read_recording(tmp_path / "offset.nix")
+    assert [o.channel for o in rec.origins] == [0] and len(rec[0]) == 30
+    assert rec.notes[0].startswith("segment 0, channel 'Vm[1]': only 0 spike(s) cross 10 mV, but the trace has 30 "
+                                   "spike-like peaks")  # fmt: skip
+    assert "threshold='auto'" in rec.notes[0] and "skipped segment 0, channel 1" in rec.notes[1]
+    auto = read_recording(tmp_path / "offset.nix", threshold="auto")
+    assert [len(t) for t in auto] == [30, 30] and auto.notes == ()
+    # noise alone (no spike-like peak) is no spike, even with derived levels
+    rng = np.random.default_rng(0)
+    _write_nix(tmp_path / "noise.nix", [_vm(-60.0 + rng.normal(0.0, 2.0, 30000))])
+    with pytest.raises(RecordingError, match="no spikes"):
+        read_recording(tmp_path / "noise.nix", threshold="auto")
+
+
+def test_rates_over_the_stimulus_epoch_or_a_given_window(tmp_path):
+    seg = _vm(_trace(period=100.0))
+    seg.epochs.append(neo.Epoch(times=[1000.0] * pq.ms, durations=[1000.0] * pq.ms, labels=np.array(["stimulus"]),
+                                name="protocol"))  # fmt: skip
+    _write_nix(tmp_path / "stim.nix", [seg])
+    rec = read_recording(tmp_path / "stim.nix")
+    assert float(rec[0].t_start) == pytest.approx(1000.0) and float(rec[0].t_stop) == pytest.approx(2000.0)
+    assert len(rec[0]) == 10  # 1050, 1150, ..., 1950
+    assert rec.notes == ("segment 0: rates measured over the stimulus epoch 'protocol' (1000-2000 ms); give "
+                         "t_start/t_stop (--t-start/--t-stop) for another window",)  # fmt: skip
+    given = read_recording(tmp_path / "stim.nix", t_start=0.0, t_stop=500.0)
+    assert len(given[0]) == 5 and given.notes == () and float(given[0].t_stop) == pytest.approx(500.0)
+    # recorded spike trains are cut the same way
+    seg = neo.Segment()
+    seg.spiketrains.append(neo.SpikeTrain(np.arange(5.0, 1000.0, 10.0) * pq.ms, t_stop=1000 * pq.ms, name="unit"))
+    _write_nix(tmp_path / "trains.nix", [seg])
+    cut = read_recording(tmp_path / "trains.nix", t_start=100.0, t_stop=200.0)
+    assert len(cut[0]) == 10 and float(cut[0].t_start) == pytest.approx(100.0)
+
+
+def test_cli_reads_a_step_protocol_with_its_options(tmp_path, capsys):
+    """--threshold / --rearm / --min-spikes reach the reader; skipped sweeps are notes on the terminal and in
+    report.json; the trains keep their sweep names."""
+    import json
+
+    from dic_sbi.cli import main
+
+    _write_nix(tmp_path / "steps.nix", [_vm(_trace(rest=-75.0, peak=-15.0, period=200.0)),
+                                        _vm(_trace(rest=-75.0, peak=-15.0, period=100.0))])  # fmt: skip
+    out = tmp_path / "out"
+    code = main(["infer", str(tmp_path / "steps.nix"), "--model", "stg", "-n", "3", "--out", str(out), "--no-plots",
+                 "--quiet", "--threshold", "-30", "--rearm", "-60", "--min-spikes", "20"])  # fmt: skip
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "note: skipped segment 0, channel 0 ('Vm sweep 0') has 15 spikes, fewer than --min-spikes = 20" in stdout
+    report = json.loads((out / "report.json").read_text())
+    assert [t["name"] for t in report["trains"]] == ["Vm sweep 1"]
+    assert report["trains"][0]["observed_features"]["n_spikes"] == 30
+    assert report["notes"] == ["skipped segment 0, channel 0 ('Vm sweep 0') has 15 spikes, fewer than min_spikes = 20"]
+    # the same sweeps with levels derived from each trace: both kept
+    code = main(["infer", str(tmp_path / "steps.nix"), "--model", "stg", "-n", "3", "--out", str(tmp_path / "auto"),
+                 "--no-plots", "--quiet", "--threshold", "auto"])  # fmt: skip
+    assert code == 0 and "note:" not in capsys.readouterr().out
+    report = json.loads((tmp_path / "auto" / "report.json").read_text())
+    assert [t["observed_features"]["n_spikes"] for t in report["trains"]] == [15, 30]

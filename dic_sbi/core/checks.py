@@ -10,12 +10,20 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import InvalidInputError
 from ..models import ConductanceModel
 
-__all__ = ["check_conductances", "is_int"]
+__all__ = ["check_conductances", "is_int", "is_seed", "MAX_SEED"]
+
+#: Largest integer seed: numpy takes any integer >= 0, but torch generators and NIX metadata hold an int64.
+MAX_SEED = 2**63 - 1
 
 
 def is_int(value: Any, minimum: int) -> bool:
     """Whether ``value`` is an integer (Python or numpy; a bool is not) of at least ``minimum``."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= minimum
+
+
+def is_seed(value: Any) -> bool:
+    """Whether ``value`` is an integer seed every layer accepts: 0 <= seed <= :data:`MAX_SEED`."""
+    return is_int(value, 0) and value <= MAX_SEED
 
 
 def check_conductances(

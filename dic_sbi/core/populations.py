@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,6 +35,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InvalidInputError, UnreachableTargetError
+from .checks import is_seed
 from ..models import ConductanceModel, get_model
 from ._population_kernels import (
     PAIR_CONSTANT,
@@ -281,12 +283,23 @@ def _run_kernel(
     return out, status
 
 
+def _check_memory(nbytes: int, what: str) -> None:
+    """Refuse, before allocating, an output larger than the machine's physical memory (the documented limit)."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not POSIX: numpy's own MemoryError is the limit
+        return
+    if nbytes > total:
+        raise InvalidInputError(f"{what} need {nbytes / 1e9:.3g} GB for the conductances alone, more than this "
+                                f"machine's {total / 1e9:.3g} GB of memory; ask for fewer cells")  # fmt: skip
+
+
 def _as_rng(seed: int | np.random.Generator | None) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
-    if seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0):
+    if seed is None or is_seed(seed):
         return np.random.default_rng(seed)
-    raise InvalidInputError(f"seed: expected None, a non-negative int or a numpy.random.Generator, got {seed!r}")
+    raise InvalidInputError(f"seed: expected None, an int from 0 to 2**63 - 1 or a numpy.random.Generator, got {seed!r}")
 
 
 def _check_targets(g_s: ArrayLike, g_u: ArrayLike) -> tuple[Array, Array]:
@@ -448,6 +461,7 @@ def degenerate_population(
     targets = np.stack([g_s_arr.ravel(), g_u_arr.ravel()], axis=-1)
     target_pair = _choose_pairs(model, plan.seed, g_s_arr, g_u_arr, pair).ravel()
     T = targets.shape[0]
+    _check_memory(T * n * model.n_conductances * 8, f"n: {n} cells for each of {T} target(s)")
 
     out = np.empty((T, n, model.n_conductances))
     filled = np.zeros(T, dtype=np.int64)

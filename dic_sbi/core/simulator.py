@@ -13,7 +13,7 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import InvalidInputError
 from ..models import ConductanceModel, get_model
 from . import kernels
-from .checks import check_conductances, is_int
+from .checks import check_conductances, is_int, is_seed
 from .tables import compile_model, initial_state
 
 if TYPE_CHECKING:  # neo is imported lazily: the numerical core does not need it
@@ -211,9 +211,9 @@ def _seed_bits(seed: int | np.random.Generator | None) -> np.uint64:
         return np.uint64(np.random.SeedSequence().generate_state(1, dtype=np.uint64)[0])
     if isinstance(seed, np.random.Generator):
         return np.uint64(seed.integers(0, 2**63, dtype=np.uint64))
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0:
+    if is_seed(seed):
         return np.uint64(np.random.SeedSequence(int(seed)).generate_state(1, dtype=np.uint64)[0])
-    raise InvalidInputError(f"seed: expected None, a non-negative int or a numpy Generator, got {seed!r}")
+    raise InvalidInputError(f"seed: expected None, an int from 0 to 2**63 - 1 or a numpy Generator, got {seed!r}")
 
 
 def noise_filter(dt: float) -> NDArray[np.float64]:

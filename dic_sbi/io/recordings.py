@@ -10,7 +10,9 @@ Three kinds of file:
 - plain text: the spike times of one cell, one per line or separated by whitespace or commas, ms by default;
   lines starting with ``#`` are comments.
 
-Every problem raises :class:`~dic_sbi.errors.RecordingError` with the file name and what to do.
+Every problem raises :class:`~dic_sbi.errors.RecordingError` with the file name and what to do. A train with
+too few spikes (a sweep below threshold in a step protocol) is skipped with a note in :attr:`Recording.notes`,
+not an error, as long as one train remains.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 import quantities as pq
 
 from ..errors import InvalidInputError, RecordingError
-from ..spiketrains import REARM_THRESHOLD_MV, SPIKE_THRESHOLD_MV, detect_spikes, to_spiketrain
+from ..spiketrains import SPIKE_THRESHOLD_MV, detect_spikes, spike_times_ms, to_spiketrain
 
 __all__ = ["read_recording", "Recording", "TrainOrigin", "FORMATS"]
 
@@ -35,6 +37,12 @@ FORMATS = ("spike2pop", "text", "neo")
 #: Extensions read by dic_sbi's own readers when no format is given (Neo's AsciiSignalIO also claims them).
 _TEXT_EXTENSIONS = {".csv": "spike2pop", ".txt": "text", ".tsv": "text"}
 _SPIKES_FROM = ("auto", "recorded", "voltage")
+#: Python packages that Neo IOs import lazily, by module name -> the name ``pip install`` needs.
+_PIP_NAMES = {"igor2": "igor2", "pynwb": "pynwb", "hdmf": "pynwb", "h5py": "h5py", "pyedflib": "pyedflib",
+              "sonpy": "sonpy", "nixio": "nixio", "scipy": "scipy", "tifffile": "tifffile", "PIL": "pillow",
+              "klusta": "klusta", "probeinterface": "probeinterface", "zugbruecke": "zugbruecke"}  # fmt: skip
+#: Words that mark a Neo epoch as the stimulus (step, pulse) of a sweep.
+_STIMULUS_WORDS = ("stim", "step", "pulse", "current injection")
 
 
 @dataclass(frozen=True)
@@ -64,13 +72,15 @@ class TrainOrigin:
 class Recording:
     """Spike trains read from a file, in ms, with their provenance.
 
-    Iterating, ``len`` and indexing go over :attr:`spiketrains`.
+    Iterating, ``len`` and indexing go over :attr:`spiketrains`. :attr:`notes` says what was skipped or
+    looks doubtful (trains with too few spikes, suspiciously few detected spikes, stimulus windows used).
     """
 
     path: Path
     format: str
     spiketrains: tuple[neo.SpikeTrain, ...]
     origins: tuple[TrainOrigin, ...]
+    notes: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.spiketrains)
@@ -87,7 +97,7 @@ def read_recording(
     *,
     format: str | None = None,
     threshold: Any = SPIKE_THRESHOLD_MV,
-    rearm: Any = REARM_THRESHOLD_MV,
+    rearm: Any = None,
     segments: int | Sequence[int] | None = None,
     sweeps: int | Sequence[int] | None = None,
     channels: int | str | Sequence[int | str] | None = None,
@@ -95,7 +105,7 @@ def read_recording(
     spikes_from: str = "auto",
     t_start: Any = None,
     t_stop: Any = None,
-    require_min_spikes: int = 3,
+    min_spikes: int = 3,
 ) -> Recording:
     """Read the spike trains of a recording.
 
@@ -109,7 +119,10 @@ def read_recording(
         plain text, anything else Neo.
     threshold, rearm
         Spike detection levels for voltage signals (mV or voltage quantities), see
-        :func:`~dic_sbi.spiketrains.detect_spikes`.
+        :func:`~dic_sbi.spiketrains.detect_spikes`: +10 mV and 0 mV by default (the simulator's rule);
+        ``threshold="auto"`` derives both from each trace (for spikes that peak below 0 mV or traces that rest
+        near 0 mV). A trace in which the fixed levels find fewer than ``min_spikes`` spikes but the trace-derived
+        ones find more gets a note saying so.
     segments, sweeps
         Segment indices to keep (a sweep is a segment; give one of the two), counted across the file's blocks.
         Default: all.
@@ -124,13 +137,16 @@ def read_recording(
         ``"auto"``: a segment's recorded spike trains if it has any, else detection from its voltage signals;
         ``"recorded"`` or ``"voltage"`` to use only one source.
     t_start, t_stop
-        Text formats: the observation window (ms or time quantities). A text file carries no window, so by
-        default each train's window is the span of its spikes widened by half a mean ISI at each end (the
+        The observation window (ms or time quantities). Neo formats: each train is cut to it (times relative to
+        the file's clock); by default the whole sweep, or, when the sweep has an epoch named or labelled as the
+        stimulus (``stim``, ``step``, ``pulse``), that epoch, with a note. Text formats: a text file carries no
+        window, so by default each train's window is the span of its spikes widened by half a mean ISI at each end (the
         rate is then that of a train firing its mean ISI throughout; spike times need not start at 0). Give
         the window when the recording's true length (e.g. silent stretches) matters. With only one of them,
         the other defaults to 0 / the last spike.
-    require_min_spikes
-        Minimum spikes per train (3: what a firing pattern, and DIC inference, needs); 0 accepts any train.
+    min_spikes
+        Minimum spikes per train (3: what a firing pattern, and DIC inference, needs); trains with fewer (e.g.
+        sweeps below threshold) are skipped with a note; 0 keeps every train.
 
     Returns
     -------
@@ -141,38 +157,66 @@ def read_recording(
     Raises
     ------
     RecordingError
-        Missing, unreadable or corrupt file; unknown format; no spikes or no voltage signal; a train with fewer
-        than ``require_min_spikes`` spikes; unsorted, duplicate or negative times; wrong units; a selection
-        outside the file.
+        Missing, unreadable, empty or corrupt file; a folder or device instead of a file; a reader whose optional
+        package is missing (named, with the ``pip install`` line); unknown format; no spikes or no voltage signal;
+        no train with ``min_spikes`` spikes; NaN, infinite, unsorted, duplicate or negative times; wrong units; a
+        selection outside the file.
     """
-    path = Path(path)
-    if not path.exists():
-        raise RecordingError(f"{path}: no such file or folder.")
+    try:
+        path = Path(path)
+    except TypeError:
+        raise RecordingError(f"recording: expected a path, got {type(path).__name__} {path!r}.") from None
+    _check_place(path)
     if spikes_from not in _SPIKES_FROM:
         raise RecordingError(f"{path}: spikes_from must be one of {_SPIKES_FROM}, got {spikes_from!r}.")
     if segments is not None and sweeps is not None:
         raise RecordingError(f"{path}: give segments or sweeps (the same thing), not both.")
-    if not isinstance(require_min_spikes, (int, np.integer)) or require_min_spikes < 0:
-        raise RecordingError(f"{path}: require_min_spikes must be an int >= 0, got {require_min_spikes!r}.")
+    if not isinstance(min_spikes, (int, np.integer)) or isinstance(min_spikes, bool) or min_spikes < 0:
+        raise RecordingError(f"{path}: min_spikes must be an int >= 0, got {min_spikes!r}.")
     selected = segments if segments is not None else sweeps
     kind, ios = _resolve_format(path, format)
 
+    notes: list[str] = []
     if kind in ("spike2pop", "text"):
         _select(path, selected, ["0"], "segment")  # a text file is one segment
         time_unit = _unit(path, units, pq.ms, "time", "ms")
         rows = _read_spike2pop(path) if kind == "spike2pop" else [("0", _read_text(path))]
         trains, origins = _text_trains(path, rows, time_unit, channels, t_start, t_stop)
     else:
-        if t_stop is not None or t_start is not None:
-            raise RecordingError(f"{path}: t_start/t_stop are only for text formats; a Neo file carries its own window.")
+        try:
+            window = _window(t_start, t_stop)
+        except InvalidInputError as err:
+            raise RecordingError(f"{path}: {err}") from None
         voltage_unit = None if units is None else _unit(path, units, pq.mV, "voltage", "mV")
         blocks, kind = _read_neo(path, ios)
         trains, origins = _neo_trains(
-            path, blocks, selected, channels, spikes_from, threshold, rearm, voltage_unit
+            path, blocks, selected, channels, spikes_from, threshold, rearm, voltage_unit, window, min_spikes, notes
         )
 
-    _check_counts(path, trains, origins, require_min_spikes)
-    return Recording(path=path, format=kind, spiketrains=tuple(trains), origins=tuple(origins))
+    trains, origins = _check_counts(path, trains, origins, min_spikes, notes)
+    return Recording(path=path, format=kind, spiketrains=tuple(trains), origins=tuple(origins), notes=tuple(notes))
+
+
+def _check_place(path: Path) -> None:
+    """A recording must be an existing, non-empty regular file (or a folder that a folder-based Neo IO reads)."""
+    if not path.exists():
+        raise RecordingError(f"{path}: no such file or folder.")
+    if path.is_dir():
+        return  # checked against the folder-based Neo IOs in _resolve_format
+    if not path.is_file():
+        raise RecordingError(f"{path}: not a regular file (a device, pipe or socket); give a recording file.")
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise RecordingError(f"{path}: cannot read the file ({err.strerror}).") from None
+    if size == 0:
+        raise RecordingError(f"{path}: the file is empty (0 bytes): no spikes.")
+
+
+def _window(t_start: Any, t_stop: Any) -> tuple[float | None, float | None]:
+    from ..spiketrains.convert import _window_ms
+
+    return _window_ms(t_start, t_stop)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -195,6 +239,23 @@ def _neo_io_names() -> dict[str, type]:
 
 def _resolve_format(path: Path, format: str | None) -> tuple[str, list[type]]:
     """(kind, candidate Neo IO classes); kind is ``spike2pop``, ``text`` or ``neo``."""
+    if path.is_dir():
+        try:
+            kind, ios = _resolve_any_format(path, format)
+        except RecordingError:
+            kind, ios = "neo", []
+        folder_ios = [io for io in ios if getattr(io, "mode", "file") == "dir"]
+        if kind != "neo" or not folder_ios:
+            readers = sorted(io.__name__ for io in neo.io.iolist if getattr(io, "mode", "file") == "dir")
+            raise RecordingError(
+                f"{path}: is a folder, not a recording file; give the file inside it (only folder-based Neo formats "
+                f"are read from a folder: {', '.join(readers)}, with format=)."
+            )
+        return kind, folder_ios
+    return _resolve_any_format(path, format)
+
+
+def _resolve_any_format(path: Path, format: str | None) -> tuple[str, list[type]]:
     if format is None:
         suffix = path.suffix.lower()
         if path.is_file() and suffix in _TEXT_EXTENSIONS:
@@ -227,7 +288,7 @@ def _resolve_format(path: Path, format: str | None) -> tuple[str, list[type]]:
     io = _neo_io_names().get(key)
     if io is None:
         raise RecordingError(
-            f"{path}: unknown format {format!r}; give one of {FORMATS} or a Neo IO name "
+            f"{path}: format={format!r} is not a format dic_sbi or Neo knows; give one of {FORMATS} or a Neo IO name "
             "(e.g. 'NixIO', 'AxonIO', 'NWBIO')."
         )
     return "neo", [io]
@@ -310,6 +371,11 @@ def _text_trains(
     keep = _select(path, channels, [name for name, _ in rows], "cell")
     scale = float(unit.rescale(pq.ms).magnitude)  # times are stored in ms inside dic_sbi
     times = [rows[i][1] * scale for i in keep]
+    for i, t in zip(keep, times):  # NaN, infinite, duplicate... named before any window is derived from them
+        try:
+            spike_times_ms(t)
+        except InvalidInputError as err:
+            raise RecordingError(f"{path}: cell {rows[i][0]!r}: {err}") from None
     if all(t.size == 0 for t in times):
         raise RecordingError(f"{path}: no spikes in the file.")
     trains, origins = [], []
@@ -339,6 +405,7 @@ def _text_trains(
 def _read_neo(path: Path, ios: list[type]) -> tuple[list[neo.Block], str]:
     """Blocks read by the first candidate IO that can; the error of each one that cannot."""
     errors: list[tuple[bool, str]] = []
+    missing_modules: list[str] = []
     for io_class in ios:
         # NixIO opens read-write by default: never risk modifying the user's recording
         kwargs = {"mode": "ro"} if io_class is neo.io.NixIO else {}
@@ -349,6 +416,8 @@ def _read_neo(path: Path, ios: list[type]) -> tuple[list[neo.Block], str]:
         except Exception as err:  # noqa: BLE001 -- each Neo IO fails in its own way on a damaged file
             # an IO whose optional dependency is missing says nothing about the file: report it last
             missing = isinstance(err, ImportError)
+            if missing:
+                missing_modules.append((getattr(err, "name", None) or "an optional package").split(".")[0])
             errors.append((missing, f"{io_class.__name__}: {type(err).__name__}: {err}"))
             continue
         finally:
@@ -359,10 +428,20 @@ def _read_neo(path: Path, ios: list[type]) -> tuple[list[neo.Block], str]:
                 except Exception:  # noqa: BLE001 -- closing a half-opened file must not hide the real error
                     pass
         return list(blocks), io_class.__name__
+    missing = sorted({_PIP_NAMES.get(name, name) for name in missing_modules})
+    if missing and all(m for m, _ in errors):
+        raise RecordingError(
+            f"{path}: reading this format needs the missing package {' and '.join(missing)}: "
+            f"pip install {' '.join(missing)}  ({'; '.join(msg for _, msg in errors)})."
+        )
     relevant = [msg for missing, msg in errors if not missing] or [msg for _, msg in errors]
+    if path.is_dir():
+        raise RecordingError(f"{path}: is a folder, and no folder-based Neo reader recognises it "
+                             f"({'; '.join(relevant)}); give the recording file inside it.")  # fmt: skip
+    hint = f" Another reader needs the missing package {', '.join(missing)} (pip install {' '.join(missing)})." if missing else ""
     raise RecordingError(
         f"{path}: cannot read the file: it is corrupt, truncated or not in the format its extension says "
-        f"({'; '.join(relevant)})."
+        f"({'; '.join(relevant)}).{hint}"
     )
 
 
@@ -417,6 +496,9 @@ def _neo_trains(
     threshold: Any,
     rearm: Any,
     voltage_unit: pq.Quantity | None,
+    window: tuple[float | None, float | None],
+    min_spikes: int,
+    notes: list[str],
 ) -> tuple[list[neo.SpikeTrain], list[TrainOrigin]]:
     segs = [seg for block in blocks for seg in block.segments]
     if not segs:
@@ -427,11 +509,12 @@ def _neo_trains(
     found_signal_units: list[str] = []
     for s in keep:
         seg = segs[s]
+        span = _segment_window(path, seg, s, window, notes)
         use_recorded = spikes_from == "recorded" or (spikes_from == "auto" and len(seg.spiketrains) > 0)
         if use_recorded:
             names = [str(t.name) for t in seg.spiketrains]
             for c in _select(path, channels, names, f"spike train of segment {s}"):
-                trains.append(_recorded_train(path, seg.spiketrains[c], s, c))
+                trains.append(_cut(path, _recorded_train(path, seg.spiketrains[c], s, c), span, s, names[c]))
                 origins.append(TrainOrigin(segment=s, channel=c, name=names[c], detected=False))
             continue
         chans = _voltage_channels(seg)
@@ -442,8 +525,21 @@ def _neo_trains(
             sig = _as_voltage(path, sig, voltage_unit, name, s, explicit)
             if sig is None:
                 continue  # a current or other non-voltage channel, not asked for by name or index
+            trace = sig[:, col]
+            if span is not None:
+                trace = _cut_signal(path, trace, span, s, name)
             try:
-                train = detect_spikes(sig[:, col], threshold=threshold, rearm=rearm)
+                train = detect_spikes(trace, threshold=threshold, rearm=rearm)
+                if not isinstance(threshold, str) and len(train) < max(min_spikes, 1):
+                    # suspiciously few spikes at fixed levels: does the trace hold spikes they miss?
+                    derived = detect_spikes(trace, threshold="auto")
+                    if len(derived) > len(train) and len(derived) >= max(min_spikes, 1):
+                        notes.append(
+                            f"segment {s}, channel {name!r}: only {len(train)} spike(s) cross "
+                            f"{train.annotations['threshold_mV']:g} mV, but the trace has {len(derived)} spike-like "
+                            f"peaks (threshold derived from the trace: {derived.annotations['threshold_mV']:.1f} mV); "
+                            "if these are spikes, use threshold='auto' (--threshold auto) or a lower threshold"
+                        )  # fmt: skip
             except InvalidInputError as err:
                 raise RecordingError(f"{path}: segment {s}, channel {name!r}: {err}") from None
             train.annotations.update(name=name, segment=s, channel=c, detected=True)
@@ -459,7 +555,61 @@ def _neo_trains(
             + (f" (signals in {units})" if units else "")
             + "; give a file with spike times or membrane potential, or units='mV' for a signal stored without units."
         )
+    # Sweeps of a step protocol record the same channel again: name each train after its sweep too.
+    names = [o.name for o in origins]
+    for k, o in enumerate(origins):
+        if names.count(o.name) > 1:
+            name = f"{o.name} sweep {o.segment}"
+            origins[k] = TrainOrigin(segment=o.segment, channel=o.channel, name=name, detected=o.detected)
+            trains[k].name = name
+            trains[k].annotations["name"] = name
     return trains, origins
+
+
+def _segment_window(
+    path: Path, seg: neo.Segment, s: int, window: tuple[float | None, float | None], notes: list[str]
+) -> tuple[float | None, float | None] | None:
+    """The window (ms) to cut segment ``s`` to: the one given, else its stimulus epoch if it has one, else None."""
+    if window != (None, None):
+        return window
+    for epoch in getattr(seg, "epochs", []):
+        labels = [str(epoch.name or "")] + [str(label) for label in np.asarray(epoch.labels).ravel()]
+        if len(epoch) == 0 or not any(w in label.lower() for label in labels for w in _STIMULUS_WORDS):
+            continue
+        start = float(epoch.times.rescale(pq.ms).magnitude.min())
+        stop = float((epoch.times + epoch.durations).rescale(pq.ms).magnitude.max())
+        if stop > start:
+            notes.append(f"segment {s}: rates measured over the stimulus epoch {epoch.name or labels[1]!r} "
+                         f"({start:g}-{stop:g} ms); give t_start/t_stop (--t-start/--t-stop) for another window")  # fmt: skip
+            return start, stop
+    return None
+
+
+def _cut(path: Path, train: neo.SpikeTrain, span: Any, s: int, name: str) -> neo.SpikeTrain:
+    """A recorded train restricted to the window ``span`` (ms; None ends: the train's own)."""
+    if span is None:
+        return train
+    lo = float(train.t_start) if span[0] is None else max(span[0], float(train.t_start))
+    hi = float(train.t_stop) if span[1] is None else min(span[1], float(train.t_stop))
+    if not hi > lo:
+        raise RecordingError(f"{path}: segment {s}, train {name!r}: the window {span} ms does not overlap the "
+                             f"recording ({float(train.t_start):g}-{float(train.t_stop):g} ms).")  # fmt: skip
+    out = train.time_slice(lo * pq.ms, hi * pq.ms)
+    out.annotations.update(train.annotations)
+    return out
+
+
+def _cut_signal(path: Path, sig: neo.AnalogSignal, span: Any, s: int, name: str) -> neo.AnalogSignal:
+    t0, t1 = float(sig.t_start.rescale(pq.ms)), float(sig.t_stop.rescale(pq.ms))
+    lo = t0 if span[0] is None else max(span[0], t0)
+    hi = t1 if span[1] is None else min(span[1], t1)
+    if not hi > lo:
+        raise RecordingError(f"{path}: segment {s}, channel {name!r}: the window {span} ms does not overlap the "
+                             f"recording ({t0:g}-{t1:g} ms).")  # fmt: skip
+    out = sig.time_slice(lo * pq.ms, hi * pq.ms)
+    if out.shape[0] < 2:
+        raise RecordingError(f"{path}: segment {s}, channel {name!r}: the window {span} ms holds fewer than 2 samples.")
+    return out
 
 
 def _recorded_train(path: Path, train: neo.SpikeTrain, s: int, c: int) -> neo.SpikeTrain:
@@ -497,18 +647,31 @@ def _as_voltage(
     return None
 
 
-def _check_counts(path: Path, trains: list[neo.SpikeTrain], origins: list[TrainOrigin], minimum: int) -> None:
+def _check_counts(
+    path: Path, trains: list[neo.SpikeTrain], origins: list[TrainOrigin], minimum: int, notes: list[str]
+) -> tuple[list[neo.SpikeTrain], list[TrainOrigin]]:
+    """The trains with at least ``minimum`` spikes; the others skipped with a note; an error if none is left."""
     counts = [len(t) for t in trains]
     if sum(counts) == 0:
         detected = any(o.detected for o in origins)
-        hint = f" above the detection threshold ({trains[0].annotations.get('threshold_mV')} mV; set threshold=)" if (
+        hint = f" above the detection threshold ({trains[0].annotations.get('threshold_mV')} mV; set threshold=, or threshold='auto')" if (
             detected
         ) else ""
-        raise RecordingError(f"{path}: no spikes in the selected trains{hint}.")
-    for n, o in zip(counts, origins):
+        raise RecordingError(f"{path}: no spikes in the selected trains{hint}." + "".join(f" Note: {n}." for n in notes))
+
+    def what(n: int, o: TrainOrigin) -> str:
+        return (f"segment {o.segment}, {'channel' if o.detected else 'train'} {o.channel} ({o.name!r}) has {n} "
+                f"spike{'s' if n != 1 else ''}")  # fmt: skip
+
+    kept = [k for k, n in enumerate(counts) if n >= minimum]
+    if not kept:
+        k = int(np.argmax(counts))
+        others = " (no other selected train has more)" if len(counts) > 1 else ""
+        raise RecordingError(
+            f"{path}: {what(counts[k], origins[k])}{others}; at least {minimum} are needed to read a firing pattern. "
+            "Select other segments/channels or lower min_spikes." + "".join(f" Note: {n}." for n in notes)
+        )
+    for k, (n, o) in enumerate(zip(counts, origins)):
         if n < minimum:
-            raise RecordingError(
-                f"{path}: segment {o.segment}, {'channel' if o.detected else 'train'} {o.channel} ({o.name!r}) has "
-                f"{n} spike{'s' if n != 1 else ''}; at least {minimum} are needed to read a firing pattern. "
-                "Select other segments/channels or lower require_min_spikes."
-            )
+            notes.append(f"skipped {what(n, o)}, fewer than min_spikes = {minimum}")
+    return [trains[k] for k in kept], [origins[k] for k in kept]

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from ..core.checks import is_seed
 from ..errors import InvalidInputError
 
 __all__ = ["Seed", "numpy_rng", "torch_generator", "as_batch", "torch_threads_set", "simulation_settings"]
@@ -33,10 +34,10 @@ def numpy_rng(seed: Seed, name: str = "seed") -> np.random.Generator:
         return np.random.default_rng(_draw_int(seed))
     if seed is None:
         return np.random.default_rng(_draw_int(None))
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0:
+    if is_seed(seed):
         return np.random.default_rng(int(seed))
     raise InvalidInputError(
-        f"{name}: expected None, a non-negative int, a numpy.random.Generator or a torch.Generator, got {seed!r}"
+        f"{name}: expected None, an int from 0 to 2**63 - 1, a numpy.random.Generator or a torch.Generator, got {seed!r}"
     )
 
 
@@ -46,10 +47,10 @@ def torch_generator(seed: Seed, name: str = "seed") -> torch.Generator | None:
         return seed
     if isinstance(seed, np.random.Generator):
         return torch.Generator().manual_seed(int(seed.integers(0, 2**62)))
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0:
+    if is_seed(seed):
         return torch.Generator().manual_seed(int(seed))
     raise InvalidInputError(
-        f"{name}: expected None, a non-negative int, a numpy.random.Generator or a torch.Generator, got {seed!r}"
+        f"{name}: expected None, an int from 0 to 2**63 - 1, a numpy.random.Generator or a torch.Generator, got {seed!r}"
     )
 
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from .convert import (
+    MIN_SPIKE_AMPLITUDE_MV,
     REARM_THRESHOLD_MV,
     SPIKE_THRESHOLD_MV,
     csr_from_spiketrains,
@@ -39,6 +40,7 @@ __all__ = [
     "detect_spikes",
     "SPIKE_THRESHOLD_MV",
     "REARM_THRESHOLD_MV",
+    "MIN_SPIKE_AMPLITUDE_MV",
     "FiringClass",
     "FIRING_CLASSES",
     "CV_THRESHOLD",

@@ -25,6 +25,7 @@ __all__ = [
     "detect_spikes",
     "SPIKE_THRESHOLD_MV",
     "REARM_THRESHOLD_MV",
+    "MIN_SPIKE_AMPLITUDE_MV",
 ]
 
 Array = NDArray[np.float64]
@@ -33,6 +34,12 @@ Array = NDArray[np.float64]
 SPIKE_THRESHOLD_MV = 10.0
 #: ... and detection re-arms once V has fallen below 0 mV.
 REARM_THRESHOLD_MV = 0.0
+#: ``threshold="auto"``: a trace whose maximum is less than this above its median holds no spikes ...
+MIN_SPIKE_AMPLITUDE_MV = 20.0
+#: ... otherwise spikes cross this fraction of the way from the median to the maximum ...
+AUTO_THRESHOLD_FRACTION = 0.5
+#: ... and detection re-arms below this fraction.
+AUTO_REARM_FRACTION = 0.2
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -78,8 +85,13 @@ def _check_times(times: Array, name: str, t_start: float | None, t_stop: float |
     if times.ndim != 1:
         raise InvalidInputError(f"{name} must be one-dimensional (one spike train), got shape {times.shape}.")
     if not np.all(np.isfinite(times)):
-        i = int(np.flatnonzero(~np.isfinite(times))[0])
-        raise InvalidInputError(f"{name} must be finite; element {i} is {times[i]}.")
+        bad = np.flatnonzero(~np.isfinite(times))
+        i = int(bad[0])
+        what = "NaN (not a number)" if np.isnan(times[i]) else "infinite"
+        raise InvalidInputError(
+            f"{name} must be finite; spike time {i} is {what} ({times[i]}), {bad.size} such value(s) in all. "
+            "Remove them from the spike times."
+        )
     if times.size and times.min() < 0:
         i = int(np.flatnonzero(times < 0)[0])
         raise InvalidInputError(
@@ -87,11 +99,17 @@ def _check_times(times: Array, name: str, t_start: float | None, t_stop: float |
             "recording starts at 0 or later."
         )
     steps = np.diff(times)
+    if np.any(steps == 0):
+        i = int(np.flatnonzero(steps == 0)[0])
+        raise InvalidInputError(
+            f"{name} must be strictly increasing; duplicate spike time {times[i]} ms (elements {i} and {i + 1}), "
+            f"{int(np.sum(steps == 0))} duplicate(s) in all. Remove duplicates (two spikes cannot share a time)."
+        )
     if np.any(steps <= 0):
         i = int(np.flatnonzero(steps <= 0)[0])
         raise InvalidInputError(
             f"{name} must be strictly increasing; element {i + 1} ({times[i + 1]} ms) does not come after "
-            f"element {i} ({times[i]} ms). Sort the times and remove duplicates."
+            f"element {i} ({times[i]} ms): the times are not sorted. Sort them."
         )
     if t_start is not None and times.size and times[0] < t_start:
         raise InvalidInputError(f"{name} has a spike at {times[0]} ms, before t_start = {t_start} ms.")
@@ -287,11 +305,27 @@ def _crossings(v: Array, dt: float, t0: float, threshold: float, rearm: float) -
     return t0 + (spikes - 1 + frac) * dt
 
 
+def _auto_levels(v: Array) -> tuple[float, float]:
+    """Threshold and re-arm levels of one trace from its own range (``threshold="auto"``).
+
+    Spikes are brief, so the median is the level the cell spends its time at (rest, or between spikes) and
+    the maximum is a spike peak; spikes cross half way between them, and detection re-arms a fifth of the way
+    up. This holds wherever the spikes peak (below 0 mV in a cold or damaged cell) and wherever the trace rests
+    (near 0 mV with a wrong offset). A trace less than :data:`MIN_SPIKE_AMPLITUDE_MV` above its median has no
+    spikes: both levels are then put above its maximum.
+    """
+    base, peak = float(np.median(v)), float(np.max(v))
+    amplitude = peak - base
+    if amplitude < MIN_SPIKE_AMPLITUDE_MV:
+        return peak + 1.0, peak + 1.0
+    return base + AUTO_THRESHOLD_FRACTION * amplitude, base + AUTO_REARM_FRACTION * amplitude
+
+
 def detect_spikes(
     signal: Any,
     *,
     threshold: Any = SPIKE_THRESHOLD_MV,
-    rearm: Any = REARM_THRESHOLD_MV,
+    rearm: Any = None,
     sampling_period: Any = None,
     t_start: Any = None,
 ) -> neo.SpikeTrain | list[neo.SpikeTrain]:
@@ -315,7 +349,10 @@ def detect_spikes(
         A :class:`neo.AnalogSignal` (any voltage unit, one or several channels), or an array of shape
         ``(n_samples,)`` or ``(n_samples, n_channels)`` in mV (or a voltage quantity).
     threshold, rearm
-        Detection and re-arm levels, in mV or as voltage quantities; ``rearm <= threshold``.
+        Detection and re-arm levels, in mV or as voltage quantities; ``rearm <= threshold`` (default +10 mV and
+        0 mV; a threshold below 0 mV without ``rearm`` re-arms 10 mV below it). ``threshold="auto"`` derives both from each channel (median and maximum of the trace, see
+        ``_auto_levels``), for spikes that peak below 0 mV or traces that rest near 0 mV; ``rearm`` must then be
+        left out.
     sampling_period, t_start
         Sampling step and time of the first sample (default 0), in ms or as time quantities; only for
         arrays (an AnalogSignal carries its own).
@@ -327,10 +364,19 @@ def detect_spikes(
         AnalogSignal), otherwise a list with one train per channel. Trains are in ms, span the signal's
         time window, and are annotated with ``channel``, ``threshold_mV`` and ``rearm_mV``.
     """
-    thr = _voltage_mv(threshold, "threshold")
-    low = _voltage_mv(rearm, "rearm")
-    if low > thr:
-        raise InvalidInputError(f"rearm ({low} mV) must not be above threshold ({thr} mV).")
+    auto = isinstance(threshold, str)
+    if auto:
+        if threshold != "auto":
+            raise InvalidInputError(f"threshold must be a voltage (mV) or 'auto', got {threshold!r}.")
+        if rearm is not None:
+            raise InvalidInputError("rearm is derived from the trace with threshold='auto'; leave rearm out.")
+    else:
+        thr = _voltage_mv(threshold, "threshold")
+        low = REARM_THRESHOLD_MV if rearm is None else _voltage_mv(rearm, "rearm")
+        if rearm is None and low > thr:  # a threshold below the default re-arm level: keep the spec's 10-mV gap
+            low = thr - (SPIKE_THRESHOLD_MV - REARM_THRESHOLD_MV)
+        if low > thr:
+            raise InvalidInputError(f"rearm ({low} mV) must not be above threshold ({thr} mV).")
 
     if isinstance(signal, neo.AnalogSignal):
         if sampling_period is not None or t_start is not None:
@@ -369,15 +415,10 @@ def detect_spikes(
         raise InvalidInputError("signal contains NaN or infinite voltages; clean or crop the trace first.")
 
     t_stop = t0 + v.shape[0] * dt  # neo's convention: the window ends one step after the last sample
-    trains = [
-        to_spiketrain(
-            _crossings(v[:, c], dt, t0, thr, low),
-            t_start=t0,
-            t_stop=t_stop,
-            channel=c,
-            threshold_mV=thr,
-            rearm_mV=low,
-        )
-        for c in range(v.shape[1])
-    ]
+    trains = []
+    for c in range(v.shape[1]):
+        if auto:
+            thr, low = _auto_levels(v[:, c])
+        trains.append(to_spiketrain(_crossings(v[:, c], dt, t0, thr, low), t_start=t0, t_stop=t_stop, channel=c,
+                                    threshold_mV=thr, rearm_mV=low))  # fmt: skip
     return trains[0] if single else trains
