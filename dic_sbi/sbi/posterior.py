@@ -218,15 +218,9 @@ class DICPosterior:
         Each sample is one cell of the degenerate population of one DIC sample. With ``return_dics``, also
         return those DICs.
         """
-        from ..core.populations import degenerate_population
-
         rng = numpy_rng(seed)
         t = self.sample_dics(sample_shape, x, seed=rng, show_progress_bars=show_progress_bars)
-        flat = t.reshape(-1, 2).to(torch.float64).numpy()
-        g = degenerate_population(
-            self.model, flat[:, 0], flat[:, 1], 1, seed=rng, pair=self.pair, calcium_path_tau=self.calcium_path_tau
-        )[:, 0, :]
-        g = torch.as_tensor(g, dtype=torch.float64).reshape(tuple(t.shape[:-1]) + (self.model.n_conductances,))
+        g = self._cells_of(t, rng)
         return (g, t) if return_dics else g
 
     def sample_dics_batched(
@@ -260,16 +254,20 @@ class DICPosterior:
         sample is a finite, valid cell (the compensation never returns NaN). sbi's sampling options go to the
         DIC posterior (:meth:`sample_dics_batched`).
         """
-        from ..core.populations import degenerate_population
-
         rng = numpy_rng(seed)
         t = self.sample_dics_batched(sample_shape, x, seed=rng, show_progress_bars=show_progress_bars, **kwargs)
+        g = self._cells_of(t, rng)
+        return (g, t) if return_dics else g
+
+    def _cells_of(self, t: Tensor, rng: np.random.Generator) -> Tensor:
+        """One cell of the degenerate population of each DIC sample in ``t`` (``(..., 2)`` → ``(..., n_cond)``, float64)."""
+        from ..core.populations import degenerate_population
+
         flat = t.reshape(-1, 2).to(torch.float64).numpy()
         g = degenerate_population(
             self.model, flat[:, 0], flat[:, 1], 1, seed=rng, pair=self.pair, calcium_path_tau=self.calcium_path_tau
         )[:, 0, :]
-        g = torch.as_tensor(g, dtype=torch.float64).reshape(tuple(t.shape[:-1]) + (self.model.n_conductances,))
-        return (g, t) if return_dics else g
+        return torch.as_tensor(g, dtype=torch.float64).reshape(tuple(t.shape[:-1]) + (self.model.n_conductances,))
 
     def _batch_of_x(self, x: Tensor) -> Tensor:
         """``x`` as a float32 ``(B, k)`` batch for the batched methods (conditional posteriors only)."""
