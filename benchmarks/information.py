@@ -147,9 +147,25 @@ def evaluate(posterior, ho: dict, n_samples: int = 300) -> dict:
     return out
 
 
+def table_rows(results: dict, label: str = "") -> list[str]:
+    """Markdown rows (non-silent, spiking, bursting, σ = 5, jitter 0.5 and 2 ms, coverage) of one result file."""
+    def mae(r, h, c):
+        v = r[h][c]["mae_mean"]
+        return f"{v[0]:.2f} / {v[1]:.2f}"
+
+    rows = [("shipped posterior (summary)", results["shipped"])] if "shipped" in results else []
+    rows += [(f"{name}{label}", r) for name, r in results.get("sets", {}).items()]
+    return ["| " + " | ".join([name, mae(r, "noise_free", "non_silent"), mae(r, "noise_free", "spiking"),
+                                mae(r, "noise_free", "bursting"), mae(r, "sigma_5", "non_silent"),
+                                mae(r, "jitter_0.5ms", "non_silent"), mae(r, "jitter_2ms", "non_silent"),
+                                "%.0f / %.0f %%" % tuple(100 * c for c in r["noise_free"]["non_silent"]["coverage_90"])])
+            + " |" for name, r in rows]  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, choices=("stg", "da"))
+    p.add_argument("--table", nargs="+", metavar="RESULT.json", help="print the Markdown rows of result files and exit")
+    p.add_argument("--model", choices=("stg", "da"))
     p.add_argument("--train", type=int, default=30000, help="noise-free training simulations")
     p.add_argument("--noisy", type=int, default=15000, help="training simulations with σ ~ U(0.5, 5)")
     p.add_argument("--points", type=int, default=200, help="held-out DIC targets")
@@ -163,8 +179,16 @@ def main() -> None:
     p.add_argument("--shipped", action="store_true", help="also evaluate the shipped pretrained posterior (summary)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-threads", type=int, default=1)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out")
     a = p.parse_args()
+    if a.table:
+        for path in a.table:
+            res = json.loads(Path(path).read_text())
+            jitter = res.get("settings", {}).get("jitter", 0.0)
+            print("\n".join(table_rows(res, f", trained with jitter ({jitter:g} of cells)" if jitter else "")))
+        return
+    if a.model is None or a.out is None:
+        p.error("--model and --out are required (or --table)")
     model = get_model(a.model)
     sets = [s for s in a.sets.split(",") if s]
     t0 = time.perf_counter()
