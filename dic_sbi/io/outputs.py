@@ -239,9 +239,9 @@ def safe_output(
     success it is moved to ``path`` (a folder gets a marker listing its files), on error it is removed and
     ``path`` is untouched. Nested calls for the same path in one process share the reservation.
     """
-    target = check_output(path, kind=kind, overwrite=overwrite, protect=protect, option=option,
-                          overwrite_option=overwrite_option)  # fmt: skip
-    with _reserve(target, option) as staging:
+    with reserve_output(path, kind=kind, overwrite=overwrite, protect=protect, option=option,
+                        overwrite_option=overwrite_option) as target:  # fmt: skip
+        staging = staging_path(target)
         content = staging / _CONTENT
         if kind == "folder":
             content.mkdir()
