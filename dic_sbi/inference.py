@@ -399,7 +399,6 @@ def infer(
     """
     import torch
 
-    from .core.populations import degenerate_population
     from .core.simulator import simulate
     from .io import Recording, read_recording
     from .models import get_model
@@ -469,9 +468,14 @@ def infer(
         t0 = time.perf_counter()
         x = post.condition(summary_statistics(st), **known)
         obs = spike_train_features(st).as_dict()
-        d = post.sample_dics((int(n),), x=x, seed=rng).to(torch.float64).numpy()
-        g = degenerate_population(m, d[:, 0], d[:, 1], 1, seed=rng, pair=post.pair)[:, 0, :]
+        # DIC samples, then one compensated cell each: free draws from q(z | t, x) when the posterior has that
+        # estimator (the part of each DIC's population that fires like x), else from the seed law.
+        g_t, d_t = post.sample((int(n),), x=x, seed=rng, return_dics=True)
+        g, d = g_t.numpy(), d_t.to(torch.float64).numpy()
         seconds = time.perf_counter() - t0
+        if post.last_fallback:
+            notes.append(f"train {i} ({st.name}): {post.last_fallback} of {n} cells took their free conductances "
+                         "from the seed law (the learned law gave no valid cell for their DICs)")  # fmt: skip
         span = float((st.t_stop - st.t_start).rescale("ms").magnitude)
         if span < 0.5 * train_window:
             notes.append(f"train {i} ({st.name}): {span:.0f} ms observed, the posterior was trained on "

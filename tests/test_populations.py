@@ -5,6 +5,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
+
+import dic_sbi
 from scipy import stats
 
 from dic_sbi.core import populations as P
@@ -352,3 +354,47 @@ def test_populations_fire_as_their_targets_say(model):
         result = simulate(model, g.reshape(-1, g.shape[-1]))  # the model's published protocol
         classes = np.asarray(result.features()["firing_class"])
         assert np.mean(classes == expected) >= 0.95, (model, expected, np.unique(classes, return_counts=True))
+
+
+# -- compensate / free_draws: the compensation on given free draws ----------------------------------------------
+@pytest.mark.parametrize("model", ["stg", "da"])
+def test_compensate_inverts_free_draws(model):
+    """free_draws recovers z from a cell; compensate(t, z) gives the cell back (to the solve tolerance)."""
+    from dic_sbi.core.populations import compensate, free_draws
+
+    g_s, g_u = np.linspace(-5, 10, 40), np.linspace(1, 15, 40)
+    g = dic_sbi.degenerate_population(model, g_s, g_u, 1, seed=3)[:, 0]
+    gl, u, on = free_draws(model, g)
+    assert on.all() and np.all((u >= 0) & (u <= 1)) and u.shape[0] == 40
+    again, valid = compensate(model, g_s, g_u, gl, u)
+    assert valid.all()
+    np.testing.assert_allclose(again, g, rtol=1e-7)
+    np.testing.assert_allclose(dic_sbi.dics(model, again)[:, 1:], np.column_stack([g_s, g_u]), atol=1e-6)
+
+
+def test_compensate_same_draws_as_degenerate_population():
+    """On the seed law's own draws, compensate makes exactly the cells degenerate_population keeps."""
+    from dic_sbi.core.populations import _draw_free, compensate, seed_distribution
+
+    rng = np.random.default_rng(5)
+    gl, u = _draw_free(seed_distribution("stg"), rng, 500)
+    cells, valid = compensate("stg", 2.0, 6.0, gl, u)
+    assert 0.5 < valid.mean() <= 1.0 and np.isnan(cells[~valid]).all()
+    assert np.all(cells[valid] >= 0)
+    np.testing.assert_allclose(dic_sbi.dics("stg", cells[valid])[:, 1:], [[2.0, 6.0]] * int(valid.sum()), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(gleak=[0.01, -1.0], uniforms=[[0.5] * 4] * 2), "gleak > 0"),
+        (dict(gleak=[0.01], uniforms=[[0.5] * 4, [0.5] * 4]), "shape"),
+        (dict(gleak=[0.01], uniforms=[[1.5] * 4]), "uniforms in"),
+        (dict(gleak=[0.01], uniforms=[[0.5] * 3]), "shape"),
+    ],
+)
+def test_compensate_bad_input(kwargs, match):
+    from dic_sbi.core.populations import compensate
+
+    with pytest.raises(dic_sbi.InvalidInputError, match=match):
+        compensate("stg", 2.0, 6.0, **kwargs)

@@ -50,6 +50,8 @@ from .dics import CalciumPathTau, Linearization, linearize
 
 __all__ = [
     "degenerate_population",
+    "compensate",
+    "free_draws",
     "population_log_density",
     "PopulationInfo",
     "SeedDistribution",
@@ -524,6 +526,7 @@ class _DensityParts:
     targets: Array  # (N, 2) the cells' own (g_s, g_u)
     pair: NDArray[np.intp]  # (N,)
     seed_cells: Array  # (N, n) the recovered seeds (pair entries at their seed values)
+    uniforms: Array  # (N, n_free) the recovered uniform draws of the free conductances
     log_p_free: Array  # (N,) log p(z)
     log_det: Array  # (N,) log |det ∂(g_s, g_u)/∂ḡ_pair|
     on_support: NDArray[np.bool_]  # (N,)
@@ -561,7 +564,7 @@ def _density_parts(
         )
     log_p_free = log_gamma - np.sum(np.log(width)) - sd.free_index.size * np.log(scale)
 
-    def attempt(cell_pair: NDArray[np.intp]) -> tuple[Array, Array, NDArray[np.bool_]]:
+    def attempt(cell_pair: NDArray[np.intp]) -> tuple[Array, Array, NDArray[np.bool_], Array]:
         seed_values = np.empty((N, 2))
         log_det = np.empty(N)
         recovered = np.empty(N, dtype=np.bool_)
@@ -589,10 +592,10 @@ def _density_parts(
             )
             same = np.all(np.abs(rerun - g[idx]) <= support_rtol * np.maximum(np.abs(g[idx]), gl[idx, None]), axis=1)
             on_support[idx] = (status == VALID) & same
-        return seeds, log_det, on_support
+        return seeds, log_det, on_support, uniforms
 
     cell_pair = _choose_pairs(model, sd, targets[:, 0], targets[:, 1], pair)
-    seeds, log_det, on_support = attempt(cell_pair)
+    seeds, log_det, on_support, uniforms = attempt(cell_pair)
     if pair is None:
         # A cell made for a target on a line where the rule switches pair has DICs a rounding error away from
         # it: also try every pair the rule picks within a tiny neighbourhood of the cell's DICs.
@@ -605,18 +608,109 @@ def _density_parts(
                 continue
             tried.append(alt)
             trial_pair = np.where(retry, alt, cell_pair)
-            s2, d2, ok2 = attempt(trial_pair)
+            s2, d2, ok2, u2 = attempt(trial_pair)
             take = retry & ok2
             cell_pair = np.where(take, alt, cell_pair)
-            seeds[take], log_det[take], on_support[take] = s2[take], d2[take], True
+            seeds[take], log_det[take], on_support[take], uniforms[take] = s2[take], d2[take], True, u2[take]
     return _DensityParts(
         targets=targets,
         pair=cell_pair,
         seed_cells=seeds,
+        uniforms=uniforms,
         log_p_free=log_p_free,
         log_det=log_det,
         on_support=on_support,
     )
+
+
+def compensate(
+    model: str | ConductanceModel,
+    g_s: ArrayLike,
+    g_u: ArrayLike,
+    gleak: ArrayLike,
+    uniforms: ArrayLike,
+    *,
+    pair: tuple[str, str] | None = None,
+    calcium_path_tau: CalciumPathTau = "model",
+    tol: float = DEFAULT_TOL,
+    max_iter: int = 30,
+) -> tuple[Array, NDArray[np.bool_]]:
+    """The cell the compensation makes from given free draws, one per row (no rejection, no redraw).
+
+    :func:`degenerate_population` draws the free draws ``z = (gleak, uniforms)`` from the seed law and keeps
+    the valid cells; this runs the same two stages on draws chosen by the caller (e.g. a learned
+    ``q(z | t, x)``, :class:`~dic_sbi.sbi.FreeConductanceEstimator`), so the cells keep their DICs exactly.
+
+    Parameters
+    ----------
+    model
+        Model name or object.
+    g_s, g_u
+        Targets ``(N,)`` (or scalars, broadcast).
+    gleak
+        ``(N,)`` leak conductances (> 0).
+    uniforms
+        ``(N, n_free)`` positions in [0, 1] of the free conductances in their ranges (scaled by gleak), in the
+        order of :func:`seed_distribution`'s ``free_index``.
+    pair, calcium_path_tau, tol, max_iter
+        As in :func:`degenerate_population`.
+
+    Returns
+    -------
+    cells, valid
+        ``(N, n_conductances)`` cells (NaN where invalid) and ``(N,)`` True where every conductance is ≥ 0 and
+        the solves converged.
+    """
+    model = get_model(model)
+    plan = _plan(model, calcium_path_tau)
+    sd = plan.seed
+    gl = np.atleast_1d(np.asarray(gleak, dtype=float))
+    U = np.atleast_2d(np.asarray(uniforms, dtype=float))
+    if gl.ndim != 1 or U.shape != (gl.shape[0], sd.free_index.size):
+        raise InvalidInputError(f"uniforms: expected shape (N, {sd.free_index.size}) with gleak of shape (N,), got "
+                                f"{np.shape(uniforms)} and {np.shape(gleak)}")  # fmt: skip
+    if not (np.all(np.isfinite(gl)) and np.all(gl > 0) and np.all((U >= 0) & (U <= 1))):
+        raise InvalidInputError("gleak, uniforms: expected gleak > 0 and uniforms in [0, 1]")
+    g_s_arr, g_u_arr = _check_targets(g_s, g_u)
+    try:
+        targets = np.stack([np.broadcast_to(g_s_arr, gl.shape), np.broadcast_to(g_u_arr, gl.shape)], axis=-1)
+    except ValueError:
+        raise InvalidInputError(f"g_s, g_u: expected scalars or shape {gl.shape} like gleak, got {g_s_arr.shape}") from None
+    target_pair = _choose_pairs(model, sd, targets[:, 0], targets[:, 1], pair)
+    cells, status = _run_kernel(plan, gl, U, np.arange(gl.shape[0], dtype=np.intp), targets, target_pair,
+                                tol=tol, max_iter=_check_positive_int("max_iter", max_iter))  # fmt: skip
+    valid = status == VALID
+    cells[~valid] = np.nan
+    return cells, valid
+
+
+def free_draws(
+    model: str | ConductanceModel,
+    conductances: ArrayLike,
+    *,
+    pair: tuple[str, str] | None = None,
+    calcium_path_tau: CalciumPathTau = "model",
+    tol: float = DEFAULT_TOL,
+    max_iter: int = 30,
+) -> tuple[Array, Array, NDArray[np.bool_]]:
+    """Recover the free draws ``(gleak, uniforms)`` that :func:`compensate` turns into each cell.
+
+    The inverse of :func:`compensate` at the cell's own DICs: ``compensate(model, *dics(cells)[..., 1:].T,
+    *free_draws(model, cells)[:2])`` gives the cells back. Cells the compensation cannot make (off its set, or
+    with a negative conductance) are flagged in the third output (their draws are meaningless).
+
+    Returns
+    -------
+    gleak, uniforms, on_support
+        ``(N,)``, ``(N, n_free)`` and ``(N,)`` for ``(N, n_conductances)`` cells.
+    """
+    model = get_model(model)
+    g = np.asarray(conductances, dtype=float)
+    if g.ndim != 2 or g.shape[1] != model.n_conductances:
+        raise InvalidInputError(f"conductances: expected shape (N, {model.n_conductances}), got {g.shape}")
+    parts = _density_parts(model, g, pair=pair, calcium_path_tau=calcium_path_tau, tol=tol, max_iter=max_iter,
+                           support_rtol=1e-6)  # fmt: skip
+    return g[:, model.index("leak")].copy(), parts.uniforms, parts.on_support
 
 
 def _fractions(model, plan, g_s, g_u, pair_idx, n_draws, rng, tol, max_iter):

@@ -12,6 +12,7 @@ from .diagnostics import (
 )
 from .embedding import ISIEmbedding, Standardize
 from .features import SUMMARY_NAMES, summary_statistics
+from .free_conductances import FreeConductanceEstimator, train_free_conductances
 from .posterior import DICPosterior
 from . import pretrained  # dic_sbi.sbi.pretrained.load_pretrained after a plain import
 from .priors import ConductancePrior, DICPrior
@@ -28,6 +29,8 @@ __all__ = [
     "ISIEmbedding",
     "Standardize",
     "DICPosterior",
+    "FreeConductanceEstimator",
+    "train_free_conductances",
     "TrainingRun",
     "train_dic_posterior",
     "train_conductance_posterior",

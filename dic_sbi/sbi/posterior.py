@@ -5,7 +5,9 @@ Generative process of :class:`DICPosterior` for an observation ``x``:
 1. ``t = (g_s, g_u) ~ q(t | x)``, the DIC posterior (any sbi posterior over θ = DICs, or a torch distribution);
 2. ``ḡ ~ p(ḡ | t)``, one cell of the degenerate population of ``t``
    (:func:`~dic_sbi.core.populations.degenerate_population`: random seed cell, compensating pair solved for
-   ``t``, rejection of cells with a negative conductance).
+   ``t``, rejection of cells with a negative conductance); with a
+   :class:`~dic_sbi.sbi.FreeConductanceEstimator`, the seed cell's free draws ``z`` come from the learned
+   ``q(z | t, x)`` instead of the seed law ``p(z)``, and ``p(z)``, ``ρ`` below become ``q(z | t, x)``, ``ρ_q``.
 
 Its density, on the (dim z + 2)-dimensional set the compensation produces and in the coordinates of
 :func:`~dic_sbi.core.populations.population_log_density` (free draws ``z``, compensated pair ``ḡ_P``), is
@@ -65,6 +67,9 @@ class DICPosterior:
             values it was trained on as intervals, e.g. ``{"noise_std": ((0, 0), (5, 5))}`` (σ = 0 or 5) or
             ``{"noise_std": ((0, 0), (0.5, 5))}`` (σ = 0, or anything from 0.5 to 5); ``x`` then carries them
             (:meth:`condition`).
+        free_conductances: A :class:`~dic_sbi.sbi.FreeConductanceEstimator`, ``q(z | t, x)``: the free draws
+            of the compensation are drawn from it instead of the seed law, so the cells of each DIC sample are
+            those that fire like ``x`` (:mod:`dic_sbi.sbi.free_conductances`). Default: the seed law.
 
     References:
         Fyon, Franci, Sacré, Drion (2024). PNAS Nexus 3:pgae415.
@@ -80,8 +85,10 @@ class DICPosterior:
         calcium_path_tau: float | str | None = "model",
         simulator: Any = None,
         conditions: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+        free_conductances: Any = None,
     ) -> None:
         from .features import _check_conditions
+        from .free_conductances import FreeConductanceEstimator
 
         if not (hasattr(posterior, "sample") and hasattr(posterior, "log_prob")):
             raise InvalidInputError(f"posterior: expected an sbi posterior or a torch Distribution, got {type(posterior).__name__}")
@@ -103,6 +110,16 @@ class DICPosterior:
             self.conditions[name] = ivs
         if conditions and not self._conditional():
             raise InvalidInputError("conditions: an unconditional distribution takes no x, so no conditions either")
+        if free_conductances is not None:
+            if not isinstance(free_conductances, FreeConductanceEstimator):
+                raise InvalidInputError(f"free_conductances: expected a FreeConductanceEstimator, got {type(free_conductances).__name__}")
+            if not self._conditional():
+                raise InvalidInputError("free_conductances: q(z | t, x) needs x; this DICPosterior is unconditional")
+            if free_conductances.model.name != self.model.name or free_conductances.pair != pair:
+                raise InvalidInputError("free_conductances: trained for another model or compensating pair")
+        self.free_conductances = free_conductances
+        #: Cells of the last sample that fell back to the seed law (see FreeConductanceEstimator.sample_cells).
+        self.last_fallback = 0
 
     # -- known conditions ------------------------------------------------------------------------------------
     def condition(self, x: Tensor, **values: float) -> Tensor:
@@ -220,7 +237,7 @@ class DICPosterior:
         """
         rng = numpy_rng(seed)
         t = self.sample_dics(sample_shape, x, seed=rng, show_progress_bars=show_progress_bars)
-        g = self._cells_of(t, rng)
+        g = self._cells_of(t, rng, x if x is not None else self.default_x)
         return (g, t) if return_dics else g
 
     def sample_dics_batched(
@@ -256,17 +273,22 @@ class DICPosterior:
         """
         rng = numpy_rng(seed)
         t = self.sample_dics_batched(sample_shape, x, seed=rng, show_progress_bars=show_progress_bars, **kwargs)
-        g = self._cells_of(t, rng)
+        xb = self._batch_of_x(x)
+        g = self._cells_of(t, rng, xb.expand(t.shape[:-1] + (xb.shape[-1],)).reshape(-1, xb.shape[-1]))
         return (g, t) if return_dics else g
 
-    def _cells_of(self, t: Tensor, rng: np.random.Generator) -> Tensor:
-        """One cell of the degenerate population of each DIC sample in ``t`` (``(..., 2)`` → ``(..., n_cond)``, float64)."""
+    def _cells_of(self, t: Tensor, rng: np.random.Generator, x: Tensor | None = None) -> Tensor:
+        """One cell of the degenerate population of each DIC sample in ``t`` (``(..., 2)`` → ``(..., n_cond)``,
+        float64); with a free-conductance estimator, its free draws given ``x`` (one row, or one per sample)."""
         from ..core.populations import degenerate_population
 
         flat = t.reshape(-1, 2).to(torch.float64).numpy()
-        g = degenerate_population(
-            self.model, flat[:, 0], flat[:, 1], 1, seed=rng, pair=self.pair, calcium_path_tau=self.calcium_path_tau
-        )[:, 0, :]
+        if self.free_conductances is not None and x is not None:
+            g, self.last_fallback = self.free_conductances.sample_cells(flat, x, seed=rng)
+        else:
+            g = degenerate_population(
+                self.model, flat[:, 0], flat[:, 1], 1, seed=rng, pair=self.pair, calcium_path_tau=self.calcium_path_tau
+            )[:, 0, :]
         return torch.as_tensor(g, dtype=torch.float64).reshape(tuple(t.shape[:-1]) + (self.model.n_conductances,))
 
     def _batch_of_x(self, x: Tensor) -> Tensor:
@@ -326,7 +348,9 @@ class DICPosterior:
             ``(...)`` float64; ``-inf`` for cells the process cannot produce.
         """
         g = _as_conductances(self.model, conductances)
-        return self._log_prob(g, lambda t: self.log_prob_dics(t, x, **kwargs), normalize=normalize, n_draws=n_draws, seed=seed)
+        x_rows = x if x is not None else self.default_x
+        return self._log_prob(g, lambda t: self.log_prob_dics(t, x, **kwargs), normalize=normalize, n_draws=n_draws,
+                              seed=seed, x_rows=x_rows)  # fmt: skip
 
     def log_prob_batched(
         self,
@@ -358,9 +382,14 @@ class DICPosterior:
             out = self.posterior.log_prob_batched(full, x=x, **kwargs)
             return out.reshape(-1)[torch.as_tensor(ok.ravel())]
 
-        return self._log_prob(g, log_q, normalize=normalize, n_draws=n_draws, seed=seed, grid=True)
+        x_rows = x.expand(g.shape[:-1] + (x.shape[-1],)).reshape(-1, x.shape[-1])
+        return self._log_prob(g, log_q, normalize=normalize, n_draws=n_draws, seed=seed, grid=True, x_rows=x_rows)
 
-    def _log_prob(self, g: np.ndarray, log_q: Any, *, normalize: bool, n_draws: int, seed: Any, grid: bool = False) -> Tensor:
+    def _log_prob(self, g: np.ndarray, log_q: Any, *, normalize: bool, n_draws: int, seed: Any, grid: bool = False,
+                  x_rows: Tensor | None = None) -> Tensor:  # fmt: skip
+        """``log q(t | x)`` (``log_q``) plus the compensation's part: ``log p(z) + log |det|`` (``- log ρ``), or with a
+        free-conductance estimator ``log q(z | t, x) + log |det|`` (``- log ρ_q``); ``x_rows``: x of each flat cell
+        or one row."""
         from ..core.populations import population_log_density
 
         shape = g.shape[:-1]
@@ -375,15 +404,24 @@ class DICPosterior:
             # Chunks bound the memory of the Monte Carlo normaliser (n_draws cells simulated per cell).
             rng = np.random.default_rng(seed) if not isinstance(seed, np.random.Generator) else seed
             step = max(1, _MAX_DRAWS // n_draws) if normalize else cells.shape[0]
-            log_pop = np.concatenate(
-                [
-                    population_log_density(
-                        self.model, cells[a : a + step], normalize=normalize, n_draws=n_draws, seed=rng,
-                        pair=self.pair, calcium_path_tau=self.calcium_path_tau,
-                    )  # fmt: skip
+            if self.free_conductances is not None and x_rows is not None:
+                xr = torch.as_tensor(x_rows, dtype=torch.float32).reshape(-1, x_rows.shape[-1])
+                xr = xr if xr.shape[0] == 1 else xr[torch.as_tensor(ok)]
+                log_pop = np.concatenate([
+                    self.free_conductances.log_density(cells[a : a + step], xr if xr.shape[0] == 1 else xr[a : a + step],
+                                                       normalize=normalize, n_draws=n_draws, seed=rng)
                     for a in range(0, cells.shape[0], step)
-                ]
-            )
+                ])  # fmt: skip
+            else:
+                log_pop = np.concatenate(
+                    [
+                        population_log_density(
+                            self.model, cells[a : a + step], normalize=normalize, n_draws=n_draws, seed=rng,
+                            pair=self.pair, calcium_path_tau=self.calcium_path_tau,
+                        )  # fmt: skip
+                        for a in range(0, cells.shape[0], step)
+                    ]
+                )
             out[ok] = np.where(np.isfinite(q) & np.isfinite(log_pop), q + log_pop, -np.inf)
         return torch.as_tensor(out.reshape(shape), dtype=torch.float64)
 
@@ -401,7 +439,8 @@ class DICPosterior:
 
         The DIC MAP ``t*`` (:meth:`map_dics`; keyword arguments go to sbi's ``map``), then, of ``num_cells``
         cells of the degenerate population of ``t*``, the one of highest population density
-        ``log p(z) + log |det ∂t/∂ḡ_P|`` (the part of :meth:`log_prob` that varies at fixed DICs). The
+        ``log p(z) + log |det ∂t/∂ḡ_P|`` (the part of :meth:`log_prob` that varies at fixed DICs; with a
+        free-conductance estimator, cells and density from ``q(z | t*, x)``). The
         conductance posterior is a degenerate population by design, so this cell is one of many that fire
         alike; ``degenerate_population(model, *map_dics[0], n)`` gives the others.
         """
@@ -411,10 +450,16 @@ class DICPosterior:
         if not is_int(num_cells, 1):
             raise InvalidInputError(f"num_cells: expected a positive int, got {num_cells!r}")
         t = self.map_dics(x, **kwargs)[0].to(torch.float64).numpy()
-        cells = degenerate_population(self.model, t[0], t[1], int(num_cells), seed=seed, pair=self.pair,
-                                      calcium_path_tau=self.calcium_path_tau)  # fmt: skip
-        logp = population_log_density(self.model, cells, normalize=False, pair=self.pair,
-                                      calcium_path_tau=self.calcium_path_tau)  # fmt: skip
+        xr = x if x is not None else self.default_x
+        if self.free_conductances is not None and xr is not None:
+            tt = np.repeat(t[None], int(num_cells), axis=0)
+            cells, _ = self.free_conductances.sample_cells(tt, xr, seed=seed)
+            logp = self.free_conductances.log_density(cells, xr, normalize=False)
+        else:
+            cells = degenerate_population(self.model, t[0], t[1], int(num_cells), seed=seed, pair=self.pair,
+                                          calcium_path_tau=self.calcium_path_tau)  # fmt: skip
+            logp = population_log_density(self.model, cells, normalize=False, pair=self.pair,
+                                          calcium_path_tau=self.calcium_path_tau)  # fmt: skip
         return torch.as_tensor(cells[int(np.argmax(logp))][None], dtype=torch.float64)
 
     def __repr__(self) -> str:

@@ -84,7 +84,7 @@ def save_pretrained(
     overwrite: bool = False,
 ) -> tuple[Path, Path]:
     """Write ``posterior`` as ``path.pt`` + ``path.json`` (both written atomically; existing files are replaced
-    only with ``overwrite=True``).
+    only with ``overwrite=True``); its free-conductance estimator, if it has one, as ``path.free.pt``.
 
     Parameters
     ----------
@@ -122,16 +122,24 @@ def save_pretrained(
                   "min_reachability": prior.min_reachability},
         **(info or {}),
     }  # fmt: skip
+    free = posterior.free_conductances
+    if free is not None:
+        meta["free_conductances"] = {"x_dim": free.x_dim, **free.settings, **meta.get("free_conductances", {})}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    json_path, pt_path = path.with_suffix(".json"), path.with_suffix(".pt")
-    for p in (pt_path, json_path):  # both checked before either is written
+    json_path, pt_path, free_path = path.with_suffix(".json"), path.with_suffix(".pt"), path.with_suffix(".free.pt")
+    written = (pt_path, json_path) + ((free_path,) if free is not None else ())
+    for p in written:  # all checked before any is written
         check_output(p, kind="file", overwrite=overwrite, option="path", overwrite_option="overwrite=True")
     with safe_output(pt_path, kind="file", overwrite=overwrite, option="path", overwrite_option="overwrite=True") as tmp:
         torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
+    if free is not None:
+        with safe_output(free_path, kind="file", overwrite=overwrite, option="path", overwrite_option="overwrite=True") as tmp:
+            torch.save({k: v.detach().cpu() for k, v in free.net.state_dict().items()}, tmp)
     with safe_output(json_path, kind="file", overwrite=overwrite, option="path", overwrite_option="overwrite=True") as tmp:
         tmp.write_text(json.dumps(meta, indent=2) + "\n")
     _load.cache_clear()
+    _load_free.cache_clear()
     return json_path, pt_path
 
 
@@ -153,7 +161,37 @@ def load_pretrained(name_or_path: str | os.PathLike, *, device: str = "cpu") -> 
     pair = tuple(info["pair"]) if info.get("pair") else None
     sim = DICSimulator(info["model"], pair=pair, output=info["features"]["output"],
                        max_isis=info["features"]["max_isis"], **info["protocol"])  # fmt: skip
-    return DICPosterior(inner, info["model"], pair=pair, simulator=sim, conditions=info["features"].get("conditions"))
+    free = None
+    if "free_conductances" in info:
+        free_path = pt_path.with_suffix(".free.pt")
+        if not free_path.is_file():  # checked on every call: the estimator itself is cached
+            raise InvalidInputError(f"pretrained: {json_path} names a free-conductance estimator but {free_path} is missing")
+        free = _load_free(str(json_path.resolve()), str(free_path.resolve()))
+    return DICPosterior(inner, info["model"], pair=pair, simulator=sim, conditions=info["features"].get("conditions"),
+                        free_conductances=free)  # fmt: skip
+
+
+@lru_cache(maxsize=8)
+def _load_free(json_path: str, free_path: str) -> Any:
+    """The free-conductance estimator stored next to a posterior."""
+    from ..core.populations import seed_distribution
+    from .free_conductances import FreeConductanceEstimator, build_free_conductance_net
+
+    info = pretrained_info(json_path)["free_conductances"]
+    settings = {"hidden_features": int(info["hidden_features"]), "num_transforms": int(info["num_transforms"])}
+    model = get_model(pretrained_info(json_path)["model"])
+    gen = torch.Generator().manual_seed(0)
+    # Shapes only: the state dict overwrites every statistic fitted on these batches.
+    w = torch.randn((64, seed_distribution(model).free_index.size + 1), generator=gen)
+    cond = torch.randn((64, int(info["x_dim"]) + 2), generator=gen)
+    net = build_free_conductance_net(w, cond, **settings)
+    try:
+        net.load_state_dict(torch.load(free_path, map_location="cpu", weights_only=True))
+    except Exception as err:  # corrupt file, or weights of another architecture
+        raise InvalidInputError(f"pretrained: cannot load the weights {free_path}: {err}") from None
+    pair = pretrained_info(json_path).get("pair")
+    return FreeConductanceEstimator(net.eval(), model, x_dim=int(info["x_dim"]), pair=tuple(pair) if pair else None,
+                                    settings=settings)  # fmt: skip
 
 
 @lru_cache(maxsize=8)

@@ -1,0 +1,288 @@
+r"""Which part of a DIC's degenerate population fires like the recording: a learned law of the free draws.
+
+The compensation (:func:`~dic_sbi.core.populations.degenerate_population`) makes a cell from a target
+``t = (g_s, g_u)`` and free draws ``z = (gleak, u)``: gleak and the positions ``u ∈ [0, 1]`` of the free
+conductances in their ranges; the seed and move solves then fix the rest, so every cell has DICs ``t`` exactly.
+The published method draws ``z`` from a fixed seed law ``p(z)``, whatever was recorded. But cells that share
+``t`` still differ in how they fire (rate, burst period, spikes per burst), and which ``z`` reproduce *this*
+recording depends on ``x``. :class:`FreeConductanceEstimator` learns
+
+.. math:: q(z \mid t, x) \approx p(z \mid t, x) \propto p(x \mid t, z)\, p(z),
+
+a conditional normalising flow over ``w = (\log g_{leak}, \operatorname{logit} u)`` given ``(x, t)``, trained on
+DIC-prior simulations, which already hold ``t``, the cell (hence ``z``, recovered by
+:func:`~dic_sbi.core.populations.free_draws`) and ``x``. A :class:`~dic_sbi.sbi.DICPosterior` given one samples
+``t ~ q(t | x)``, then ``z ~ q(z | t, x)``, then compensates: the conductance posterior is
+``q(t | x) · q(z | t, x)`` pushed through the compensation, and its density is that of
+:func:`~dic_sbi.core.populations.population_log_density` with ``log p(z)`` replaced by ``log q(z | t, x)`` and
+the reachability by the probability that a draw of ``q(z | t, x)`` is valid.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import Tensor
+
+from ..errors import InvalidInputError
+from ..models import ConductanceModel, get_model
+from ._utils import Seed, numpy_rng
+
+__all__ = ["FreeConductanceEstimator", "train_free_conductances", "build_free_conductance_net"]
+
+Array = NDArray[np.float64]
+
+_EPS = 1e-6  # u is clipped to [EPS, 1 - EPS] before the logit: recovered draws may sit exactly on a range edge
+#: Rounds of redrawing invalid rows from q before the rest fall back to the seed law (see ``sample_cells``).
+MAX_ROUNDS = 50
+
+
+def build_free_conductance_net(
+    w: Tensor, condition: Tensor, *, hidden_features: int = 64, num_transforms: int = 5
+) -> Any:
+    """An sbi conditional flow (zuko NSF) over ``w`` given ``condition = (x, t)``, both standardised on the data.
+
+    The condition is standardised by a fixed :class:`~dic_sbi.sbi.Standardize` (spread floored at 0.1, so
+    constant columns stay constant), ``w`` by sbi's independent z-score.
+    """
+    from sbi.neural_nets import posterior_nn
+
+    from .embedding import Standardize
+
+    builder = posterior_nn(model="zuko_nsf", z_score_x="none", z_score_theta="independent",
+                           embedding_net=Standardize.from_data(condition), hidden_features=hidden_features,
+                           num_transforms=num_transforms)  # fmt: skip
+    return builder(w, condition)
+
+
+class FreeConductanceEstimator:
+    """``q(z | t, x)``: the law of the compensation's free draws given the DICs and the observation.
+
+    Arguments:
+        net: sbi conditional density estimator over ``w = (log gleak, logit u)`` given ``(x, t)``
+            (:func:`build_free_conductance_net`).
+        model: Model name or object.
+        x_dim: Columns of ``x`` (the DIC posterior's ``x``, known conditions included).
+        pair, calcium_path_tau: As in :func:`~dic_sbi.core.populations.degenerate_population`.
+        settings: Architecture (``hidden_features``, ``num_transforms``), kept for saving.
+    """
+
+    def __init__(
+        self,
+        net: Any,
+        model: str | ConductanceModel,
+        *,
+        x_dim: int,
+        pair: tuple[str, str] | None = None,
+        calcium_path_tau: Any = "model",
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        from ..core.populations import seed_distribution
+
+        self.net = net.eval()
+        self.model = get_model(model)
+        self.x_dim = int(x_dim)
+        self.pair = pair
+        self.calcium_path_tau = calcium_path_tau
+        self.settings = dict(settings or {})
+        sd = seed_distribution(self.model)
+        self._n_free = int(sd.free_index.size)
+        self._width = sd.free_high - sd.free_low
+        self._reference_leak = sd.reference_leak
+
+    @property
+    def n_draws_dim(self) -> int:
+        """Dimension of ``z`` (gleak and the free conductances)."""
+        return self._n_free + 1
+
+    # -- coordinates --------------------------------------------------------------------------------------------
+    @staticmethod
+    def to_w(gleak: Array, uniforms: Array) -> Array:
+        """``(log gleak, logit u)``, the flow's unbounded coordinates."""
+        u = np.clip(uniforms, _EPS, 1.0 - _EPS)
+        return np.column_stack([np.log(gleak), np.log(u) - np.log1p(-u)])
+
+    @staticmethod
+    def from_w(w: Array) -> tuple[Array, Array]:
+        """Inverse of :meth:`to_w`."""
+        return np.exp(w[:, 0]), 1.0 / (1.0 + np.exp(-w[:, 1:]))
+
+    def _condition(self, t: Array, x: Tensor) -> Tensor:
+        x = torch.as_tensor(x, dtype=torch.float32).reshape(-1, self.x_dim)
+        t = torch.as_tensor(np.asarray(t), dtype=torch.float32).reshape(-1, 2)
+        if x.shape[0] == 1 and t.shape[0] > 1:
+            x = x.expand(t.shape[0], -1)
+        if x.shape[0] != t.shape[0]:
+            raise InvalidInputError(f"x: expected one row or one per DIC sample ({t.shape[0]}), got {x.shape[0]}")
+        return torch.cat([x, t], dim=1)
+
+    # -- sampling -----------------------------------------------------------------------------------------------
+    def sample_draws(self, t: Array, x: Tensor, *, seed: Seed = None) -> tuple[Array, Array]:
+        """One draw ``z = (gleak, u) ~ q(z | t_i, x_i)`` per row of ``t`` (``x``: one row, or one per row)."""
+        cond = self._condition(t, x)
+        gen = numpy_rng(seed)
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(int(gen.integers(0, 2**62)))
+            w = self.net.sample((1,), condition=cond)[0]
+        return self.from_w(w.to(torch.float64).numpy())
+
+    def sample_cells(self, t: Array, x: Tensor, *, seed: Seed = None, max_rounds: int = MAX_ROUNDS) -> tuple[Array, int]:
+        """One valid cell per row of ``t`` (``(N, 2)``), its free draws from ``q(z | t, x)``.
+
+        Draws that give a negative conductance or a diverged solve are redrawn from ``q``, up to ``max_rounds``
+        times; rows still invalid then (the learned law puts almost no mass on valid draws there: targets at the
+        edge of the reachable region) get a cell of the seed law, so exactly ``N`` cells come back.
+
+        Returns
+        -------
+        cells, n_fallback
+            ``(N, n_conductances)`` float64 and how many rows fell back to the seed law.
+        """
+        from ..core.populations import compensate, degenerate_population
+
+        rng = numpy_rng(seed)
+        t = np.asarray(t, dtype=float).reshape(-1, 2)
+        x = torch.as_tensor(x, dtype=torch.float32).reshape(-1, self.x_dim)
+        out = np.full((t.shape[0], self.model.n_conductances), np.nan)
+        todo = np.arange(t.shape[0])
+        for _ in range(max_rounds):
+            if todo.size == 0:
+                break
+            xr = x if x.shape[0] == 1 else x[torch.as_tensor(todo)]
+            gl, u = self.sample_draws(t[todo], xr, seed=rng)
+            ok = np.isfinite(gl) & (gl > 0)
+            cells = np.full((todo.size, self.model.n_conductances), np.nan)
+            valid = np.zeros(todo.size, dtype=bool)
+            if ok.any():
+                cells[ok], valid[ok] = compensate(self.model, t[todo[ok], 0], t[todo[ok], 1], gl[ok], u[ok],
+                                                  pair=self.pair, calcium_path_tau=self.calcium_path_tau)  # fmt: skip
+            out[todo[valid]] = cells[valid]
+            todo = todo[~valid]
+        if todo.size:
+            out[todo] = degenerate_population(self.model, t[todo, 0], t[todo, 1], 1, seed=rng, pair=self.pair,
+                                              calcium_path_tau=self.calcium_path_tau)[:, 0, :]  # fmt: skip
+        return out, int(todo.size)
+
+    # -- densities ----------------------------------------------------------------------------------------------
+    def log_prob_draws(self, gleak: Array, uniforms: Array, t: Array, x: Tensor) -> Array:
+        """``log q(z | t, x)`` with ``z`` in the coordinates of :func:`~dic_sbi.core.populations.population_log_density`
+        (gleak and the free conductances at their seed values), so it replaces that function's ``log p(z)``."""
+        w = self.to_w(gleak, uniforms)
+        cond = self._condition(t, x)
+        with torch.no_grad():
+            log_w = self.net.log_prob(torch.as_tensor(w, dtype=torch.float32)[None], condition=cond)[0]
+        u = np.clip(uniforms, _EPS, 1.0 - _EPS)
+        scale = gleak / self._reference_leak
+        # w → (gleak, u) → (gleak, ḡ_free = (low + width·u)·scale): the change of variables of each step.
+        log_jac = -np.log(gleak) - np.sum(np.log(u) + np.log1p(-u), axis=1)
+        return log_w.to(torch.float64).numpy() + log_jac - np.sum(np.log(self._width)) - self._n_free * np.log(scale)
+
+    def reachability(self, t: Array, x: Tensor, *, n_draws: int = 2000, seed: Seed = None) -> Array:
+        """Monte Carlo probability that a draw of ``q(z | t_i, x_i)`` gives a valid cell, per row of ``t``."""
+        from ..core.populations import compensate
+
+        rng = numpy_rng(seed)
+        t = np.asarray(t, dtype=float).reshape(-1, 2)
+        x = torch.as_tensor(x, dtype=torch.float32).reshape(-1, self.x_dim)
+        out = np.empty(t.shape[0])
+        for i in range(t.shape[0]):
+            ti = np.repeat(t[i : i + 1], n_draws, axis=0)
+            gl, u = self.sample_draws(ti, x[i if x.shape[0] > 1 else 0][None], seed=rng)
+            ok = np.isfinite(gl) & (gl > 0)
+            _, valid = compensate(self.model, ti[ok, 0], ti[ok, 1], gl[ok], u[ok], pair=self.pair,
+                                  calcium_path_tau=self.calcium_path_tau)  # fmt: skip
+            out[i] = valid.sum() / n_draws
+        return out
+
+    def log_density(self, cells: Array, x: Tensor, *, normalize: bool = True, n_draws: int = 2000, seed: Seed = 0) -> Array:
+        """``log q(z | t, x) + log |det ∂t/∂ḡ_P|`` (``- log ρ_q(t, x)`` with ``normalize``) of ``(N, n)`` cells, x
+        one row or one per cell: the part of the conductance density added to ``log q(t | x)``."""
+        from ..core.populations import _density_parts
+
+        parts = _density_parts(self.model, cells, pair=self.pair, calcium_path_tau=self.calcium_path_tau,
+                               tol=1e-9, max_iter=30, support_rtol=1e-6)  # fmt: skip
+        x = torch.as_tensor(x, dtype=torch.float32).reshape(-1, self.x_dim)
+        out = np.full(cells.shape[0], -np.inf)
+        idx = np.flatnonzero(parts.on_support)
+        if idx.size == 0:
+            return out
+        xi = x if x.shape[0] == 1 else x[torch.as_tensor(idx)]
+        gl = cells[idx, self.model.index("leak")]
+        logp = self.log_prob_draws(gl, parts.uniforms[idx], parts.targets[idx], xi) + parts.log_det[idx]
+        if normalize:
+            rho = self.reachability(parts.targets[idx], xi, n_draws=n_draws, seed=seed)
+            logp = logp - np.log(np.maximum(rho, 0.5 / n_draws))  # a cell on the support proves ρ > 0
+        out[idx] = logp
+        return out
+
+    def __repr__(self) -> str:
+        return f"FreeConductanceEstimator({self.model.name!r}, z of dimension {self.n_draws_dim}, x of {self.x_dim})"
+
+
+def train_free_conductances(
+    model: str | ConductanceModel,
+    dics: Any,
+    conductances: Any,
+    x: Any,
+    *,
+    pair: tuple[str, str] | None = None,
+    hidden_features: int = 64,
+    num_transforms: int = 5,
+    training: dict | None = None,
+    seed: Seed = None,
+    show_progress_bars: bool = True,
+    device: str = "cpu",
+) -> tuple[FreeConductanceEstimator, dict[str, Any]]:
+    """Train ``q(z | t, x)`` on DIC-prior simulations: their DICs ``(N, 2)``, cells ``(N, n)`` and ``x`` ``(N, k)``.
+
+    The free draws of each cell are recovered with :func:`~dic_sbi.core.populations.free_draws`; rows with a
+    non-finite ``x`` (failed simulations) or a cell off the compensation's set are dropped. Training is sbi's
+    ``NPE`` loop (``training``: keyword arguments of ``NPE.train``; default batch 512, learning rate 5e-4, at
+    most 200 epochs, early stopping after 20), on ``device``; the estimator is returned on the CPU.
+
+    Returns
+    -------
+    estimator, summary
+        The :class:`FreeConductanceEstimator` and what training did (rows used, epochs, validation loss).
+    """
+    from sbi.inference import NPE
+
+    from ..core.populations import free_draws
+
+    model = get_model(model)
+    t = np.asarray(torch.as_tensor(dics).detach().cpu().numpy(), dtype=float)
+    g = np.asarray(torch.as_tensor(conductances).detach().cpu().numpy(), dtype=float)
+    xa = torch.as_tensor(x, dtype=torch.float32).detach().cpu()
+    if t.ndim != 2 or t.shape[1] != 2 or g.shape != (t.shape[0], model.n_conductances) or xa.shape[0] != t.shape[0]:
+        raise InvalidInputError(f"dics, conductances, x: expected (N, 2), (N, {model.n_conductances}) and (N, k) with "
+                                f"one N, got {t.shape}, {g.shape} and {tuple(xa.shape)}")  # fmt: skip
+    keep = np.isfinite(t).all(axis=1) & np.isfinite(g).all(axis=1) & torch.isfinite(xa).all(dim=1).numpy()
+    gl, u, on = free_draws(model, np.where(keep[:, None], g, 1.0), pair=pair)
+    keep &= on
+    if keep.sum() < 10:
+        raise InvalidInputError(f"conductances: only {int(keep.sum())} usable training rows (finite x, cells of the "
+                                "compensation); need simulations of DIC-prior cells")  # fmt: skip
+    w = torch.as_tensor(FreeConductanceEstimator.to_w(gl[keep], u[keep]), dtype=torch.float32)
+    cond = torch.cat([xa[torch.as_tensor(keep)], torch.as_tensor(t[keep], dtype=torch.float32)], dim=1)
+    settings = dict(hidden_features=int(hidden_features), num_transforms=int(num_transforms))
+    gen = numpy_rng(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(gen.integers(0, 2**62)))
+
+        def builder(theta: Tensor, xx: Tensor) -> Any:
+            return build_free_conductance_net(theta, xx, **settings)
+
+        inference = NPE(prior=None, density_estimator=builder, device=device, show_progress_bars=show_progress_bars)
+        inference.append_simulations(w, cond)
+        opts = dict(training_batch_size=512, learning_rate=5e-4, max_num_epochs=200, stop_after_epochs=20)
+        opts.update(training or {})
+        net = inference.train(**opts)
+    net = net.to("cpu").eval()
+    summary = {"rows": int(keep.sum()), "dropped": int((~keep).sum()), "epochs": int(inference.summary["epochs_trained"][-1]),
+               "best_validation_loss": float(inference.summary["best_validation_loss"][-1]), **settings}  # fmt: skip
+    est = FreeConductanceEstimator(net, model, x_dim=xa.shape[1], pair=pair, settings=settings)
+    return est, summary

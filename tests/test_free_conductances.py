@@ -1,0 +1,166 @@
+"""q(z | t, x), the learned law of the compensation's free draws: densities, sampling, training, DICPosterior."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+import dic_sbi
+import dic_sbi.data
+import dic_sbi.io
+from dic_sbi.core import populations as P
+from dic_sbi.sbi.free_conductances import FreeConductanceEstimator, train_free_conductances
+
+
+class _StandardNormalNet:
+    """A conditional 'flow' whose law of w is N(mu, 1) whatever the condition: a known density to test against."""
+
+    def __init__(self, dim: int, mu: float = 0.0) -> None:
+        self.dim, self.mu = dim, mu
+
+    def eval(self):
+        return self
+
+    def sample(self, shape, condition):
+        return self.mu + torch.randn(tuple(shape) + (condition.shape[0], self.dim))
+
+    def log_prob(self, w, condition):
+        return torch.distributions.Normal(self.mu, 1.0).log_prob(w).sum(-1)
+
+
+def _estimator(model="stg", mu=0.0):
+    sd = P.seed_distribution(model)
+    return FreeConductanceEstimator(_StandardNormalNet(sd.free_index.size + 1, mu), model, x_dim=3), sd
+
+
+def test_log_prob_draws_is_the_density_of_gleak_and_free_conductances():
+    """w ~ N(mu, 1): gleak is log-normal, u_i logit-normal, ḡ_free = (low + width u)·gleak/ref (scipy densities)."""
+    est, sd = _estimator(mu=-4.0)
+    rng = np.random.default_rng(0)
+    w = -4.0 + rng.standard_normal((50, est.n_draws_dim))
+    gl, u = est.from_w(w)
+    got = est.log_prob_draws(gl, u, np.zeros((50, 2)), torch.zeros(1, 3))
+    scale = gl / sd.reference_leak
+    logit = np.log(u) - np.log1p(-u)
+    want = stats.lognorm.logpdf(gl, s=1.0, scale=np.exp(-4.0))
+    # u = sigmoid(v), v ~ N(mu, 1): p(u) = φ(logit u - mu) / (u (1 - u)); then ḡ_i = (low_i + width_i u_i) scale.
+    want += (stats.norm.logpdf(logit, loc=-4.0) - np.log(u * (1 - u))).sum(axis=1)
+    want -= np.log((sd.free_high - sd.free_low)[None] * scale[:, None]).sum(axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_log_density_is_population_density_with_p_replaced_by_q():
+    """On the same cells, log_density - population_log_density = log q(z) - log p(z) (no normalisation)."""
+    est, sd = _estimator(mu=0.0)
+    g = dic_sbi.degenerate_population("stg", [3.0, -8.0], [6.0, 4.0], 20, seed=2).reshape(-1, 8)
+    gl, u, on = P.free_draws("stg", g)
+    assert on.all()
+    parts = P._density_parts(est.model, g, pair=None, calcium_path_tau="model", tol=1e-9, max_iter=30, support_rtol=1e-6)
+    got = est.log_density(g, torch.zeros(1, 3), normalize=False)
+    want = P.population_log_density("stg", g) - parts.log_p_free + est.log_prob_draws(gl, u, parts.targets, torch.zeros(1, 3))
+    np.testing.assert_allclose(got, want, rtol=1e-6)  # the flow evaluates w in float32
+    off = g.copy()
+    off[:, 0] *= 1.05  # Na is never compensated: off the compensation's set
+    assert np.all(est.log_density(off, torch.zeros(1, 3), normalize=False) == -np.inf)
+
+
+def test_sample_cells_exact_count_and_dics_with_fallback():
+    """Every row gets a valid cell with its DICs; a law with no valid mass falls back to the seed law."""
+    est, _ = _estimator(mu=0.0)
+    t = np.array([[2.0, 6.0]] * 30 + [[-10.0, 8.0]] * 30)
+    cells, fallback = est.sample_cells(t, torch.zeros(1, 3), seed=1)
+    assert cells.shape == (60, 8) and np.all(np.isfinite(cells)) and np.all(cells >= 0)
+    np.testing.assert_allclose(dic_sbi.dics("stg", cells)[:, 1:], t, atol=1e-6)
+    assert fallback < 60
+    # gleak ~ e^30: every draw is absurd; the rows fall back to the seed law, and say so.
+    bad = FreeConductanceEstimator(_StandardNormalNet(5, 30.0), "stg", x_dim=3)
+    cells, fallback = bad.sample_cells(t[:4], torch.zeros(1, 3), seed=1, max_rounds=2)
+    assert fallback == 4 and np.all(np.isfinite(cells))
+    np.testing.assert_allclose(dic_sbi.dics("stg", cells)[:, 1:], t[:4], atol=1e-6)
+
+
+def test_reachability_counts_valid_draws():
+    est, _ = _estimator(mu=0.0)
+    rho = est.reachability(np.array([[2.0, 6.0]]), torch.zeros(1, 3), n_draws=400, seed=0)
+    gl, u = est.sample_draws(np.repeat([[2.0, 6.0]], 400, axis=0), torch.zeros(1, 3), seed=0)
+    _, valid = P.compensate("stg", 2.0, 6.0, gl, u)
+    assert rho[0] == pytest.approx(valid.mean())
+
+
+def test_training_learns_which_draws_fire_like_x():
+    """x = a feature that is a function of z (here gleak itself): q(z | t, x) must concentrate gleak on it."""
+    rng = np.random.default_rng(0)
+    N = 3000
+    t = np.column_stack([rng.uniform(1, 10, N), rng.uniform(2, 12, N)])
+    g = dic_sbi.degenerate_population("stg", t[:, 0], t[:, 1], 1, seed=rng)[:, 0]
+    x = torch.as_tensor(np.column_stack([np.log(g[:, -1]), rng.standard_normal(N)]), dtype=torch.float32)
+    est, summary = train_free_conductances("stg", t, g, x, training=dict(max_num_epochs=30), seed=0,
+                                           show_progress_bars=False, hidden_features=32, num_transforms=2)
+    assert summary["rows"] == N and summary["epochs"] >= 1
+    target_log_gl = np.log(0.01)
+    cells, fb = est.sample_cells(np.repeat([[5.0, 6.0]], 400, axis=0), torch.tensor([[target_log_gl, 0.0]]), seed=1)
+    spread_prior = np.std(np.log(g[:, -1]))
+    err = np.abs(np.log(cells[:, -1]) - target_log_gl)
+    assert np.median(err) < 0.25 * spread_prior, (np.median(err), spread_prior)
+    np.testing.assert_allclose(dic_sbi.dics("stg", cells)[:, 1:], [[5.0, 6.0]] * 400, atol=1e-6)
+
+
+def test_train_bad_input():
+    with pytest.raises(dic_sbi.InvalidInputError, match="expected"):
+        train_free_conductances("stg", np.zeros((5, 3)), np.zeros((5, 8)), np.zeros((5, 2)))
+
+
+def _posterior_with(est):
+    from dic_sbi.sbi.pretrained import load_pretrained
+
+    post = load_pretrained("stg")
+    return dic_sbi.sbi.DICPosterior(post.posterior, "stg", simulator=post.simulator, free_conductances=est), post
+
+
+def test_dic_posterior_uses_the_estimator_for_every_sampling_method():
+    """sample, sample_batched and map draw their free conductances from q (here: gleak pinned near e^-4.6)."""
+    sd = P.seed_distribution("stg")
+    est = FreeConductanceEstimator(_StandardNormalNet(sd.free_index.size + 1, 0.0), "stg", x_dim=17)
+    est.net.mu = torch.tensor([np.log(0.0105)] + [0.0] * sd.free_index.size)
+    est.net.log_prob = lambda w, condition: torch.distributions.Normal(est.net.mu, 1.0).log_prob(w).sum(-1)
+    est.net.sample = lambda shape, condition: est.net.mu + 0.01 * torch.randn(tuple(shape) + (condition.shape[0], 5))
+    post, plain = _posterior_with(est)
+    x = dic_sbi.sbi.summary_statistics(dic_sbi.io.read_recording(dic_sbi.data.example_recording("stg"))[0])
+    g, t = post.sample((200,), x=x, seed=0, return_dics=True)
+    assert g.dtype == torch.float64 and g.shape == (200, 8)
+    np.testing.assert_allclose(dic_sbi.dics("stg", g.numpy())[:, 1:], t.double().numpy(), atol=1e-5)
+    assert np.allclose(g[:, -1].numpy(), 0.0105, rtol=0.03)  # gleak from q, not the seed law's Gamma
+    assert not np.allclose(plain.sample((200,), x=x, seed=0)[:, -1].numpy(), 0.0105, rtol=0.03)
+    gb = post.sample_batched((50,), x=torch.cat([x, x]), seed=1)
+    assert gb.shape == (50, 2, 8) and np.allclose(gb[..., -1].numpy(), 0.0105, rtol=0.03)
+    lp = post.log_prob(g[:20], x=x, normalize=False)
+    assert lp.shape == (20,) and torch.isfinite(lp).all()
+    lpb = post.log_prob_batched(gb[:5], x=torch.cat([x, x]), normalize=False)
+    assert lpb.shape == (5, 2) and torch.isfinite(lpb).all()
+    post.set_default_x(x)
+    assert np.isclose(post.map(num_cells=50, num_iter=5, num_init_samples=50)[0, -1].item(), 0.0105, rtol=0.03)
+
+
+def test_save_and_load_pretrained_keep_the_estimator(tmp_path):
+    rng = np.random.default_rng(0)
+    t = np.column_stack([rng.uniform(1, 10, 300), rng.uniform(2, 12, 300)])
+    g = dic_sbi.degenerate_population("stg", t[:, 0], t[:, 1], 1, seed=rng)[:, 0]
+    x = torch.as_tensor(rng.standard_normal((300, 17)), dtype=torch.float32)
+    est, _ = train_free_conductances("stg", t, g, x, training=dict(max_num_epochs=2), seed=0, show_progress_bars=False,
+                                     hidden_features=16, num_transforms=1)
+    post, _ = _posterior_with(est)
+    from dic_sbi.sbi.pretrained import load_pretrained, save_pretrained
+
+    save_pretrained(post, tmp_path / "p", estimator={"density_estimator": "nsf", "hidden_features": 64, "num_transforms": 5})
+    assert (tmp_path / "p.free.pt").is_file()
+    back = load_pretrained(tmp_path / "p")
+    assert back.free_conductances is not None
+    cond_t, cond_x = np.array([[3.0, 5.0]]), x[:1]
+    gl, u = est.sample_draws(cond_t, cond_x, seed=4)
+    np.testing.assert_allclose(back.free_conductances.log_prob_draws(gl, u, cond_t, cond_x),
+                               est.log_prob_draws(gl, u, cond_t, cond_x), rtol=1e-6)
+    (tmp_path / "p.free.pt").unlink()
+    with pytest.raises(dic_sbi.InvalidInputError, match="missing"):
+        load_pretrained(tmp_path / "p")
