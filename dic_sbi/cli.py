@@ -399,6 +399,25 @@ def _train(args: argparse.Namespace, training: dict) -> int:
     return 0
 
 
+def cmd_train_free(args: argparse.Namespace) -> int:
+    """Learn q(free conductances | DICs, x) for a pretrained posterior; write it with the posterior's weights."""
+    from .train import train_free_conductances_for
+
+    out = Path(args.out)
+    with ExitStack() as stack:
+        for suffix in (".pt", ".json", ".free.pt"):
+            stack.enter_context(reserve_output(out.with_suffix(suffix), kind="file", overwrite=args.overwrite))
+        meta = train_free_conductances_for(
+            args.posterior, args.out, work_dir=args.work, num_simulations=args.num_simulations,
+            noisy_simulations=args.noisy_simulations, seed=args.seed, chunk_size=args.chunk_size,
+            hidden_features=args.hidden_features, num_transforms=args.num_transforms, max_epochs=args.max_epochs,
+            fidelity_observations=args.fidelity_observations, fidelity_cells=args.fidelity_cells,
+            torch_threads=args.torch_threads, quiet=args.quiet, overwrite=args.overwrite,
+        )  # fmt: skip
+    print(json.dumps(meta["free_conductances"]["fidelity"], indent=1))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Evaluate a pretrained posterior again on its held-out sets (rebuilt from the stored seeds)."""
     from .train import evaluate_pretrained
@@ -645,6 +664,37 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--transient", type=_float_type("transient (ms)", minimum=0.0))
     sp.add_argument("--dt", type=_float_type("time step (ms)", positive=True))
     sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("train-free-conductances", help="learn which cells of each DIC's population fire like the "
+                        "recording (q(free conductances | DICs, x)) for a pretrained posterior")
+    sp.add_argument("--posterior", required=True, help="shipped name (stg, da) or path written by dic-sbi train")
+    sp.add_argument("--out", required=True, help="destination without suffix (writes OUT.pt, OUT.free.pt and OUT.json; "
+                    "new files unless --overwrite)")
+    sp.add_argument("--overwrite", action="store_true", help="replace existing OUT.pt, OUT.free.pt and OUT.json")
+    sp.add_argument("--work", required=True, help="folder of the resumable simulation stores")
+    sp.add_argument("--num-simulations", type=_int_type("num-simulations", 1), default=40_000,
+                    help="noise-free simulations (default: %(default)s)")
+    sp.add_argument("--noisy-simulations", type=_int_type("noisy-simulations", 0), default=0,
+                    help="simulations with noisy current, σ drawn from the posterior's trained range; only for a "
+                         "posterior that takes the noise level as an input (default: %(default)s)")
+    sp.add_argument("--seed", type=_seed_type(), default=100, help="seed of campaigns (SEED, SEED+1), training "
+                    "(SEED+2) and held-out sets (SEED+3, SEED+4) (default: %(default)s)")
+    sp.add_argument("--chunk-size", type=_int_type("chunk-size", 1), default=2000,
+                    help="simulations per stored chunk (default: %(default)s)")
+    sp.add_argument("--hidden-features", type=_int_type("hidden-features", 1), default=64,
+                    help="width of the flow's layers (default: %(default)s)")
+    sp.add_argument("--num-transforms", type=_int_type("num-transforms", 1), default=5,
+                    help="spline transforms of the flow (default: %(default)s)")
+    sp.add_argument("--max-epochs", type=_int_type("max-epochs", 1), default=60,
+                    help="cap on training epochs, early stopping after 15 without progress (default: %(default)s)")
+    sp.add_argument("--fidelity-observations", type=_int_type("fidelity-observations", 1), default=100,
+                    help="held-out non-silent observations scored for fidelity (default: %(default)s)")
+    sp.add_argument("--fidelity-cells", type=_int_type("fidelity-cells", 1), default=64,
+                    help="population cells simulated per scored observation (default: %(default)s)")
+    sp.add_argument("--torch-threads", type=_int_type("torch-threads", 1), default=1,
+                    help="torch threads while training (default: %(default)s)")
+    sp.add_argument("--quiet", action="store_true", help="no progress messages")
+    sp.set_defaults(func=cmd_train_free)
 
     sp = sub.add_parser("evaluate", help="evaluate a pretrained posterior again on its held-out sets")
     sp.add_argument("posterior", help="shipped name (stg, da) or path written by `dic-sbi train --out`")

@@ -51,13 +51,14 @@ from .errors import DicSbiError, InvalidInputError
 from .io.atomic import atomic_file
 from .io.outputs import reserve_output, safe_output
 from .models import ConductanceModel, get_model
+from .spiketrains.fidelity import FIDELITY_TOLERANCES
 
 __all__ = ["compare", "ComparisonResult", "METHODS", "OBSERVATION_SETS", "TOLERANCES"]
 
 METHODS: tuple[str, ...] = ("dic", "conductance_linear", "conductance_log")
 OBSERVATION_SETS: tuple[str, ...] = ("dic_population", "conductance_box")
-#: Tolerances of a faithful sample: relative (rate, burst period), absolute (spikes per burst).
-TOLERANCES: dict[str, float] = {"mean_rate": 0.10, "burst_period": 0.10, "spikes_per_burst": 1.0}
+#: Tolerances of a faithful sample (:data:`~dic_sbi.spiketrains.FIDELITY_TOLERANCES`).
+TOLERANCES: dict[str, float] = FIDELITY_TOLERANCES
 
 #: Per-observation metrics, in table order.
 _METRICS = ("fidelity", "same_class", "validity", "coverage_log_std", "coverage_logdet", "dic_mae_g_s", "dic_mae_g_u",
@@ -500,19 +501,11 @@ def _sample(method: str, posterior, x, n: int, rng: np.random.Generator) -> np.n
 
 def _faithful(feats: dict, obs: dict, i: int) -> tuple[np.ndarray, np.ndarray]:
     """(same class, faithful) masks of simulated cells against observation ``i``."""
-    klass = obs["classes"][i]
+    from .spiketrains import fires_like
+
     of = obs["features"]
-    same = np.asarray(feats["firing_class"]) == klass
-    ok = same.copy()
-    with np.errstate(invalid="ignore"):
-        if klass != "silent":
-            r = of["mean_rate"][i]
-            ok &= np.abs(feats["mean_rate"] - r) <= TOLERANCES["mean_rate"] * abs(r)
-        if klass == "bursting":
-            p = of["burst_period"][i]
-            ok &= np.abs(feats["burst_period"] - p) <= TOLERANCES["burst_period"] * abs(p)
-            ok &= np.abs(feats["spikes_per_burst"] - of["spikes_per_burst"][i]) <= TOLERANCES["spikes_per_burst"]
-    return same, ok
+    observed = {"firing_class": obs["classes"][i], **{k: of[k][i] for k in ("mean_rate", "burst_period", "spikes_per_burst")}}
+    return fires_like(feats, observed, TOLERANCES)
 
 
 def _evaluate(model, draw, obs, S, rng, proto) -> dict[str, np.ndarray]:

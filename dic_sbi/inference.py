@@ -104,7 +104,9 @@ class InferenceResult:
             "recording": str(self.recording.path),
             "format": self.recording.format,
             "model": self.model.name,
-            "posterior": {"name": info.get("name"), "created": info.get("created"), "command": info.get("command")},
+            "posterior": {"name": info.get("name"), "created": info.get("created"), "command": info.get("command"),
+                          "free_conductances": ("learned q(z | DICs, x)" if info.get("free_conductances")
+                                                else "seed law")},  # fmt: skip
             "cells_per_train": self.n,
             "seed": self.seed,
             "noise_std": self.noise_std,
@@ -295,6 +297,12 @@ def fidelity_report(features: dict[str, np.ndarray], observed: dict[str, Any], r
     out["firing_class_counts"] = {str(c): int(k) for c, k in zip(classes, counts)}
     if klass is not None:
         out["fraction_matching_class"] = float(np.mean(features["firing_class"] == klass))
+        if all(k in observed for k in ("mean_rate", "burst_period", "spikes_per_burst")):
+            from .spiketrains import FIDELITY_TOLERANCES, fires_like
+
+            # The package's one definition of a cell that fires like the recording (class, rate, bursts).
+            out["fraction_faithful"] = float(np.mean(fires_like(features, observed)[1]))
+            out["faithful_tolerances"] = dict(FIDELITY_TOLERANCES)
     feats = {}
     for key in _FEATURES:
         v = np.asarray(features[key], dtype=float)
@@ -444,7 +452,7 @@ def infer(
         except InvalidInputError as err:
             raise InvalidInputError(f"posterior: {str(err).removeprefix('pretrained: ')}") from None
     elif isinstance(posterior, DICPosterior):
-        post, info = posterior, {"name": repr(posterior)}
+        post, info = posterior, {"name": repr(posterior), "free_conductances": posterior.free_conductances is not None}
     else:
         raise InvalidInputError(f"posterior: expected a DICPosterior, a pretrained name or a path, got {type(posterior).__name__}")
     _freeze_long_lived_objects()

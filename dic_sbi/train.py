@@ -275,3 +275,134 @@ def evaluate_pretrained(
             tmp.write_text(json.dumps(info, indent=2) + "\n")
         _log(f"updated the metrics in {json_path}", quiet)
     return metrics
+
+
+DEFAULT_FREE_TRAINING = {"training_batch_size": 512, "learning_rate": 5e-4, "stop_after_epochs": 15, "max_num_epochs": 60}
+
+
+def train_free_conductances_for(
+    posterior: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    work_dir: str | os.PathLike,
+    num_simulations: int = 40_000,
+    noisy_simulations: int = 0,
+    seed: int = 100,
+    chunk_size: int = 2000,
+    hidden_features: int = 64,
+    num_transforms: int = 5,
+    max_epochs: int = DEFAULT_FREE_TRAINING["max_num_epochs"],
+    fidelity_observations: int = 100,
+    fidelity_cells: int = 64,
+    torch_threads: int = 1,
+    quiet: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Give a pretrained DIC posterior a learned law of the free conductances ``q(z | t, x)`` and save both.
+
+    1. Campaigns over the posterior's own :class:`~dic_sbi.sbi.DICPrior` with its protocol and features (the
+       stores keep every cell): noise-free, and, for a posterior that takes the noise level as a known input,
+       noisy with σ drawn from its trained range (that many ``noisy_simulations``).
+    2. :func:`~dic_sbi.sbi.train_free_conductances` on ``(t, cells, x)`` (``x`` with the known conditions).
+    3. Population fidelity (:func:`~dic_sbi.sbi.evaluation.population_fidelity`) on a new noise-free held-out
+       set (and a noisy one for a noise-aware posterior), seed law against learned law on the same DIC samples.
+    4. ``out.pt`` (the DIC posterior's weights, unchanged), ``out.free.pt`` and ``out.json`` (the posterior's
+       record plus a ``free_conductances`` record: command, campaigns, training, fidelity).
+    Seeds: campaigns ``seed`` and ``seed + 1``, training ``seed + 2``, held-out sets ``seed + 3`` and ``+ 4``.
+    """
+    import shlex
+
+    import torch
+
+    from .campaign import CampaignSpec, CampaignStore, run_campaign
+    from .io.outputs import check_output
+    from .sbi import DICPosterior, train_free_conductances
+    from .sbi._utils import torch_threads_set
+    from .sbi.evaluation import heldout_set, population_fidelity
+    from .sbi.features import with_conditions
+    from .sbi.pretrained import load_pretrained, pretrained_info, save_pretrained
+
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InvalidInputError(f"seed: expected an int >= 0, got {seed!r}")
+    info = pretrained_info(posterior)
+    post = load_pretrained(posterior)
+    m = post.model
+    for suffix in (".pt", ".json", ".free.pt"):  # before the work, not after
+        check_output(Path(out).with_suffix(suffix), kind="file", overwrite=overwrite, option="out",
+                     overwrite_option="--overwrite")  # fmt: skip
+    noise_cond = post.conditions.get("noise_std")
+    noisy_range = next(((lo, hi) for lo, hi in noise_cond if hi > 0), None) if noise_cond else None
+    if noisy_simulations and noisy_range is None:
+        raise InvalidInputError("noisy_simulations: this posterior does not take the noise level as an input; "
+                                "train on noise-free simulations only (0)")  # fmt: skip
+    proto = {k: info["protocol"][k] for k in ("duration", "transient", "dt")}
+    output = info["features"]["output"]
+    started = time.perf_counter()
+    work = Path(work_dir)
+    campaigns = [("clean", int(num_simulations), 0.0, int(seed))]
+    if noisy_simulations:
+        campaigns.append(("noisy", int(noisy_simulations), noisy_range if noisy_range[0] < noisy_range[1] else noisy_range[1],
+                          int(seed) + 1))  # fmt: skip
+    ts, gs, xs, camp_meta, sim_seconds = [], [], [], [], 0.0
+    for tag, num, noise, s in campaigns:
+        spec = CampaignSpec(m.name, "dic", num=num, chunk_size=min(int(chunk_size), num), seed=s, noise_std=noise,
+                            output=output, **proto)  # fmt: skip
+        path = work / f"{m.name}_dic_{tag}_free"
+        _log(f"campaign {tag}: {num} simulations (noise σ = {noise}) into {path}", quiet)
+        report = run_campaign(spec, path, progress=not quiet)
+        sim_seconds += report.seconds
+        fields = ("theta", "conductances", "x") + (("noise_std",) if spec.noise_range else ())
+        data = CampaignStore.open(path).read(fields)
+        x = torch.as_tensor(data["x"], dtype=torch.float32)
+        if post.conditions:
+            sigma = data["noise_std"] if spec.noise_range else np.full(len(x), float(noise))
+            x = with_conditions(x, sigma[:, None])
+        ts.append(data["theta"])
+        gs.append(data["conductances"])
+        xs.append(x)
+        camp_meta.append({"store": path.name, "num": num, "noise_std": list(noise) if spec.noise_range else noise,
+                          "seed": s, "chunk_size": spec.chunk_size})  # fmt: skip
+    t0 = time.perf_counter()
+    _log(f"training q(z | t, x) on {sum(len(t) for t in ts)} simulations", quiet)
+    training = {**DEFAULT_FREE_TRAINING, "max_num_epochs": int(max_epochs)}
+    with torch_threads_set(torch_threads):
+        est, summary = train_free_conductances(m, np.concatenate(ts), np.concatenate(gs), torch.cat(xs), pair=post.pair,
+                                               hidden_features=hidden_features, num_transforms=num_transforms,
+                                               training=training, seed=int(seed) + 2, show_progress_bars=not quiet)  # fmt: skip
+    train_seconds = time.perf_counter() - t0
+    learned = DICPosterior(post.posterior, m, pair=post.pair, simulator=post.simulator, conditions=post.conditions,
+                           free_conductances=est)  # fmt: skip
+    fidelity: dict[str, Any] = {}
+    sets = [("noise_free", 0.0, int(seed) + 3)] + ([("noisy", float(noisy_range[1]), int(seed) + 4)] if noisy_simulations else [])
+    for name, sigma, s in sets:
+        _log(f"population fidelity, held-out set {name} (σ = {sigma})", quiet)
+        ho = heldout_set(m, n_points=int(2 * fidelity_observations), cells_per_point=1, noise_std=sigma, seed=s,
+                         output=output, **proto)  # fmt: skip
+        fidelity[name] = population_fidelity(learned, ho, n_observations=fidelity_observations, n_cells=fidelity_cells, seed=s)
+        for law in ("seed_law", "learned"):
+            f = fidelity[name][law]
+            _log(f"  {law}: fidelity {f['non_silent']['fidelity']:.3f} (spiking {f.get('spiking', {}).get('fidelity')}, "
+                 f"bursting {f.get('bursting', {}).get('fidelity')})", quiet)  # fmt: skip
+    command = "dic-sbi train-free-conductances " + " ".join(
+        f"{k} {shlex.quote(str(v))}" for k, v in [
+            ("--posterior", posterior), ("--out", out), ("--work", work), ("--num-simulations", num_simulations),
+            ("--noisy-simulations", noisy_simulations), ("--seed", seed), ("--chunk-size", chunk_size),
+            ("--hidden-features", hidden_features), ("--num-transforms", num_transforms), ("--max-epochs", max_epochs),
+            ("--fidelity-observations", fidelity_observations), ("--fidelity-cells", fidelity_cells),
+            ("--torch-threads", torch_threads)]
+    )  # fmt: skip
+    record = {
+        "command": command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "campaigns": camp_meta,
+        "training": {**summary, "settings": training, "seed": int(seed) + 2, "training_seconds": train_seconds,
+                     "simulation_seconds_this_run": sim_seconds,
+                     "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs".strip()},
+        "fidelity": fidelity,
+        "total_seconds": time.perf_counter() - started,
+    }  # fmt: skip
+    kept = {k: v for k, v in info.items() if k not in ("format", "model", "pair", "protocol", "features", "estimator", "prior")}
+    kept["free_conductances"] = record
+    save_pretrained(learned, out, estimator=info["estimator"], info=kept, overwrite=overwrite)
+    _log(f"wrote {out}.pt, {out}.free.pt and {out}.json", quiet)
+    return json.loads(Path(f"{out}.json").read_text())

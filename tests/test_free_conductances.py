@@ -164,3 +164,63 @@ def test_save_and_load_pretrained_keep_the_estimator(tmp_path):
     (tmp_path / "p.free.pt").unlink()
     with pytest.raises(dic_sbi.InvalidInputError, match="missing"):
         load_pretrained(tmp_path / "p")
+
+
+def test_observed_features_read_back_from_x():
+    """The fidelity features decoded from summary x equal those computed from the spike times."""
+    from dic_sbi.sbi.evaluation import observed_features
+    from dic_sbi.spiketrains import features_from_csr
+
+    targets = np.array([[5.0, 8.0], [-8.0, 6.0], [-3.0, 4.0], [12.0, 2.0]])
+    g = dic_sbi.degenerate_population("stg", targets[:, 0], targets[:, 1], 3, seed=0).reshape(-1, 8)
+    res = dic_sbi.simulate("stg", g, progress=False)
+    f = features_from_csr(res.times, res.offsets, res.t_start, res.t_stop)
+    back = observed_features(dic_sbi.sbi.summary_statistics(res))
+    assert list(back["firing_class"]) == [str(c) for c in f["firing_class"]]
+    assert set(back["firing_class"]) >= {"spiking", "bursting"}
+    for k in ("mean_rate", "burst_period", "spikes_per_burst"):
+        want = np.asarray(f[k], dtype=float)
+        fin = np.isfinite(want) & (np.asarray(f["firing_class"]) != "silent")
+        np.testing.assert_allclose(back[k][fin], want[fin], rtol=1e-5)
+
+
+def test_fires_like_definition():
+    from dic_sbi.spiketrains import fires_like
+
+    feats = {"firing_class": np.array(["bursting", "bursting", "bursting", "spiking"]),
+             "mean_rate": np.array([10.0, 10.5, 10.0, 10.0]), "burst_period": np.array([500.0, 500.0, 560.0, np.nan]),
+             "spikes_per_burst": np.array([5.0, 6.0, 5.0, np.nan])}
+    obs = {"firing_class": "bursting", "mean_rate": 10.0, "burst_period": 500.0, "spikes_per_burst": 5.0}
+    same, ok = fires_like(feats, obs)
+    assert same.tolist() == [True, True, True, False] and ok.tolist() == [True, True, False, False]
+    _, ok = fires_like(feats, obs, {"burst_period": 0.2})
+    assert ok.tolist() == [True, True, True, False]
+
+
+def test_cli_train_free_conductances_then_infer(tmp_path):
+    """The recipe end to end at a tiny budget: files, record, and infer using the learned law."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "stg_free"
+    cmd = [sys.executable, "-m", "dic_sbi.cli", "train-free-conductances", "--posterior", "stg", "--out", str(out),
+           "--work", str(tmp_path / "work"), "--num-simulations", "400", "--max-epochs", "2", "--hidden-features", "16",
+           "--num-transforms", "1", "--fidelity-observations", "3", "--fidelity-cells", "4", "--chunk-size", "200", "--quiet"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    for suffix in (".pt", ".free.pt", ".json"):
+        assert out.with_suffix(suffix).is_file()
+    meta = json.loads(out.with_suffix(".json").read_text())
+    rec = meta["free_conductances"]
+    assert rec["command"].startswith("dic-sbi train-free-conductances --posterior stg")
+    assert rec["training"]["rows"] > 300 and set(rec["fidelity"]["noise_free"]) >= {"seed_law", "learned"}
+    assert 0.0 <= rec["fidelity"]["noise_free"]["learned"]["non_silent"]["fidelity"] <= 1.0
+    assert meta["metrics"] == dic_sbi.sbi.pretrained.pretrained_info("stg")["metrics"]  # the DIC posterior's record kept
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode != 0 and "--overwrite" in again.stderr  # nothing replaced without it
+    res = dic_sbi.infer(dic_sbi.data.example_recording("stg"), "stg", 50, posterior=str(out), seed=0, preview=0, traces=0)
+    assert res.report()["posterior"]["free_conductances"] == "learned q(z | DICs, x)"
+    d, g = res.trains[0].dics, res.trains[0].conductances
+    assert g.shape == (50, 8)
+    np.testing.assert_allclose(dic_sbi.dics("stg", g)[:, 1:], d, atol=1e-5)

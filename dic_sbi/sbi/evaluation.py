@@ -39,7 +39,7 @@ from .priors import DICPrior
 from .simulators import DICSimulator
 
 __all__ = ["HeldOutSet", "heldout_set", "evaluate_dic_posterior", "CLASSES", "classes_of", "PUBLISHED_MAE",
-           "published_comparison"]
+           "published_comparison", "observed_features", "population_fidelity"]
 
 CLASSES = ("silent", "spiking", "bursting")
 #: Published MAE (g_s, g_u) of the spike-times network (Brandoit et al. 2025): posterior point estimate on
@@ -274,3 +274,92 @@ def evaluate_dic_posterior(
         }  # fmt: skip
     report["seconds"] = {"sampling": sampling_s, "total": time.perf_counter() - t0}
     return report
+
+
+def observed_features(x: NDArray | torch.Tensor) -> dict[str, NDArray]:
+    """The features :func:`~dic_sbi.spiketrains.fires_like` compares, read back from summary features ``x``.
+
+    ``firing_class`` (str), ``mean_rate`` (Hz), ``burst_period`` (ms) and ``spikes_per_burst`` are encoded in
+    ``x`` (log10 columns and indicators), so a held-out set needs no spike times to be scored for fidelity;
+    undefined values (no full burst, fewer than two bursts) come back as NaN.
+    """
+    x = np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=float)
+    col = {name: x[:, SUMMARY_NAMES.index(name)] for name in SUMMARY_NAMES}
+    code = classes_of(x)
+    return {
+        "firing_class": np.array([CLASSES[c] if c >= 0 else "invalid" for c in code]),
+        "mean_rate": np.where(code > 0, 10.0 ** col["log10_rate_hz"], 0.0),
+        "burst_period": np.where(col["has_burst_period"] > 0.5, 10.0 ** col["log10_burst_period_ms"], np.nan),
+        "spikes_per_burst": np.where(col["has_bursts"] > 0.5, 10.0 ** col["log10_spikes_per_burst"], np.nan),
+    }
+
+
+def population_fidelity(
+    posterior: DICPosterior,
+    heldout: HeldOutSet,
+    *,
+    n_observations: int = 100,
+    n_cells: int = 100,
+    seed: Seed = 0,
+    n_threads: int | None = None,
+) -> dict[str, Any]:
+    """How often the cells a posterior returns fire like the observation, per firing class.
+
+    For up to ``n_observations`` non-silent observations (one per target), ``n_cells`` DIC samples from
+    ``q(t | x)`` are pushed to cells twice on the same DIC samples: free draws from the seed law (``seed_law``)
+    and, if the posterior has one, from its :class:`~dic_sbi.sbi.FreeConductanceEstimator` (``learned``). Every
+    cell is simulated with the held-out protocol and noise level and scored with
+    :func:`~dic_sbi.spiketrains.fires_like` (class; rate ± 10 %; bursters: period ± 10 %, spikes per burst ± 1).
+
+    Returns
+    -------
+    dict
+        Per method: ``fidelity`` and ``same_class`` (mean over observations) overall and per class,
+        ``coverage_log_std`` (mean over observations of the mean std of log ḡ of the faithful cells), and for
+        ``learned`` the cells that fell back to the seed law. Also ``n_observations``, ``n_cells``.
+    """
+    from ..core.populations import degenerate_population
+    from ..core.simulator import simulate
+    from ..spiketrains import features_from_csr, fires_like
+
+    rng = numpy_rng(seed)
+    first = heldout.first_of_each_point()
+    obs_idx = first[heldout.klass[first] > 0][: int(n_observations)]
+    if obs_idx.size == 0:
+        raise InvalidInputError("heldout: no non-silent observation to score")
+    x = heldout.x[torch.as_tensor(obs_idx)]
+    if posterior.conditions:
+        x = posterior.condition(x, **{k: heldout.noise_std for k in posterior.conditions})
+    observed = observed_features(heldout.x[torch.as_tensor(obs_idx)])
+    t = _posterior_samples(posterior, x, int(n_cells)).to(torch.float64).numpy()  # (n_cells, B, 2)
+    B, m = obs_idx.size, posterior.model
+    methods: dict[str, np.ndarray] = {}
+    flat_t = t.transpose(1, 0, 2).reshape(-1, 2)  # observation-major
+    methods["seed_law"] = degenerate_population(m, flat_t[:, 0], flat_t[:, 1], 1, seed=rng, pair=posterior.pair)[:, 0]
+    fallback = 0
+    if posterior.free_conductances is not None:
+        xr = x.repeat_interleave(int(n_cells), dim=0)
+        methods["learned"], fallback = posterior.free_conductances.sample_cells(flat_t, xr, seed=rng)
+    out: dict[str, Any] = {"n_observations": int(B), "n_cells": int(n_cells), "noise_std": heldout.noise_std}
+    klass = observed["firing_class"]
+    for name, g in methods.items():
+        noise = dict(noise_std=heldout.noise_std, seed=rng) if heldout.noise_std > 0 else {}
+        res = simulate(m, g, progress=False, n_threads=n_threads, **noise, **heldout.protocol)
+        f = features_from_csr(res.times, res.offsets, res.t_start, res.t_stop)
+        fid, same, cover = np.empty(B), np.empty(B), np.full(B, np.nan)
+        for i in range(B):
+            sl = slice(i * int(n_cells), (i + 1) * int(n_cells))
+            s_i, ok_i = fires_like({k: np.asarray(v)[sl] for k, v in f.items()}, {k: v[i] for k, v in observed.items()})
+            fid[i], same[i] = ok_i.mean(), s_i.mean()
+            if ok_i.sum() >= 2:
+                cover[i] = np.log(g[sl][ok_i]).std(axis=0, ddof=1).mean()
+        block: dict[str, Any] = {}
+        for cname, mask in [("non_silent", np.ones(B, bool)), ("spiking", klass == "spiking"), ("bursting", klass == "bursting")]:
+            if mask.any():
+                block[cname] = {"n": int(mask.sum()), "fidelity": float(fid[mask].mean()),
+                                "same_class": float(same[mask].mean()),
+                                "coverage_log_std": float(np.nanmean(cover[mask])) if np.isfinite(cover[mask]).any() else None}  # fmt: skip
+        if name == "learned":
+            block["fallback_cells"] = int(fallback)
+        out[name] = block
+    return out

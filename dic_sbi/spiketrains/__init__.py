@@ -19,6 +19,7 @@ from .convert import (
     spiketrains_from_csr,
     to_spiketrain,
 )
+from .fidelity import FIDELITY_TOLERANCES, fires_like
 from .features import (
     CV_THRESHOLD,
     FEATURE_NAMES,
@@ -51,4 +52,6 @@ __all__ = [
     "split_bursts",
     "spike_train_features",
     "features_from_csr",
+    "FIDELITY_TOLERANCES",
+    "fires_like",
 ]
