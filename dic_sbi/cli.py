@@ -301,10 +301,12 @@ def _print_inference(result) -> None:
         if t.fidelity is not None:
             line += (f"; {100 * t.fidelity['fraction_matching_class']:.1f} % of {t.fidelity['simulated_cells']} "
                      f"simulated cells fire {t.observed_class}")  # fmt: skip
+            if "fraction_faithful" in t.fidelity:
+                line += f", {100 * t.fidelity['fraction_faithful']:.1f} % fire like the recording"
             cm = t.fidelity.get("class_matching")
             if cm:
-                line += (f" (kept from {cm['drawn']} drawn; {100 * cm['unfiltered_fraction_matching_class']:.1f} % "
-                         "before filtering)")  # fmt: skip
+                line += (f" (kept from {cm['drawn']} drawn, {cm['simulations']} simulations; "
+                         f"{100 * cm['unfiltered_fraction_matching']:.1f} % before filtering)")  # fmt: skip
         print(line, flush=True)
         for warning in t.out_of_distribution:
             print(f"warning: train {t.index} ({t.name}): {_cli_words(warning)}", file=sys.stderr, flush=True)
@@ -360,7 +362,7 @@ def _infer(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", UserWarning)  # the out-of-distribution warnings are printed below
         result = infer(args.recording, args.model, args.n, posterior=args.posterior, seed=args.seed,
                        validate=args.validate, trains=trains, read_options=_read_options(args),
-                       noise_std=args.noise_std, match_class=args.match_class, max_draws=args.max_draws,
+                       noise_std=args.noise_std, match_class=args.match_class, match=args.match, max_draws=args.max_draws,
                        noise_repeats=args.noise_repeats,
                        progress=not args.quiet)  # fmt: skip
     _print_inference(result)
@@ -440,6 +442,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 # -- argument types: every value checked by argparse, so that errors name the flag ------------------------------
+_MATCH_KEYS = {"rate": "mean_rate", "period": "burst_period", "spikes": "spikes_per_burst"}
+
+
+def _match_type(text: str) -> dict[str, float]:
+    """``--match rate=0.05,period=0.2,spikes=2``: tolerances of fires_like (any subset)."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key.strip() not in _MATCH_KEYS:
+            raise argparse.ArgumentTypeError(f"expected NAME=VALUE pairs with NAME in {', '.join(_MATCH_KEYS)}, got {part!r}")
+        try:
+            v = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{key.strip()}: expected a number, got {value!r}") from None
+        if not (math.isfinite(v) and v >= 0):
+            raise argparse.ArgumentTypeError(f"{key.strip()}: expected a finite tolerance >= 0, got {value!r}")
+        out[_MATCH_KEYS[key.strip()]] = v
+    return out
+
 
 #: Python parameter names that a command spells differently from ``--name-with-dashes``.
 _RENAMED = {"infer": {"trains": "--train"}, "train": {"num": "--num-simulations"},
@@ -607,7 +628,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--validate", action="store_true", help="simulate every cell and report fidelity")
     sp.add_argument("--match-class", action="store_true", help="keep only cells that fire in the recording's class, "
                     "drawing and simulating more posterior cells until -n do (implies --validate)")
-    sp.add_argument("--max-draws", type=_int_type("max-draws", 1), help="with --match-class: most cells drawn per train (default 20 n)")
+    sp.add_argument("--match", nargs="?", const={}, type=_match_type, metavar="TOLERANCES",
+                    help="keep only cells that fire like the recording: its class, mean rate within 10 %%, and for "
+                         "bursters burst period within 10 %% and spikes per burst within ±1; change a tolerance with "
+                         "e.g. --match rate=0.05,period=0.2,spikes=2 (relative, relative, spikes) (default: off)")
+    sp.add_argument("--max-draws", type=_int_type("max-draws", 1), help="with --match-class or --match: most cells drawn per train (default 20 n)")
     sp.add_argument("--noise-repeats", type=_int_type("noise-repeats", 1), help="with --match-class and --noise-std: noise realisations in "
                     "which a cell must fire in the recording's class (default 3)")
     sp.add_argument("--posterior", help="pretrained posterior (path written by dic-sbi train; default: shipped)")

@@ -354,6 +354,7 @@ def infer(
     read_options: dict[str, Any] | None = None,
     noise_std: float | None = None,
     match_class: bool = False,
+    match: bool | dict[str, float] = False,
     max_draws: int | None = None,
     noise_repeats: int | None = None,
     n_threads: int | None = None,
@@ -391,8 +392,13 @@ def infer(
         Keep only cells that fire in the observed class: draw and simulate more posterior cells until ``n`` do
         (:func:`~dic_sbi.sbi.matching.class_matched_population`; implies ``validate``). The report gives how many
         were drawn and the unfiltered fraction.
+    match
+        Keep only cells that fire like the recording (:func:`~dic_sbi.spiketrains.fires_like`: class, mean rate
+        ± 10 %, bursters' period ± 10 % and spikes per burst ± 1): ``True``, or a dict of tolerances
+        (``mean_rate``, ``burst_period``, ``spikes_per_burst``) to change. Draws and simulates as
+        ``match_class`` does; the report gives the simulations per kept cell.
     max_draws
-        With ``match_class``, the most cells drawn per train (default ``20 n``).
+        With ``match_class`` or ``match``, the most cells drawn per train (default ``20 n``).
     noise_repeats
         With ``match_class`` and noise, noise realisations in which a cell must fire in the observed class
         (default 3).
@@ -427,7 +433,14 @@ def infer(
             raise InvalidInputError(f"{name}: expected an int >= 0, got {v!r}")
     if seed is not None and not is_seed(seed):
         raise InvalidInputError(f"seed: expected an int in [0, 2**63 - 1] or None, got {seed!r}")
-    if match_class:  # before any file is read
+    if match is not False and match is not None:
+        if match_class:
+            raise InvalidInputError("match, match_class: give one (match already requires the observed class)")
+        if not (match is True or isinstance(match, dict)):
+            raise InvalidInputError(f"match: expected True or a dict of tolerances, got {match!r}")
+    tolerances = match if isinstance(match, dict) else None
+    match = match is True or isinstance(match, dict)  # {} is a request with the default tolerances
+    if match_class or match:  # before any file is read
         check_matching_options(n, max_draws, noise_repeats)
     if read_options is not None and not isinstance(read_options, dict):
         raise InvalidInputError(f"read_options: expected a dict of read_recording options, got {type(read_options).__name__}")
@@ -496,7 +509,7 @@ def infer(
                                       ood))  # fmt: skip
 
     # Simulations (not part of the inference time): all cells with validate, else a preview.
-    validate = validate or match_class
+    validate = validate or match_class or match
     for t in results:
         k = t.conductances.shape[0] if validate else min(int(preview), t.conductances.shape[0])
         if k == 0:
@@ -506,9 +519,10 @@ def infer(
         noise = dict(noise_std=sigma, seed=rng) if sigma > 0 else {}
         t.simulation = simulate(m, t.conductances[:k], progress=progress, n_threads=n_threads, **noise, **proto)
         matched = None
-        if match_class:
+        if match_class or match:
             matched = class_matched_population(
                 post, torch.as_tensor(t.x)[None], t.observed_class, int(n), first=(t.dics, t.conductances, t.simulation),
+                observed=t.observed_features if match else None, tolerances=tolerances,
                 max_draws=max_draws, noise_std=sigma, noise_repeats=noise_repeats, seed=rng, n_threads=n_threads,
                 progress=progress, **proto,
             )  # fmt: skip
@@ -516,7 +530,7 @@ def infer(
             if k == 0:  # nothing to write or plot: say why rather than return an empty population
                 raise InvalidInputError(f"max_draws: none of the {matched.drawn} cells drawn for train {t.index} "
                                         f"({t.name}) fires like the recording ({t.observed_class}); raise max_draws "
-                                        "or drop match_class")  # fmt: skip
+                                        "or drop match_class / match")  # fmt: skip
             t.dics, t.conductances, t.simulation = matched.dics, matched.conductances, matched.simulation
             t.simulated = np.arange(k)
             if not matched.complete:

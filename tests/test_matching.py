@@ -91,7 +91,7 @@ def test_infer_match_class_end_to_end(tmp_path, capsys):
     fid = report["trains"][0]["fidelity"]
     assert report["validated"] and fid["simulated_cells"] == 25 and fid["fraction_matching_class"] == 1.0
     cm = fid["class_matching"]
-    assert cm["kept"] == 25 and cm["complete"] and cm["drawn"] >= 25 and 0 <= cm["unfiltered_fraction_matching_class"] <= 1
+    assert cm["kept"] == 25 and cm["complete"] and cm["drawn"] >= 25 and 0 <= cm["unfiltered_fraction_matching"] <= 1
     assert "before filtering" in capsys.readouterr().out
     bad = tmp_path / "bad"
     assert main(["infer", example_recording("stg"), "--model", "stg", "-n", "25", "--match-class", "--max-draws", "10",
@@ -112,3 +112,34 @@ def test_infer_when_no_drawn_cell_matches_fails_clearly_and_writes_nothing(tmp_p
                  "--out", str(out), "--quiet"]) != 0
     assert "none of the 40 cells drawn" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_infer_match_fires_like_the_recording(tmp_path, capsys):
+    """--match: every kept cell fires like the noise-free recording (class, rate, bursts), cost reported."""
+    from dic_sbi.data import example_recording
+    from dic_sbi.spiketrains import fires_like
+
+    out = tmp_path / "matched"
+    assert main(["infer", example_recording("stg"), "--model", "stg", "-n", "20", "--match", "--seed", "3",
+                 "--no-plots", "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    fid = report["trains"][0]["fidelity"]
+    assert fid["fraction_faithful"] == 1.0 and fid["simulated_cells"] == 20
+    cm = fid["class_matching"]
+    assert cm["criterion"] == {"mean_rate": 0.1, "burst_period": 0.1, "spikes_per_burst": 1.0}
+    assert cm["simulations"] >= cm["drawn"] >= 20 and cm["simulations_per_kept_cell"] == cm["simulations"] / 20
+    assert "fire like the recording" in capsys.readouterr().out
+    res = dic_sbi.infer(example_recording("stg"), "stg", 10, seed=1, match={"mean_rate": 0.02})
+    t = res.trains[0]
+    assert fires_like(t.simulation.features(), t.observed_features, {"mean_rate": 0.02})[1].all()
+
+
+@pytest.mark.parametrize("arg, msg", [("rate", "NAME=VALUE"), ("speed=0.1", "NAME=VALUE"), ("rate=x", "number"),
+                                      ("rate=-1", ">= 0")])
+def test_match_tolerances_bad_input(arg, msg, tmp_path, capsys):
+    from dic_sbi.data import example_recording
+
+    assert main(["infer", example_recording("stg"), "--model", "stg", "--match", arg, "--out", str(tmp_path / "o")]) != 0
+    assert msg in capsys.readouterr().err and not (tmp_path / "o").exists()
+    with pytest.raises(InvalidInputError, match="match"):
+        dic_sbi.infer(example_recording("stg"), "stg", 5, match=True, match_class=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -56,6 +56,10 @@ class MatchedPopulation:
     matching: int
     first_fraction: float
     complete: bool
+    #: Cells simulated in all (noise repeats included): the cost of the kept cells.
+    simulated: int = 0
+    #: What a kept cell had to do: ``"class"``, or the tolerances of :func:`~dic_sbi.spiketrains.fires_like`.
+    criterion: Any = "class"
 
     @property
     def acceptance(self) -> float:
@@ -64,9 +68,11 @@ class MatchedPopulation:
 
     def summary(self) -> dict[str, Any]:
         """JSON-serialisable counts (for reports)."""
-        return {"kept": int(len(self.conductances)), "drawn": self.drawn, "matching": self.matching,
-                "acceptance": self.acceptance, "unfiltered_fraction_matching_class": self.first_fraction,
-                "complete": self.complete}  # fmt: skip
+        kept = int(len(self.conductances))
+        return {"kept": kept, "drawn": self.drawn, "matching": self.matching, "acceptance": self.acceptance,
+                "unfiltered_fraction_matching": self.first_fraction, "complete": self.complete,
+                "criterion": self.criterion, "simulations": self.simulated,
+                "simulations_per_kept_cell": self.simulated / kept if kept else None}  # fmt: skip
 
 
 def check_matching_options(n: int, max_draws: int | None, noise_repeats: int | None) -> tuple[int, int]:
@@ -89,6 +95,8 @@ def class_matched_population(
     n: int,
     *,
     first: tuple[NDArray, NDArray, Any] | None = None,
+    observed: Mapping[str, Any] | None = None,
+    tolerances: Mapping[str, float] | None = None,
     max_draws: int | None = None,
     noise_std: float = 0.0,
     noise_repeats: int | None = None,
@@ -99,7 +107,7 @@ def class_matched_population(
     n_threads: int | None = None,
     progress: bool = False,
 ) -> MatchedPopulation:
-    """``n`` posterior cells that fire in ``observed_class`` when simulated.
+    """``n`` posterior cells that fire in ``observed_class`` (or like ``observed``) when simulated.
 
     Parameters
     ----------
@@ -112,6 +120,11 @@ def class_matched_population(
     first
         ``(dics, conductances, simulation)`` of cells already drawn and simulated (e.g. a validated population):
         they are filtered first, so no simulation is repeated.
+    observed, tolerances
+        The observed train's features (``spike_train_features(train).as_dict()``): with them a kept cell must
+        fire like the recording by :func:`~dic_sbi.spiketrains.fires_like` (class; mean rate, burst period,
+        spikes per burst within ``tolerances``, default :data:`~dic_sbi.spiketrains.FIDELITY_TOLERANCES`), not
+        only in its class.
     max_draws
         Most cells drawn in all (default ``20 n``); fewer than ``n`` are returned, ``complete=False``, when the
         class is rarer than that.
@@ -124,6 +137,7 @@ def class_matched_population(
         Seed of the sampling, compensation and noise.
     """
     from ..core.simulator import SimulationResult, simulate
+    from ..spiketrains import FIDELITY_TOLERANCES, fires_like
 
     if observed_class not in CLASSES:
         raise InvalidInputError(f"observed_class: expected one of {CLASSES}, got {observed_class!r}")
@@ -132,9 +146,27 @@ def class_matched_population(
     rng = numpy_rng(seed)
     proto = simulation_settings(posterior.simulator, duration=duration, transient=transient, dt=dt)
 
+    if observed is not None:
+        unknown = sorted(set(tolerances or {}) - set(FIDELITY_TOLERANCES))
+        if unknown:
+            raise InvalidInputError(f"tolerances: unknown feature(s) {unknown}; expected {sorted(FIDELITY_TOLERANCES)}")
+        if any(not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0) for v in (tolerances or {}).values()):
+            raise InvalidInputError(f"tolerances: expected finite values >= 0, got {dict(tolerances)}")
+        observed = {**observed, "firing_class": observed_class}
+    criterion: Any = "class" if observed is None else {**FIDELITY_TOLERANCES, **(tolerances or {})}
+    simulated = 0
+
     def run(g: NDArray) -> Any:
+        nonlocal simulated
+        simulated += len(g)
         noise = dict(noise_std=noise_std, seed=rng) if noise_std > 0 else {}
         return simulate(posterior.model, g, progress=progress, n_threads=n_threads, **noise, **proto)
+
+    def accepted(res: Any) -> NDArray[np.bool_]:
+        f = res.features()
+        if observed is None:
+            return np.asarray(f["firing_class"]) == observed_class
+        return fires_like(f, observed, tolerances)[1]
 
     def draw(k: int) -> tuple[NDArray, NDArray, Any]:
         g, d = posterior.sample((k,), x=x, seed=rng, return_dics=True)
@@ -142,18 +174,20 @@ def class_matched_population(
 
     def in_class(g: NDArray, res: Any) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
         """In the class in the first realisation, and in all of them."""
-        once = np.asarray(res.features()["firing_class"]) == observed_class
+        once = accepted(res)
         same = once.copy()
-        for _ in range(repeats - 1):  # the other realisations, only for the cells still in the class
+        for _ in range(repeats - 1):  # the other realisations, only for the cells still accepted
             idx = np.flatnonzero(same)
             if idx.size:
-                same[idx] = np.asarray(run(g[idx]).features()["firing_class"]) == observed_class
+                same[idx] = accepted(run(g[idx]))
         return once, same
 
     kept: list[tuple[NDArray, NDArray, Any]] = []
     n_kept = drawn = matching = 0
     first_match: list[NDArray] = []
     batch = first
+    if first is not None:
+        simulated += len(first[1])
     while True:
         if batch is None:
             # enough for the cells still missing at the acceptance seen so far (at least 1 in 10 assumed), +10 %
@@ -181,4 +215,4 @@ def class_matched_population(
     else:
         dics, cells, simulation = np.zeros((0, 2)), np.zeros((0, model.n_conductances)), None
     first_fraction = float(np.concatenate(first_match).mean())
-    return MatchedPopulation(dics, cells, simulation, drawn, matching, first_fraction, n_kept >= n)
+    return MatchedPopulation(dics, cells, simulation, drawn, matching, first_fraction, n_kept >= n, simulated, criterion)
