@@ -427,6 +427,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .sbi.evaluation import published_comparison
     from .sbi.pretrained import pretrained_info
 
+    if args.free_conductances:
+        from .train import evaluate_free_conductances
+
+        print(json.dumps(evaluate_free_conductances(args.posterior, write=args.write, quiet=args.quiet), indent=1))
+        return 0
     model = pretrained_info(args.posterior)["model"]
     metrics = evaluate_pretrained(args.posterior, write=args.write, quiet=args.quiet)
     summary = {}
@@ -724,6 +729,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("evaluate", help="evaluate a pretrained posterior again on its held-out sets")
     sp.add_argument("posterior", help="shipped name (stg, da) or path written by `dic-sbi train --out`")
     sp.add_argument("--write", action="store_true", help="store the new metrics in its JSON file")
+    sp.add_argument("--free-conductances", action="store_true", help="evaluate only its learned free-conductance law "
+                    "(population fidelity against the seed law, conductance-space SBC and TARP)")
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_evaluate)
 

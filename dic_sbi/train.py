@@ -305,9 +305,11 @@ def train_free_conductances_for(
        noisy with σ drawn from its trained range (that many ``noisy_simulations``).
     2. :func:`~dic_sbi.sbi.train_free_conductances` on ``(t, cells, x)`` (``x`` with the known conditions).
     3. Population fidelity (:func:`~dic_sbi.sbi.evaluation.population_fidelity`) on a new noise-free held-out
-       set (and a noisy one for a noise-aware posterior), seed law against learned law on the same DIC samples.
+       set (and a noisy one for a noise-aware posterior), seed law against learned law on the same DIC samples;
+       SBC and TARP in conductance space (:func:`~dic_sbi.sbi.evaluation.conductance_calibration`, 2 ×
+       ``fidelity_observations`` pairs).
     4. ``out.pt`` (the DIC posterior's weights, unchanged), ``out.free.pt`` and ``out.json`` (the posterior's
-       record plus a ``free_conductances`` record: command, campaigns, training, fidelity).
+       record plus a ``free_conductances`` record: command, campaigns, training, fidelity, calibration).
     Seeds: campaigns ``seed`` and ``seed + 1``, training ``seed + 2``, held-out sets ``seed + 3`` and ``+ 4``.
     """
     import shlex
@@ -372,17 +374,8 @@ def train_free_conductances_for(
     train_seconds = time.perf_counter() - t0
     learned = DICPosterior(post.posterior, m, pair=post.pair, simulator=post.simulator, conditions=post.conditions,
                            free_conductances=est)  # fmt: skip
-    fidelity: dict[str, Any] = {}
     sets = [("noise_free", 0.0, int(seed) + 3)] + ([("noisy", float(noisy_range[1]), int(seed) + 4)] if noisy_simulations else [])
-    for name, sigma, s in sets:
-        _log(f"population fidelity, held-out set {name} (σ = {sigma})", quiet)
-        ho = heldout_set(m, n_points=int(2 * fidelity_observations), cells_per_point=1, noise_std=sigma, seed=s,
-                         output=output, **proto)  # fmt: skip
-        fidelity[name] = population_fidelity(learned, ho, n_observations=fidelity_observations, n_cells=fidelity_cells, seed=s)
-        for law in ("seed_law", "learned"):
-            f = fidelity[name][law]
-            _log(f"  {law}: fidelity {f['non_silent']['fidelity']:.3f} (spiking {f.get('spiking', {}).get('fidelity')}, "
-                 f"bursting {f.get('bursting', {}).get('fidelity')})", quiet)  # fmt: skip
+    evaluation = _evaluate_free(learned, sets, fidelity_observations, fidelity_cells, output, proto, quiet)
     command = "dic-sbi train-free-conductances " + " ".join(
         f"{k} {shlex.quote(str(v))}" for k, v in [
             ("--posterior", posterior), ("--out", out), ("--work", work), ("--num-simulations", num_simulations),
@@ -398,7 +391,9 @@ def train_free_conductances_for(
         "training": {**summary, "settings": training, "seed": int(seed) + 2, "training_seconds": train_seconds,
                      "simulation_seconds_this_run": sim_seconds,
                      "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs".strip()},
-        "fidelity": fidelity,
+        **evaluation,
+        "heldout": {"sets": [list(v) for v in sets], "fidelity_observations": int(fidelity_observations),
+                    "fidelity_cells": int(fidelity_cells)},
         "total_seconds": time.perf_counter() - started,
     }  # fmt: skip
     kept = {k: v for k, v in info.items() if k not in ("format", "model", "pair", "protocol", "features", "estimator", "prior")}
@@ -406,3 +401,53 @@ def train_free_conductances_for(
     save_pretrained(learned, out, estimator=info["estimator"], info=kept, overwrite=overwrite)
     _log(f"wrote {out}.pt, {out}.free.pt and {out}.json", quiet)
     return json.loads(Path(f"{out}.json").read_text())
+
+
+def _evaluate_free(posterior: Any, sets: list, n_obs: int, n_cells: int, output: str, proto: dict, quiet: bool) -> dict[str, Any]:
+    """Fidelity (seed law vs learned law) and conductance-space SBC/TARP of a posterior with a learned free law,
+    on held-out sets ``(name, σ, seed)``."""
+    from .sbi.evaluation import conductance_calibration, heldout_set, population_fidelity
+
+    fidelity: dict[str, Any] = {}
+    calibration: dict[str, Any] = {}
+    for name, sigma, s in sets:
+        _log(f"population fidelity, held-out set {name} (σ = {sigma})", quiet)
+        ho = heldout_set(posterior.model, n_points=int(2 * n_obs), cells_per_point=1, noise_std=sigma, seed=s,
+                         output=output, **proto)  # fmt: skip
+        fidelity[name] = population_fidelity(posterior, ho, n_observations=n_obs, n_cells=n_cells, seed=s)
+        for law in ("seed_law", "learned"):
+            f = fidelity[name][law]
+            _log(f"  {law}: fidelity {f['non_silent']['fidelity']:.3f} (spiking {f.get('spiking', {}).get('fidelity')}, "
+                 f"bursting {f.get('bursting', {}).get('fidelity')})", quiet)  # fmt: skip
+        _log(f"conductance-space SBC and TARP, {name}", quiet)
+        calibration[name] = conductance_calibration(posterior, n_pairs=max(20, 2 * n_obs), num_posterior_samples=100,
+                                                    noise_std=sigma, seed=s + 1000)  # fmt: skip
+        c = calibration[name]
+        _log(f"  SBC KS p min {min(c['sbc_ks_pvals']):.3f}, C2ST max {max(c['sbc_c2st_ranks']):.3f}; TARP ATC "
+             f"{c['tarp_atc']:.3f}, KS p {c['tarp_ks_pval']:.3f}", quiet)  # fmt: skip
+    return {"fidelity": fidelity, "calibration": calibration}
+
+
+def evaluate_free_conductances(name_or_path: str | os.PathLike, *, write: bool = False, quiet: bool = False) -> dict[str, Any]:
+    """Evaluate the learned free-conductance law of a pretrained posterior again, on held-out sets rebuilt from its
+    stored seeds (fidelity against the seed law, conductance-space SBC and TARP); ``write=True`` stores the result
+    in its JSON record."""
+    from .io.atomic import atomic_file
+    from .sbi.pretrained import _paths, load_pretrained, pretrained_info
+
+    info = pretrained_info(name_or_path)
+    rec = info.get("free_conductances")
+    if rec is None or "heldout" not in rec:
+        raise InvalidInputError(f"posterior: {name_or_path} has no learned free-conductance law with stored held-out settings")
+    post = load_pretrained(name_or_path)
+    proto = {k: info["protocol"][k] for k in ("duration", "transient", "dt")}
+    ho = rec["heldout"]
+    sets = [(str(n), float(sig), int(s)) for n, sig, s in ho["sets"]]
+    result = _evaluate_free(post, sets, ho["fidelity_observations"], ho["fidelity_cells"], info["features"]["output"], proto, quiet)
+    if write:
+        json_path, _ = _paths(name_or_path)
+        info["free_conductances"].update(result)
+        with atomic_file(json_path) as tmp:
+            tmp.write_text(json.dumps(info, indent=2) + "\n")
+        _log(f"updated the free-conductance metrics in {json_path}", quiet)
+    return result

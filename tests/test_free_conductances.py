@@ -216,6 +216,8 @@ def test_cli_train_free_conductances_then_infer(tmp_path):
     assert rec["command"].startswith("dic-sbi train-free-conductances --posterior stg")
     assert rec["training"]["rows"] > 300 and set(rec["fidelity"]["noise_free"]) >= {"seed_law", "learned"}
     assert 0.0 <= rec["fidelity"]["noise_free"]["learned"]["non_silent"]["fidelity"] <= 1.0
+    cal = rec["calibration"]["noise_free"]
+    assert cal["n_pairs"] >= 15 and len(cal["sbc_ks_pvals"]) == 8 and np.isfinite(cal["tarp_atc"])
     assert meta["metrics"] == dic_sbi.sbi.pretrained.pretrained_info("stg")["metrics"]  # the DIC posterior's record kept
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode != 0 and "--overwrite" in again.stderr  # nothing replaced without it

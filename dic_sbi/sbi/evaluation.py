@@ -39,7 +39,7 @@ from .priors import DICPrior
 from .simulators import DICSimulator
 
 __all__ = ["HeldOutSet", "heldout_set", "evaluate_dic_posterior", "CLASSES", "classes_of", "PUBLISHED_MAE",
-           "published_comparison", "observed_features", "population_fidelity"]
+           "published_comparison", "observed_features", "population_fidelity", "conductance_calibration"]
 
 CLASSES = ("silent", "spiking", "bursting")
 #: Published MAE (g_s, g_u) of the spike-times network (Brandoit et al. 2025): posterior point estimate on
@@ -363,3 +363,65 @@ def population_fidelity(
             block["fallback_cells"] = int(fallback)
         out[name] = block
     return out
+
+
+def conductance_calibration(
+    posterior: DICPosterior,
+    *,
+    n_pairs: int = 300,
+    num_posterior_samples: int = 200,
+    noise_std: float = 0.0,
+    seed: Seed = 0,
+    n_threads: int | None = None,
+) -> dict[str, Any]:
+    """SBC and TARP of a DIC posterior **in conductance space** (with its free-conductance law, if it has one).
+
+    Prior-predictive pairs are drawn from the generative process the posterior inverts: ``t ~`` its
+    :class:`~dic_sbi.sbi.DICPrior`, one cell of the seed law's degenerate population, simulated with the training
+    protocol (noise ``noise_std``). ``posterior.sample_batched`` gives the cells: ``q(t | x)`` then
+    ``q(z | t, x)`` (or the seed law) and the compensation. ``sbi.diagnostics.run_sbc`` / ``check_sbc`` rank every
+    conductance (log scale: ranks do not change); ``run_tarp`` / ``check_tarp`` on log-conductances.
+
+    Returns
+    -------
+    dict
+        ``sbc_ks_pvals`` per conductance, ``sbc_c2st_ranks`` per conductance, ``tarp_atc``, ``tarp_ks_pval``,
+        ``n_pairs`` used.
+    """
+    from sbi.diagnostics import check_sbc, check_tarp, run_sbc, run_tarp
+
+    from .features import with_conditions
+
+    rng = numpy_rng(seed)
+    sim = DICSimulator(posterior.model, noise_std=noise_std, n_threads=n_threads, output=posterior.simulator.output,
+                       duration=posterior.simulator.duration, transient=posterior.simulator.transient,
+                       dt=posterior.simulator.dt)  # fmt: skip
+    prior = posterior.prior if isinstance(posterior.prior, DICPrior) else DICPrior(posterior.model)
+    t = prior.sample((int(n_pairs),), seed=rng)
+    x, g = sim.simulate_with_cells(t, seed=rng)
+    if posterior.conditions:
+        x = with_conditions(x, np.full((x.shape[0], 1), float(noise_std)))
+    keep = torch.isfinite(x).all(dim=1) & torch.as_tensor(np.isfinite(g).all(axis=1))
+    log_g = torch.as_tensor(np.log(g[keep.numpy()]), dtype=torch.float32)
+    x = x[keep]
+
+    class _LogCells:
+        """The posterior over log ḡ, as sbi's diagnostics call it (ranks and TARP distances in log space)."""
+
+        def sample_batched(self, shape, x, **kwargs):
+            kwargs.pop("show_progress_bars", None)
+            cells = posterior.sample_batched(shape, x=x, seed=rng)
+            return torch.log(cells).to(torch.float32)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(rng.integers(0, 2**62)))
+        ranks, dap = run_sbc(log_g, x, _LogCells(), num_posterior_samples=int(num_posterior_samples),
+                             use_batched_sampling=True, show_progress_bar=False)  # fmt: skip
+        reference = torch.as_tensor(np.log(sim.cells(prior.sample((log_g.shape[0],), seed=rng), seed=rng)), dtype=torch.float32)
+        stats = check_sbc(ranks, reference, dap, num_posterior_samples=int(num_posterior_samples))
+        ecp, alpha = run_tarp(log_g, x, _LogCells(), num_posterior_samples=int(num_posterior_samples),
+                              use_batched_sampling=True, show_progress_bar=False, num_bins=max(2, log_g.shape[0] // 10))  # fmt: skip
+        atc, ks = check_tarp(ecp, alpha)
+    return {"n_pairs": int(log_g.shape[0]), "num_posterior_samples": int(num_posterior_samples), "noise_std": float(noise_std),
+            "sbc_ks_pvals": [float(v) for v in stats["ks_pvals"]], "sbc_c2st_ranks": [float(v) for v in stats["c2st_ranks"]],
+            "tarp_atc": float(atc), "tarp_ks_pval": float(ks), "names": list(posterior.model.conductance_names)}  # fmt: skip
