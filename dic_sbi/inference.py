@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .core.checks import MAX_SEED, is_int, is_seed
-from .errors import InvalidInputError, RecordingError
+from .errors import DicSbiError, InvalidInputError, RecordingError
 
 __all__ = ["infer", "InferenceResult", "TrainInference", "fidelity_report", "MAX_CELLS", "MAX_SEED"]
 
@@ -257,6 +257,17 @@ class InferenceResult:
                     plt.close(fig)
 
 
+def _has_shipped_posterior(model: Any) -> bool:
+    """Whether ``model`` is a registered model with a posterior shipped in the package."""
+    from .models import get_model
+    from .sbi.pretrained import available_pretrained
+
+    try:
+        return get_model(model.name) is model and model.name in available_pretrained()
+    except DicSbiError:
+        return False
+
+
 def _size_estimate(model: Any, cells: int) -> str:
     """Memory and output size of ``cells`` cells, in words."""
     values = cells * (model.n_conductances + 2)  # conductances and DICs
@@ -437,6 +448,11 @@ def infer(
                                 f"cells per call ({_size_estimate(m, n * len(chosen))}); give a smaller n or select "
                                 "trains")  # fmt: skip
 
+    if posterior is None and not _has_shipped_posterior(m):
+        raise InvalidInputError(
+            f"posterior: model {m.name!r} has no shipped posterior; train one (dic-sbi train --model ... --out PATH, "
+            "or dic_sbi.train.train_pretrained) and pass posterior=PATH (--posterior PATH)"
+        )
     if posterior is None or isinstance(posterior, (str, os.PathLike)):
         source = m.name if posterior is None else posterior
         try:

@@ -171,7 +171,7 @@ def load_model_file(path: str | os.PathLike, name: str | None = None) -> Conduct
             raise UnknownModelError(f"model: {p.name} has no {name!r}; its models are {', '.join(models) or 'none'}")
         model = vars(module)[name]
         if not isinstance(model, ConductanceModel):
-            raise InvalidInputError(f"model: {p.name}:{name} is a {type(model).__name__}, not a ConductanceModel")
+            raise InvalidInputError(f"model: {p.name}:{name} is not a ConductanceModel but a {type(model).__name__}")
     source = f"{p}:{name}"
     if model.source != source:
         model = dataclasses.replace(model, source=source) if model.source else model
