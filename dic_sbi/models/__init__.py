@@ -111,9 +111,11 @@ def is_model_file_reference(text: str) -> bool:
     return isinstance(text, str) and (text.endswith(".py") or ".py:" in text)
 
 
-#: Models loaded from files, by (resolved path, name, modification time): the same object every time, so its
-#: compiled tables and kernels are built once per process.
-_FILE_MODELS: dict[tuple[str, str | None, int], ConductanceModel] = {}
+#: Model files run so far, by (resolved path, modification time): a model named again is the same object, so its
+#: compiled tables and kernels are built once per process; an edited file is run again.
+_FILE_MODULES: dict[tuple[str, int], dict] = {}
+#: The model objects handed out, by (resolved path, name, modification time).
+_FILE_MODELS: dict[tuple[str, str, int], ConductanceModel] = {}
 
 
 def load_model_file(path: str | os.PathLike, name: str | None = None) -> ConductanceModel:
@@ -140,9 +142,38 @@ def load_model_file(path: str | os.PathLike, name: str | None = None) -> Conduct
     p = p.resolve()
     if name is not None and (not isinstance(name, str) or not name.isidentifier()):
         raise InvalidInputError(f"model: {name!r} is not a Python variable name (expected path/to/file.py:NAME)")
-    key = (str(p), name, p.stat().st_mtime_ns)
+    mtime = p.stat().st_mtime_ns
+    namespace = _FILE_MODULES.get((str(p), mtime))
+    if namespace is None:
+        namespace = _FILE_MODULES[(str(p), mtime)] = _run_model_file(p)
+    models = {k: v for k, v in namespace.items() if isinstance(v, ConductanceModel) and not k.startswith("_")}
+    if name is None:
+        own = {k: v for k, v in models.items() if v not in (STG, DA)}
+        if len(own) != 1:
+            raise UnknownModelError(
+                f"model: {p.name} defines {len(own)} models ({', '.join(own) or 'none'}); name one as {p.name}:NAME"
+            )
+        name = next(iter(own))
+    key = (str(p), name, mtime)
     if key in _FILE_MODELS:
         return _FILE_MODELS[key]
+    if name not in namespace:
+        raise UnknownModelError(f"model: {p.name} has no {name!r}; its models are {', '.join(models) or 'none'}")
+    model = namespace[name]
+    if not isinstance(model, ConductanceModel):
+        raise InvalidInputError(f"model: {p.name}:{name} is not a ConductanceModel but a {type(model).__name__}")
+    if _REGISTRY.get(model.name.lower()) is model:  # a registered model imported by the file: itself
+        return model
+    source = f"{p}:{name}"
+    if model.source != source:
+        model = dataclasses.replace(model, source=source) if model.source else model
+        object.__setattr__(model, "source", source)
+    _FILE_MODELS[key] = model
+    return model
+
+
+def _run_model_file(p: Path) -> dict:
+    """Run the model file ``p`` as a module of its own; its namespace."""
     module_name = "dic_sbi_user_model_" + hashlib.sha1(str(p).encode()).hexdigest()[:12]
     spec = importlib.util.spec_from_file_location(module_name, p)
     module = importlib.util.module_from_spec(spec)
@@ -150,34 +181,15 @@ def load_model_file(path: str | os.PathLike, name: str | None = None) -> Conduct
     sys.modules[module_name] = module  # dataclasses and pickling look module-level objects up by module name
     try:
         spec.loader.exec_module(module)  # type: ignore[union-attr]
-    except InvalidInputError as err:
-        raise InvalidInputError(f"model file {p.name}: {err}") from None
     except Exception as err:  # noqa: BLE001 -- user code: one clear line
         if previous is not None:
             sys.modules[module_name] = previous
         else:
             sys.modules.pop(module_name, None)
+        if isinstance(err, InvalidInputError):
+            raise InvalidInputError(f"model file {p.name}: {err}") from None
         raise InvalidInputError(f"model file {p.name}: running it failed: {type(err).__name__}: {err}") from None
-    models = {k: v for k, v in vars(module).items() if isinstance(v, ConductanceModel) and not k.startswith("_")}
-    if name is None:
-        own = {k: v for k, v in models.items() if v not in (STG, DA)}
-        if len(own) != 1:
-            raise UnknownModelError(
-                f"model: {p.name} defines {len(own)} models ({', '.join(own) or 'none'}); name one as {p.name}:NAME"
-            )
-        name, model = next(iter(own.items()))
-    else:
-        if name not in vars(module):
-            raise UnknownModelError(f"model: {p.name} has no {name!r}; its models are {', '.join(models) or 'none'}")
-        model = vars(module)[name]
-        if not isinstance(model, ConductanceModel):
-            raise InvalidInputError(f"model: {p.name}:{name} is not a ConductanceModel but a {type(model).__name__}")
-    source = f"{p}:{name}"
-    if model.source != source:
-        model = dataclasses.replace(model, source=source) if model.source else model
-        object.__setattr__(model, "source", source)
-    _FILE_MODELS[key] = model
-    return model
+    return vars(module)
 
 
 def model_reference(model: str | ConductanceModel) -> str:
