@@ -69,7 +69,7 @@ HH = ConductanceModel(
     initial_voltage=-65.0,
     dics=DICConventions(reference_threshold=-55.0),  # reference timescales chosen from the time constants
     protocol=Protocol(duration=1500.0, transient=500.0, dt=0.025),
-    default_ranges={"Na": (50.0, 200.0), "K": (1.0, 40.0), "M": (0.0, 6.0), "H": (0.0, 1.0), "leak": (0.15, 0.45)},
+    default_ranges={"Na": (50.0, 200.0), "K": (1.0, 40.0), "M": (0.01, 6.0), "H": (0.001, 1.0), "leak": (0.15, 0.45)},
     dic_box=((6.0, 12.0), (0.5, 3.0)),
     seed_population=SeedPopulation(
         leak_range=(0.2, 0.4),
@@ -184,6 +184,7 @@ def test_inconsistent_models_are_refused_with_one_clear_line(hh):
         ({"dics": DICConventions(fast="zz", reference_threshold=-55.0)}, r"DICConventions fast='zz' is not a gate"),
         ({"default_ranges": {k: v for k, v in hh.default_ranges.items() if k != "H"}}, r"default_ranges must give one .*missing \['H'\]"),
         ({"dic_box": ((1.0, 0.0), (0.0, 1.0))}, r"dic_box must be"),
+        ({"default_ranges": {**hh.default_ranges, "M": (0.0, 6.0)}}, r"default_ranges\['M'\] must satisfy 0 < low < high"),
         ({"name": "my.py"}, r"must not contain ':' or end in '\.py'"),
         ({"seed_population": dataclasses.replace(sp, compensation=CompensationRule(pairs=(("K", "Kdr"),)))},
          r"SeedPopulation compensation names unknown or leak conductances \['Kdr'\]"),

@@ -599,8 +599,10 @@ def _check_model(model: ConductanceModel) -> None:
         )
     for n in names:
         lo, hi = _pair_of_numbers(f"{where}: default_ranges[{n!r}]", model.default_ranges[n])
-        if not 0 <= lo < hi or (n == "leak" and lo <= 0):
-            raise InvalidInputError(f"{where}: default_ranges[{n!r}] must satisfy 0 <= low < high (leak: 0 < low), got {(lo, hi)}")
+        if not 0 < lo < hi:
+            raise InvalidInputError(
+                f"{where}: default_ranges[{n!r}] must satisfy 0 < low < high (log-scale priors need low > 0), got {(lo, hi)}"
+            )
     try:
         box = [_pair_of_numbers(f"{where}: dic_box", b) for b in model.dic_box]
     except TypeError:

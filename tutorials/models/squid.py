@@ -42,7 +42,7 @@ HH = ConductanceModel(
     initial_voltage=-65.0,
     dics=DICConventions(reference_threshold=-55.0),  # fast, slow, ultraslow gates: chosen from the time constants
     protocol=Protocol(duration=1500.0, transient=500.0, dt=0.025),
-    default_ranges={"Na": (50.0, 200.0), "K": (1.0, 40.0), "M": (0.0, 6.0), "H": (0.0, 1.0), "leak": (0.15, 0.45)},
+    default_ranges={"Na": (50.0, 200.0), "K": (1.0, 40.0), "M": (0.01, 6.0), "H": (0.001, 1.0), "leak": (0.15, 0.45)},
     dic_box=((6.0, 12.0), (0.5, 3.0)),
     seed_population=SeedPopulation(  # compensation: none given, so dic_sbi picks the pair (K, M)
         leak_range=(0.2, 0.4), reference_leak=0.3, free_ranges={"H": (0.0, 0.5)},
