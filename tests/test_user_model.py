@@ -317,3 +317,43 @@ def test_train_and_infer_with_the_model_file(model_file, tmp_path):
     assert (tmp_path / "inferred" / "population.csv").is_file()
     with pytest.raises(InvalidInputError, match="has no shipped posterior; train one"):
         dic_sbi.infer(recording, ref, 5)
+
+
+def _as_plain_callables(model):
+    """``model`` rewritten with every steady state and time constant a plain function (no ``derivative``)."""
+    from dic_sbi.models import CalciumGate, InstantaneousGate
+
+    def plain(f):
+        return lambda V: f(V)
+
+    new = {}
+    for g in model.gate_list():
+        if isinstance(g, Gate):
+            new[id(g)] = Gate(g.name, plain(g.steady_state), plain(g.time_constant))
+        elif isinstance(g, CalciumGate):
+            new[id(g)] = CalciumGate(g.name, plain(g.voltage_factor), plain(g.time_constant), K=g.K)
+        elif isinstance(g, InstantaneousGate):
+            new[id(g)] = InstantaneousGate(g.name, plain(g.steady_state))
+        else:  # the ERG scheme stays
+            new[id(g)] = g
+    channels = tuple(Channel(c.name, c.reversal, tuple((new[id(g)], p) for g, p in c.gates), c.carries_calcium)
+                     for c in model.channels)  # fmt: skip
+    import dataclasses
+
+    return dataclasses.replace(model, name=f"{model.name}_plain", channels=channels)
+
+
+@pytest.mark.parametrize("name", ["stg", "da"])
+def test_the_built_in_models_written_with_plain_callables_give_the_same_dics_and_spikes(name):
+    """Calcium gates, instantaneous gates and numerical derivatives: the same model, any way it is written."""
+    model = get_model(name)
+    plain = _as_plain_callables(model)
+    assert not hasattr(plain.gate_list()[0].steady_state, "derivative")
+    g = dic_sbi.data.example_cells()[name]
+    V = np.linspace(-70.0, -40.0, 13)
+    np.testing.assert_allclose(dic_sbi.dics(plain, g, V), dic_sbi.dics(model, g, V), rtol=1e-7, atol=1e-7)
+    pop = dic_sbi.degenerate_population(model, 4.0, 5.0, 3, seed=1)
+    np.testing.assert_allclose(dic_sbi.dics(plain, pop)[:, 1:], np.tile([4.0, 5.0], (3, 1)), atol=1e-6)
+    a = dic_sbi.simulate(model, g, duration=2000.0, transient=500.0, n_threads=1, progress=False)
+    b = dic_sbi.simulate(plain, g, duration=2000.0, transient=500.0, n_threads=1, progress=False)
+    assert a.times.size >= 3 and np.array_equal(a.times, b.times)  # the same tables, so the same spikes
