@@ -224,6 +224,13 @@ def test_a_model_file_loads_once_and_travels_as_its_reference(hh, model_file):
     assert get_model(f"{model_file}:HH") is hh and load_model_file(model_file) is hh  # NAME optional: one model
     assert model_reference(hh) == hh.source and model_reference("stg") == "stg"
     assert pickle.loads(pickle.dumps(hh)) is hh
+    # another process (a sbi or dask worker) loads it again from its file
+    import subprocess
+    import sys
+
+    code = "import pickle, sys; m = pickle.loads(sys.stdin.buffer.read()); print(m.name, m.source)"
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(hh), capture_output=True, check=True).stdout
+    assert out.decode().split() == ["hh", hh.source]
     assert hh.conductance_names == ("Na", "K", "M", "H", "leak")
     with pytest.raises(UnknownModelError, match=r"squid\.py has no 'HX'; its models are HH"):
         get_model(f"{model_file}:HX")
