@@ -102,7 +102,8 @@ def get_model(model: str | os.PathLike | ConductanceModel) -> ConductanceModel:
         return _REGISTRY[model.lower()]
     except KeyError:
         raise UnknownModelError(
-            f"model: unknown model {model!r}; available models are {', '.join(available_models())}"
+            f"model: unknown model {model!r}; available models are {', '.join(available_models())}, or a model "
+            "file as 'path/to/file.py:NAME'"
         ) from None
 
 
