@@ -216,6 +216,13 @@ def test_the_user_model_gets_its_reference_timescales_and_compensation_with_reas
     assert "slow = 'n', the fastest activation gate of an outward current" in hh.dics.reason
     # no compensation given: the pair that moves (g_s, g_u) most independently, K for g_s and M for g_u
     assert compensation_rule(hh).pairs == (("K", "M"),)
+    # the same pair given explicitly (one pair: no choose function needed) makes the same cells
+    import dataclasses
+
+    explicit = _variant(hh, seed_population=dataclasses.replace(hh.seed_population,
+                                                                compensation=CompensationRule(pairs=(("K", "M"),))))  # fmt: skip
+    np.testing.assert_array_equal(dic_sbi.degenerate_population(explicit, 8.0, 1.0, 5, seed=2),
+                                  dic_sbi.degenerate_population(hh, 8.0, 1.0, 5, seed=2))  # fmt: skip
 
 
 # -- the model from a file, everywhere a model is named ----------------------------------------------------
