@@ -369,7 +369,8 @@ def infer(
     recording
         A path (any format of :func:`~dic_sbi.io.read_recording`) or a :class:`~dic_sbi.io.Recording`.
     model
-        ``"stg"`` or ``"da"``.
+        ``"stg"``, ``"da"``, a model file ``"path/to/file.py:NAME"`` or a model object (a model without a
+        shipped posterior needs ``posterior``).
     n
         Cells per train (one per posterior DIC sample); ``n`` times the number of trains may not exceed
         :data:`MAX_CELLS`.

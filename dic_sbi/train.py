@@ -69,7 +69,8 @@ def train_pretrained(
     Parameters
     ----------
     model
-        ``"stg"`` or ``"da"``.
+        ``"stg"``, ``"da"``, or a model file ``"path/to/file.py:NAME"`` (or a model loaded from one; the JSON
+        records its file, so that the posterior finds its model again).
     out
         Destination without suffix (``out.pt`` and ``out.json`` are written).
     work_dir

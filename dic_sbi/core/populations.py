@@ -456,7 +456,8 @@ def degenerate_population(
     Parameters
     ----------
     model
-        Model name or object (it must define a seed population and compensation rule).
+        Model name, file reference or object (it must define a seed population; without a compensation rule it
+        uses :func:`default_compensation`).
     g_s, g_u
         Target slow and ultraslow DICs (normalised by gleak) at ``model.dics.reference_threshold``: scalars or
         arrays of one shape ``S`` (broadcast against each other).
