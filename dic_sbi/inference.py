@@ -345,7 +345,7 @@ def _freeze_long_lived_objects() -> None:
 
 def infer(
     recording: Any,
-    model: str,
+    model: str | Any,
     n: int = 1000,
     *,
     posterior: Any = None,

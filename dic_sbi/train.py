@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidInputError
-from .models import get_model, model_reference
+from .models import ConductanceModel, get_model, model_reference
 
 __all__ = ["train_pretrained", "DEFAULT_ESTIMATOR", "DEFAULT_TRAINING"]
 
@@ -41,7 +41,7 @@ def _log(msg: str, quiet: bool) -> None:
 
 
 def train_pretrained(
-    model: str,
+    model: str | ConductanceModel,
     out: str | os.PathLike,
     *,
     work_dir: str | os.PathLike,
