@@ -20,12 +20,15 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from .core.checks import MAX_SEED, is_int, is_seed
 from .errors import DicSbiError, InvalidInputError, RecordingError
+
+if TYPE_CHECKING:
+    from .models import ConductanceModel
 
 __all__ = ["infer", "InferenceResult", "TrainInference", "fidelity_report", "MAX_CELLS", "MAX_SEED"]
 
@@ -345,7 +348,7 @@ def _freeze_long_lived_objects() -> None:
 
 def infer(
     recording: Any,
-    model: str | Any,
+    model: str | ConductanceModel,
     n: int = 1000,
     *,
     posterior: Any = None,
