@@ -17,7 +17,7 @@ from .core import (
 from . import data
 from .errors import DicSbiError, InvalidInputError, RecordingError, UnknownModelError, UnreachableTargetError
 from .io import Recording, read_recording
-from .models import ConductanceModel, available_models, get_model, register_model
+from .models import ConductanceModel, available_models, get_model, load_model_file, register_model
 
 __version__ = "0.1.0"
 
@@ -94,6 +94,7 @@ __all__ = [
     "get_model",
     "register_model",
     "available_models",
+    "load_model_file",
     "ConductanceModel",
     "DicSbiError",
     "InvalidInputError",

@@ -544,6 +544,22 @@ def _float_type(what: str, *, minimum: float | None = None, positive: bool = Fal
     return parse
 
 
+def _model_arg(text: str) -> str:
+    """``--model``: a registered name, or ``path/to/file.py:NAME`` (loaded now, returned as its absolute reference)."""
+    from .models import available_models, get_model, is_model_file_reference, model_reference
+
+    if is_model_file_reference(text):
+        try:
+            return model_reference(get_model(text))
+        except DicSbiError as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix("model: ")) from None
+    if text.lower() in available_models():
+        return text.lower()
+    raise argparse.ArgumentTypeError(
+        f"unknown model {text!r}; choose from {', '.join(available_models())}, or give path/to/file.py:NAME"
+    )
+
+
 def _seed_type():
     from .inference import MAX_SEED
 
@@ -584,7 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = available_models()
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--model", required=True, choices=models, help=f"model ({', '.join(models)}); required")
+        sp.add_argument("--model", required=True, type=_model_arg, metavar="MODEL",
+                        help=f"model: {', '.join(models)}, or a model of your own as path/to/file.py:NAME; required")
         sp.add_argument("--seed", type=_seed_type(), default=0, help="random seed, 0 to 2**63 - 1")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -772,6 +789,17 @@ def _command_flags(parser: argparse.ArgumentParser, command: str) -> frozenset[s
     return frozenset()
 
 
+def _announce_model(args: argparse.Namespace) -> None:
+    """For a model from a file whose DIC reference timescales were chosen automatically, say which and why."""
+    from .models import get_model, is_model_file_reference
+
+    name = getattr(args, "model", None)
+    if isinstance(name, str) and is_model_file_reference(name) and not getattr(args, "quiet", False):
+        reason = get_model(name).dics.reason
+        if reason:
+            print(f"dic-sbi: {reason}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -780,6 +808,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(err.message, file=sys.stderr)
         return 2
     try:
+        _announce_model(args)
         return int(args.func(args))
     except DicSbiError as err:
         words = _cli_words(str(err), _command_flags(parser, args.command), _RENAMED.get(args.command, {}))

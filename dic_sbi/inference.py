@@ -20,12 +20,15 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from .core.checks import MAX_SEED, is_int, is_seed
-from .errors import InvalidInputError, RecordingError
+from .errors import DicSbiError, InvalidInputError, RecordingError
+
+if TYPE_CHECKING:
+    from .models import ConductanceModel
 
 __all__ = ["infer", "InferenceResult", "TrainInference", "fidelity_report", "MAX_CELLS", "MAX_SEED"]
 
@@ -259,6 +262,17 @@ class InferenceResult:
                     plt.close(fig)
 
 
+def _has_shipped_posterior(model: Any) -> bool:
+    """Whether ``model`` is a registered model with a posterior shipped in the package."""
+    from .models import get_model
+    from .sbi.pretrained import available_pretrained
+
+    try:
+        return get_model(model.name) is model and model.name in available_pretrained()
+    except DicSbiError:
+        return False
+
+
 def _size_estimate(model: Any, cells: int) -> str:
     """Memory and output size of ``cells`` cells, in words."""
     values = cells * (model.n_conductances + 2)  # conductances and DICs
@@ -342,7 +356,7 @@ def _freeze_long_lived_objects() -> None:
 
 def infer(
     recording: Any,
-    model: str,
+    model: str | ConductanceModel,
     n: int = 1000,
     *,
     posterior: Any = None,
@@ -367,7 +381,8 @@ def infer(
     recording
         A path (any format of :func:`~dic_sbi.io.read_recording`) or a :class:`~dic_sbi.io.Recording`.
     model
-        ``"stg"`` or ``"da"``.
+        ``"stg"``, ``"da"``, a model file ``"path/to/file.py:NAME"`` or a model object (a model without a
+        shipped posterior needs ``posterior``).
     n
         Cells per train (one per posterior DIC sample); ``n`` times the number of trains may not exceed
         :data:`MAX_CELLS`.
@@ -457,6 +472,11 @@ def infer(
                                 f"cells per call ({_size_estimate(m, n * len(chosen))}); give a smaller n or select "
                                 "trains")  # fmt: skip
 
+    if posterior is None and not _has_shipped_posterior(m):
+        raise InvalidInputError(
+            f"posterior: model {m.name!r} has no shipped posterior; train one (dic-sbi train --model ... --out PATH, "
+            "or dic_sbi.train.train_pretrained) and pass posterior=PATH (--posterior PATH)"
+        )
     if posterior is None or isinstance(posterior, (str, os.PathLike)):
         source = m.name if posterior is None else posterior
         try:

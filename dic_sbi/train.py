@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidInputError
-from .models import get_model
+from .models import ConductanceModel, get_model, model_reference
 
 __all__ = ["train_pretrained", "DEFAULT_ESTIMATOR", "DEFAULT_TRAINING"]
 
@@ -41,7 +41,7 @@ def _log(msg: str, quiet: bool) -> None:
 
 
 def train_pretrained(
-    model: str,
+    model: str | ConductanceModel,
     out: str | os.PathLike,
     *,
     work_dir: str | os.PathLike,
@@ -69,7 +69,8 @@ def train_pretrained(
     Parameters
     ----------
     model
-        ``"stg"`` or ``"da"``.
+        ``"stg"``, ``"da"``, or a model file ``"path/to/file.py:NAME"`` (or a model loaded from one; the JSON
+        records its file, so that the posterior finds its model again).
     out
         Destination without suffix (``out.pt`` and ``out.json`` are written).
     work_dir
@@ -130,7 +131,7 @@ def train_pretrained(
         campaigns.append(("noisy", int(noisy_simulations), noise_range or float(noise_std), int(seed) + 1))
     thetas, xs, sigmas, sim_seconds, camp_meta = [], [], [], 0.0, []
     for tag, num, noise, s in campaigns:
-        spec = CampaignSpec(m.name, "dic", num=num, chunk_size=min(int(chunk_size), num), seed=s, noise_std=noise,
+        spec = CampaignSpec(model_reference(m), "dic", num=num, chunk_size=min(int(chunk_size), num), seed=s, noise_std=noise,
                             output=features, **protocol)  # fmt: skip
         path = work / f"{m.name}_dic_{tag}"
         _log(f"campaign {tag}: {num} simulations (noise σ = {noise}) into {path}", quiet)
@@ -183,7 +184,7 @@ def train_pretrained(
         "name": Path(out).name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": {"dic_sbi": __version__, "sbi": sbi.__version__, "torch": torch.__version__, "python": platform.python_version()},
-        "command": _command(out, work, m.name, num_simulations, noisy_simulations, noise_std, seed, chunk_size, est,
+        "command": _command(out, work, model_reference(m), num_simulations, noisy_simulations, noise_std, seed, chunk_size, est,
                             train_kwargs, heldout_points, cells_per_point, ppc_points, ppc_cells, torch_threads,
                             noise_input, protocol, features, device),  # fmt: skip
         "training": {

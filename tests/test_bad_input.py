@@ -104,6 +104,11 @@ def files(tmp_path_factory):
     write_nix(d / "good.nix", [voltage_segment(spiking_trace())])
     (d / "pop.csv").write_text("cell,Na,Kd,CaT,CaS,KCa,A,H,leak\n0,1000,100,1,3,10,20,0.01,0.01\n")
     (d / "previous").mkdir()
+    (d / "nomodel.py").write_text("X = 1\n")
+    (d / "badtau.py").write_text(
+        "from dic_sbi.models import Gate\n"
+        "x = Gate('x', lambda V: 0.5 + 0 * V, lambda V: 5.0 - V / 10.0)  # τ <= 0 from 50 mV up\n"
+    )
     (d / "previous" / "mine.csv").write_text("a,b\n")
     return d
 
@@ -148,7 +153,11 @@ CLI_CASES = [
     ("train-missing", [*INFER, "cell.txt", "--train", "5"], r"--train: expected indices in \[0, 1\)"),
     ("max-draws-zero", [*INFER, "cell.txt", "--match-class", "--max-draws", "0"], r"argument --max-draws: expected an integer >= 1"),
     ("noise-repeats-zero", [*INFER, "cell.txt", "--noise-repeats", "0"], r"argument --noise-repeats: expected an integer >= 1"),
-    ("model-unknown", ["infer", "cell.txt", "--model", "squid", "--out", "out"], r"argument --model: invalid choice: 'squid'"),
+    ("model-unknown", ["infer", "cell.txt", "--model", "squid", "--out", "out"], r"argument --model: unknown model 'squid'; choose from da, stg, or give path/to/file\.py:NAME"),
+    ("model-file-missing", ["population", "--model", "nothere.py:HH", "--g-s", "1", "--g-u", "5", "--out", "p.csv"], r"argument --model: no model file 'nothere\.py'"),
+    ("model-file-no-such-name", ["population", "--model", "nomodel.py:HH", "--g-s", "1", "--g-u", "5", "--out", "p.csv"], r"argument --model: nomodel\.py has no 'HH'; its models are none"),
+    ("model-file-not-a-model", ["simulate", "pop.csv", "--model", "nomodel.py:X", "--out", "spikes.csv"], r"argument --model: nomodel\.py:X is not a ConductanceModel but a int"),
+    ("model-file-bad-tau", ["simulate", "pop.csv", "--model", "badtau.py", "--out", "spikes.csv"], r"argument --model: model file badtau\.py: gate 'x': time constant must be > 0 ms on \[-150, 100\] mV; it is 0 at V = 50 mV"),
     ("model-missing", ["infer", "cell.txt", "--out", "out"], r"the following arguments are required: --model"),
     ("format-unknown", [*INFER, "cell.txt", "--format", "bogus"], r"cell\.txt: --format bogus is not a format dic_sbi or Neo knows"),
     ("units-unknown", [*INFER, "cell.txt", "--units", "parsec-per-fortnight"], r"cell\.txt: --units parsec-per-fortnight is not a unit quantities knows"),

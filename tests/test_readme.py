@@ -50,8 +50,10 @@ def _commands():
 
 
 @pytest.mark.parametrize("argv", list(_commands()), ids=lambda a: " ".join(a[:3]))
-def test_readme_command_lines_are_accepted_by_the_parser(argv):
+def test_readme_command_lines_are_accepted_by_the_parser(argv, monkeypatch):
     from dic_sbi.cli import build_parser
+
+    monkeypatch.chdir(README.parent)  # the commands run from the repository root (tutorials/models/squid.py:HH)
 
     if argv[1:] == ["--version"]:
         with pytest.raises(SystemExit) as done:  # argparse prints the version and exits

@@ -47,7 +47,8 @@ class CampaignSpec:
     """What a campaign simulates (everything the content of the store depends on).
 
     Arguments:
-        model: Registered model name (``"stg"``, ``"da"``).
+        model: Registered model name (``"stg"``, ``"da"``), a model file ``"path/file.py:NAME"``, or a model
+            loaded from one (stored as its file reference).
         prior: ``"dic"`` (:class:`~dic_sbi.sbi.DICPrior`, one compensated cell per θ) or ``"conductance"``
             (:class:`~dic_sbi.sbi.ConductancePrior`, θ = ḡ).
         num: Number of simulations.
@@ -78,10 +79,13 @@ class CampaignSpec:
     spike_times: bool = False
 
     def __post_init__(self) -> None:
-        from ..models import get_model
+        from ..models import ConductanceModel, get_model, is_model_file_reference, model_reference
 
+        if isinstance(self.model, ConductanceModel) or (isinstance(self.model, str) and is_model_file_reference(self.model)):
+            # A model from a file is stored as its absolute file reference: workers and resumed runs load it again.
+            object.__setattr__(self, "model", model_reference(self.model))
         if not isinstance(self.model, str):
-            raise InvalidInputError(f"model: a campaign needs a registered model name, got {type(self.model).__name__}")
+            raise InvalidInputError(f"model: a campaign needs a model name or file reference, got {type(self.model).__name__}")
         get_model(self.model)  # UnknownModelError names the model
         if self.prior not in ("dic", "conductance"):
             raise InvalidInputError(f"prior: expected 'dic' or 'conductance', got {self.prior!r}")

@@ -32,7 +32,7 @@ from numpy.typing import ArrayLike, NDArray
 from ..errors import InvalidInputError
 from ..models import ConductanceModel, get_model
 from ..models.base import CalciumGate, Gate, InstantaneousGate
-from ..models.kinetics import ErgScheme
+from ..models.kinetics import ErgScheme, voltage_derivative
 from .checks import check_conductances
 
 __all__ = [
@@ -151,14 +151,15 @@ def _reference_tau(model: ConductanceModel, which: str | float, V: Array) -> Arr
 def _gate_parts(gate, V: Array, tau_f: Array, tau_s: Array, tau_u: Array):
     """Steady state (``r = 1`` for a calcium gate), its V-derivative and the weights (w_fs, w_su) of one gate."""
     if isinstance(gate, CalciumGate):
-        x, dx = gate.voltage_factor(V), gate.voltage_factor.derivative(V)
-        tau = gate.time_constant(V)
+        x, dx = np.asarray(gate.voltage_factor(V), dtype=float), voltage_derivative(gate.voltage_factor, V)
+        tau = np.asarray(gate.time_constant(V), dtype=float)
     elif isinstance(gate, Gate):
-        x, dx = gate.steady_state(V), gate.steady_state.derivative(V)
-        tau = gate.time_constant(V)
+        x, dx = np.asarray(gate.steady_state(V), dtype=float), voltage_derivative(gate.steady_state, V)
+        tau = np.asarray(gate.time_constant(V), dtype=float)
     elif isinstance(gate, InstantaneousGate):
         # Always at steady state: entirely fast (NMDA).
-        return gate.steady_state(V), gate.steady_state.derivative(V), np.ones_like(V), np.ones_like(V)
+        x = np.asarray(gate.steady_state(V), dtype=float)
+        return x, voltage_derivative(gate.steady_state, V), np.ones_like(V), np.ones_like(V)
     elif isinstance(gate, ErgScheme):
         # The ERG scheme is entirely ultraslow.
         o, _ = gate.steady_state(V)

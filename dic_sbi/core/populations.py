@@ -29,6 +29,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -36,7 +37,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InvalidInputError, UnreachableTargetError
 from .checks import is_seed
-from ..models import ConductanceModel, get_model
+from ..models import CompensationRule, ConductanceModel, get_model
 from ._population_kernels import (
     PAIR_CONSTANT,
     PAIR_GENERAL,
@@ -56,6 +57,8 @@ __all__ = [
     "PopulationInfo",
     "SeedDistribution",
     "seed_distribution",
+    "compensation_rule",
+    "default_compensation",
     "DEFAULT_TOL",
 ]
 
@@ -104,15 +107,59 @@ class SeedDistribution:
     pair_names: tuple[tuple[str, str], ...]
 
 
+def compensation_rule(model: str | ConductanceModel) -> CompensationRule:
+    """The model's :class:`~dic_sbi.models.base.CompensationRule`, or :func:`default_compensation` if it gives none."""
+    model = get_model(model)
+    sp = model.seed_population
+    if sp is not None and sp.compensation is not None:
+        return sp.compensation
+    return _default_compensation_cached(model)
+
+
+@lru_cache(maxsize=32)
+def _default_compensation_cached(model: ConductanceModel) -> CompensationRule:
+    return default_compensation(model)
+
+
+def default_compensation(model: str | ConductanceModel) -> CompensationRule:
+    """One compensating pair for a model that names none: the two conductances that move (g_s, g_u) most
+    independently at the reference threshold.
+
+    Each candidate (every conductance but the leak and calcium-gated ones) contributes its (g_s, g_u) column of
+    the sensitivity matrix at ``V_ref`` times a typical value (the middle of its ``default_ranges``); the pair
+    whose two scaled columns span the largest area (``|det|``) is chosen: it reaches the most targets with the
+    smallest changes. Calcium effects (``Ca_inf``) are left out of the choice, not of the solve.
+    """
+    model = get_model(model)
+    lin = linearize(model, None, calcium_path_tau="model")
+    names = model.conductance_names
+    candidates = [i for i, n in enumerate(names) if n != "leak" and i not in set(lin.ca_index.tolist())]
+    typical = np.array([np.mean(model.default_ranges[n]) for n in names])
+    cols = lin.S0[1:, :] * typical  # (2, n): scaled (g_s, g_u) columns
+    best, best_area = None, 0.0
+    for a in range(len(candidates)):
+        for b in range(a + 1, len(candidates)):
+            i, j = candidates[a], candidates[b]
+            area = abs(cols[0, i] * cols[1, j] - cols[1, i] * cols[0, j])
+            if area > best_area:
+                best, best_area = (names[i], names[j]), area
+    if best is None:
+        raise InvalidInputError(
+            f"model: {model.name!r} has no pair of conductances that moves both g_s and g_u at the reference "
+            "threshold; give SeedPopulation(compensation=CompensationRule(pairs=((a, b),)))"
+        )
+    return CompensationRule(pairs=(best,))
+
+
 def seed_distribution(model: str | ConductanceModel) -> SeedDistribution:
     """Read the seed-population settings of ``model`` into arrays (raises if the model has none)."""
     model = get_model(model)
     sp = model.seed_population
-    if sp is None or sp.compensation is None:
+    if sp is None:
         raise InvalidInputError(
-            f"model: {model.name!r} defines no seed population / compensation rule; add seed_population="
-            "SeedPopulation(..., compensation=CompensationRule(...)) to the model"
+            f"model: {model.name!r} defines no seed population; add seed_population=SeedPopulation(...) to the model"
         )
+    rule = compensation_rule(model)
     a, b = sp.leak_range
     mean, var = 0.5 * (a + b), (b - a) ** 2 / 12.0
     free = list(sp.free_ranges.items())
@@ -129,8 +176,8 @@ def seed_distribution(model: str | ConductanceModel) -> SeedDistribution:
         fixed_value=np.array([v for _, v in fixed], dtype=float),
         seed_index=np.array([model.index(k) for k in sp.seed_solve], dtype=np.intp),
         seed_target=np.asarray(sp.seed_target, dtype=float),
-        pairs=np.array([[model.index(a), model.index(b)] for a, b in sp.compensation.pairs], dtype=np.intp),
-        pair_names=tuple(tuple(p) for p in sp.compensation.pairs),
+        pairs=np.array([[model.index(a), model.index(b)] for a, b in rule.pairs], dtype=np.intp),
+        pair_names=tuple(tuple(p) for p in rule.pairs),
     )
 
 
@@ -331,7 +378,7 @@ def _check_positive_int(name: str, value, *, minimum: int = 1) -> int:
 
 def _choose_pairs(model: ConductanceModel, seed: SeedDistribution, g_s: Array, g_u: Array, pair) -> NDArray[np.intp]:
     if pair is None:
-        idx = np.asarray(model.seed_population.compensation.choose(g_s, g_u), dtype=np.intp)
+        idx = np.asarray(compensation_rule(model).choose(g_s, g_u), dtype=np.intp)
         return np.broadcast_to(idx, g_s.shape).copy()
     if isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(p, str) for p in pair):
         key = tuple(pair)
@@ -411,7 +458,8 @@ def degenerate_population(
     Parameters
     ----------
     model
-        Model name or object (it must define a seed population and compensation rule).
+        Model name, file reference or object (it must define a seed population; without a compensation rule it
+        uses :func:`default_compensation`).
     g_s, g_u
         Target slow and ultraslow DICs (normalised by gleak) at ``model.dics.reference_threshold``: scalars or
         arrays of one shape ``S`` (broadcast against each other).

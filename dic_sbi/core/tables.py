@@ -25,7 +25,8 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
-from ..models.base import CalciumGate, ConductanceModel, Gate, InstantaneousGate
+from ..errors import InvalidInputError
+from ..models.base import KINETICS_RANGE, CalciumGate, ConductanceModel, Gate, InstantaneousGate
 from ..models.kinetics import ErgScheme
 
 __all__ = ["CompiledModel", "compile_model", "initial_state", "GATE_STANDARD", "GATE_CALCIUM", "GATE_ERG"]
@@ -35,7 +36,7 @@ GATE_STANDARD = 0  # x <- A + d x with A = x_inf (1 - d), d = exp(-dt/τ)   (ins
 GATE_CALCIUM = 1  # same, with A = σ(V) (1 - d) * Ca / (Ca + K)
 GATE_ERG = 2  # (o, i) <- s* + E (s - s*), six table columns
 
-V_MIN, V_MAX = -150.0, 100.0  # the table's voltage range; V is clamped into it for the lookup only
+V_MIN, V_MAX = KINETICS_RANGE  # the table's voltage range; V is clamped into it for the lookup only
 
 
 @dataclass(frozen=True)
@@ -136,8 +137,9 @@ def compile_model(model: ConductanceModel, dt: float, table_step: float | None =
         columns.append(block)
         n_cols += block.shape[1]
     values = np.hstack(columns)
-    if not np.all(np.isfinite(values)):  # pragma: no cover - guards a broken model file
-        raise ValueError(f"model {model.name!r}: non-finite kinetics on the table grid")
+    if not np.all(np.isfinite(values)):  # the gates check their kinetics on this range; a guard all the same
+        row, column = np.argwhere(~np.isfinite(values))[0]
+        raise InvalidInputError(f"model {model.name!r}: non-finite kinetics at V = {V[row]:.4g} mV (table column {column})")
     # Row r holds, per column, the value at V_r and the increment to V_{r+1}: one row read per lookup.
     table = np.empty((values.shape[0] - 1, 2 * values.shape[1]))
     table[:, 0::2] = values[:-1]

@@ -3,12 +3,23 @@
 >>> from dic_sbi import get_model
 >>> get_model("stg").conductance_names
 ('Na', 'Kd', 'CaT', 'CaS', 'KCa', 'A', 'H', 'leak')
+
+A model of one's own lives in one's own file and is named ``"path/to/file.py:NAME"`` wherever a model is named
+(``get_model``, every API function, ``dic-sbi --model``): see :func:`load_model_file`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
 from ..errors import InvalidInputError, UnknownModelError
 from .base import (
+    KINETICS_RANGE,
     CalciumDynamics,
     CalciumGate,
     Channel,
@@ -19,7 +30,9 @@ from .base import (
     InstantaneousGate,
     Protocol,
     SeedPopulation,
+    choose_reference_timescales,
 )
+from .kinetics import RateSteadyState, RateTimeConstant, voltage_derivative
 from .da import DA
 from .stg import STG
 
@@ -39,6 +52,14 @@ __all__ = [
     "get_model",
     "register_model",
     "available_models",
+    "load_model_file",
+    "model_reference",
+    "is_model_file_reference",
+    "choose_reference_timescales",
+    "RateSteadyState",
+    "RateTimeConstant",
+    "voltage_derivative",
+    "KINETICS_RANGE",
 ]
 
 _REGISTRY: dict[str, ConductanceModel] = {}
@@ -59,8 +80,9 @@ def available_models() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
-def get_model(model: str | ConductanceModel) -> ConductanceModel:
-    """Return a registered model by name (case-insensitive), or ``model`` itself if it already is one.
+def get_model(model: str | os.PathLike | ConductanceModel) -> ConductanceModel:
+    """Return a registered model by name (case-insensitive), a model from a file (``"path/file.py:NAME"``, see
+    :func:`load_model_file`), or ``model`` itself if it already is one.
 
     Raises
     ------
@@ -69,14 +91,129 @@ def get_model(model: str | ConductanceModel) -> ConductanceModel:
     """
     if isinstance(model, ConductanceModel):
         return model
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
     if not isinstance(model, str):
         raise InvalidInputError(f"model: expected a model name or a ConductanceModel, got {type(model).__name__}")
+    if is_model_file_reference(model):
+        path, _, name = model.rpartition(":") if not model.endswith(".py") else (model, ":", "")
+        return load_model_file(path, name or None)
     try:
         return _REGISTRY[model.lower()]
     except KeyError:
         raise UnknownModelError(
-            f"model: unknown model {model!r}; available models are {', '.join(available_models())}"
+            f"model: unknown model {model!r}; available models are {', '.join(available_models())}, or a model "
+            "file as 'path/to/file.py:NAME'"
         ) from None
+
+
+def is_model_file_reference(text: str) -> bool:
+    """Whether ``text`` names a model in a file: ``"file.py"`` or ``"file.py:NAME"``."""
+    return isinstance(text, str) and (text.endswith(".py") or ".py:" in text)
+
+
+#: Model files run so far, by (resolved path, modification time): a model named again is the same object, so its
+#: compiled tables and kernels are built once per process; an edited file is run again.
+_FILE_MODULES: dict[tuple[str, int], dict] = {}
+#: The model objects handed out, by (resolved path, name, modification time).
+_FILE_MODELS: dict[tuple[str, str, int], ConductanceModel] = {}
+
+
+def load_model_file(path: str | os.PathLike, name: str | None = None) -> ConductanceModel:
+    """Load the :class:`ConductanceModel` named ``name`` from the Python file ``path``.
+
+    The file is run as a module of its own (it may import numpy, scipy, dic_sbi, ... and define helper functions);
+    ``name`` is the variable holding the model, and may be omitted if the file defines exactly one model.
+    ``get_model("path/file.py:NAME")`` and ``dic-sbi ... --model path/file.py:NAME`` call this. The returned model
+    remembers where it came from (``model.source``), so that worker processes, stored posteriors and campaign
+    stores load it again from the file.
+
+    Raises
+    ------
+    UnknownModelError
+        If the file does not exist or does not define that model.
+    InvalidInputError
+        If the file fails to run or its model is inconsistent (the message says what is wrong).
+    """
+    p = Path(os.fspath(path)).expanduser()
+    if p.suffix != ".py":
+        raise InvalidInputError(f"model: a model file must be a .py file, got {str(path)!r}")
+    if not p.is_file():
+        raise UnknownModelError(f"model: no model file {str(path)!r} (expected path/to/file.py:NAME)")
+    p = p.resolve()
+    if name is not None and (not isinstance(name, str) or not name.isidentifier()):
+        raise InvalidInputError(f"model: {name!r} is not a Python variable name (expected path/to/file.py:NAME)")
+    mtime = p.stat().st_mtime_ns
+    namespace = _FILE_MODULES.get((str(p), mtime))
+    if namespace is None:
+        namespace = _FILE_MODULES[(str(p), mtime)] = _run_model_file(p)
+    models = {k: v for k, v in namespace.items() if isinstance(v, ConductanceModel) and not k.startswith("_")}
+    if name is None:
+        own = {k: v for k, v in models.items() if v not in (STG, DA)}
+        if len(own) != 1:
+            raise UnknownModelError(
+                f"model: {p.name} defines {len(own)} models ({', '.join(own) or 'none'}); name one as {p.name}:NAME"
+            )
+        name = next(iter(own))
+    key = (str(p), name, mtime)
+    if key in _FILE_MODELS:
+        return _FILE_MODELS[key]
+    if name not in namespace:
+        raise UnknownModelError(f"model: {p.name} has no {name!r}; its models are {', '.join(models) or 'none'}")
+    model = namespace[name]
+    if not isinstance(model, ConductanceModel):
+        raise InvalidInputError(f"model: {p.name}:{name} is not a ConductanceModel but a {type(model).__name__}")
+    if _REGISTRY.get(model.name.lower()) is model:  # a registered model imported by the file: itself
+        return model
+    source = f"{p}:{name}"
+    if model.source != source:
+        model = dataclasses.replace(model, source=source) if model.source else model
+        object.__setattr__(model, "source", source)
+    _FILE_MODELS[key] = model
+    return model
+
+
+def _run_model_file(p: Path) -> dict:
+    """Run the model file ``p`` as a module of its own; its namespace."""
+    module_name = "dic_sbi_user_model_" + hashlib.sha1(str(p).encode()).hexdigest()[:12]
+    spec = importlib.util.spec_from_file_location(module_name, p)
+    module = importlib.util.module_from_spec(spec)
+    previous = sys.modules.get(module_name)
+    sys.modules[module_name] = module  # dataclasses and pickling look module-level objects up by module name
+    try:
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except Exception as err:  # noqa: BLE001 -- user code: one clear line
+        if previous is not None:
+            sys.modules[module_name] = previous
+        else:
+            sys.modules.pop(module_name, None)
+        if isinstance(err, InvalidInputError):
+            raise InvalidInputError(f"model file {p.name}: {err}") from None
+        raise InvalidInputError(f"model file {p.name}: running it failed: {type(err).__name__}: {err}") from None
+    return vars(module)
+
+
+def model_reference(model: str | ConductanceModel) -> str:
+    """A string that :func:`get_model` turns back into ``model``: its registry name, or ``"/abs/file.py:NAME"``
+    for a model loaded from a file (what stored posteriors and campaign stores record).
+
+    Raises
+    ------
+    InvalidInputError
+        For a model that is neither registered nor loaded from a file (it could not be found again).
+    """
+    m = get_model(model)
+    try:
+        if get_model(m.name) is m:
+            return m.name
+    except (UnknownModelError, InvalidInputError):
+        pass
+    if m.source:
+        return m.source
+    raise InvalidInputError(
+        f"model: {m.name!r} is a Python object that cannot be found again by name; put it in a file and use "
+        "'path/file.py:NAME' (or register_model(model))"
+    )
 
 
 register_model(STG)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..errors import InvalidInputError
-from ..models import ConductanceModel, get_model
+from ..models import ConductanceModel, get_model, model_reference
 from .features import feature_names
 from .posterior import DICPosterior
 from .priors import DICPrior
@@ -111,7 +111,7 @@ def save_pretrained(
         raise InvalidInputError(f"estimator: missing {sorted(missing)}")
     meta = {
         "format": PRETRAINED_FORMAT,
-        "model": posterior.model.name,
+        "model": model_reference(posterior.model),
         "pair": list(posterior.pair) if posterior.pair else None,
         "protocol": {k: float(getattr(sim, k)) for k in _PROTOCOL_KEYS},
         "features": {"output": sim.output, "max_isis": int(sim.max_isis),
