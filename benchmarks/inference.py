@@ -12,7 +12,9 @@ Timed, per model, on the example recording shipped in the package (a NIX file wi
   summary features, 1 000 DIC samples from the posterior, compensation into 1 000 cells (no simulation);
 * ``from spike train``: the same without the file (features → samples → cells), i.e. what ``TrainInference.seconds``
   reports;
-* ``posterior sampling`` and ``compensation`` separately;
+* ``posterior sampling`` and the cells separately: ``compensation, seed law`` (free draws from the seed law) and,
+  when the posterior has one, ``learned free conductances + compensation`` (free draws from ``q(z | t, x)``,
+  what ``infer`` uses then);
 * ``cold load``: loading the pretrained network (first call in a process; later calls hit a cache).
 
 Wall clock and process CPU time, medians over repeats after one warm-up call; torch set to 1 thread (the flow is
@@ -80,13 +82,17 @@ def main() -> None:
         timings = {
             "end to end (file → cells)": lambda: dic_sbi.infer(path, model, args.n, seed=1, preview=0, traces=0,
                                                                noise_std=sigma),
-            "from spike train (features → cells)": lambda: degenerate_population(
-                m, *post.sample_dics((args.n,), x=post.condition(summary_statistics(train), **known), seed=1)
-                .to(torch.float64).numpy().T, 1, seed=1
+            # What infer does per train: DIC samples, then one cell each (learned free law when shipped).
+            "from spike train (features → cells)": lambda: post.sample(
+                (args.n,), x=post.condition(summary_statistics(train), **known), seed=1
             ),
             "posterior sampling (1 000 DICs)": lambda: post.sample_dics((args.n,), x=x, seed=1),
-            "compensation (1 000 cells)": lambda: degenerate_population(m, d[:, 0], d[:, 1], 1, seed=1),
+            "compensation, seed law (1 000 cells)": lambda: degenerate_population(m, d[:, 0], d[:, 1], 1, seed=1),
         }
+        if post.free_conductances is not None:
+            timings["learned free conductances + compensation (1 000 cells)"] = (
+                lambda: post.free_conductances.sample_cells(d, x, seed=1)
+            )
         for name, fn in timings.items():
             wall, cpu = _timed(fn, repeats)
             rows.append({"model": model, "step": name, "wall_ms": 1000 * wall, "cpu_ms": 1000 * cpu})

@@ -6,7 +6,11 @@ settings and number of simulations (:func:`~dic_sbi.sbi.train_dic_posterior`,
 
 - ``dic``: NPE over ``(g_s, g_u)`` under :class:`~dic_sbi.sbi.DICPrior`, pushed to conductances by compensation;
 - ``conductance_linear`` / ``conductance_log``: NPE over ḡ under a uniform / log-uniform
-  :class:`~dic_sbi.sbi.ConductancePrior` box (the standard approach).
+  :class:`~dic_sbi.sbi.ConductancePrior` box (the standard approach);
+- ``dic_learned``: the ``dic`` recipe plus a learned law of the free conductances ``q(z | t, x)``
+  (:class:`~dic_sbi.sbi.FreeConductanceEstimator`) trained on the same simulations (they hold the cells), so each
+  DIC sample's cell is drawn from the part of its population that fires like ``x``; calibrated in conductance
+  space (:func:`~dic_sbi.sbi.evaluation.conductance_calibration`).
 
 They are evaluated on the same held-out observations, drawn two ways so that neither method plays at home:
 
@@ -55,7 +59,7 @@ from .spiketrains.fidelity import FIDELITY_TOLERANCES
 
 __all__ = ["compare", "ComparisonResult", "METHODS", "OBSERVATION_SETS", "TOLERANCES"]
 
-METHODS: tuple[str, ...] = ("dic", "conductance_linear", "conductance_log")
+METHODS: tuple[str, ...] = ("dic", "conductance_linear", "conductance_log", "dic_learned")
 OBSERVATION_SETS: tuple[str, ...] = ("dic_population", "conductance_box")
 #: Tolerances of a faithful sample (:data:`~dic_sbi.spiketrains.FIDELITY_TOLERANCES`).
 TOLERANCES: dict[str, float] = FIDELITY_TOLERANCES
@@ -245,8 +249,8 @@ def compare(
 def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, calibration_simulations, duration,
              transient, dt, noise_std, training, density_estimator, hidden_features, num_transforms, torch_threads,
              n_bootstrap, progress, checkpoint) -> ComparisonResult:  # fmt: skip
-    from .sbi import ConductancePrior, ConductanceSimulator, DICPrior, DICSimulator
-    from .sbi import train_conductance_posterior, train_dic_posterior
+    from .sbi import ConductancePrior, ConductanceSimulator, DICPosterior, DICPrior, DICSimulator
+    from .sbi import train_conductance_posterior, train_dic_posterior, train_free_conductances
 
     model = get_model(model)
     budgets = _check_budgets(budgets)
@@ -262,7 +266,8 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
     proto = dict(duration=dic_sim.duration, transient=dic_sim.transient, dt=dic_sim.dt, noise_std=dic_sim.noise_std)
     priors = {"dic": DICPrior(model), "conductance_linear": ConductancePrior(model, "linear"),
               "conductance_log": ConductancePrior(model, "log")}  # fmt: skip
-    simulators = {"dic": dic_sim, "conductance_linear": g_sim, "conductance_log": g_sim}
+    priors["dic_learned"] = priors["dic"]
+    simulators = {"dic": dic_sim, "conductance_linear": g_sim, "conductance_log": g_sim, "dic_learned": dic_sim}
     obs_seq = np.random.SeedSequence(seed).spawn(3)[0]  # the observation sets' seed (unchanged since 0.1)
 
     obs_rngs = [np.random.default_rng(s) for s in obs_seq.spawn(len(OBSERVATION_SETS))]
@@ -309,7 +314,10 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
             prior, simulator = priors[method], simulators[method]
             t0 = time.perf_counter()
             theta = prior.sample((budget,), seed=sim_seed)
-            x = simulator(theta, seed=sim_seed)
+            if method == "dic_learned":
+                x, cells = simulator.simulate_with_cells(theta, seed=sim_seed)
+            else:
+                x = simulator(theta, seed=sim_seed)
             t_sim = time.perf_counter() - t0
             t0 = time.perf_counter()
             with warnings.catch_warnings():
@@ -317,15 +325,26 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                 # The harness reports its own progress (one line per method and budget), not sbi's bars.
                 settings = dict(train_settings, show_progress_bars=False,
                                 training={"training_batch_size": _batch_size(budget), **train_settings["training"]})  # fmt: skip
-                if method == "dic":
+                if method in ("dic", "dic_learned"):
                     run = train_dic_posterior(model, budget, prior=prior, simulator=simulator, theta=theta, x=x,
                                               seed=train_seed, **settings)  # fmt: skip
                 else:
                     run = train_conductance_posterior(model, budget, scale=prior.scale, prior=prior, simulator=simulator,
                                                       theta=theta, x=x, seed=train_seed, **settings)  # fmt: skip
+                if method == "dic_learned":
+                    est, _ = train_free_conductances(
+                        model, theta, cells, x, pair=simulator.pair, seed=train_seed + 1, show_progress_bars=False,
+                        training={"training_batch_size": _batch_size(budget), **train_settings["training"]},
+                    )  # fmt: skip
+                    run.posterior = DICPosterior(run.posterior.posterior, model, pair=simulator.pair,
+                                                 simulator=simulator, free_conductances=est)  # fmt: skip
             t_train = time.perf_counter() - t0
-            calib = (_calibration(run.posterior, prior, simulator, n_cal, num_posterior_samples, cal_seed) if n_cal
-                     else {k: math.nan for k in _CALIBRATION})  # fmt: skip
+            if not n_cal:
+                calib = {k: math.nan for k in _CALIBRATION}
+            elif method == "dic_learned":
+                calib = _conductance_calibration(run.posterior, n_cal, num_posterior_samples, proto["noise_std"], cal_seed)
+            else:
+                calib = _calibration(run.posterior, prior, simulator, n_cal, num_posterior_samples, cal_seed)
             if progress:
                 print(f"compare: {model.name} budget {budget} {method}: simulated {t_sim:.1f} s, "
                       f"trained {t_train:.1f} s", flush=True)  # fmt: skip
@@ -489,6 +508,8 @@ def _sample(method: str, posterior, x, n: int, rng: np.random.Generator) -> np.n
 
     from .core import degenerate_population
 
+    if method == "dic_learned":
+        return posterior.sample((n,), x=x, seed=rng).numpy()
     if method == "dic":
         t = posterior.sample_dics((n,), x=x, seed=rng).to(torch.float64).numpy()
         g = degenerate_population(posterior.model, t[:, 0], t[:, 1], 1, seed=rng, on_unreachable="nan",
@@ -575,6 +596,17 @@ def _calibration(posterior, prior, simulator, n: int, S: int, seed: int) -> dict
         "tarp_ks_pval": float(tarp.ks_pval),
         "calibration_n_dropped": int(sbc.n_dropped),
     }
+
+
+def _conductance_calibration(posterior, n: int, S: int, noise_std: float, seed: int) -> dict[str, float]:
+    """SBC / TARP of a conductance posterior made through DICs, in conductance space, as the harness's columns."""
+    from .sbi.evaluation import conductance_calibration
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        c = conductance_calibration(posterior, n_pairs=n, num_posterior_samples=S, noise_std=noise_std, seed=seed)
+    return {"sbc_ks_pval_min": min(c["sbc_ks_pvals"]), "sbc_c2st_ranks_max": max(c["sbc_c2st_ranks"]),
+            "tarp_atc": c["tarp_atc"], "tarp_ks_pval": c["tarp_ks_pval"], "calibration_n_dropped": n - c["n_pairs"]}  # fmt: skip
 
 
 def _bootstrap(v: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float, float]:
