@@ -226,3 +226,16 @@ def test_cli_train_free_conductances_then_infer(tmp_path):
     d, g = res.trains[0].dics, res.trains[0].conductances
     assert g.shape == (50, 8)
     np.testing.assert_allclose(dic_sbi.dics("stg", g)[:, 1:], d, atol=1e-5)
+
+
+def test_population_fidelity_is_reproducible_and_scores_the_seed_law():
+    from dic_sbi.sbi.evaluation import heldout_set, population_fidelity
+    from dic_sbi.sbi.pretrained import load_pretrained
+
+    post = load_pretrained("stg")
+    ho = heldout_set("stg", n_points=8, cells_per_point=1, seed=4, duration=2000.0, transient=1000.0)
+    a = population_fidelity(post, ho, n_observations=3, n_cells=6, seed=1)
+    b = population_fidelity(post, ho, n_observations=3, n_cells=6, seed=1)
+    assert a == b and "learned" not in a  # no learned law: only the seed law is scored
+    block = a["seed_law"]["non_silent"]
+    assert block["n"] == a["n_observations"] <= 3 and 0.0 <= block["fidelity"] <= block["same_class"] <= 1.0

@@ -331,7 +331,9 @@ def population_fidelity(
     if posterior.conditions:
         x = posterior.condition(x, **{k: heldout.noise_std for k in posterior.conditions})
     observed = observed_features(heldout.x[torch.as_tensor(obs_idx)])
-    t = _posterior_samples(posterior, x, int(n_cells)).to(torch.float64).numpy()  # (n_cells, B, 2)
+    with torch.random.fork_rng(devices=[]):  # sbi samples with torch's global generator: seed it from ours
+        torch.manual_seed(int(rng.integers(0, 2**62)))
+        t = _posterior_samples(posterior, x, int(n_cells)).to(torch.float64).numpy()  # (n_cells, B, 2)
     B, m = obs_idx.size, posterior.model
     methods: dict[str, np.ndarray] = {}
     flat_t = t.transpose(1, 0, 2).reshape(-1, 2)  # observation-major
