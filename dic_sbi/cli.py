@@ -413,7 +413,7 @@ def cmd_train_free(args: argparse.Namespace) -> int:
             args.posterior, args.out, work_dir=args.work, num_simulations=args.num_simulations,
             noisy_simulations=args.noisy_simulations, seed=args.seed, chunk_size=args.chunk_size,
             hidden_features=args.hidden_features, num_transforms=args.num_transforms, max_epochs=args.max_epochs,
-            fidelity_observations=args.fidelity_observations, fidelity_cells=args.fidelity_cells,
+            passes=args.passes or None, fidelity_observations=args.fidelity_observations, fidelity_cells=args.fidelity_cells,
             torch_threads=args.torch_threads, quiet=args.quiet, overwrite=args.overwrite,
         )  # fmt: skip
     print(json.dumps(meta["free_conductances"]["fidelity"], indent=1))
@@ -732,6 +732,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="width of the flow's layers (default: %(default)s)")
     sp.add_argument("--num-transforms", type=_int_type("num-transforms", 1), default=5,
                     help="spline transforms of the flow (default: %(default)s)")
+    sp.add_argument("--passes", type=_int_type("passes", 0), default=2,
+                    help="network passes per spline transform when sampling: 2 = coupling layers (fast), 0 = fully "
+                         "autoregressive (default: %(default)s)")
     sp.add_argument("--max-epochs", type=_int_type("max-epochs", 1), default=60,
                     help="cap on training epochs, early stopping after 15 without progress (default: %(default)s)")
     sp.add_argument("--fidelity-observations", type=_int_type("fidelity-observations", 1), default=100,

@@ -292,6 +292,7 @@ def train_free_conductances_for(
     chunk_size: int = 2000,
     hidden_features: int = 64,
     num_transforms: int = 5,
+    passes: int | None = 2,
     max_epochs: int = DEFAULT_FREE_TRAINING["max_num_epochs"],
     fidelity_observations: int = 100,
     fidelity_cells: int = 64,
@@ -371,7 +372,7 @@ def train_free_conductances_for(
     with torch_threads_set(torch_threads):
         est, summary = train_free_conductances(m, np.concatenate(ts), np.concatenate(gs), torch.cat(xs), pair=post.pair,
                                                hidden_features=hidden_features, num_transforms=num_transforms,
-                                               training=training, seed=int(seed) + 2, show_progress_bars=not quiet)  # fmt: skip
+                                               passes=passes, training=training, seed=int(seed) + 2, show_progress_bars=not quiet)  # fmt: skip
     train_seconds = time.perf_counter() - t0
     learned = DICPosterior(post.posterior, m, pair=post.pair, simulator=post.simulator, conditions=post.conditions,
                            free_conductances=est)  # fmt: skip
@@ -381,7 +382,8 @@ def train_free_conductances_for(
         f"{k} {shlex.quote(str(v))}" for k, v in [
             ("--posterior", posterior), ("--out", out), ("--work", work), ("--num-simulations", num_simulations),
             ("--noisy-simulations", noisy_simulations), ("--seed", seed), ("--chunk-size", chunk_size),
-            ("--hidden-features", hidden_features), ("--num-transforms", num_transforms), ("--max-epochs", max_epochs),
+            ("--hidden-features", hidden_features), ("--num-transforms", num_transforms),
+            ("--passes", 0 if passes is None else passes), ("--max-epochs", max_epochs),
             ("--fidelity-observations", fidelity_observations), ("--fidelity-cells", fidelity_cells),
             ("--torch-threads", torch_threads)]
     )  # fmt: skip

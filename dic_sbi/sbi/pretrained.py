@@ -178,7 +178,9 @@ def _load_free(json_path: str, free_path: str) -> Any:
     from .free_conductances import FreeConductanceEstimator, build_free_conductance_net
 
     info = pretrained_info(json_path)["free_conductances"]
-    settings = {"hidden_features": int(info["hidden_features"]), "num_transforms": int(info["num_transforms"])}
+    # Estimators saved before "passes" was stored are fully autoregressive (None).
+    settings = {"hidden_features": int(info["hidden_features"]), "num_transforms": int(info["num_transforms"]),
+                "passes": info.get("passes")}
     model = get_model(pretrained_info(json_path)["model"])
     gen = torch.Generator().manual_seed(0)
     # Shapes only: the state dict overwrites every statistic fitted on these batches.
