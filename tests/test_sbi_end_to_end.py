@@ -21,7 +21,9 @@ def test_dic_posterior_recovers_g_s_and_is_calibrated():
         run = train_dic_posterior(
             "stg", N_TRAIN, seed=0, duration=2000.0, transient=500.0, density_estimator="nsf",
             hidden_features=50, num_transforms=3,
-            training=dict(max_num_epochs=20, training_batch_size=256, learning_rate=1e-3),
+            # Capped at 20 epochs the flow was still under-trained and its g_u ranks sat at the SBC edge
+            # (p = 0.025 with current package versions); trained to early stopping it is calibrated.
+            training=dict(max_num_epochs=60, training_batch_size=256, learning_rate=1e-3),
         )  # fmt: skip
     theta = run.prior.sample((N_TEST,), seed=123)  # held out: fresh DICs, fresh compensated cells
     x = run.simulator(theta, seed=321)
