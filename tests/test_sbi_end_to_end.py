@@ -1,4 +1,4 @@
-"""End to end: a DIC posterior trained on a few thousand STG simulations recovers g_s of held-out cells and is
+"""End to end: a DIC posterior trained on 6 000 STG simulations recovers g_s of held-out cells and is
 calibrated (SBC ranks uniform, TARP coverage on the diagonal). Short protocol and capped epochs keep it within
 about a minute on two cores."""
 
@@ -12,7 +12,7 @@ from dic_sbi.sbi import simulation_based_calibration, tarp_calibration, train_di
 
 torch.set_num_threads(1)  # small flows: one thread is fastest, and immune to OpenMP stalls on a busy machine
 
-N_TRAIN, N_TEST = 3000, 300
+N_TRAIN, N_TEST = 6000, 300
 
 
 def test_dic_posterior_recovers_g_s_and_is_calibrated():
