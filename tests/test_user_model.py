@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import pickle
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,64 +29,17 @@ from dic_sbi.models import (
 from dic_sbi.models.base import choose_reference_timescales
 from dic_sbi.models.kinetics import DERIVATIVE_STEP, RateSteadyState, Sigmoid, voltage_derivative
 
-# Hodgkin & Huxley's (1952) squid-axon sodium and potassium rates (V shifted so that rest is near -65 mV), an
-# M-type potassium current and an H current with plain-callable kinetics, and a depolarised leak (E = -45 mV) so
-# that cells fire without injected current. Na, K, M, H and leak: three conductances solved for the seed, one
-# free (H), so that the cells of a population differ by more than their leak.
-HH_FILE = '''
-"""Hodgkin-Huxley squid axon with M and H currents: a model of one's own for dic_sbi."""
-import numpy as np
-from scipy.special import exprel
-
-from dic_sbi.models import Channel, ConductanceModel, DICConventions, Gate, Protocol, SeedPopulation
-
-
-def a_m(V): return 1.0 / exprel(-(V + 40.0) / 10.0)      # 0.1 (V + 40) / (1 - exp(-(V + 40) / 10)), finite at -40
-def b_m(V): return 4.0 * np.exp(-(V + 65.0) / 18.0)
-def a_h(V): return 0.07 * np.exp(-(V + 65.0) / 20.0)
-def b_h(V): return 1.0 / (1.0 + np.exp(-(V + 35.0) / 10.0))
-def a_n(V): return 0.1 / exprel(-(V + 55.0) / 10.0)      # 0.01 (V + 55) / (1 - exp(-(V + 55) / 10))
-def b_n(V): return 0.125 * np.exp(-(V + 65.0) / 80.0)
-
-
-def p_inf(V): return 1.0 / (1.0 + np.exp(-(V + 35.0) / 10.0))
-def tau_p(V): return 400.0 / (3.3 * np.exp((V + 35.0) / 20.0) + np.exp(-(V + 35.0) / 20.0))
-def q_inf(V): return 1.0 / (1.0 + np.exp((V + 80.0) / 6.0))
-def tau_q(V): return 100.0 + 400.0 / (np.exp((V + 70.0) / 15.0) + np.exp(-(V + 70.0) / 15.0))
-
-
-m, h, n = Gate.from_rates("m", a_m, b_m), Gate.from_rates("h", a_h, b_h), Gate.from_rates("n", a_n, b_n)
-p, q = Gate("p", p_inf, tau_p), Gate("q", q_inf, tau_q)
-
-HH = ConductanceModel(
-    name="hh",
-    channels=(
-        Channel("Na", 50.0, ((m, 3), (h, 1))),
-        Channel("K", -77.0, ((n, 4),)),
-        Channel("M", -77.0, ((p, 1),)),
-        Channel("H", -20.0, ((q, 1),)),
-        Channel("leak", -45.0),
-    ),
-    initial_voltage=-65.0,
-    dics=DICConventions(reference_threshold=-55.0),  # reference timescales chosen from the time constants
-    protocol=Protocol(duration=1500.0, transient=500.0, dt=0.025),
-    default_ranges={"Na": (50.0, 200.0), "K": (1.0, 40.0), "M": (0.01, 6.0), "H": (0.001, 1.0), "leak": (0.15, 0.45)},
-    dic_box=((6.0, 12.0), (0.5, 3.0)),
-    seed_population=SeedPopulation(
-        leak_range=(0.2, 0.4),
-        reference_leak=0.3,
-        free_ranges={"H": (0.0, 0.5)},
-        seed_solve=("Na", "K", "M"),
-        seed_target=(-10.0, 8.0, 2.0),
-    ),
-)
-'''
+# The model of the "Bring your own model" tutorial (tutorials/models/squid.py): Hodgkin & Huxley's (1952) squid-axon
+# sodium and potassium rates, an M-type potassium current and an H current with plain-callable kinetics, and a
+# depolarised leak so that cells fire without injected current; three conductances solved for the seed, one free
+# (H). It is copied to a folder outside the repository, as a user's own file would be.
+MODEL_SOURCE = Path(__file__).resolve().parents[1] / "tutorials" / "models" / "squid.py"
 
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("my_models") / "squid.py"
-    path.write_text(HH_FILE)
+    path.write_text(MODEL_SOURCE.read_text())
     return path
 
 
@@ -237,7 +191,7 @@ def test_a_model_file_loads_once_and_travels_as_its_reference(hh, model_file):
 
     code = "import pickle, sys; m = pickle.loads(sys.stdin.buffer.read()); print(m.name, m.source)"
     out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(hh), capture_output=True, check=True).stdout
-    assert out.decode().split() == ["hh", hh.source]
+    assert out.decode().split() == [hh.name, hh.source]
     assert hh.conductance_names == ("Na", "K", "M", "H", "leak")
     with pytest.raises(UnknownModelError, match=r"squid\.py has no 'HX'; its models are HH"):
         get_model(f"{model_file}:HX")
