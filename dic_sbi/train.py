@@ -99,7 +99,6 @@ def train_pretrained(
     """
     import torch
 
-    from .campaign import CampaignSpec, CampaignStore, run_campaign
     from .campaign.runner import noise_range_of
     from .sbi import DICSimulator, train_dic_posterior
     from .sbi.evaluation import evaluate_dic_posterior, heldout_set
@@ -129,27 +128,15 @@ def train_pretrained(
     campaigns = [("clean", int(num_simulations), 0.0, int(seed))]
     if noisy_simulations:
         campaigns.append(("noisy", int(noisy_simulations), noise_range or float(noise_std), int(seed) + 1))
-    thetas, xs, sigmas, sim_seconds, camp_meta = [], [], [], 0.0, []
-    for tag, num, noise, s in campaigns:
-        spec = CampaignSpec(model_reference(m), "dic", num=num, chunk_size=min(int(chunk_size), num), seed=s, noise_std=noise,
-                            output=features, **protocol)  # fmt: skip
-        path = work / f"{m.name}_dic_{tag}"
-        _log(f"campaign {tag}: {num} simulations (noise σ = {noise}) into {path}", quiet)
-        report = run_campaign(spec, path, progress=not quiet)
-        sim_seconds += report.seconds
-        data = CampaignStore.open(path).read(("theta", "x", "noise_std") if spec.noise_range else ("theta", "x"))
-        thetas.append(data["theta"])
-        xs.append(data["x"])
-        sigmas.append(data["noise_std"] if spec.noise_range else np.full(len(data["x"]), noise))
-        camp_meta.append({"store": path.name, "num": num, "noise_std": list(noise) if spec.noise_range else noise, "seed": s,
-                          "chunk_size": spec.chunk_size, "chunks_computed_this_run": len(report.computed)})  # fmt: skip
-    theta = torch.as_tensor(np.concatenate(thetas), dtype=torch.float32)
-    x = torch.as_tensor(np.concatenate(xs), dtype=torch.float32)
+    data, camp_meta, sim_seconds = _dic_campaigns(m, campaigns, work, fields=("theta", "x"), suffix="", output=features,
+                                                  chunk_size=chunk_size, quiet=quiet, **protocol)  # fmt: skip
+    theta = torch.as_tensor(data["theta"], dtype=torch.float32)
+    x = torch.as_tensor(data["x"], dtype=torch.float32)
     conditions = {}
     if noise_input:
         from .sbi.features import with_conditions
 
-        x = with_conditions(x, np.concatenate(sigmas)[:, None])
+        x = with_conditions(x, data["noise_std"][:, None])
         conditions = {"noise_std": ((0.0, 0.0), noise_range or (heldout_sigma, heldout_sigma))}
 
     _log(f"training NPE ({est}) on {theta.shape[0]} simulations", quiet)
@@ -207,6 +194,32 @@ def train_pretrained(
     save_pretrained(run.posterior, out, estimator=est, info=info, overwrite=overwrite)
     _log(f"wrote {out}.pt and {out}.json", quiet)
     return json.loads(Path(f"{out}.json").read_text())
+
+
+def _dic_campaigns(m: Any, campaigns: list, work: Path, *, fields: tuple[str, ...], suffix: str, output: str,
+                   chunk_size: int, quiet: bool, **protocol: Any) -> tuple[dict[str, np.ndarray], list, float]:
+    """Run (or resume) DIC-prior campaigns ``(tag, num, σ or (low, high), seed)`` into ``work/{model}_dic_{tag}{suffix}``.
+
+    Returns the stores' ``fields`` concatenated, with each row's ``noise_std`` (drawn per row for a range), the
+    campaigns' records and the simulation seconds of this run.
+    """
+    from .campaign import CampaignSpec, CampaignStore, run_campaign
+
+    parts, meta, seconds = [], [], 0.0
+    for tag, num, noise, s in campaigns:
+        spec = CampaignSpec(model_reference(m), "dic", num=num, chunk_size=min(int(chunk_size), num), seed=s,
+                            noise_std=noise, output=output, **protocol)  # fmt: skip
+        path = work / f"{m.name}_dic_{tag}{suffix}"
+        _log(f"campaign {tag}: {num} simulations (noise σ = {noise}) into {path}", quiet)
+        report = run_campaign(spec, path, progress=not quiet)
+        seconds += report.seconds
+        data = CampaignStore.open(path).read(fields + (("noise_std",) if spec.noise_range else ()))
+        if not spec.noise_range:
+            data["noise_std"] = np.full(len(data["x"]), float(noise))
+        parts.append(data)
+        meta.append({"store": path.name, "num": num, "noise_std": list(noise) if spec.noise_range else noise, "seed": s,
+                     "chunk_size": spec.chunk_size, "chunks_computed_this_run": len(report.computed)})  # fmt: skip
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, meta, seconds
 
 
 def _command(out, work, model, num, noisy, noise, seed, chunk_size, est, train, points, cells, ppc_points, ppc_cells,
@@ -318,11 +331,9 @@ def train_free_conductances_for(
 
     import torch
 
-    from .campaign import CampaignSpec, CampaignStore, run_campaign
     from .io.outputs import check_output
     from .sbi import DICPosterior, train_free_conductances
     from .sbi._utils import torch_threads_set
-    from .sbi.evaluation import heldout_set, population_fidelity
     from .sbi.features import with_conditions
     from .sbi.pretrained import load_pretrained, pretrained_info, save_pretrained
 
@@ -347,30 +358,17 @@ def train_free_conductances_for(
     if noisy_simulations:
         campaigns.append(("noisy", int(noisy_simulations), noisy_range if noisy_range[0] < noisy_range[1] else noisy_range[1],
                           int(seed) + 1))  # fmt: skip
-    ts, gs, xs, camp_meta, sim_seconds = [], [], [], [], 0.0
-    for tag, num, noise, s in campaigns:
-        spec = CampaignSpec(m.name, "dic", num=num, chunk_size=min(int(chunk_size), num), seed=s, noise_std=noise,
-                            output=output, **proto)  # fmt: skip
-        path = work / f"{m.name}_dic_{tag}_free"
-        _log(f"campaign {tag}: {num} simulations (noise σ = {noise}) into {path}", quiet)
-        report = run_campaign(spec, path, progress=not quiet)
-        sim_seconds += report.seconds
-        fields = ("theta", "conductances", "x") + (("noise_std",) if spec.noise_range else ())
-        data = CampaignStore.open(path).read(fields)
-        x = torch.as_tensor(data["x"], dtype=torch.float32)
-        if post.conditions:
-            sigma = data["noise_std"] if spec.noise_range else np.full(len(x), float(noise))
-            x = with_conditions(x, sigma[:, None])
-        ts.append(data["theta"])
-        gs.append(data["conductances"])
-        xs.append(x)
-        camp_meta.append({"store": path.name, "num": num, "noise_std": list(noise) if spec.noise_range else noise,
-                          "seed": s, "chunk_size": spec.chunk_size})  # fmt: skip
+    data, camp_meta, sim_seconds = _dic_campaigns(m, campaigns, work, fields=("theta", "conductances", "x"),
+                                                  suffix="_free", output=output, chunk_size=chunk_size, quiet=quiet,
+                                                  **proto)  # fmt: skip
+    x = torch.as_tensor(data["x"], dtype=torch.float32)
+    if post.conditions:
+        x = with_conditions(x, data["noise_std"][:, None])
     t0 = time.perf_counter()
-    _log(f"training q(z | t, x) on {sum(len(t) for t in ts)} simulations", quiet)
+    _log(f"training q(z | t, x) on {len(x)} simulations", quiet)
     training = {**DEFAULT_FREE_TRAINING, "max_num_epochs": int(max_epochs)}
     with torch_threads_set(torch_threads):
-        est, summary = train_free_conductances(m, np.concatenate(ts), np.concatenate(gs), torch.cat(xs), pair=post.pair,
+        est, summary = train_free_conductances(m, data["theta"], data["conductances"], x, pair=post.pair,
                                                hidden_features=hidden_features, num_transforms=num_transforms,
                                                passes=passes, training=training, seed=int(seed) + 2, show_progress_bars=not quiet)  # fmt: skip
     train_seconds = time.perf_counter() - t0

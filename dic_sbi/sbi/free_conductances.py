@@ -20,7 +20,6 @@ the reachability by the probability that a draw of ``q(z | t, x)`` is valid.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
