@@ -327,10 +327,9 @@ def population_fidelity(
     obs_idx = first[heldout.klass[first] > 0][: int(n_observations)]
     if obs_idx.size == 0:
         raise InvalidInputError("heldout: no non-silent observation to score")
-    x = heldout.x[torch.as_tensor(obs_idx)]
-    if posterior.conditions:
-        x = posterior.condition(x, **{k: heldout.noise_std for k in posterior.conditions})
-    observed = observed_features(heldout.x[torch.as_tensor(obs_idx)])
+    raw = heldout.x[torch.as_tensor(obs_idx)]
+    observed = observed_features(raw)
+    x = posterior.condition(raw, **posterior.conditions_among(noise_std=heldout.noise_std))
     with torch.random.fork_rng(devices=[]):  # sbi samples with torch's global generator: seed it from ours
         torch.manual_seed(int(rng.integers(0, 2**62)))
         t = _posterior_samples(posterior, x, int(n_cells)).to(torch.float64).numpy()  # (n_cells, B, 2)
@@ -392,8 +391,6 @@ def conductance_calibration(
     """
     from sbi.diagnostics import check_sbc, check_tarp, run_sbc, run_tarp
 
-    from .features import with_conditions
-
     rng = numpy_rng(seed)
     sim = DICSimulator(posterior.model, noise_std=noise_std, n_threads=n_threads, output=posterior.simulator.output,
                        duration=posterior.simulator.duration, transient=posterior.simulator.transient,
@@ -401,8 +398,7 @@ def conductance_calibration(
     prior = posterior.prior if isinstance(posterior.prior, DICPrior) else DICPrior(posterior.model)
     t = prior.sample((int(n_pairs),), seed=rng)
     x, g = sim.simulate_with_cells(t, seed=rng)
-    if posterior.conditions:
-        x = with_conditions(x, np.full((x.shape[0], 1), float(noise_std)))
+    x = posterior.condition(x, **posterior.conditions_among(noise_std=float(noise_std)))
     keep = torch.isfinite(x).all(dim=1) & torch.as_tensor(np.isfinite(g).all(axis=1))
     log_g = torch.as_tensor(np.log(g[keep.numpy()]), dtype=torch.float32)
     x = x[keep]

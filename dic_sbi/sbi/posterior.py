@@ -407,21 +407,17 @@ class DICPosterior:
             if self.free_conductances is not None and x_rows is not None:
                 xr = torch.as_tensor(x_rows, dtype=torch.float32).reshape(-1, x_rows.shape[-1])
                 xr = xr if xr.shape[0] == 1 else xr[torch.as_tensor(ok)]
-                log_pop = np.concatenate([
-                    self.free_conductances.log_density(cells[a : a + step], xr if xr.shape[0] == 1 else xr[a : a + step],
-                                                       normalize=normalize, n_draws=n_draws, seed=rng)
-                    for a in range(0, cells.shape[0], step)
-                ])  # fmt: skip
+
+                def part(a: int, b: int) -> np.ndarray:
+                    return self.free_conductances.log_density(cells[a:b], xr if xr.shape[0] == 1 else xr[a:b],
+                                                              normalize=normalize, n_draws=n_draws, seed=rng)  # fmt: skip
             else:
-                log_pop = np.concatenate(
-                    [
-                        population_log_density(
-                            self.model, cells[a : a + step], normalize=normalize, n_draws=n_draws, seed=rng,
-                            pair=self.pair, calcium_path_tau=self.calcium_path_tau,
-                        )  # fmt: skip
-                        for a in range(0, cells.shape[0], step)
-                    ]
-                )
+
+                def part(a: int, b: int) -> np.ndarray:
+                    return population_log_density(self.model, cells[a:b], normalize=normalize, n_draws=n_draws, seed=rng,
+                                                  pair=self.pair, calcium_path_tau=self.calcium_path_tau)  # fmt: skip
+
+            log_pop = np.concatenate([part(a, a + step) for a in range(0, cells.shape[0], step)])
             out[ok] = np.where(np.isfinite(q) & np.isfinite(log_pop), q + log_pop, -np.inf)
         return torch.as_tensor(out.reshape(shape), dtype=torch.float64)
 
