@@ -211,7 +211,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         raise DicSbiError("a campaign needs --prior (dic or conductance) and --num")
     spec = CampaignSpec(model=args.model, prior=args.prior, num=args.num, chunk_size=args.chunk_size or 1000,
                         seed=args.seed, scale=args.scale, duration=args.duration, transient=args.transient, dt=args.dt,
-                        noise_std=args.noise_std, spike_times=args.spike_times)  # fmt: skip
+                        noise_std=args.noise_std, spike_times=args.spike_times, box=args.box)  # fmt: skip
     report = run_campaign(spec, args.store, scheduler=args.scheduler, n_threads=args.threads, overwrite=args.overwrite,
                           max_chunks=args.max_chunks, progress=not args.quiet)  # fmt: skip
     st = report.store
@@ -363,7 +363,7 @@ def _infer(args: argparse.Namespace) -> int:
         result = infer(args.recording, args.model, args.n, posterior=args.posterior, seed=args.seed,
                        validate=args.validate, trains=trains, read_options=_read_options(args),
                        noise_std=args.noise_std, match_class=args.match_class, match=args.match, max_draws=args.max_draws,
-                       noise_repeats=args.noise_repeats,
+                       noise_repeats=args.noise_repeats, refine=args.refine,
                        progress=not args.quiet)  # fmt: skip
     _print_inference(result)
     result.write(args.out, plots=not args.no_plots, overwrite=args.overwrite)
@@ -411,7 +411,8 @@ def cmd_train_free(args: argparse.Namespace) -> int:
             stack.enter_context(reserve_output(out.with_suffix(suffix), kind="file", overwrite=args.overwrite))
         meta = train_free_conductances_for(
             args.posterior, args.out, work_dir=args.work, num_simulations=args.num_simulations,
-            noisy_simulations=args.noisy_simulations, seed=args.seed, chunk_size=args.chunk_size,
+            noisy_simulations=args.noisy_simulations, focus_boxes=args.focus_box,
+            focus_simulations=args.focus_simulations, seed=args.seed, chunk_size=args.chunk_size,
             hidden_features=args.hidden_features, num_transforms=args.num_transforms, max_epochs=args.max_epochs,
             passes=args.passes or None, fidelity_observations=args.fidelity_observations, fidelity_cells=args.fidelity_cells,
             torch_threads=args.torch_threads, quiet=args.quiet, overwrite=args.overwrite,
@@ -506,6 +507,18 @@ _PARAMETERS = ("duration", "transient", "dt", "num", "chunk_size", "max_chunks",
                "torch_threads", "num_simulations", "noisy_simulations", "hidden_features", "num_transforms",
                "heldout_points", "cells_per_point", "ppc_points", "ppc_cells", "calibration_simulations", "scale",
                "prior", "store", "scheduler", "nix", "work", "checkpoint")  # fmt: skip
+
+
+def _box_type(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
+    """``GS_MIN,GS_MAX,GU_MIN,GU_MAX`` → ``((g_s_min, g_s_max), (g_u_min, g_u_max))`` (DICPrior checks the rest)."""
+    try:
+        s_lo, s_hi, u_lo, u_hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected GS_MIN,GS_MAX,GU_MIN,GU_MAX (four numbers), got {text!r}") from None
+    return ((s_lo, s_hi), (u_lo, u_hi))
+
+
+_box_type.__name__ = "box"
 
 
 def _int_type(flag: str, minimum: int, maximum: int | None = None, what: str | None = None):
@@ -632,6 +645,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--chunk-size", type=_int_type("chunk-size", 1), help="simulations per chunk (default 1000)")
     g.add_argument("--scale", choices=("linear", "log"), default="linear", help="conductance prior scale")
     g.add_argument("--spike-times", action="store_true", help="also keep the spike times")
+    g.add_argument("--box", type=_box_type, metavar="GS_MIN,GS_MAX,GU_MIN,GU_MAX",
+                   help="DIC prior (--prior dic) over this box instead of the model's")  # fmt: skip
     g.add_argument("--scheduler", help="dask.distributed scheduler address (default: this machine, no cluster)")
     g.add_argument("--threads", type=_int_type("threads", 1), help="simulator threads per chunk")
     g.add_argument("--max-chunks", type=_int_type("max-chunks", 1), help="compute at most this many chunks now")
@@ -657,6 +672,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-draws", type=_int_type("max-draws", 1), help="with --match-class or --match: most cells drawn per train (default 20 n)")
     sp.add_argument("--noise-repeats", type=_int_type("noise-repeats", 1), help="with --match-class and --noise-std: noise realisations in "
                     "which a cell must fire in the recording's class (default 3)")
+    sp.add_argument("--refine", type=_int_type("refine", 20), default=0, metavar="SIMULATIONS",
+                    help="first refine the posterior for each train on this many simulations near it (one "
+                         "truncated-proposal round seeded by the shipped posterior; default: off)")
     sp.add_argument("--posterior", help="pretrained posterior (path written by dic-sbi train; default: shipped)")
     sp.add_argument("--train", help="comma-separated indices of the recording's spike trains (default all)")
     sp.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -724,8 +742,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--noisy-simulations", type=_int_type("noisy-simulations", 0), default=0,
                     help="simulations with noisy current, σ drawn from the posterior's trained range; only for a "
                          "posterior that takes the noise level as an input (default: %(default)s)")
-    sp.add_argument("--seed", type=_seed_type(), default=100, help="seed of campaigns (SEED, SEED+1), training "
-                    "(SEED+2) and held-out sets (SEED+3, SEED+4) (default: %(default)s)")
+    sp.add_argument("--focus-box", type=_box_type, action="append", default=[], metavar="GS_MIN,GS_MAX,GU_MIN,GU_MAX",
+                    help="also simulate --focus-simulations noise-free cells with DICs uniform on this box (repeat for "
+                         "several), to teach the law where a firing class is rare in the posterior's prior")
+    sp.add_argument("--focus-simulations", type=_int_type("focus-simulations", 0), default=0,
+                    help="simulations per --focus-box (default: %(default)s)")
+    sp.add_argument("--seed", type=_seed_type(), default=100, help="seed of campaigns (SEED, SEED+1, focus boxes "
+                    "SEED+5, SEED+6, ...), training (SEED+2) and held-out sets (SEED+3, SEED+4) (default: %(default)s)")
     sp.add_argument("--chunk-size", type=_int_type("chunk-size", 1), default=2000,
                     help="simulations per stored chunk (default: %(default)s)")
     sp.add_argument("--hidden-features", type=_int_type("hidden-features", 1), default=64,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -81,6 +82,8 @@ class TrainInference:
     simulation: Any = None
     traces: Any = None
     fidelity: dict[str, Any] | None = None
+    #: With ``refine``: the refinement's cost and training record (:meth:`~dic_sbi.sbi.refine.Refinement.summary`).
+    refinement: dict[str, Any] | None = None
 
 
 @dataclass
@@ -128,6 +131,7 @@ class InferenceResult:
                     "dic_posterior": _dic_summary(t.dics),
                     "out_of_distribution": list(t.out_of_distribution),
                     "inference_seconds": round(t.seconds, 4),
+                    **({"refinement": t.refinement} if t.refinement is not None else {}),
                     "simulated_cells": int(t.simulated.size),
                     "fidelity": t.fidelity,
                 }
@@ -371,6 +375,7 @@ def infer(
     match: bool | dict[str, float] = False,
     max_draws: int | None = None,
     noise_repeats: int | None = None,
+    refine: int = 0,
     n_threads: int | None = None,
     progress: bool = False,
 ) -> InferenceResult:
@@ -417,6 +422,11 @@ def infer(
     noise_repeats
         With ``match_class`` and noise, noise realisations in which a cell must fire in the observed class
         (default 3).
+    refine
+        Simulations for a posterior specific to each train: one truncated-proposal round seeded by the
+        amortised posterior (:func:`~dic_sbi.sbi.refine.refine_posterior`), before sampling (and matching).
+        0 (default): the amortised posterior. The report gives each train's ``refinement`` (its cost); the
+        inference time then includes it.
 
     Returns
     -------
@@ -435,6 +445,7 @@ def infer(
     from .sbi.matching import check_matching_options, class_matched_population
     from .sbi.ood import out_of_distribution
     from .sbi.pretrained import load_pretrained, pretrained_info
+    from .sbi.refine import refine_posterior
     from .spiketrains import spike_train_features
 
     m = get_model(model)  # UnknownModelError before any file is read
@@ -457,6 +468,8 @@ def infer(
     match = match is True or isinstance(match, dict)  # {} is a request with the default tolerances
     if match_class or match:  # before any file is read
         check_matching_options(n, max_draws, noise_repeats)
+    if not (is_int(refine, 0) and (refine == 0 or refine >= 20)):
+        raise InvalidInputError(f"refine: expected 0 (no refinement) or an int >= 20 (simulations per train), got {refine!r}")
     if read_options is not None and not isinstance(read_options, dict):
         raise InvalidInputError(f"read_options: expected a dict of read_recording options, got {type(read_options).__name__}")
     unknown = sorted(set(read_options or {}) - _READ_OPTIONS)
@@ -504,29 +517,37 @@ def infer(
     rng = np.random.default_rng(seed)
     notes: list[str] = list(getattr(rec, "notes", ()))
     results: list[TrainInference] = []
+    posteriors: dict[int, Any] = {}  # per train: the amortised posterior, or its refinement
     for i in chosen:
         st = rec[int(i)]
         t0 = time.perf_counter()
         x = post.condition(summary_statistics(st), **known)
         obs = spike_train_features(st).as_dict()
+        refinement, post_i = None, post
+        if refine:
+            if progress:
+                print(f"refining the posterior on {refine} simulations near train {i}", file=sys.stderr, flush=True)
+            ref = refine_posterior(post, x, num_simulations=int(refine), seed=rng, n_threads=n_threads)
+            post_i, refinement = ref.posterior, ref.summary()
         # DIC samples, then one compensated cell each: free draws from q(z | t, x) when the posterior has that
         # estimator (the part of each DIC's population that fires like x), else from the seed law.
-        g_t, d_t = post.sample((int(n),), x=x, seed=rng, return_dics=True)
+        g_t, d_t = post_i.sample((int(n),), x=x, seed=rng, return_dics=True)
         g, d = g_t.numpy(), d_t.to(torch.float64).numpy()
         seconds = time.perf_counter() - t0
-        if post.last_fallback:
-            notes.append(f"train {i} ({st.name}): {post.last_fallback} of {n} cells took their free conductances "
+        if post_i.last_fallback:
+            notes.append(f"train {i} ({st.name}): {post_i.last_fallback} of {n} cells took their free conductances "
                          "from the seed law (the learned law gave no valid cell for their DICs)")  # fmt: skip
         span = float((st.t_stop - st.t_start).rescale("ms").magnitude)
         if span < 0.5 * train_window:
             notes.append(f"train {i} ({st.name}): {span:.0f} ms observed, the posterior was trained on "
                          f"{train_window:.0f}-ms windows; burst features of short recordings are less reliable")  # fmt: skip
         name = str(st.name or i)
-        ood = out_of_distribution(post, x[0], d)
+        ood = out_of_distribution(post, x[0], d)  # against the amortised posterior's training set
         for w in ood:
             warnings.warn(f"train {i} ({name}): {w}", UserWarning, stacklevel=2)
         results.append(TrainInference(int(i), name, obs, obs["firing_class"], x[0].numpy(), d, g, seconds, span,
-                                      ood))  # fmt: skip
+                                      ood, refinement=refinement))  # fmt: skip
+        posteriors[int(i)] = post_i
 
     # Simulations (not part of the inference time): all cells with validate, else a preview.
     validate = validate or match_class or match
@@ -541,7 +562,7 @@ def infer(
         matched = None
         if match_class or match:
             matched = class_matched_population(
-                post, torch.as_tensor(t.x)[None], t.observed_class, int(n), first=(t.dics, t.conductances, t.simulation),
+                posteriors[t.index], torch.as_tensor(t.x)[None], t.observed_class, int(n), first=(t.dics, t.conductances, t.simulation),
                 observed=t.observed_features if match else None, tolerances=tolerances,
                 max_draws=max_draws, noise_std=sigma, noise_repeats=noise_repeats, seed=rng, n_threads=n_threads,
                 progress=progress, **proto,

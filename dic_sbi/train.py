@@ -21,6 +21,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +199,8 @@ def train_pretrained(
 
 def _dic_campaigns(m: Any, campaigns: list, work: Path, *, fields: tuple[str, ...], suffix: str, output: str,
                    chunk_size: int, quiet: bool, **protocol: Any) -> tuple[dict[str, np.ndarray], list, float]:
-    """Run (or resume) DIC-prior campaigns ``(tag, num, σ or (low, high), seed)`` into ``work/{model}_dic_{tag}{suffix}``.
+    """Run (or resume) DIC-prior campaigns ``(tag, num, σ or (low, high), seed[, box])`` into
+    ``work/{model}_dic_{tag}{suffix}`` (``box``: the DIC prior's box, default the model's).
 
     Returns the stores' ``fields`` concatenated, with each row's ``noise_std`` (drawn per row for a range), the
     campaigns' records and the simulation seconds of this run.
@@ -206,9 +208,9 @@ def _dic_campaigns(m: Any, campaigns: list, work: Path, *, fields: tuple[str, ..
     from .campaign import CampaignSpec, CampaignStore, run_campaign
 
     parts, meta, seconds = [], [], 0.0
-    for tag, num, noise, s in campaigns:
+    for tag, num, noise, s, *box in campaigns:
         spec = CampaignSpec(model_reference(m), "dic", num=num, chunk_size=min(int(chunk_size), num), seed=s,
-                            noise_std=noise, output=output, **protocol)  # fmt: skip
+                            noise_std=noise, output=output, box=box[0] if box else None, **protocol)  # fmt: skip
         path = work / f"{m.name}_dic_{tag}{suffix}"
         _log(f"campaign {tag}: {num} simulations (noise σ = {noise}) into {path}", quiet)
         report = run_campaign(spec, path, progress=not quiet)
@@ -218,7 +220,7 @@ def _dic_campaigns(m: Any, campaigns: list, work: Path, *, fields: tuple[str, ..
             data["noise_std"] = np.full(len(data["x"]), float(noise))
         parts.append(data)
         meta.append({"store": path.name, "num": num, "noise_std": list(noise) if spec.noise_range else noise, "seed": s,
-                     "chunk_size": spec.chunk_size, "chunks_computed_this_run": len(report.computed)})  # fmt: skip
+                     **({"box": [list(r) for r in spec.box]} if spec.box is not None else {}), "chunk_size": spec.chunk_size, "chunks_computed_this_run": len(report.computed)})  # fmt: skip
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, meta, seconds
 
 
@@ -301,6 +303,8 @@ def train_free_conductances_for(
     work_dir: str | os.PathLike,
     num_simulations: int = 40_000,
     noisy_simulations: int = 0,
+    focus_boxes: Sequence[tuple[tuple[float, float], tuple[float, float]]] = (),
+    focus_simulations: int = 0,
     seed: int = 100,
     chunk_size: int = 2000,
     hidden_features: int = 64,
@@ -317,7 +321,10 @@ def train_free_conductances_for(
 
     1. Campaigns over the posterior's own :class:`~dic_sbi.sbi.DICPrior` with its protocol and features (the
        stores keep every cell): noise-free, and, for a posterior that takes the noise level as a known input,
-       noisy with σ drawn from its trained range (that many ``noisy_simulations``).
+       noisy with σ drawn from its trained range (that many ``noisy_simulations``); and ``focus_simulations``
+       noise-free ones per box of ``focus_boxes``, DICs uniform on that box (reachable part), where a firing
+       class is rare under the posterior's prior: q(z | t, x) is a law *given* t, so the law of t it is trained
+       under moves only where its capacity goes, not what it converges to.
     2. :func:`~dic_sbi.sbi.train_free_conductances` on ``(t, cells, x)`` (``x`` with the known conditions).
     3. Population fidelity (:func:`~dic_sbi.sbi.evaluation.population_fidelity`) on a new noise-free held-out
        set (and a noisy one for a noise-aware posterior), seed law against learned law on the same DIC samples;
@@ -325,7 +332,7 @@ def train_free_conductances_for(
        ``fidelity_observations`` pairs).
     4. ``out.pt`` (the DIC posterior's weights, unchanged), ``out.free.pt`` and ``out.json`` (the posterior's
        record plus a ``free_conductances`` record: command, campaigns, training, fidelity, calibration).
-    Seeds: campaigns ``seed`` and ``seed + 1``, training ``seed + 2``, held-out sets ``seed + 3`` and ``+ 4``.
+    Seeds: campaigns ``seed`` and ``seed + 1`` (focus boxes ``seed + 5``, ``seed + 6``, ...), training ``seed + 2``, held-out sets ``seed + 3`` and ``+ 4``.
     """
     import shlex
 
@@ -354,10 +361,14 @@ def train_free_conductances_for(
     output = info["features"]["output"]
     started = time.perf_counter()
     work = Path(work_dir)
+    focus_boxes = [tuple(tuple(float(v) for v in r) for r in b) for b in focus_boxes]
+    if bool(focus_boxes) != bool(focus_simulations):
+        raise InvalidInputError("focus_boxes / focus_simulations: give both (boxes and simulations per box) or neither")
     campaigns = [("clean", int(num_simulations), 0.0, int(seed))]
     if noisy_simulations:
         campaigns.append(("noisy", int(noisy_simulations), noisy_range if noisy_range[0] < noisy_range[1] else noisy_range[1],
                           int(seed) + 1))  # fmt: skip
+    campaigns += [(f"focus{i}", int(focus_simulations), 0.0, int(seed) + 5 + i, box) for i, box in enumerate(focus_boxes)]
     data, camp_meta, sim_seconds = _dic_campaigns(m, campaigns, work, fields=("theta", "conductances", "x"),
                                                   suffix="_free", output=output, chunk_size=chunk_size, quiet=quiet,
                                                   **proto)  # fmt: skip
@@ -377,9 +388,11 @@ def train_free_conductances_for(
     sets = [("noise_free", 0.0, int(seed) + 3)] + ([("noisy", float(noisy_range[1]), int(seed) + 4)] if noisy_simulations else [])
     evaluation = _evaluate_free(learned, sets, fidelity_observations, fidelity_cells, output, proto, quiet)
     command = "dic-sbi train-free-conductances " + " ".join(
-        f"{k} {shlex.quote(str(v))}" for k, v in [
+        (k if v is None else f"{k} {shlex.quote(str(v))}") for k, v in [
             ("--posterior", posterior), ("--out", out), ("--work", work), ("--num-simulations", num_simulations),
-            ("--noisy-simulations", noisy_simulations), ("--seed", seed), ("--chunk-size", chunk_size),
+            ("--noisy-simulations", noisy_simulations),
+            *[("--focus-box=" + ",".join(f"{v:g}" for r in b for v in r), None) for b in focus_boxes],  # "=": may start with -
+            *([("--focus-simulations", focus_simulations)] if focus_boxes else []), ("--seed", seed), ("--chunk-size", chunk_size),
             ("--hidden-features", hidden_features), ("--num-transforms", num_transforms),
             ("--passes", 0 if passes is None else passes), ("--max-epochs", max_epochs),
             ("--fidelity-observations", fidelity_observations), ("--fidelity-cells", fidelity_cells),

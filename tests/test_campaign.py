@@ -217,6 +217,29 @@ def test_bad_campaign_input():
         CampaignSpec("nope", "dic", num=10)
 
 
+def test_dic_campaign_on_a_box_draws_its_targets_there(tmp_path, capsys):
+    """``box``: DIC targets uniform on the given box (not the model's), stored in the config, kept on resume."""
+    box = ((-5.0, 0.0), (2.0, 6.0))
+    spec = CampaignSpec("stg", "dic", num=60, chunk_size=30, seed=3, box=[list(r) for r in box], **PROTOCOL)
+    assert spec.box == box  # lists normalised to a hashable tuple
+    run_campaign(spec, tmp_path / "s", progress=False)
+    store = CampaignStore.open(tmp_path / "s")
+    theta = store.read(("theta",))["theta"]
+    assert theta.shape == (60, 2)
+    assert (theta[:, 0] >= -5).all() and (theta[:, 0] <= 0).all() and (theta[:, 1] >= 2).all() and (theta[:, 1] <= 6).all()
+    assert store.config["box"] == [[-5.0, 0.0], [2.0, 6.0]]
+    assert CampaignSpec.from_config(store.config).box == box
+    with pytest.raises(InvalidInputError, match="box: stored"):  # the same store with the model's box is another campaign
+        run_campaign(CampaignSpec("stg", "dic", num=60, chunk_size=30, seed=3, **PROTOCOL), tmp_path / "s", progress=False)
+    with pytest.raises(InvalidInputError, match="only a DIC-prior"):
+        CampaignSpec("stg", "conductance", num=10, box=box)
+    with pytest.raises(InvalidInputError, match="box"):
+        CampaignSpec("stg", "dic", num=10, box=((0, 1),))
+    assert main(["simulate", "--model", "stg", "--prior", "dic", "--num", "5", "--box", "1,2,3",
+                 "--store", str(tmp_path / "v")]) == 2  # fmt: skip
+    assert "GS_MIN,GS_MAX,GU_MIN,GU_MAX" in capsys.readouterr().err and not (tmp_path / "v").exists()
+
+
 def test_resume_with_other_settings_is_refused(reference, tmp_path):
     path = tmp_path / "store"
     shutil.copytree(reference, path)

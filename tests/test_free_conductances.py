@@ -206,7 +206,8 @@ def test_cli_train_free_conductances_then_infer(tmp_path):
     out = tmp_path / "stg_free"
     cmd = [sys.executable, "-m", "dic_sbi.cli", "train-free-conductances", "--posterior", "stg", "--out", str(out),
            "--work", str(tmp_path / "work"), "--num-simulations", "400", "--max-epochs", "2", "--hidden-features", "16",
-           "--num-transforms", "1", "--fidelity-observations", "3", "--fidelity-cells", "4", "--chunk-size", "200", "--quiet"]
+           "--num-transforms", "1", "--fidelity-observations", "3", "--fidelity-cells", "4", "--chunk-size", "200",
+           "--focus-box=-10,-5,0,5", "--focus-simulations", "100", "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     for suffix in (".pt", ".free.pt", ".json"):
@@ -214,7 +215,10 @@ def test_cli_train_free_conductances_then_infer(tmp_path):
     meta = json.loads(out.with_suffix(".json").read_text())
     rec = meta["free_conductances"]
     assert rec["command"].startswith("dic-sbi train-free-conductances --posterior stg")
-    assert rec["training"]["rows"] > 300 and set(rec["fidelity"]["noise_free"]) >= {"seed_law", "learned"}
+    assert "--focus-box=-10,-5,0,5 --focus-simulations 100" in rec["command"]
+    focus = rec["campaigns"][-1]
+    assert focus["box"] == [[-10.0, -5.0], [0.0, 5.0]] and focus["num"] == 100 and focus["seed"] == 105
+    assert rec["training"]["rows"] > 400 and set(rec["fidelity"]["noise_free"]) >= {"seed_law", "learned"}
     assert 0.0 <= rec["fidelity"]["noise_free"]["learned"]["non_silent"]["fidelity"] <= 1.0
     cal = rec["calibration"]["noise_free"]
     assert cal["n_pairs"] >= 15 and len(cal["sbc_ks_pvals"]) == 8 and np.isfinite(cal["tarp_atc"])

@@ -61,6 +61,10 @@ class CampaignSpec:
             (field ``noise_std``), e.g. to train a posterior that takes the noise level as an input.
         output, max_isis: Encoding of ``x`` (see :mod:`dic_sbi.sbi.features`).
         spike_times: Keep the spike times too (large: ~ rate × window per cell).
+        box: For ``"dic"``: draw θ from the :class:`~dic_sbi.sbi.DICPrior` of this box
+            ``((g_s_min, g_s_max), (g_u_min, g_u_max))`` instead of the model's, e.g. to concentrate simulations
+            where a firing class is rare (a law of the cells *given* θ, such as q(z | t, x), does not depend on
+            the law of θ it is trained under). ``None``: the model's box.
     """
 
     model: str
@@ -77,6 +81,7 @@ class CampaignSpec:
     output: Literal["summary", "intervals", "isi"] = "summary"
     max_isis: int = 128
     spike_times: bool = False
+    box: tuple[tuple[float, float], tuple[float, float]] | None = None
 
     def __post_init__(self) -> None:
         from ..models import ConductanceModel, get_model, is_model_file_reference, model_reference
@@ -98,6 +103,15 @@ class CampaignSpec:
         noise_range = noise_range_of(self.noise_std)
         if noise_range:
             object.__setattr__(self, "noise_std", noise_range)  # hashable, and equal however it was given
+        if self.box is not None:
+            if self.prior != "dic":
+                raise InvalidInputError("box: only a DIC-prior campaign ('dic') takes a DIC box")
+            try:
+                (s_lo, s_hi), (u_lo, u_hi) = ((float(a), float(b)) for a, b in self.box)
+            except (TypeError, ValueError):
+                raise InvalidInputError(f"box: expected ((g_s_min, g_s_max), (g_u_min, g_u_max)), got {self.box!r}") from None
+            # tuples of floats: hashable (the spec is a cache key) and equal to the lists a stored config reads back
+            object.__setattr__(self, "box", ((s_lo, s_hi), (u_lo, u_hi)))
 
     @property
     def noise_range(self) -> tuple[float, float] | None:
@@ -116,6 +130,7 @@ class CampaignSpec:
             "format_version": FORMAT_VERSION,
             **asdict(self),
             "noise_std": list(self.noise_range) if self.noise_range else self.noise_std,  # as JSON reads it back
+            "box": [list(r) for r in self.box] if self.box is not None else None,
             "duration": sim.duration,  # resolved protocol, so the store says what was simulated
             "transient": sim.transient,
             "dt": sim.dt,
@@ -157,7 +172,7 @@ def _objects(spec: CampaignSpec):
                  noise_std=0.0 if spec.noise_range else spec.noise_std,  # a range is drawn per row in compute_chunk
                  i_app=spec.i_app, output=spec.output, max_isis=spec.max_isis)  # fmt: skip
     if spec.prior == "dic":
-        return DICPrior(spec.model), DICSimulator(spec.model, on_unreachable="nan", **proto)
+        return DICPrior(spec.model, box=spec.box), DICSimulator(spec.model, on_unreachable="nan", **proto)
     return ConductancePrior(spec.model, spec.scale), ConductanceSimulator(spec.model, **proto)
 
 

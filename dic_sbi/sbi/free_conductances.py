@@ -20,6 +20,7 @@ the reachability by the probability that a draw of ``q(z | t, x)`` is valid.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -239,6 +240,7 @@ def train_free_conductances(
     seed: Seed = None,
     show_progress_bars: bool = True,
     device: str = "cpu",
+    init: FreeConductanceEstimator | None = None,
 ) -> tuple[FreeConductanceEstimator, dict[str, Any]]:
     """Train ``q(z | t, x)`` on DIC-prior simulations: their DICs ``(N, 2)``, cells ``(N, n)`` and ``x`` ``(N, k)``.
 
@@ -246,7 +248,9 @@ def train_free_conductances(
     non-finite ``x`` (failed simulations) or a cell off the compensation's set are dropped. Training is sbi's
     ``NPE`` loop (``training``: keyword arguments of ``NPE.train``; default batch 512, learning rate 5e-4, at
     most 200 epochs, early stopping after 20), on ``device``; the estimator is returned on the CPU. ``passes``:
-    see :func:`build_free_conductance_net` (2, coupling: fast sampling).
+    see :func:`build_free_conductance_net` (2, coupling: fast sampling). ``init``: start from a copy of this
+    estimator's network (its architecture and input scaling; the other network settings are then ignored),
+    e.g. to refine an amortised law on simulations near one recording.
 
     Returns
     -------
@@ -274,11 +278,17 @@ def train_free_conductances(
     cond = torch.cat([xa[torch.as_tensor(keep)], torch.as_tensor(t[keep], dtype=torch.float32)], dim=1)
     settings = dict(hidden_features=int(hidden_features), num_transforms=int(num_transforms),
                     passes=None if passes is None else int(passes))
+    if init is not None:
+        if init.model.name != model.name or init.pair != pair or init.x_dim != xa.shape[1]:
+            raise InvalidInputError("init: an estimator of another model, compensating pair or feature layout")
+        settings = dict(init.settings)
     gen = numpy_rng(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(gen.integers(0, 2**62)))
 
         def builder(theta: Tensor, xx: Tensor) -> Any:
+            if init is not None:  # a copy: the estimator given stays as it is
+                return copy.deepcopy(init.net).train()
             return build_free_conductance_net(theta, xx, **settings)
 
         inference = NPE(prior=None, density_estimator=builder, device=device, show_progress_bars=show_progress_bars)
