@@ -744,7 +744,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "posterior that takes the noise level as an input (default: %(default)s)")
     sp.add_argument("--focus-box", type=_box_type, action="append", default=[], metavar="GS_MIN,GS_MAX,GU_MIN,GU_MAX",
                     help="also simulate --focus-simulations noise-free cells with DICs uniform on this box (repeat for "
-                         "several), to teach the law where a firing class is rare in the posterior's prior")
+                         "several), to teach the law where a firing class is rare in the posterior's prior "
+                         "(default: none)")
     sp.add_argument("--focus-simulations", type=_int_type("focus-simulations", 0), default=0,
                     help="simulations per --focus-box (default: %(default)s)")
     sp.add_argument("--seed", type=_seed_type(), default=100, help="seed of campaigns (SEED, SEED+1, focus boxes "
