@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AppProcess", "chromium_paths", "chromium", "find_all", "wait_for", "wait_for_image", "click", "type_into", "free_port"]
+__all__ = ["AppProcess", "chromium_paths", "chromium", "find_all", "text_of", "wait_for", "wait_for_image", "click", "type_into", "free_port"]
 
 _DEEP_QUERY = """
 const [selector, text] = arguments;
@@ -29,9 +29,10 @@ const walk = (root) => {
   root.querySelectorAll('*').forEach((e) => { if (e.shadowRoot) walk(e.shadowRoot); });
 };
 walk(document);
-const textOf = (e) => (e.innerText || e.textContent || e.value || '')
+const textOf = (e) => ['STYLE', 'SCRIPT', 'LINK'].includes(e.tagName) ? '' : (e.innerText || e.value || '')
   + (e.shadowRoot ? Array.from(e.shadowRoot.children).map(textOf).join(' ') : '')
   + Array.from(e.children || []).filter((c) => c.shadowRoot).map(textOf).join(' ');
+if (text === '') return out.map(textOf);
 return text === null ? out : out.filter((e) => textOf(e).includes(text));
 """
 
@@ -122,6 +123,11 @@ def find_all(driver: Any, selector: str, text: str | None = None) -> list[Any]:
     return driver.execute_script(_DEEP_QUERY, selector, text)
 
 
+def text_of(driver: Any, selector: str) -> str:
+    """The text shown by the elements matching ``selector``, their shadow roots included."""
+    return " ".join(driver.execute_script(_DEEP_QUERY, selector, ""))
+
+
 def wait_for(driver: Any, selector: str, text: str | None = None, *, timeout: float = 30.0,
              visible: bool = True) -> Any:  # fmt: skip
     """The first element matching, once there (and displayed); TimeoutError after ``timeout`` s."""
@@ -160,19 +166,22 @@ def click(driver: Any, text: str, *, timeout: float = 30.0) -> None:
     raise TimeoutError(f"no enabled button {text!r} after {timeout} s")
 
 
-def type_into(driver: Any, label: str, value: str) -> None:
+def type_into(driver: Any, label: str, value: str, *, timeout: float = 30.0) -> None:
     """Replace the text of the input labelled ``label`` and press Enter (Panel then sends the value)."""
     from selenium.webdriver.common.keys import Keys
 
-    for widget in find_all(driver, ".bk-input-group", label):
-        inputs = driver.execute_script(
-            "return arguments[0].querySelectorAll('input:not([type=file]), textarea')", widget)
-        if inputs:
-            box = inputs[0]
-            box.clear()
-            box.send_keys(value, Keys.ENTER)
-            return
-    raise LookupError(f"no input labelled {label!r} in the page")
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        for widget in find_all(driver, ".bk-input-group", label):
+            inputs = driver.execute_script(
+                "return arguments[0].querySelectorAll('input:not([type=file]), textarea')", widget)
+            if inputs:
+                box = inputs[0]
+                box.clear()
+                box.send_keys(value, Keys.ENTER)
+                return
+        time.sleep(0.1)
+    raise LookupError(f"no input labelled {label!r} in the page after {timeout} s")
 
 
 def save_screenshot(driver: Any, path: str | os.PathLike, *, height: int | None = None) -> Path:
