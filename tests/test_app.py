@@ -247,9 +247,7 @@ def _poll_until_idle(view, timeout=120):
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < timeout:
         view.poll()
-        job = view.session.archive_job
-        if not view.session.running and not view.run_button.disabled and (job is None or not job.running):
-            view.poll()
+        if not view.busy:
             return
         time.sleep(0.05)
     raise TimeoutError("the run did not end")
@@ -285,6 +283,7 @@ def test_page_runs_shows_results_and_offers_the_archive(view):
     tabs = view.results[0]
     assert tabs._names[:3] == ["Raster", "Traces", "DIC posterior"] and "Fidelity" in tabs._names
     assert not view.download.disabled and view.download.file.endswith("dic_sbi_population.zip")
+    assert all(type(c[0]).__name__ == "PNG" for c in view.figures.values()) and len(view.distributions) == 1
     view.kind.value = "violin"
     assert len(view.distributions) == 1
     view.sim_cells.value, view.sim_duration.value, view.sim_transient.value = "0", 600.0, 100.0

@@ -56,6 +56,7 @@ def serve(port: int = DEFAULT_PORT, *, address: str = "127.0.0.1", open_browser:
     matplotlib.use("Agg")  # figures become PNG pictures for the page; no window
     import panel as pn
 
+    from .jobs import warm_up
     from .layout import create_app as _create
 
     host = "127.0.0.1" if address in ("0.0.0.0", "::", "") else address
@@ -64,6 +65,7 @@ def serve(port: int = DEFAULT_PORT, *, address: str = "127.0.0.1", open_browser:
     server = pn.serve({"/": _create}, port=port, address=address, show=False, start=False, title="dic-sbi",
                       websocket_origin=origins, threaded=False, print_url=False)  # fmt: skip
     server.start()
+    warm_up()  # torch, the posteriors and the kernels load while the user picks a recording
     if on_ready is not None:
         on_ready(url)
     if open_browser:

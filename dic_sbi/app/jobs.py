@@ -13,9 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
+
 from ..errors import CancelledError, DicSbiError
 
-__all__ = ["Job", "JobStatus", "describe_error"]
+__all__ = ["Job", "JobStatus", "describe_error", "warm_up"]
 
 #: One computation at a time per process: numba's thread pool is shared by all sessions of a server, and two
 #: simulations at once would only halve each other's speed.
@@ -118,3 +120,28 @@ class Job:
         if self.error is not None:
             return JobStatus("failed", self._stage, self._fraction, describe_error(self.error), seconds)
         return JobStatus("done", "done", 1.0, f"done in {seconds:.1f} s", seconds)
+
+
+def warm_up(models: tuple[str, ...] | None = None) -> threading.Thread:
+    """In a background thread, do once what a first run would wait for: import torch and sbi, load the shipped
+    posteriors, and compile (or load from the on-disk cache) the simulator's kernel of each model. Started when
+    the server starts, while the user is still choosing a recording; a run that starts meanwhile simply waits
+    for what is not ready yet."""
+
+    def work() -> None:
+        from ..core.simulator import simulate
+        from ..models import get_model
+        from ..sbi.pretrained import available_pretrained, load_pretrained
+
+        for name in models if models is not None else available_pretrained():
+            try:
+                load_pretrained(name)
+                m = get_model(name)
+                # the kernel depends on the model's structure only: any cell, a few steps, compiles it
+                simulate(m, np.ones(m.n_conductances), duration=4 * m.protocol.dt, transient=0.0, progress=False)
+            except Exception:  # noqa: BLE001 -- only a head start: the run itself reports any real problem
+                pass
+
+    thread = threading.Thread(target=work, name="dic-sbi-app-warm-up", daemon=True)
+    thread.start()
+    return thread

@@ -37,7 +37,8 @@ def _figure_pane(fig: Any, name: str) -> pn.viewable.Viewable:
     data = _png(fig)
     if data is None:
         return pn.pane.Markdown("(nothing to show)", css_classes=[name])
-    return pn.pane.PNG(data, css_classes=[name], sizing_mode="scale_width", max_width=1000)
+    width = int.from_bytes(data[16:20], "big")  # the PNG header's width: shown at its own size, at most 1000 px
+    return pn.pane.PNG(data, css_classes=[name], width=min(width, 1000))
 
 
 class AppView:
@@ -46,6 +47,9 @@ class AppView:
     def __init__(self, session: AppSession | None = None) -> None:
         self.session = session or AppSession()
         self._poller: Any = None
+        self._pending: Any = None  # the train whose figures are still to be drawn
+        self._quiet = False
+        self.figures: dict[str, Any] = {}
         w = pn.widgets
         # 1. recording
         self.upload = w.FileInput(label="Upload a recording", multiple=False)
@@ -117,7 +121,7 @@ class AppView:
         self.preview_train.param.watch(self._guard(lambda _: self.show_preview()), "value")
         self.run_button.on_click(self._guard(lambda _: self.on_run()))
         self.cancel_button.on_click(self._guard(lambda _: self.on_cancel()))
-        self.result_train.param.watch(self._guard(lambda _: self.show_results()), "value")
+        self.result_train.param.watch(self._guard(lambda _: None if self._quiet else self.show_results()), "value")
         self.kind.param.watch(self._guard(lambda _: self.show_distributions()), "value")
         self.sim_button.on_click(self._guard(lambda _: self.on_resimulate()))
         self.layout = self._layout()
@@ -261,12 +265,14 @@ class AppView:
                 if st.state == "done":
                     self.session.collect()
                     self.status.object = f"Population ready ({st.message})."
-                    self.show_result()
-                    self.session.start_archive()
-                    self.download_status.object = "Preparing the archive…"
+                    self.show_result(progressive=True)
                 else:
                     self.status.object = st.message
                     self.show_message(st.message, "warning" if st.state == "cancelled" else "danger")
+        elif self._pending is not None:  # the poll after the raster: the other figures, then the archive
+            self.draw_pending()
+            self.session.start_archive()
+            self.download_status.object = "Preparing the archive…"
         job = self.session.archive_job
         if job is not None and not job.running and self.download.disabled:
             if self.session.collect_archive() is not None:
@@ -275,22 +281,33 @@ class AppView:
                 self.download_status.object = "Archive ready: population CSV and NIX, DIC samples, report, figures."
             elif job.error is not None:
                 self.download_status.object = f"No archive: {describe_error(job.error)}"
-        busy = self.session.running or (job is not None and job.running)
-        if not busy and self._poller is not None:
+        if not self.busy and self._poller is not None:
             self._poller.stop()
 
+    @property
+    def busy(self) -> bool:
+        """A run, figures still to draw or an archive in the making: the page keeps polling."""
+        job = self.session.archive_job
+        return self.session.running or self._pending is not None or (job is not None and job.running)
+
     # -- 3. results ------------------------------------------------------------------------------------------
-    def show_result(self) -> None:
+    def show_result(self, progressive: bool = False) -> None:
         result = self.session.result
-        self.result_train.options = {f"{t.index}: {t.name} ({t.observed_class})": k for k, t in enumerate(result.trains)}
-        self.result_train.value = 0
+        self._quiet = True  # setting the train below must not draw every figure now
+        try:
+            self.result_train.options = {f"{t.index}: {t.name} ({t.observed_class})": k for k, t in enumerate(result.trains)}
+            self.result_train.value = 0
+        finally:
+            self._quiet = False
         warnings = self.session.warnings()
         self.warning.object = "**Out of distribution**: " + " ".join(warnings) if warnings else ""
         self.warning.visible = bool(warnings)
-        self.show_results()
+        self.show_results(progressive)
 
-    def show_results(self) -> None:
-        from ..plots import plot_conductance_pairplot, plot_dic_posterior, plot_population_raster, plot_traces
+    def show_results(self, progressive: bool = False) -> None:
+        """The results of the chosen train in tabs: the raster at once; with ``progressive`` the other figures
+        at the next poll, so the population is on screen without waiting for the pairplot."""
+        from ..plots import plot_population_raster
 
         result = self.session.result
         if result is None or self.result_train.value is None:
@@ -299,12 +316,13 @@ class AppView:
         import pandas as pd
 
         notes = [f"- {line}" for line in fidelity_summary(t)] + [f"- note: {n}" for n in result.notes]
+        self.figures = {name: pn.Column(pn.pane.Markdown("drawing…"), sizing_mode="stretch_width")
+                        for name in ("traces", "posterior", "pairplot")}  # fmt: skip
         tabs = pn.Tabs(
             ("Raster", _figure_pane(plot_population_raster(result, t), "dic-raster")),
-            ("Traces", _figure_pane(plot_traces(result, t), "dic-traces")),
-            ("DIC posterior", _figure_pane(plot_dic_posterior(result, t), "dic-posterior")),
-            ("Conductances", pn.Column(self.kind, self.distributions,
-                                       _figure_pane(plot_conductance_pairplot(result, t), "dic-pairplot"))),
+            ("Traces", self.figures["traces"]),
+            ("DIC posterior", self.figures["posterior"]),
+            ("Conductances", pn.Column(self.kind, self.distributions, self.figures["pairplot"])),
             ("Fidelity", pn.Column(pn.pane.Markdown("\n".join(notes)),
                                    pn.pane.DataFrame(pd.DataFrame(fidelity_table(t)), index=False, css_classes=["dic-fidelity"]))),
             ("Simulate again", pn.Column(pn.Row(self.sim_cells, self.sim_duration, self.sim_transient, self.sim_dt),
@@ -313,7 +331,22 @@ class AppView:
             dynamic=False, sizing_mode="stretch_width",
         )  # fmt: skip
         self.results[:] = [tabs]
+        self._pending = t
+        if not progressive:
+            self.draw_pending()
+
+    def draw_pending(self) -> None:
+        """Draw the figures :meth:`show_results` left for later."""
+        from ..plots import plot_conductance_pairplot, plot_dic_posterior, plot_traces
+
+        t, self._pending = self._pending, None
+        if t is None:
+            return
+        result = self.session.result
         self.show_distributions()
+        for name, draw, css in (("traces", plot_traces, "dic-traces"), ("posterior", plot_dic_posterior, "dic-posterior"),
+                                ("pairplot", plot_conductance_pairplot, "dic-pairplot")):  # fmt: skip
+            self.figures[name][:] = [_figure_pane(draw(result, t), css)]
 
     def show_distributions(self) -> None:
         from ..plots import plot_conductance_distributions
@@ -346,8 +379,8 @@ class AppView:
             self.message,
             md("## 1. Recording"),
             pn.Row(self.upload, pn.Column(self.path, self.read_path), pn.Column(self.example, self.use_example)),
-            pn.Row(self.threshold, self.rearm, self.sweeps, self.channels, self.format, self.units, self.t_start,
-                   self.t_stop, self.min_spikes, self.apply),
+            pn.FlexBox(self.threshold, self.rearm, self.sweeps, self.channels, self.format, self.units, self.t_start,
+                       self.t_stop, self.min_spikes, self.apply),  # wraps on a narrow window
             self.spike_count, self.trains, self.preview_train, self.preview,
             md("## 2. Population"),
             pn.Row(self.model, self.n, self.seed, self.noise, self.cpus),
