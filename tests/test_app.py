@@ -248,6 +248,7 @@ def _poll_until_idle(view, timeout=120):
     while time.perf_counter() - t0 < timeout:
         view.poll()
         if not view.busy:
+            view.poll()  # as the page's timer does: the poll after the last change shows it
             return
         time.sleep(0.05)
     raise TimeoutError("the run did not end")

@@ -254,6 +254,7 @@ class AppView:
 
     def poll(self) -> None:
         """Show the progress of the run and of the archive; show the results when the run is done."""
+        idle = not self.busy  # read first: whatever ends during this poll is shown by the next one
         run = self.session.run
         if run is not None and self.run_button.disabled:
             st = run.status()
@@ -281,14 +282,16 @@ class AppView:
                 self.download_status.object = "Archive ready: population CSV and NIX, DIC samples, report, figures."
             elif job.error is not None:
                 self.download_status.object = f"No archive: {describe_error(job.error)}"
-        if not self.busy and self._poller is not None:
+        if idle and self._poller is not None:
             self._poller.stop()
 
     @property
     def busy(self) -> bool:
-        """A run, figures still to draw or an archive in the making: the page keeps polling."""
+        """A run not yet shown (running, or ended since the last poll), figures still to draw or an archive in the
+        making: the page keeps polling."""
         job = self.session.archive_job
-        return self.session.running or self._pending is not None or (job is not None and job.running)
+        shown = not self.run_button.disabled  # the poll that sees a run's end enables Run again
+        return not shown or self._pending is not None or (job is not None and job.running)
 
     # -- 3. results ------------------------------------------------------------------------------------------
     def show_result(self, progressive: bool = False) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInputError, RecordingError
+from ..errors import CancelledError, InvalidInputError, RecordingError
 from .jobs import Job
 
 __all__ = ["AppSession", "ReadOptions", "RunSettings", "Protocol", "parse_indices", "fidelity_table",
@@ -171,10 +171,11 @@ def _fmt(v: Any) -> str:
 class AppSession:
     """The state of one session: the recording, its reading options, the run, its result and the download.
 
-    ``workdir`` (a new temporary folder by default) holds uploads and the archive; :meth:`close` removes it.
+    ``workdir`` holds uploads and the archive (default: a temporary folder made when first needed);
+    :meth:`close` removes it.
     """
 
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="dic_sbi_app_")))
+    workdir: Path | None = None
     source: Path | None = None
     options: ReadOptions = field(default_factory=ReadOptions)
     recording: Any = None
@@ -182,6 +183,14 @@ class AppSession:
     run: Job | None = None
     archive: Path | None = None
     archive_job: Job | None = None
+
+    @property
+    def folder(self) -> Path:
+        """:attr:`workdir`, made now if it does not exist yet."""
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="dic_sbi_app_"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        return self.workdir
 
     # -- the recording ---------------------------------------------------------------------------------------
     def use_path(self, text: str) -> Path:
@@ -196,7 +205,7 @@ class AppSession:
         if not data:
             raise RecordingError(f"{filename}: the uploaded file is empty (0 bytes)")
         name = _SAFE_NAME.sub("_", Path(filename or "recording").name).lstrip(".") or "recording"
-        folder = self.workdir / "uploads"
+        folder = self.folder / "uploads"
         if folder.exists():
             shutil.rmtree(folder)  # one upload at a time; an earlier one is no longer the recording
         folder.mkdir(parents=True)
@@ -333,7 +342,7 @@ class AppSession:
 
         if self.result is None:
             raise InvalidInputError("no population yet: run the inference first")
-        result, workdir = self.result, self.workdir
+        result, workdir = self.result, self.folder
 
         def work(cancel: Any, on_progress: Any) -> Path:
             target = workdir / "download" / "dic_sbi_population.zip"
@@ -344,8 +353,6 @@ class AppSession:
                 with atomic_file(target) as part, zipfile.ZipFile(part, "w", zipfile.ZIP_DEFLATED) as zf:
                     for k, f in enumerate(files):
                         if cancel.is_set():
-                            from ..errors import CancelledError
-
                             raise CancelledError("archive: cancelled")
                         zf.write(f, Path("dic_sbi_population") / f.relative_to(out))
                         on_progress("zip", k + 1, len(files))
@@ -370,7 +377,8 @@ class AppSession:
         for job in (self.run, self.archive_job):
             if job is not None:
                 job.join(timeout=30)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def _sampling(dt: float) -> float:
