@@ -49,6 +49,7 @@ def main() -> None:
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     runs = []
+    load_before = os.getloadavg()
     for k in range(args.repeats):
         env = {"DIC_SBI_CACHE_DIR": tempfile.mkdtemp(prefix="dic_sbi_cold_")} if args.cold else {}
         runs.append(one_run(env))
@@ -56,6 +57,8 @@ def main() -> None:
     summary = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs ({platform.platform()})",
         "kernel_cache": "empty (cold)" if args.cold else "warm",
+        # the machine may be shared: the 1-minute load average before and after the runs
+        "load_average_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "repeats": args.repeats,
         **{f"median_{key}": round(statistics.median(r[key] for r in runs), 2) for key in runs[0]},
         "runs": runs,

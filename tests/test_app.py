@@ -322,3 +322,15 @@ def test_the_command_line_serves_the_app_or_names_the_extra_to_install(monkeypat
         from dic_sbi.app import create_app
 
         create_app()
+
+
+def test_page_shows_the_out_of_distribution_warning_infer_gives(view):
+    pacemaker = "\n".join(str(t) for t in np.arange(500.0, 6000.0, 1000.0)) + "\n"  # 1 Hz: slower than any training cell
+    view.upload.param.update(filename="pacemaker.txt", value=pacemaker.encode())
+    assert "6 spikes" in view.spike_count.object and not view.message.visible
+    view.n.value, view.validate.value = 10, False
+    view.run_button.clicks += 1
+    _poll_until_idle(view)
+    assert view.warning.visible and "Out of distribution" in view.warning.object
+    assert "log10_rate_hz" in view.warning.object
+    assert view.preview[0].css_classes == ["dic-preview-figure"]  # spike-time file: the raster of its trains

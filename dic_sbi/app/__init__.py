@@ -58,6 +58,7 @@ def serve(port: int = DEFAULT_PORT, *, address: str = "127.0.0.1", open_browser:
 
     from .jobs import warm_up
     from .layout import create_app as _create
+    from .session import DEFAULT_MODEL
 
     host = "127.0.0.1" if address in ("0.0.0.0", "::", "") else address
     url = f"http://{host}:{port}/"
@@ -65,7 +66,7 @@ def serve(port: int = DEFAULT_PORT, *, address: str = "127.0.0.1", open_browser:
     server = pn.serve({"/": _create}, port=port, address=address, show=False, start=False, title="dic-sbi",
                       websocket_origin=origins, threaded=False, print_url=False)  # fmt: skip
     server.start()
-    warm_up()  # torch, the posteriors and the kernels load while the user picks a recording
+    warm_up(first=DEFAULT_MODEL)  # torch, the posteriors and the kernels load while the user picks a recording
     if on_ready is not None:
         on_ready(url)
     if open_browser:

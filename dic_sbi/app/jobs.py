@@ -122,18 +122,20 @@ class Job:
         return JobStatus("done", "done", 1.0, f"done in {seconds:.1f} s", seconds)
 
 
-def warm_up(models: tuple[str, ...] | None = None) -> threading.Thread:
+def warm_up(first: str | None = None) -> threading.Thread:
     """In a background thread, do once what a first run would wait for: import torch and sbi, load the shipped
     posteriors, and compile (or load from the on-disk cache) the simulator's kernel of each model. Started when
     the server starts, while the user is still choosing a recording; a run that starts meanwhile simply waits
-    for what is not ready yet."""
+    for what is not ready yet. ``first``: the model to prepare before the others (the page's default).
+    """
 
     def work() -> None:
         from ..core.simulator import simulate
         from ..models import get_model
         from ..sbi.pretrained import available_pretrained, load_pretrained
 
-        for name in models if models is not None else available_pretrained():
+        names = available_pretrained()
+        for name in sorted(names, key=lambda n: n != first):  # a kernel compiles in tens of seconds: the likely one first
             try:
                 load_pretrained(name)
                 m = get_model(name)

@@ -26,6 +26,8 @@ from .jobs import Job
 __all__ = ["AppSession", "ReadOptions", "RunSettings", "Protocol", "parse_indices", "fidelity_table",
            "MATCHING"]  # fmt: skip
 
+#: The model the page starts with.
+DEFAULT_MODEL = "stg"
 #: The matching choices of the page and the ``infer`` arguments they stand for.
 MATCHING = {"none": {}, "class": {"match_class": True}, "recording": {"match": True}}
 #: Share of the progress bar of each stage of a run (sampling is fast; simulating is nearly all of it).
@@ -93,7 +95,7 @@ class ReadOptions:
 class RunSettings:
     """What ``infer`` is asked for: model, cells per train, seed, known noise σ, validation, matching, trains."""
 
-    model: str = "stg"
+    model: str = DEFAULT_MODEL
     n: int = 1000
     seed: int | None = 0
     noise_std: float = 0.0
@@ -308,7 +310,7 @@ class AppSession:
         return self.result
 
     def warnings(self) -> list[str]:
-        """Out-of-distribution warnings and notes of the result, one line each."""
+        """The out-of-distribution warnings of the result, one line each (as `infer` reports them)."""
         if self.result is None:
             return []
         report = self.result.report()
