@@ -305,6 +305,8 @@ class AppView:
         warnings = self.session.warnings()
         self.warning.object = "**Out of distribution**: " + " ".join(warnings) if warnings else ""
         self.warning.visible = bool(warnings)
+        proto = result.model.protocol  # simulating again starts from the protocol the population was checked with
+        self.sim_duration.value, self.sim_transient.value, self.sim_dt.value = proto.duration, proto.transient, proto.dt
         self.show_results(progressive)
 
     def show_results(self, progressive: bool = False) -> None:
