@@ -19,6 +19,9 @@ __all__ = ["create_app", "serve", "require_panel", "DEFAULT_PORT"]
 
 #: Panel's usual port.
 DEFAULT_PORT = 5006
+#: Largest upload (MB) the page accepts (Bokeh's default is 20 MB, less than many ABF files); larger recordings
+#: are read by path.
+UPLOAD_LIMIT_MB = 1024
 
 
 def require_panel() -> None:
@@ -64,7 +67,8 @@ def serve(port: int = DEFAULT_PORT, *, address: str = "127.0.0.1", open_browser:
     url = f"http://{host}:{port}/"
     origins = [f"{h}:{port}" for h in {host, "localhost", "127.0.0.1", address}]
     server = pn.serve({"/": _create}, port=port, address=address, show=False, start=False, title="dic-sbi",
-                      websocket_origin=origins, threaded=False, print_url=False)  # fmt: skip
+                      websocket_origin=origins, threaded=False, print_url=False,
+                      websocket_max_message_size=UPLOAD_LIMIT_MB * 2**20)  # fmt: skip
     server.start()
     warm_up(first=DEFAULT_MODEL)  # torch, the posteriors and the kernels load while the user picks a recording
     if on_ready is not None:
