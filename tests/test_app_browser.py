@@ -5,7 +5,9 @@ developer's machine without them; in CI (``CI`` set) a missing browser fails the
 from __future__ import annotations
 
 import os
+import re
 import time
+import urllib.request
 import zipfile
 
 import pytest
@@ -40,6 +42,9 @@ def test_the_example_to_a_population_and_its_download_in_a_browser(tmp_path):
     bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"not a recording" * 50)
     with AppProcess() as app:
         assert app.served_after < 30  # the acceptance's 10 s is measured by benchmarks/app_timing.py
+        # works with no network: every script and style sheet comes from the app itself
+        html = urllib.request.urlopen(app.url).read().decode()
+        assert "bokeh" in html and not re.findall(r'(?:src|href)="https?://(?!127\.0\.0\.1)', html)
         driver = chromium(downloads)
         try:
             driver.get(app.url)
