@@ -15,7 +15,8 @@ from .core import (
     threshold_voltage,
 )
 from . import data
-from .errors import DicSbiError, InvalidInputError, RecordingError, UnknownModelError, UnreachableTargetError
+from .errors import (CancelledError, DicSbiError, InvalidInputError, RecordingError, UnknownModelError,
+                     UnreachableTargetError)
 from .io import Recording, read_recording
 from .models import ConductanceModel, available_models, get_model, load_model_file, register_model
 
@@ -101,6 +102,7 @@ __all__ = [
     "UnknownModelError",
     "UnreachableTargetError",
     "RecordingError",
+    "CancelledError",
     "read_recording",
     "Recording",
     *_SBI_NAMES,

@@ -7,6 +7,7 @@
     dic-sbi train --model stg --num-simulations 100000 --work DIR --out dic_sbi/data/pretrained/stg
     dic-sbi demo --out DIR
     dic-sbi compare --model stg --budgets 1000,10000,100000 --observations 100 --out DIR
+    dic-sbi app [--port 5006] [--no-browser]
 
 Every command checks where it will write before any work and writes atomically (to a hidden staging folder,
 moved into place when complete): it never replaces the current or home folder, the recording or a folder holding
@@ -447,6 +448,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_app(args: argparse.Namespace) -> int:
+    """Serve the graphical app on this machine and open it in the browser."""
+    from .app import require_panel, serve
+
+    require_panel()  # before any message that the server starts
+    serve(args.port, address=args.address, open_browser=not args.no_browser,
+          on_ready=lambda url: print(f"dic-sbi app: serving {url} (Ctrl+C to stop)", flush=True))  # fmt: skip
+    return 0
+
+
 # -- argument types: every value checked by argparse, so that errors name the flag ------------------------------
 _MATCH_KEYS = {"rate": "mean_rate", "period": "burst_period", "spikes": "spikes_per_burst"}
 
@@ -787,6 +798,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=_seed_type(), default=0)
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("app", help="the graphical app in the browser: a recording in, the population out")
+    sp.add_argument("--port", type=_int_type("port", 1, 65535), default=5006, help="port to listen on")
+    sp.add_argument("--address", default="127.0.0.1", help="address to listen on; the default serves this machine "
+                    "only, 0.0.0.0 serves the network")
+    sp.add_argument("--no-browser", action="store_true", help="do not open the browser")
+    sp.set_defaults(func=cmd_app)
 
     sp = sub.add_parser("compare", help="DIC-space NPE against standard NPE over conductances (tables, plots)")
     common(sp)

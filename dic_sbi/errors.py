@@ -7,7 +7,8 @@ expects the builtin keeps working.
 
 from __future__ import annotations
 
-__all__ = ["DicSbiError", "InvalidInputError", "UnknownModelError", "UnreachableTargetError", "RecordingError"]
+__all__ = ["DicSbiError", "InvalidInputError", "UnknownModelError", "UnreachableTargetError", "RecordingError",
+           "CancelledError"]
 
 
 class DicSbiError(Exception):
@@ -31,3 +32,8 @@ class UnreachableTargetError(DicSbiError, ValueError):
 
 class RecordingError(DicSbiError, ValueError):
     """A recording cannot be read or holds no usable spikes; the message names the file and what was wrong."""
+
+
+class CancelledError(DicSbiError):
+    """Long work (a simulation, an inference) stopped because its ``cancel`` event was set; nothing was returned
+    or written."""

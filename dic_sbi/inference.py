@@ -21,14 +21,16 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from .core.checks import MAX_SEED, is_int, is_seed
-from .errors import DicSbiError, InvalidInputError, RecordingError
+from .errors import CancelledError, DicSbiError, InvalidInputError, RecordingError
 
 if TYPE_CHECKING:
+    from threading import Event
+
     from .models import ConductanceModel
 
 __all__ = ["infer", "InferenceResult", "TrainInference", "fidelity_report", "MAX_CELLS", "MAX_SEED"]
@@ -378,6 +380,8 @@ def infer(
     refine: int = 0,
     n_threads: int | None = None,
     progress: bool = False,
+    cancel: Event | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> InferenceResult:
     """Infer the degenerate population of every spike train of a recording.
 
@@ -427,6 +431,14 @@ def infer(
         amortised posterior (:func:`~dic_sbi.sbi.refine.refine_posterior`), before sampling (and matching).
         0 (default): the amortised posterior. The report gives each train's ``refinement`` (its cost); the
         inference time then includes it.
+    cancel
+        A ``threading.Event``, checked between steps and between chunks of simulated cells: once set, ``infer``
+        stops and raises :class:`~dic_sbi.errors.CancelledError` (for callers that run it in a thread, the app).
+    on_progress
+        Called as ``on_progress(stage, done, total)``: ``("sample", i, trains)`` per train sampled, and
+        ``("simulate", cells, cells_in_all)`` as the population of each train is simulated. With ``cancel`` or
+        ``on_progress``, cells are simulated in small chunks (:func:`~dic_sbi.core.simulator.responsive_chunk_size`;
+        same results).
 
     Returns
     -------
@@ -514,11 +526,27 @@ def infer(
     window = (sim.transient, sim.duration) if sim is not None else (m.protocol.transient, m.protocol.duration)
     train_window = window[1] - window[0]
 
+    def check_cancel(where: str) -> None:
+        if cancel is not None and cancel.is_set():
+            raise CancelledError(f"infer: cancelled {where}")
+
+    def report(stage: str, done: int, total: int) -> None:
+        if on_progress is not None:
+            on_progress(stage, done, total)
+
+    monitored = {}
+    if cancel is not None or on_progress is not None:
+        from .core.simulator import responsive_chunk_size
+
+        monitored = dict(chunk_size=responsive_chunk_size(n_threads), cancel=cancel)
+
     rng = np.random.default_rng(seed)
     notes: list[str] = list(getattr(rec, "notes", ()))
     results: list[TrainInference] = []
     posteriors: dict[int, Any] = {}  # per train: the amortised posterior, or its refinement
-    for i in chosen:
+    for done, i in enumerate(chosen):
+        check_cancel("before sampling")
+        report("sample", done, len(chosen))
         st = rec[int(i)]
         t0 = time.perf_counter()
         x = post.condition(summary_statistics(st), **known)
@@ -549,23 +577,27 @@ def infer(
                                       ood, refinement=refinement))  # fmt: skip
         posteriors[int(i)] = post_i
 
+    report("sample", len(chosen), len(chosen))
     # Simulations (not part of the inference time): all cells with validate, else a preview.
     validate = validate or match_class or match
-    for t in results:
-        k = t.conductances.shape[0] if validate else min(int(preview), t.conductances.shape[0])
+    sizes = [t.conductances.shape[0] if validate else min(int(preview), t.conductances.shape[0]) for t in results]
+    for done, t, k in zip(np.cumsum([0, *sizes[:-1]]), results, sizes):
         if k == 0:
             continue
+        check_cancel("before simulating")
         t.simulated = np.arange(k)
         proto = dict(duration=window[1], transient=window[0], dt=sim.dt if sim is not None else None)
         noise = dict(noise_std=sigma, seed=rng) if sigma > 0 else {}
-        t.simulation = simulate(m, t.conductances[:k], progress=progress, n_threads=n_threads, **noise, **proto)
+        step = None if on_progress is None else (lambda c, _, done=int(done): report("simulate", done + c, sum(sizes)))
+        t.simulation = simulate(m, t.conductances[:k], progress=progress, n_threads=n_threads, on_progress=step,
+                                **monitored, **noise, **proto)  # fmt: skip
         matched = None
         if match_class or match:
             matched = class_matched_population(
                 posteriors[t.index], torch.as_tensor(t.x)[None], t.observed_class, int(n), first=(t.dics, t.conductances, t.simulation),
                 observed=t.observed_features if match else None, tolerances=tolerances,
                 max_draws=max_draws, noise_std=sigma, noise_repeats=noise_repeats, seed=rng, n_threads=n_threads,
-                progress=progress, **proto,
+                progress=progress, cancel=cancel, **proto,
             )  # fmt: skip
             k = len(matched.conductances)
             if k == 0:  # nothing to write or plot: say why rather than return an empty population
@@ -578,6 +610,7 @@ def infer(
                 notes.append(f"train {t.index} ({t.name}): only {k} of {matched.drawn} cells drawn fire like the "
                              f"recording ({t.observed_class}); the population has {k} cells, not {n} (raise max_draws)")  # fmt: skip
         if traces:
+            check_cancel("before the voltage traces")
             t.traces = simulate(m, t.conductances[: min(int(traces), k)], record_voltage=True, sampling_interval=0.5,
                                 progress=False, **noise, **proto)  # fmt: skip
         t.fidelity = fidelity_report(t.simulation.features(), t.observed_features)

@@ -24,6 +24,10 @@ __all__ = [
     "plot_traces",
     "plot_dic_posterior",
     "plot_conductance_pairplot",
+    "plot_conductance_distributions",
+    "plot_voltage_with_spikes",
+    "plot_recording_raster",
+    "plot_cells",
 ]
 
 
@@ -112,27 +116,16 @@ def observed_voltage(result: "InferenceResult", train: "TrainInference"):
     """The membrane potential the observed train was detected in, as a ``neo.AnalogSignal`` (mV), read again
     from the recording; ``None`` when the train was recorded as spike times or the signal is not in a voltage
     unit."""
-    import neo
-    import quantities as pq
+    from .errors import RecordingError
+    from .io import read_voltage
 
     rec = result.recording
     origin = rec.origins[train.index]
     if not origin.detected or rec.path is None:
         return None
-    path = str(rec.path)
-    io = neo.io.NixIO(path, mode="ro") if path.lower().endswith(".nix") else neo.io.get_io(path)
     try:
-        blocks = io.read(lazy=False)
-    finally:
-        close = getattr(io, "close", None)
-        if callable(close):
-            close()
-    seg = [s for b in blocks for s in b.segments][origin.segment]
-    channels = [(sig, c) for sig in seg.analogsignals for c in range(sig.shape[1])]  # as read_recording counts
-    sig, c = channels[origin.channel]
-    try:
-        return sig[:, c].rescale(pq.mV)
-    except ValueError:  # not a voltage unit (read_recording was told the unit): show spike times instead
+        return read_voltage(rec.path, segment=origin.segment, channel=origin.channel, format=rec.format)
+    except RecordingError:  # not a voltage unit (read_recording was told the unit): show spike times instead
         return None
 
 
@@ -221,4 +214,115 @@ def plot_conductance_pairplot(result: "InferenceResult", train: "TrainInference"
     zeros = " (zeros drawn at the smallest value)" if (g == 0).any() else ""
     fig.suptitle(f"{result.model.name}: population of train {train.name}, {len(g)} cells; axes: log10 of the maximal "
                  f"conductance g in mS/cm²{zeros}", fontsize="small")  # fmt: skip
+    return fig
+
+
+def plot_voltage_with_spikes(signal: Any, spikes: Any, *, threshold: float | None = None, rearm: float | None = None,
+                             title: str = "") -> "Figure":  # fmt: skip
+    """A membrane-potential trace (``neo.AnalogSignal``, mV) with its detected spikes marked, and the detection
+    levels as dashed lines: what a threshold choice finds in a recording."""
+    import matplotlib.pyplot as plt
+
+    t = signal.times.rescale("ms").magnitude
+    v = np.asarray(signal.rescale("mV").magnitude).reshape(len(t), -1)[:, 0]
+    st = np.asarray(spikes.rescale("ms").magnitude if hasattr(spikes, "rescale") else spikes, dtype=float)
+    fig, ax = plt.subplots(figsize=(9.0, 2.6))
+    ax.plot(t, v, lw=0.5, color="k")
+    if st.size:
+        ax.plot(st, np.interp(st, t, v), "v", ms=4, color="tab:red", label=f"{st.size} spikes")
+        ax.legend(loc="upper right", fontsize="small")
+    for level, name in ((threshold, "threshold"), (rearm, "re-arm")):
+        if level is not None:
+            ax.axhline(level, color="tab:red" if name == "threshold" else "tab:orange", lw=0.8, ls="--")
+    ax.set_xlabel("time (ms)")
+    ax.set_ylabel("V (mV)")
+    ax.set_title(title, fontsize="small", loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_conductance_distributions(result: "InferenceResult", train: "TrainInference", *, kind: str = "box",
+                                   max_points: int = 1000, seed: int = 0) -> "Figure":  # fmt: skip
+    """One box (or violin) per conductance of the population (mS/cm², log scale), with the cells drawn on top as
+    jittered points (at most ``max_points``; ``seed`` fixes the jitter)."""
+    import matplotlib.pyplot as plt
+
+    from .errors import InvalidInputError
+
+    if kind not in ("box", "violin"):
+        raise InvalidInputError(f"kind: expected 'box' or 'violin', got {kind!r}")
+    names = result.model.conductance_names
+    g = train.conductances
+    pos = g[g > 0]
+    floor = pos.min() if pos.size else 1e-6  # zeros at the smallest positive value: a log axis has no 0
+    shown = [np.maximum(g[:, k], floor) for k in range(len(names))]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(names), 3.6))
+    x = np.arange(1, len(names) + 1)
+    if kind == "box":
+        ax.boxplot(shown, positions=x, widths=0.6, showfliers=False)
+    else:
+        ax.violinplot([np.log10(v) for v in shown], positions=x, widths=0.8, showextrema=False)
+    rng = np.random.default_rng(seed)
+    k = min(max_points, g.shape[0])
+    for j, v in enumerate(shown):
+        y = v[:k] if kind == "box" else np.log10(v[:k])
+        ax.scatter(x[j] + rng.uniform(-0.22, 0.22, k), y, s=2, alpha=0.3, color="tab:blue", lw=0)
+    if kind == "box":
+        ax.set_yscale("log")
+        ax.set_ylabel("g (mS/cm²)")
+    else:
+        ax.set_ylabel("log10 g (mS/cm²)")
+    ax.set_xticks(x, [f"g_{n}" for n in names])
+    ax.set_title(f"{result.model.name}: conductances of the population of train {train.name}, {g.shape[0]} cells",
+                 fontsize="small")  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def plot_cells(simulation: Any, cells: Any, *, span_ms: float | None = None) -> "Figure":
+    """Simulated cells one per row: the membrane potential (a ``SimulationResult`` with voltage) or, without
+    voltage, the spike raster, beside a bar chart of the cell's conductances; ``cells`` labels the rows."""
+    import matplotlib.pyplot as plt
+
+    k = len(simulation)
+    names = simulation.model.conductance_names
+    fig, axes = plt.subplots(k, 2, figsize=(10.0, 1.6 * k + 0.6), squeeze=False,
+                             gridspec_kw={"width_ratios": (4, 1.4)})  # fmt: skip
+    span = float(simulation.t_stop - simulation.t_start) if span_ms is None else span_ms
+    for j in range(k):
+        left, right = axes[j]
+        if simulation.voltage is not None:
+            t = simulation.voltage_times - simulation.t_start
+            keep = t <= span
+            left.plot(t[keep], simulation.voltage[j, keep], lw=0.6, color="tab:blue")
+            left.set_ylabel("V (mV)")
+        else:
+            times = simulation.times[simulation.offsets[j] : simulation.offsets[j + 1]] - simulation.t_start
+            left.eventplot([times[times <= span]], colors="tab:blue", linelengths=0.8)
+            left.set_yticks([])
+        left.set_xlim(0, span)
+        left.set_title(f"cell {cells[j]}", fontsize="small", loc="left")
+        right.bar(np.arange(len(names)), simulation.conductances[j], color="tab:gray")
+        right.set_yscale("symlog", linthresh=1e-3)
+        right.set_xticks(np.arange(len(names)), names, fontsize="x-small", rotation=90)
+        right.tick_params(axis="y", labelsize="x-small")
+    axes[-1, 0].set_xlabel("time in window (ms)")
+    axes[0, 1].set_title("g (mS/cm²)", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_recording_raster(recording: Any) -> "Figure":
+    """The spike trains of a :class:`~dic_sbi.io.Recording`, one row each (spike-time files have no voltage)."""
+    import matplotlib.pyplot as plt
+
+    k = len(recording)
+    fig, ax = plt.subplots(figsize=(9.0, 1.0 + 0.3 * k))
+    ax.eventplot([st.rescale("ms").magnitude for st in recording], lineoffsets=np.arange(k), linelengths=0.8,
+                 colors="k")  # fmt: skip
+    ax.set_yticks(np.arange(k), [str(st.name) for st in recording], fontsize="small")
+    ax.set_xlabel("time (ms)")
+    ax.set_title(f"{recording.path.name if recording.path is not None else 'recording'}: {k} spike trains",
+                 fontsize="small", loc="left")  # fmt: skip
+    fig.tight_layout()
     return fig

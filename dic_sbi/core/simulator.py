@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import scipy.signal
 from numpy.typing import ArrayLike, NDArray
 
-from ..errors import InvalidInputError
+from ..errors import CancelledError, InvalidInputError
 from ..models import ConductanceModel, get_model
 from . import kernels
 from .checks import check_conductances, is_int, is_seed
 from .tables import compile_model, initial_state
 
 if TYPE_CHECKING:  # neo is imported lazily: the numerical core does not need it
+    from threading import Event
+
     import neo
 
-__all__ = ["simulate", "SimulationResult", "NOISE_CUTOFF_HZ", "NOISE_FILTER_ORDER"]
+__all__ = ["simulate", "responsive_chunk_size", "SimulationResult", "NOISE_CUTOFF_HZ", "NOISE_FILTER_ORDER"]
 
 NOISE_CUTOFF_HZ = 1000.0  # Brandoit v2: white noise low-passed at 1 kHz ...
 NOISE_FILTER_ORDER = 4  # ... by a 4th-order Butterworth filter
@@ -234,6 +236,13 @@ def _block_size(n_cells: int, n_threads: int) -> int:
     return max(kernels.PACK, min(kernels.BLOCK, -(-per_thread // kernels.PACK) * kernels.PACK))
 
 
+def responsive_chunk_size(n_threads: int | None = None) -> int:
+    """A ``chunk_size`` for :func:`simulate` that keeps every thread busy with full blocks yet reports progress and
+    checks ``cancel`` often (one block of cells per thread per chunk): what an interactive caller wants."""
+    threads = kernels.max_threads() if n_threads is None else max(1, min(int(n_threads), kernels.max_threads()))
+    return kernels.BLOCK * threads
+
+
 # -- the simulator ------------------------------------------------------------------------------------------
 
 
@@ -253,6 +262,8 @@ def simulate(
     chunk_size: int = 4096,
     n_threads: int | None = None,
     progress: bool | None = None,
+    cancel: Event | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> SimulationResult:
     """Simulate a batch of cells of one model and return their spike times.
 
@@ -290,6 +301,12 @@ def simulate(
         Threads (default: all cores).
     progress
         Show a progress bar over chunks (default: when there is more than one chunk).
+    cancel
+        A ``threading.Event`` checked before each chunk: once set, the simulation stops and raises
+        :class:`~dic_sbi.errors.CancelledError` (for a caller running it in a thread, e.g. the app; give a smaller
+        ``chunk_size`` to stop sooner, see :func:`responsive_chunk_size`).
+    on_progress
+        Called after each chunk with ``(cells done, cells in all)``.
 
     Returns
     -------
@@ -387,13 +404,15 @@ def simulate(
     block = _block_size(min(N, chunk_size), threads)
     # No more threads than blocks of cells: idle OpenMP workers spin and slow a small batch down.
     previous_threads = kernels.set_threads(min(threads, -(-min(N, chunk_size) // block)))
+    bar = None
     try:
-        bar = None
         if show:
             from .._progress import progress_bar
 
             bar = progress_bar(total=N, desc=f"simulate {model.name}", unit="cell", leave=False)
         for lo, hi in chunks:
+            if cancel is not None and cancel.is_set():
+                raise CancelledError(f"simulate: cancelled after {lo} of {N} cells")
             spikes, counts, vbuf = run(np.arange(lo, hi), cap)
             over = np.flatnonzero(counts > cap)
             if over.size:
@@ -412,9 +431,11 @@ def simulate(
                     voltage[lo + over] = v2
             if bar is not None:
                 bar.update(hi - lo)
+            if on_progress is not None:
+                on_progress(hi, N)
+    finally:
         if bar is not None:
             bar.close()
-    finally:
         kernels.set_threads(previous_threads)
 
     offsets = _offsets(counts_all)

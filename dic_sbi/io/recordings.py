@@ -30,7 +30,7 @@ import quantities as pq
 from ..errors import InvalidInputError, RecordingError
 from ..spiketrains import SPIKE_THRESHOLD_MV, detect_spikes, spike_times_ms, to_spiketrain
 
-__all__ = ["read_recording", "Recording", "TrainOrigin", "FORMATS"]
+__all__ = ["read_recording", "read_voltage", "Recording", "TrainOrigin", "FORMATS"]
 
 #: Format names besides Neo's IO classes (``"NixIO"``, ``"AxonIO"``, ... or ``"nix"``, ``"axon"``, ``"abf"``).
 FORMATS = ("spike2pop", "text", "neo")
@@ -195,6 +195,43 @@ def read_recording(
 
     trains, origins = _check_counts(path, trains, origins, min_spikes, notes)
     return Recording(path=path, format=kind, spiketrains=tuple(trains), origins=tuple(origins), notes=tuple(notes))
+
+
+def read_voltage(
+    path: str | Path, *, segment: int = 0, channel: int = 0, format: str | None = None,
+    units: str | pq.Quantity | None = None,
+) -> neo.AnalogSignal:
+    """The membrane potential of one channel of a Neo recording, in mV: what :func:`read_recording` detects
+    spikes in (to show a trace with its spikes, or to choose a threshold).
+
+    Parameters
+    ----------
+    path, format, units
+        As :func:`read_recording` (``units``: the voltage unit of a signal stored without one).
+    segment, channel
+        The segment (sweep) across the file's blocks, and the channel counted across its analog signals, as in
+        :attr:`TrainOrigin.segment` and :attr:`TrainOrigin.channel` of a detected train.
+
+    Raises
+    ------
+    RecordingError
+        A file that is not a Neo recording (spike-time text has no voltage), unreadable or corrupt; no such
+        segment or channel; a channel that is not a voltage.
+    """
+    path = Path(path)
+    _check_place(path)
+    kind, ios = _resolve_format(path, format)
+    if kind != "neo":
+        raise RecordingError(f"{path}: a {kind} file holds spike times, no membrane potential.")
+    voltage_unit = None if units is None else _unit(path, units, pq.mV, "voltage", "mV")
+    blocks, _ = _read_neo(path, ios)
+    segs = [seg for block in blocks for seg in block.segments]
+    s = _select(path, segment, [str(seg.name) for seg in segs], "segment")[0]
+    chans = _voltage_channels(segs[s])
+    c = _select(path, channel, [n for _, _, n in chans], f"voltage channel of segment {s}")[0]
+    sig, col, name = chans[c]
+    sig = _as_voltage(path, sig, voltage_unit, name, s, explicit=True)
+    return sig[:, col].rescale(pq.mV)
 
 
 def _check_place(path: Path) -> None:

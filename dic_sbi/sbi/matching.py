@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from ..errors import InvalidInputError
 from ._utils import Seed, numpy_rng, simulation_settings
 from .evaluation import CLASSES
 from .posterior import DICPosterior
+
+if TYPE_CHECKING:
+    from threading import Event
 
 __all__ = ["MatchedPopulation", "class_matched_population", "check_matching_options"]
 
@@ -106,6 +109,7 @@ def class_matched_population(
     seed: Seed = None,
     n_threads: int | None = None,
     progress: bool = False,
+    cancel: Event | None = None,
 ) -> MatchedPopulation:
     """``n`` posterior cells that fire in ``observed_class`` (or like ``observed``) when simulated.
 
@@ -135,6 +139,8 @@ def class_matched_population(
         the one kept in ``simulation``); ignored without noise, where one simulation decides.
     seed
         Seed of the sampling, compensation and noise.
+    cancel
+        A ``threading.Event``: once set, the simulations stop with :class:`~dic_sbi.errors.CancelledError`.
     """
     from ..core.simulator import SimulationResult, simulate
     from ..spiketrains import FIDELITY_TOLERANCES, fires_like
@@ -160,7 +166,7 @@ def class_matched_population(
         nonlocal simulated
         simulated += len(g)
         noise = dict(noise_std=noise_std, seed=rng) if noise_std > 0 else {}
-        return simulate(posterior.model, g, progress=progress, n_threads=n_threads, **noise, **proto)
+        return simulate(posterior.model, g, progress=progress, n_threads=n_threads, cancel=cancel, **noise, **proto)
 
     def accepted(res: Any) -> NDArray[np.bool_]:
         f = res.features()
