@@ -33,7 +33,9 @@ LTS    50      5      0.03   0      0.4    0.01     -85     0.518
 =====  ======  =====  =====  =====  =====  =======  ======  =============
 
 The paper's cells are silent at rest and fire during a current step (0.75, 0.5, 0.15 and 0.15 nA on somata of
-96, 67, 96 and 96 µm length and diameter). dic_sbi simulates spontaneous activity, so each variant model carries
+96, 67, 96 and 96 µm length and diameter; the IB cell's initial burst and the LTS cell's rebound burst are
+transients, and in the steady state that the protocol records both fire tonically, the IB cell bursting
+repetitively from L = 0.22 mS/cm², as in the paper). dic_sbi simulates spontaneous activity, so each variant model carries
 its step in the leak reversal: ``gleak (V - E_leak) - I = gleak (V - E_leak')`` with
 ``E_leak' = E_leak + I / gleak`` — the same equations, exactly. ``get_model("pospischil-rs")`` (``-fs``,
 ``-ib``, ``-lts``) is the model of one variant, and ``get_model("pospischil")`` the one whose DIC map
@@ -131,10 +133,7 @@ def u_inf(V: Array) -> Array:
 
 
 def tau_u(V: Array) -> Array:
-    # exp((V + 115.2)/5) overflows past V ≈ 3400 mV only; the ratio tends to exp(-V/5.3...) and stays finite
-    with np.errstate(over="ignore"):
-        rise = np.exp((V + V_X + 113.2) / 5.0)
-        ratio = (211.4 + rise) / (1.0 + np.exp((V + V_X + 84.0) / 3.2))
+    ratio = (211.4 + np.exp((V + V_X + 113.2) / 5.0)) / (1.0 + np.exp((V + V_X + 84.0) / 3.2))
     return (30.8 + ratio) / T_Q10
 
 
