@@ -31,6 +31,23 @@ def test_registered_under_its_name_and_one_name_per_paper_cell():
         pospischil_model("xx")
 
 
+def test_the_module_loads_as_a_users_model_file(tmp_path):
+    """Added as a user adds a model: the package's file, copied elsewhere, is a model file like any other."""
+    import shutil
+
+    import dic_sbi.models.pospischil as module
+
+    copy = tmp_path / "my_cortical_cell.py"
+    shutil.copy(module.__file__, copy)
+    mine = get_model(f"{copy}:POSPISCHIL")
+    assert mine is not get_model("pospischil") and mine.source == f"{copy.resolve()}:POSPISCHIL"
+    g = np.array([v.conductances for v in VARIANTS.values()])
+    np.testing.assert_array_equal(dic_sbi.dics(mine, g), dic_sbi.dics("pospischil", g))
+    res = dic_sbi.simulate(mine, g[:1], duration=600.0, transient=100.0, progress=False)
+    ref = dic_sbi.simulate("pospischil", g[:1], duration=600.0, transient=100.0, progress=False)
+    np.testing.assert_array_equal(res.times, ref.times)
+
+
 def test_cli_knows_the_model(tmp_path):
     from dic_sbi.cli import main
 

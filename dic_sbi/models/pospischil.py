@@ -58,8 +58,19 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import exprel
 
-from ..errors import InvalidInputError
-from .base import Channel, CompensationRule, ConductanceModel, DICConventions, Gate, InstantaneousGate, Protocol, SeedPopulation
+# Absolute imports of the public model API, as a user's file has them: this file also loads as a model file
+# (``get_model("path/to/pospischil.py:POSPISCHIL")``), which the tests check.
+from dic_sbi.errors import InvalidInputError
+from dic_sbi.models.base import (
+    Channel,
+    CompensationRule,
+    ConductanceModel,
+    DICConventions,
+    Gate,
+    InstantaneousGate,
+    Protocol,
+    SeedPopulation,
+)
 
 __all__ = ["Variant", "VARIANTS", "pospischil_model", "POSPISCHIL", "POSPISCHIL_VARIANTS"]
 
