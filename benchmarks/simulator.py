@@ -19,6 +19,8 @@ load, wall time does not); medians over repeats. Ratios are baseline / dic_sbi, 
 
     python benchmarks/simulator.py                 # full run (~15 min on 2 cores)
     python benchmarks/simulator.py --quick         # smaller N, for a smoke test
+    python benchmarks/simulator.py --models stg,pospischil --brian2-target none \
+        --out benchmarks/results/simulator_pospischil.json   # the Pospischil model (4000 ms, dt 0.025) next to STG
 """
 
 from __future__ import annotations

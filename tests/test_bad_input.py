@@ -153,7 +153,7 @@ CLI_CASES = [
     ("train-missing", [*INFER, "cell.txt", "--train", "5"], r"--train: expected indices in \[0, 1\)"),
     ("max-draws-zero", [*INFER, "cell.txt", "--match-class", "--max-draws", "0"], r"argument --max-draws: expected an integer >= 1"),
     ("noise-repeats-zero", [*INFER, "cell.txt", "--noise-repeats", "0"], r"argument --noise-repeats: expected an integer >= 1"),
-    ("model-unknown", ["infer", "cell.txt", "--model", "squid", "--out", "out"], r"argument --model: unknown model 'squid'; choose from da, stg, or give path/to/file\.py:NAME"),
+    ("model-unknown", ["infer", "cell.txt", "--model", "squid", "--out", "out"], r"argument --model: unknown model 'squid'; choose from da, pospischil, pospischil-fs, pospischil-ib, pospischil-lts, pospischil-rs, stg, or give path/to/file\.py:NAME"),
     ("model-file-missing", ["population", "--model", "nothere.py:HH", "--g-s", "1", "--g-u", "5", "--out", "p.csv"], r"argument --model: no model file 'nothere\.py'"),
     ("model-file-no-such-name", ["population", "--model", "nomodel.py:HH", "--g-s", "1", "--g-u", "5", "--out", "p.csv"], r"argument --model: nomodel\.py has no 'HH'; its models are none"),
     ("model-file-not-a-model", ["simulate", "pop.csv", "--model", "nomodel.py:X", "--out", "spikes.csv"], r"argument --model: nomodel\.py:X is not a ConductanceModel but a int"),

@@ -290,7 +290,7 @@ def _bad_inputs(tmp_path):
         (["negative.txt"], "negative|before t_start|t_start"),
         (["empty.txt"], "no spikes"),
         (["ok.txt", "--units", "kg"], "unit"),
-        (["ok.txt", "--model", "hh"], r"unknown model .hh.; choose from da, stg, or give path/to/file\.py:NAME"),
+        (["ok.txt", "--model", "hh"], r"unknown model .hh.; choose from da, pospischil, .*, stg, or give path/to/file\.py:NAME"),
         (["ok.txt"], "required: --model"),
         (["ok.txt", "-n", "0"], "argument -n: expected a number of cells"),
         (["ok.txt", "--train", "5"], "--train: expected indices"),

@@ -31,7 +31,7 @@ def test_sbi_names_are_reachable_from_the_top_level():
 
 
 def test_registry():
-    assert dic_sbi.available_models() == ("da", "stg")
+    assert dic_sbi.available_models() == ("da", "pospischil", "pospischil-fs", "pospischil-ib", "pospischil-lts", "pospischil-rs", "stg")
     assert dic_sbi.get_model("STG") is dic_sbi.get_model("stg")
     with pytest.raises(dic_sbi.InvalidInputError, match="already registered"):
         dic_sbi.register_model(dic_sbi.get_model("stg"))

@@ -291,7 +291,7 @@ def test_bad_input_names_the_argument(kwargs, match):
 
 
 def test_unknown_model():
-    with pytest.raises(UnknownModelError, match="unknown model 'ca1'.*da, stg"):
+    with pytest.raises(UnknownModelError, match="unknown model 'ca1'.*da, pospischil, .*, stg"):
         simulate("ca1", STG_VECTOR)
     with pytest.raises(InvalidInputError, match="model: expected a model name"):
         simulate(3, STG_VECTOR)

@@ -53,21 +53,25 @@ def test_reference_set_covers_every_class_in_both_models():
         assert classes == {"silent", "spiking", "bursting"}, (model, classes)
 
 
-@pytest.mark.parametrize("model", ["stg", "da"])
-def test_fast_simulator_matches_reference_on_every_cell(model):
-    cells = [c for c in CELLS if c["model"] == model]
-    g = np.array([c["conductances"] for c in cells])
-    res = dic_sbi.simulate(model, g, progress=False)  # default protocol and default dt
+def failures_against_reference(model: str, cells: list[dict]) -> list[str]:
+    """Simulate ``cells`` of ``model`` with its default protocol; the cells that miss the criteria, and why."""
+    res = dic_sbi.simulate(model, np.array([c["conductances"] for c in cells]), progress=False)
     failures = []
     for i, c in enumerate(cells):
         try:
             errors = compare(res.spike_times(i), np.array(c["spike_times"]), c["t_start"], c["t_stop"])
         except AssertionError as err:
-            failures.append(f"cell {i} ({c['source']}): {err}")
+            failures.append(f"{model} cell {i} ({c['source']}): {err}")
             continue
         bad = {k: v for k, v in errors.items() if not abs(v) <= TOL}
         if bad:
-            failures.append(f"cell {i} ({c['source']}): relative errors {bad}")
+            failures.append(f"{model} cell {i} ({c['source']}): relative errors {bad}")
+    return failures
+
+
+@pytest.mark.parametrize("model", ["stg", "da"])
+def test_fast_simulator_matches_reference_on_every_cell(model):
+    failures = failures_against_reference(model, [c for c in CELLS if c["model"] == model])
     assert not failures, "\n".join(failures)
 
 
@@ -83,4 +87,36 @@ def test_stored_reference_is_reproduced_live(model):
     assert live.spike_times.size == stored.size > 0
     # The shorter span changes LSODA's step sequence, so trajectories agree to the integration tolerance
     # accumulated over 3 s (~2e-5 relative), not bit for bit; a changed model would be off by far more.
+    np.testing.assert_allclose(live.spike_times, stored, rtol=1e-4)
+
+
+# -- the Pospischil model (issue 19): its own reference set (tests/reference_data/make_pospischil_reference.py) --
+POSPISCHIL = json.loads((Path(__file__).parent / "reference_data" / "pospischil_reference.json").read_text())
+POSPISCHIL_CELLS = POSPISCHIL["cells"]
+
+
+def test_pospischil_reference_set_covers_every_class_and_the_papers_cells():
+    classes = {
+        spike_train_features(np.array(c["spike_times"]), t_start=c["t_start"], t_stop=c["t_stop"]).firing_class
+        for c in POSPISCHIL_CELLS
+    }
+    assert classes == {"silent", "spiking", "bursting"}
+    assert {c["model"] for c in POSPISCHIL_CELLS} >= {"pospischil-rs", "pospischil-fs", "pospischil-ib", "pospischil-lts"}
+
+
+def test_pospischil_fast_simulator_matches_reference_on_every_cell():
+    failures = []
+    for name in sorted({c["model"] for c in POSPISCHIL_CELLS}):
+        failures += failures_against_reference(name, [c for c in POSPISCHIL_CELLS if c["model"] == name])
+    assert not failures, "\n".join(failures)
+
+
+def test_pospischil_stored_reference_is_reproduced_live():
+    cell = next(c for c in POSPISCHIL_CELLS if c["model"] == "pospischil-lts")
+    duration = cell["t_start"] + 500.0
+    live = simulate_reference(cell["model"], np.array(cell["conductances"]), duration=duration, transient=cell["t_start"],
+                              rtol=POSPISCHIL["integrator"]["rtol"], atol=POSPISCHIL["integrator"]["atol"])  # fmt: skip
+    stored = np.array(cell["spike_times"])
+    stored = stored[stored <= duration]
+    assert live.spike_times.size == stored.size > 0
     np.testing.assert_allclose(live.spike_times, stored, rtol=1e-4)

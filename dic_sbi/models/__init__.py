@@ -34,6 +34,7 @@ from .base import (
 )
 from .kinetics import RateSteadyState, RateTimeConstant, voltage_derivative
 from .da import DA
+from .pospischil import POSPISCHIL, POSPISCHIL_VARIANTS
 from .stg import STG
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "SeedPopulation",
     "STG",
     "DA",
+    "POSPISCHIL",
     "get_model",
     "register_model",
     "available_models",
@@ -149,7 +151,7 @@ def load_model_file(path: str | os.PathLike, name: str | None = None) -> Conduct
         namespace = _FILE_MODULES[(str(p), mtime)] = _run_model_file(p)
     models = {k: v for k, v in namespace.items() if isinstance(v, ConductanceModel) and not k.startswith("_")}
     if name is None:
-        own = {k: v for k, v in models.items() if v not in (STG, DA)}
+        own = {k: v for k, v in models.items() if not _is_registered(v)}
         if len(own) != 1:
             raise UnknownModelError(
                 f"model: {p.name} defines {len(own)} models ({', '.join(own) or 'none'}); name one as {p.name}:NAME"
@@ -216,5 +218,13 @@ def model_reference(model: str | ConductanceModel) -> str:
     )
 
 
+def _is_registered(model: ConductanceModel) -> bool:
+    """Whether ``model`` is a registered object (a model file that imports a built-in model does not define it)."""
+    return _REGISTRY.get(model.name.lower()) is model
+
+
 register_model(STG)
 register_model(DA)
+register_model(POSPISCHIL)
+for _variant in POSPISCHIL_VARIANTS.values():  # pospischil-rs, -fs, -ib, -lts: the paper's cells and their drive
+    register_model(_variant)
