@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import panel as pn
 
-from ..models import available_models
+from ..data import shipped_posteriors
 from .jobs import describe_error
 from .session import DEFAULT_MODEL, AppSession, Protocol, ReadOptions, RunSettings, fidelity_summary, fidelity_table
 
@@ -72,7 +72,8 @@ class AppView:
         self.preview_train = w.Select(label="Preview train", options=[], width=260)
         self.preview = pn.Column(css_classes=["dic-preview"], sizing_mode="stretch_width")
         # 2. run
-        self.model = w.Select(label="Model", options=list(available_models()), value=DEFAULT_MODEL, width=120)
+        # the models with a shipped posterior (a model without one, e.g. pospischil, cannot infer from the page)
+        self.model = w.Select(label="Model", options=list(shipped_posteriors()), value=DEFAULT_MODEL, width=120)
         self.n = w.IntInput(label="Population size (cells per train)", value=1000, start=1, end=1_000_000, width=200)
         self.seed = w.IntInput(label="Seed", value=0, start=0, width=110)
         self.noise = w.FloatInput(label="Known noise σ (µA/cm²)", value=0.0, start=0.0, width=170)

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["example_cells", "example_recording", "example_noise_std"]
+__all__ = ["example_cells", "example_recording", "example_noise_std", "shipped_posteriors"]
+
+
+def shipped_posteriors() -> tuple[str, ...]:
+    """Names of the posteriors shipped with the package (``NAME.json`` beside ``NAME.pt``), without importing
+    torch (e.g. for a page that lists them)."""
+    d = Path(str(resources.files("dic_sbi") / "data" / "pretrained"))
+    return tuple(sorted(p.stem for p in d.glob("*.json") if (d / f"{p.stem}.pt").is_file())) if d.is_dir() else ()
 
 
 def example_cells() -> dict[str, np.ndarray]:

@@ -44,8 +44,9 @@ def _shipped_dir() -> Path:
 
 def available_pretrained() -> tuple[str, ...]:
     """Names of the posteriors shipped with the package (e.g. ``("da", "stg")``)."""
-    d = _shipped_dir()
-    return tuple(sorted(p.stem for p in d.glob("*.json") if (d / f"{p.stem}.pt").is_file())) if d.is_dir() else ()
+    from ..data import shipped_posteriors
+
+    return shipped_posteriors()
 
 
 def _paths(name_or_path: str | os.PathLike) -> tuple[Path, Path]:
