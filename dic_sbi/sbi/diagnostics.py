@@ -77,6 +77,10 @@ class SBCResult:
         return bool(torch.all(self.ks_pvals > alpha / self.ks_pvals.numel()))
 
 
+#: Fewest valid (θ, x) pairs SBC runs on (``check_sbc``'s C2ST cross-validates the ranks in 5 folds).
+MIN_SBC_PAIRS = 5
+
+
 def simulation_based_calibration(
     posterior: Any,
     thetas: Tensor,
@@ -97,6 +101,8 @@ def simulation_based_calibration(
 
     inner = _inner(posterior)
     thetas, xs, dropped = _finite_pairs(thetas, xs)
+    if thetas.shape[0] < MIN_SBC_PAIRS:  # check_sbc's C2ST cross-validates in 5 folds
+        raise InvalidInputError(f"thetas, xs: SBC needs at least {MIN_SBC_PAIRS} valid pairs, got {thetas.shape[0]}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(numpy_rng(seed).integers(0, 2**62)))
         ranks, dap = run_sbc(thetas, xs, inner, num_posterior_samples=num_posterior_samples, show_progress_bar=show_progress_bar)

@@ -185,7 +185,7 @@ def evaluate_dic_posterior(
     """
     from ..core.simulator import simulate
     from ..spiketrains import features_from_csr
-    from .diagnostics import simulation_based_calibration, tarp_calibration
+    from .diagnostics import MIN_SBC_PAIRS, simulation_based_calibration, tarp_calibration
 
     if not isinstance(posterior, DICPosterior):
         raise InvalidInputError(f"posterior: expected a DICPosterior, got {type(posterior).__name__}")
@@ -235,7 +235,7 @@ def evaluate_dic_posterior(
     # simulations answers a silent observation with their mixture, which cannot be calibrated for both held-out
     # sets at once.
     firing = first[heldout.klass[first] > 0]
-    if firing.size >= 2:
+    if firing.size >= MIN_SBC_PAIRS:
         sbc_f = simulation_based_calibration(posterior, heldout.theta[firing], hx[firing],
                                              num_posterior_samples=calibration_samples, seed=rng)  # fmt: skip
         tarp_f = tarp_calibration(posterior, heldout.theta[firing], hx[firing],
