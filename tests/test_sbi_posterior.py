@@ -219,8 +219,8 @@ def test_calibration_diagnostics_drop_invalid_rows(run):
     assert sbc.n_dropped == 1 and sbc.ranks.shape == (59, 2) and sbc.ks_pvals.shape == (2,)
     assert tarp.n_dropped == 1 and tarp.ecp.shape == tarp.alpha.shape and math.isfinite(tarp.atc)
     # too few valid pairs for check_sbc's 5-fold C2ST: a clear error, not sbi's crash deep inside
-    x[1:56] = float("nan")
-    with pytest.raises(InvalidInputError, match="at least 5 valid pairs, got 4"):
+    x[1:58] = float("nan")
+    with pytest.raises(InvalidInputError, match="at least 3 valid pairs, got 2"):
         simulation_based_calibration(run.posterior, theta, x, num_posterior_samples=50, seed=0)
 
 
