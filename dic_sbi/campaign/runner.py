@@ -106,12 +106,10 @@ class CampaignSpec:
         if self.box is not None:
             if self.prior != "dic":
                 raise InvalidInputError("box: only a DIC-prior campaign ('dic') takes a DIC box")
-            try:
-                (s_lo, s_hi), (u_lo, u_hi) = ((float(a), float(b)) for a, b in self.box)
-            except (TypeError, ValueError):
-                raise InvalidInputError(f"box: expected ((g_s_min, g_s_max), (g_u_min, g_u_max)), got {self.box!r}") from None
+            from ..sbi.priors import check_dic_box
+
             # tuples of floats: hashable (the spec is a cache key) and equal to the lists a stored config reads back
-            object.__setattr__(self, "box", ((s_lo, s_hi), (u_lo, u_hi)))
+            object.__setattr__(self, "box", check_dic_box(self.box))
 
     @property
     def noise_range(self) -> tuple[float, float] | None:

@@ -11,10 +11,15 @@ import numpy as np
 __all__ = ["example_cells", "example_recording", "example_noise_std", "shipped_posteriors"]
 
 
+def pretrained_dir() -> Path:
+    """The folder of the shipped posteriors (``NAME.pt``, ``NAME.json``, ``NAME.free.pt``)."""
+    return Path(str(resources.files("dic_sbi") / "data" / "pretrained"))
+
+
 def shipped_posteriors() -> tuple[str, ...]:
     """Names of the posteriors shipped with the package (``NAME.json`` beside ``NAME.pt``), without importing
     torch (e.g. for a page that lists them)."""
-    d = Path(str(resources.files("dic_sbi") / "data" / "pretrained"))
+    d = pretrained_dir()
     return tuple(sorted(p.stem for p in d.glob("*.json") if (d / f"{p.stem}.pt").is_file())) if d.is_dir() else ()
 
 

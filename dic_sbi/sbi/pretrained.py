@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,9 @@ _PROTOCOL_KEYS = ("duration", "transient", "dt", "noise_std", "i_app")
 
 
 def _shipped_dir() -> Path:
-    return Path(str(resources.files("dic_sbi") / "data" / "pretrained"))
+    from ..data import pretrained_dir
+
+    return pretrained_dir()
 
 
 def available_pretrained() -> tuple[str, ...]:

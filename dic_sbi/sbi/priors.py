@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -335,6 +335,19 @@ def _region_bijection(constraint: DICRegion) -> Transform:
 
 
 # -- DIC prior ------------------------------------------------------------------------------------------------
+def check_dic_box(box: Any) -> tuple[tuple[float, float], tuple[float, float]]:
+    """``((g_s_min, g_s_max), (g_u_min, g_u_max))`` as floats, validated (finite, max > min, within ±MAX_DIC)."""
+    try:
+        (s_lo, s_hi), (u_lo, u_hi) = ((float(a), float(b)) for a, b in box)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"box: expected ((g_s_min, g_s_max), (g_u_min, g_u_max)), got {box!r}") from None
+    if not all(math.isfinite(v) for v in (s_lo, s_hi, u_lo, u_hi)) or s_hi <= s_lo or u_hi <= u_lo:
+        raise InvalidInputError(f"box: expected finite ranges with max > min, got {box!r}")
+    if max(abs(s_lo), abs(s_hi), abs(u_lo), abs(u_hi)) > MAX_DIC:
+        raise InvalidInputError(f"box: DIC densities are O(10); bounds beyond ±{MAX_DIC:g} are refused, got {box!r}")
+    return ((s_lo, s_hi), (u_lo, u_hi))
+
+
 class DICPrior(Distribution):
     r"""Uniform prior over the DICs ``θ = (g_s, g_u)`` at the model's reference threshold, restricted to the
     targets the compensation can reach.
@@ -376,15 +389,7 @@ class DICPrior(Distribution):
         validate_args: bool | None = False,
     ) -> None:
         self.model = get_model(model)
-        box = self.model.dic_box if box is None else box
-        try:
-            (s_lo, s_hi), (u_lo, u_hi) = ((float(a), float(b)) for a, b in box)
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"box: expected ((g_s_min, g_s_max), (g_u_min, g_u_max)), got {box!r}") from None
-        if not all(math.isfinite(v) for v in (s_lo, s_hi, u_lo, u_hi)) or s_hi <= s_lo or u_hi <= u_lo:
-            raise InvalidInputError(f"box: expected finite ranges with max > min, got {box!r}")
-        if max(abs(s_lo), abs(s_hi), abs(u_lo), abs(u_hi)) > MAX_DIC:
-            raise InvalidInputError(f"box: DIC densities are O(10); bounds beyond ±{MAX_DIC:g} are refused, got {box!r}")
+        (s_lo, s_hi), (u_lo, u_hi) = check_dic_box(self.model.dic_box if box is None else box)
         if not 0.0 < min_reachability <= 1.0:
             raise InvalidInputError(f"min_reachability: expected a fraction in (0, 1], got {min_reachability!r}")
         if not (isinstance(resolution, (int, float)) and resolution > 0):

@@ -27,7 +27,6 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -155,7 +154,7 @@ def refine_posterior(
     posterior._check_x(x)
     if not torch.isfinite(x).all():
         raise InvalidInputError("x: the observation has non-finite features")
-    noise_std = posterior.conditions_of(x).get("noise_std", 0.0) if posterior.conditions else 0.0
+    noise_std = posterior.conditions_of(x).get("noise_std", 0.0)  # the recording's known σ, 0 without conditions
     sim0 = posterior.simulator
     sim = DICSimulator(posterior.model, noise_std=float(noise_std), n_threads=n_threads, pair=posterior.pair,
                        **({k: getattr(sim0, k) for k in ("duration", "transient", "dt", "output", "max_isis")} if sim0 else {}))  # fmt: skip
@@ -171,7 +170,7 @@ def refine_posterior(
             t, drawn, _ = _truncated_prior_sample(inner, prior, x, int(num_simulations), quantile, 20_000)
             xs, cells = sim.simulate_with_cells(t, seed=rng)
             total += len(t)
-            xs = current.condition(xs, **current.conditions_among(noise_std=float(noise_std))) if current.conditions else xs
+            xs = current.condition(xs, **current.conditions_among(noise_std=float(noise_std)))
             ok = torch.isfinite(xs).all(dim=1)
             if int(ok.sum()) < 20:
                 raise InvalidInputError(f"refine: only {int(ok.sum())} of {len(t)} simulations near this recording are "
