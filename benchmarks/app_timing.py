@@ -4,9 +4,10 @@
 2. "Use example" clicked → the validated 1 000-cell population's raster on screen (image loaded in the page),
    with the page's defaults (STG example, 1 000 cells, validate on, the example's known noise σ).
 
-Each repetition starts a new server process. The simulator's compiled kernels live in an on-disk cache
-(``DIC_SBI_CACHE_DIR``): ``--cold`` points it at an empty folder, as on the very first run after an install, so
-the kernels are compiled during the measurement.
+Each repetition starts a new server process. The compiled kernels live in on-disk caches (the simulator's
+generated module in ``DIC_SBI_CACHE_DIR``, numba's compiled code in ``NUMBA_CACHE_DIR`` or next to the package's
+sources): ``--cold`` points both at empty folders, as on the very first run after an install, so every kernel is
+compiled during the measurement.
 
     python benchmarks/app_timing.py [--repeats 3] [--cold] [--json benchmarks/results/app_timing.json]
 """
@@ -51,12 +52,13 @@ def main() -> None:
     runs = []
     load_before = os.getloadavg()
     for k in range(args.repeats):
-        env = {"DIC_SBI_CACHE_DIR": tempfile.mkdtemp(prefix="dic_sbi_cold_")} if args.cold else {}
+        env = ({"DIC_SBI_CACHE_DIR": tempfile.mkdtemp(prefix="dic_sbi_cold_"),
+                "NUMBA_CACHE_DIR": tempfile.mkdtemp(prefix="numba_cold_")} if args.cold else {})  # fmt: skip
         runs.append(one_run(env))
         print(f"run {k + 1}: {runs[-1]}", flush=True)
     summary = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs ({platform.platform()})",
-        "kernel_cache": "empty (cold)" if args.cold else "warm",
+        "kernel_cache": "empty (cold: DIC_SBI_CACHE_DIR and NUMBA_CACHE_DIR)" if args.cold else "warm",
         # the machine may be shared: the 1-minute load average before and after the runs
         "load_average_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "repeats": args.repeats,

@@ -3,6 +3,7 @@ and the page's callbacks driven on Panel objects as a click would; bad input and
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import zipfile
@@ -334,3 +335,59 @@ def test_page_shows_the_out_of_distribution_warning_infer_gives(view):
     assert view.warning.visible and "Out of distribution" in view.warning.object
     assert "log10_rate_hz" in view.warning.object
     assert view.preview[0].css_classes == ["dic-preview-figure"]  # spike-time file: the raster of its trains
+
+
+# -- the warm-up: kernels compiled in other processes while the user picks a recording ---------------------------
+
+
+def test_warm_up_module_compiles_the_kernels_a_run_uses_and_is_not_started_again(monkeypatch):
+    from dic_sbi.app import jobs
+    from dic_sbi.core import warmup
+
+    assert warmup.main(["--model", "stg"]) == 0  # the STG simulator kernel and the feature kernels
+    assert warmup.main([]) == 0  # the compensation kernel
+    assert warmup.is_compiled("stg") and warmup.is_compiled(warmup.COMPENSATION)
+    assert not warmup.is_compiled("no-such-model")
+    started = []
+    monkeypatch.setattr(jobs.WarmUp, "command", staticmethod(lambda models: started.append(models) or ["true"]))
+    monkeypatch.setattr(jobs.WarmUp, "_work", lambda self: None)
+    jobs.WarmUp(["stg"], first="stg").stop()
+    assert started == []  # compiled already: no process
+
+
+def test_warm_up_processes_are_waited_for_and_never_left_behind(monkeypatch):
+    from dic_sbi.app import jobs
+
+    started = []
+
+    def command(models):
+        started.append(models)
+        # the first model's process is slow, the rest quick: wait() must follow the right process
+        return [sys.executable, "-c", f"import time; time.sleep({60 if models == ('stg',) else 0.2})"]
+
+    monkeypatch.setattr(jobs.WarmUp, "command", staticmethod(command))
+    monkeypatch.setattr(jobs.WarmUp, "_work", lambda self: None)  # no posterior loading here
+    monkeypatch.setattr("dic_sbi.core.warmup.is_compiled", lambda part: False)  # as on a fresh install
+    warm = jobs.WarmUp(["da", "stg"], first="stg")
+    assert started == [(), ("stg",)]  # shared kernels and the page's default model first
+    t0 = time.perf_counter()
+    warm.wait(None)  # only the shared process: quick
+    assert time.perf_counter() - t0 < 20
+    warm.wait("stg", timeout=0.5)  # the slow one: gives up after the timeout (the run then compiles itself)
+    procs = list(warm._procs.values())
+    assert any(p.poll() is None for p in procs)
+    warm.stop()
+    assert all(p.poll() is not None for p in procs)  # nothing left running
+    warm._spawn("model", "da")  # after stop: nothing more is started
+    assert started == [(), ("stg",)]
+
+
+def test_a_missing_interpreter_only_skips_the_warm_up(monkeypatch):
+    from dic_sbi.app import jobs
+
+    monkeypatch.setattr(jobs.WarmUp, "command", staticmethod(lambda models: ["/nonexistent/python"]))
+    monkeypatch.setattr(jobs.WarmUp, "_work", lambda self: None)
+    monkeypatch.setattr("dic_sbi.core.warmup.is_compiled", lambda part: False)
+    warm = jobs.WarmUp(["stg"], first="stg")
+    warm.wait("stg")  # returns at once: nothing to wait for
+    warm.stop()

@@ -70,7 +70,7 @@ def serve(port: int = DEFAULT_PORT, *, address: str = "127.0.0.1", open_browser:
                       websocket_origin=origins, threaded=False, print_url=False,
                       websocket_max_message_size=UPLOAD_LIMIT_MB * 2**20)  # fmt: skip
     server.start()
-    warm_up(first=DEFAULT_MODEL)  # torch, the posteriors and the kernels load while the user picks a recording
+    warm = warm_up(first=DEFAULT_MODEL)  # kernels, torch and the posteriors load while the user picks a recording
     if on_ready is not None:
         on_ready(url)
     if open_browser:
@@ -82,4 +82,5 @@ def serve(port: int = DEFAULT_PORT, *, address: str = "127.0.0.1", open_browser:
     except KeyboardInterrupt:
         pass
     finally:
+        warm.stop()
         server.stop()

@@ -8,16 +8,18 @@ cells), so nothing keeps running and there is no worker process to orphan.
 
 from __future__ import annotations
 
+import atexit
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
 
 from ..errors import CancelledError, DicSbiError
 
-__all__ = ["Job", "JobStatus", "describe_error", "warm_up"]
+__all__ = ["Job", "JobStatus", "WarmUp", "describe_error", "warm_up", "wait_for_warm_up"]
 
 #: One computation at a time per process: numba's thread pool is shared by all sessions of a server, and two
 #: simulations at once would only halve each other's speed.
@@ -122,28 +124,115 @@ class Job:
         return JobStatus("done", "done", 1.0, f"done in {seconds:.1f} s", seconds)
 
 
-def warm_up(first: str | None = None) -> threading.Thread:
-    """In a background thread, do once what a first run would wait for: import torch and sbi, load the shipped
-    posteriors, and compile (or load from the on-disk cache) the simulator's kernel of each model. Started when
-    the server starts, while the user is still choosing a recording; a run that starts meanwhile simply waits
-    for what is not ready yet. ``first``: the model to prepare before the others (the page's default).
+class WarmUp:
+    """Do once, in the background, what a first run would wait for.
+
+    - compile the numerical core's kernels (or load them from numba's on-disk cache) in separate processes, so
+      that compilation runs on other cores and never holds this process's GIL: one process for the kernels all
+      models share, one for the page's default model's simulator kernel, then one for the other models;
+    - in a thread of this process: import torch and sbi and load the shipped posteriors.
+
+    Started when the server starts, while the user is still choosing a recording. A run waits for what it needs
+    (:meth:`wait`) and then finds the kernels in the cache. The processes are ended when the app exits.
     """
 
-    def work() -> None:
-        from ..core.simulator import simulate
-        from ..models import get_model
-        from ..sbi.pretrained import available_pretrained, load_pretrained
+    def __init__(self, models: list[str], first: str | None = None) -> None:
+        self.models = sorted(models, key=lambda n: n != first)  # the likely model first
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+        self._stopped = False
+        from ..core.warmup import COMPENSATION, is_compiled
 
-        names = available_pretrained()
-        for name in sorted(names, key=lambda n: n != first):  # a kernel compiles in tens of seconds: the likely one first
+        # nothing to start where an earlier warm-up already compiled it (every start after the first)
+        self._pending = [m for m in self.models if not is_compiled(m)]
+        if not is_compiled(COMPENSATION):
+            self._spawn("shared")
+        if self._pending[:1] == self.models[:1]:
+            self._spawn("model", self.models[0])
+        atexit.register(self.stop)
+        self._thread = threading.Thread(target=self._work, name="dic-sbi-app-warm-up", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def command(models: tuple[str, ...]) -> list[str]:
+        """The warm-up process's command line: the shared kernels, or the simulator kernels of ``models``; at low
+        priority (serving the page comes first)."""
+        flags = [a for m in models for a in ("--model", m)]
+        return [sys.executable, "-m", "dic_sbi.core.warmup", "--nice", "10", *flags]
+
+    def _spawn(self, key: str, *models: str) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            try:  # output discarded: only a head start (a run reports any real problem itself)
+                proc = subprocess.Popen(self.command(models), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)  # fmt: skip
+            except OSError:
+                return
+            self._procs[key if not models else f"model:{models[0]}"] = proc
+            for m in models[1:]:
+                self._procs[f"model:{m}"] = proc
+
+    def _work(self) -> None:
+        from ..sbi.pretrained import load_pretrained
+
+        for name in self.models:
             try:
                 load_pretrained(name)
-                m = get_model(name)
-                # the kernel depends on the model's structure only: any cell, a few steps, compiles it
-                simulate(m, np.ones(m.n_conductances), duration=4 * m.protocol.dt, transient=0.0, progress=False)
-            except Exception:  # noqa: BLE001 -- only a head start: the run itself reports any real problem
+            except Exception:  # noqa: BLE001 -- only a head start
                 pass
+        rest = [m for m in self._pending if m != self.models[0]]
+        if rest:
+            first = self._procs.get(f"model:{self.models[0]}")
+            if first is not None:
+                first.wait()
+            self._spawn("model", *rest)  # after the first: two compiling processes on 2 cores at most
 
-    thread = threading.Thread(target=work, name="dic-sbi-app-warm-up", daemon=True)
-    thread.start()
-    return thread
+    def wait(self, model: str | None = None, timeout: float = 300.0) -> None:
+        """Wait (at most ``timeout`` s) until the kernels a run of ``model`` needs are compiled."""
+        deadline = time.monotonic() + timeout
+        keys = ["shared"] + ([f"model:{model}"] if model else [])
+        if model in self.models[1:]:
+            self._thread.join(max(0.0, deadline - time.monotonic()))  # its process is started by the thread
+        for key in keys:
+            with self._lock:
+                proc = self._procs.get(key)
+            if proc is not None:
+                try:
+                    proc.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    return  # the run compiles what it still needs itself
+
+    def stop(self) -> None:
+        """End the warm-up processes still running (at exit: nothing is left behind)."""
+        with self._lock:
+            self._stopped = True
+            procs = list(self._procs.values())
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+#: The server's warm-up (None in a notebook or a test that did not start one).
+_WARM_UP: WarmUp | None = None
+
+
+def warm_up(first: str | None = None) -> WarmUp:
+    """Start the background warm-up (see :class:`WarmUp`) for the models with a shipped posterior; runs wait
+    for it through :func:`wait_for_warm_up`. ``first``: the model to prepare first (the page's default)."""
+    global _WARM_UP
+    from ..data import shipped_posteriors
+
+    _WARM_UP = WarmUp(list(shipped_posteriors()), first=first)
+    return _WARM_UP
+
+
+def wait_for_warm_up(model: str | None = None) -> None:
+    """Wait until the warm-up has compiled what a run of ``model`` needs (returns at once without a warm-up)."""
+    if _WARM_UP is not None:
+        _WARM_UP.wait(model)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CancelledError, InvalidInputError, RecordingError
-from .jobs import Job
+from .jobs import Job, wait_for_warm_up
 
 __all__ = ["AppSession", "ReadOptions", "RunSettings", "Protocol", "parse_indices", "fidelity_table",
            "MATCHING"]  # fmt: skip
@@ -286,6 +286,8 @@ class AppSession:
         def work(cancel: Any, on_progress: Any) -> Any:
             import warnings
 
+            on_progress("preparing the simulator", 0, 1)  # the first run on a machine: kernels still compiling
+            wait_for_warm_up(model if isinstance(model, str) else None)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # out-of-distribution: shown from the result
                 return infer(recording, model, cancel=cancel, on_progress=on_progress, **kwargs)

@@ -22,6 +22,9 @@ PAIR_CONSTANT, PAIR_ONE_NONLINEAR, PAIR_GENERAL = 0, 1, 2
 _BLOCK = 256  # cells per parallel work item, processed together in vectorised loops
 _FAST_ITERATIONS = 8  # undamped Newton steps of the block fast path before a cell goes to the damped solver
 _MAX_HALVINGS = 30  # damped Newton: a step cut 2^30-fold without decrease means the draw has no solution nearby
+# Integer arguments passed as int64 scalars, not literals: numba compiles a function again for every distinct
+# literal argument, which doubled the one-time compilation of the solvers (measured).
+_ZERO, _ONE, _TWO, _THREE, _NONE = (np.int64(k) for k in (0, 1, 2, 3, -1))
 
 
 
@@ -252,7 +255,7 @@ def _solve_one_nonlinear(
     """
     x = unk[0]
     y = unk[1]
-    _partial_sums(g, unk, 2, S0, ca_a, ca_b, ca_beta, base)
+    _partial_sums(g, unk, _TWO, S0, ca_a, ca_b, ca_beta, base)
     rho = S0[o, y] / S0[e, y]
     F0 = base[o] - target_o - rho * (base[e] - target_e)
     F1 = S0[o, x] - rho * S0[e, x]
@@ -290,7 +293,7 @@ def _solve_one_nonlinear(
         return False
     # y from row e: everything but y's own (constant) term, then divide.
     g[x] = xv
-    _raw(g, unk, 1, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, raw)
+    _raw(g, unk, _ONE, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, raw)
     g[y] = (target_e - raw[e]) / S0[e, y]
     return np.isfinite(g[y])
 
@@ -429,18 +432,18 @@ def _block_scalar_newton(
             G[y, i] = (t_e * gl[i] - Be) / S0[e, y]
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True, nogil=True)
 def population_kernel(
-    gleak, uniforms, cell_target, targets, target_pair,
+    blk0, blk1, gleak, uniforms, cell_target, targets, target_pair,
     free_index, free_low, free_high, fixed_index, fixed_value, reference_leak,
     seed_index, seed_target, seed_constant, seed_inverse, pairs, pair_mode, pair_inverse, pair_rows,
     tol, max_iter,
     S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w, leak,
     out, status,
 ):
+    """Both stages for the blocks of ``_BLOCK`` cells ``[blk0, blk1)`` (run by ``dic_sbi._parallel.run_ranges``)."""
     N, n = out.shape
-    n_blocks = (N + _BLOCK - 1) // _BLOCK
-    for blk in numba.prange(n_blocks):
+    for blk in range(blk0, blk1):
         c0 = blk * _BLOCK
         m = min(N, c0 + _BLOCK) - c0
         G = np.zeros((n, _BLOCK))
@@ -489,8 +492,8 @@ def population_kernel(
         # Stage 1: the spiking seed.
         if seed_constant:
             # Constant Jacobian columns: one exact solve with the precomputed inverse (seed unknowns are 0 here).
-            _block_sums(G, 0, m, -1, -1, S0, ca_a, ca_b, ca_beta, r0, r1, r2, Ca, dCa)
-            _block_calcium_terms(G, 0, m, ca_index, ca_power, ca_K, ca_C, ca_D, ca_w, Ca, dCa, r0, r1, r2, t_r, t_pow)
+            _block_sums(G, _ZERO, m, _NONE, _NONE, S0, ca_a, ca_b, ca_beta, r0, r1, r2, Ca, dCa)
+            _block_calcium_terms(G, _ZERO, m, ca_index, ca_power, ca_K, ca_C, ca_D, ca_w, Ca, dCa, r0, r1, r2, t_r, t_pow)
             for a in range(3):
                 ja = seed_index[a]
                 v0, v1, v2 = seed_inverse[a, 0], seed_inverse[a, 1], seed_inverse[a, 2]
@@ -507,7 +510,7 @@ def population_kernel(
                 for a in range(3):
                     tgt[a] = seed_target[a] * gl[i]
                 if _newton(
-                    g, seed_index, 0, tgt, 3, tol, max_iter,
+                    g, seed_index, _ZERO, tgt, _THREE, tol, max_iter,
                     S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w, leak,
                     base, raw, J, Jm, res, step, save,
                 ):
@@ -517,7 +520,7 @@ def population_kernel(
                     code[i] = SEED_FAILED
 
         # Stage 2: move (g_s, g_u) to the target, run by run of cells sharing a target.
-        i0 = 0
+        i0 = _ZERO
         while i0 < m:
             t = cell_target[c0 + i0]
             i1 = i0 + 1
@@ -536,7 +539,7 @@ def population_kernel(
                         r1[i] = (ts - seed_target[1]) * gl[i]
                         r2[i] = (tu - seed_target[2]) * gl[i]
                 else:
-                    _block_sums(G, i0, i1, -1, -1, S0, ca_a, ca_b, ca_beta, r0, r1, r2, Ca, dCa)
+                    _block_sums(G, i0, i1, _NONE, _NONE, S0, ca_a, ca_b, ca_beta, r0, r1, r2, Ca, dCa)
                     _block_calcium_terms(G, i0, i1, ca_index, ca_power, ca_K, ca_C, ca_D, ca_w, Ca, dCa, r0, r1, r2, t_r, t_pow)
                     for i in range(i0, i1):
                         r1[i] = ts * gl[i] - r1[i]
@@ -579,7 +582,7 @@ def population_kernel(
                         )
                     else:
                         ok = _newton(
-                            g, unk, 1, tgt, 2, tol, max_iter,
+                            g, unk, _ONE, tgt, _TWO, tol, max_iter,
                             S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w, leak,
                             base, raw, J, Jm, res, step, save,
                         )
@@ -592,8 +595,8 @@ def population_kernel(
             i0 = i1
 
         # Independent full evaluation of every cell against its target, then signs.
-        _block_sums(G, 0, m, -1, -1, S0, ca_a, ca_b, ca_beta, r0, r1, r2, Ca, dCa)
-        _block_calcium_terms(G, 0, m, ca_index, ca_power, ca_K, ca_C, ca_D, ca_w, Ca, dCa, r0, r1, r2, t_r, t_pow)
+        _block_sums(G, _ZERO, m, _NONE, _NONE, S0, ca_a, ca_b, ca_beta, r0, r1, r2, Ca, dCa)
+        _block_calcium_terms(G, _ZERO, m, ca_index, ca_power, ca_K, ca_C, ca_D, ca_w, Ca, dCa, r0, r1, r2, t_r, t_pow)
         for i in range(m):
             if code[i] != VALID:
                 continue
@@ -612,9 +615,9 @@ def population_kernel(
                 out[c0 + i, j] = G[j, i]
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True, nogil=True)
 def recover_kernel(
-    cells, cell_pair, pairs, seed_target, tol, max_iter,
+    c0, c1, cells, cell_pair, pairs, seed_target, tol, max_iter,
     S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_beta, ca_w, leak,
     seed_values, log_det, ok,
 ):
@@ -624,8 +627,7 @@ def recover_kernel(
     seed values solve an over-determined (3 × 2) system, consistent exactly when the cell lies on the set the
     sampler produces. Gauss-Newton; ``ok`` is False when the least-squares residual does not vanish.
     """
-    N, n = cells.shape
-    for c in numba.prange(N):
+    for c in range(c0, c1):
         g = cells[c].copy()
         raw = np.empty(3)
         base = np.empty(5)
@@ -638,11 +640,11 @@ def recover_kernel(
         unk = pairs[cell_pair[c]]
         gl = g[leak]
         # Jacobian of the final cell's (g_s, g_u) with respect to the pair (normalised DICs).
-        _partial_sums(g, unk, 2, S0, ca_a, ca_b, ca_beta, base)
-        _jacobian(g, unk, 2, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, J)
+        _partial_sums(g, unk, _TWO, S0, ca_a, ca_b, ca_beta, base)
+        _jacobian(g, unk, _TWO, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, J)
         det = (J[1, 0] * J[2, 1] - J[1, 1] * J[2, 0]) / (gl * gl)
         log_det[c] = np.log(abs(det)) if det != 0.0 else -np.inf
-        _raw(g, unk, 2, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, raw)
+        _raw(g, unk, _TWO, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, raw)
         err = 0.0
         for a in range(3):
             res[a] = seed_target[a] * gl - raw[a]
@@ -651,13 +653,13 @@ def recover_kernel(
         for _ in range(max_iter):
             if converged:
                 break
-            _jacobian(g, unk, 2, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, J)
+            _jacobian(g, unk, _TWO, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, J)
             # Normal equations of the 3 × 2 least-squares step.
             for a in range(2):
                 rhs[a] = J[0, a] * res[0] + J[1, a] * res[1] + J[2, a] * res[2]
                 for b in range(2):
                     A[a, b] = J[0, a] * J[0, b] + J[1, a] * J[1, b] + J[2, a] * J[2, b]
-            if not _small_solve(A, rhs, 2, step):
+            if not _small_solve(A, rhs, _TWO, step):
                 break
             save[0] = g[unk[0]]
             save[1] = g[unk[1]]
@@ -667,7 +669,7 @@ def recover_kernel(
             for _ in range(_MAX_HALVINGS):
                 g[unk[0]] = save[0] + lam * step[0]
                 g[unk[1]] = save[1] + lam * step[1]
-                _raw(g, unk, 2, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, raw)
+                _raw(g, unk, _TWO, base, S0, ca_index, ca_power, ca_K, ca_C, ca_D, ca_a, ca_b, ca_w, raw)
                 new_err = 0.0
                 for a in range(3):
                     res[a] = seed_target[a] * gl - raw[a]

@@ -19,7 +19,8 @@ Gates are updated before V, so gates live at half steps (a staggered scheme; mea
 halves, benchmarks/README.md).
 
 Each thread advances a block of up to ``BLOCK`` cells as lanes: the table lookups are done lane by lane, the
-arithmetic across lanes in SIMD registers (see :func:`kernel_source`). Blocks run in parallel (``prange``); each
+arithmetic across lanes in SIMD registers (see :func:`kernel_source`). Blocks run in parallel (ranges of blocks on
+threads, :func:`dic_sbi._parallel.run_ranges`); each
 cell's noise stream is a counter-based generator keyed by ``(seed, global cell index)``, so results do not depend
 on chunking, block size or thread scheduling.
 
@@ -44,7 +45,7 @@ from numba import njit
 
 from .tables import GATE_CALCIUM, GATE_ERG, CompiledModel
 
-__all__ = ["get_kernel", "kernel_source", "set_threads", "NO_SEED"]
+__all__ = ["get_kernel", "kernel_source", "NO_SEED"]
 
 NO_SEED = np.uint64(0)
 
@@ -56,7 +57,7 @@ _S27 = np.uint64(27)
 _S31 = np.uint64(31)
 _S11 = np.uint64(11)
 _TWO_M53 = 1.0 / 9007199254740992.0
-KERNEL_VERSION = 9  # bump when the generated code changes
+KERNEL_VERSION = 10  # bump when the generated code changes
 PACK = 8  # packed lanes run in whole AVX-512 vectors of float64 (measured: 8 beats 4, 16 and 32)
 # Most cells (lanes) a thread advances together; a call may use fewer (``block`` argument, a multiple of PACK) so
 # that a small batch still spreads over all cores. Large blocks pack the lanes inside a spike into fewer, fuller
@@ -292,30 +293,26 @@ def kernel_source(cm: CompiledModel) -> str:
     add = lines.append
     add("import math")
     add("import numpy as np")
-    add("from numba import njit, prange")
+    add("from numba import njit")
     add("from dic_sbi.core.kernels import exp_parts, noise_init, noise_sample")
     add("")
     add(f"B = {BLOCK}")
     add("")
-    add("@njit(parallel=True, cache=True, error_model='numpy', fastmath={'contract'})")
+    # Serial over the blocks [blk0, blk1) and free of the GIL: dic_sbi._parallel.run_ranges runs ranges of blocks
+    # on several threads (numba's prange compiled twice as slowly; the arithmetic is the same either way).
+    add("@njit(cache=True, nogil=True, error_model='numpy', fastmath={'contract'})")
     add(
-        "def kernel(g, i_app, cell_offset, seed, noise_std, sos, V0, Ca0, init, T, T_fine, v_min, inv_step,"
+        "def kernel(blk0, blk1, g, i_app, cell_offset, seed, noise_std, sos, V0, Ca0, init, T, T_fine, v_min, inv_step,"
         " calcium_decay, calcium_decay_fine, dt, n_fine, fine_above, fine_slope, n_steps, transient, threshold, rearm, spikes,"
-        " counts, first_record_step, record_every, voltage, block):"
+        " counts, first_record_step, record_every, voltage, block, noisy):"
     )
     add("    N = g.shape[0]")
     add("    u_max = float(T.shape[0] - 1) - 1e-9")
     add("    cap = spikes.shape[1]")
     add("    n_samples = voltage.shape[1] if voltage.shape[0] == N else 0")
-    add("    noisy = False  # noise_std: one σ per cell")
-    add("    for i in range(N):")
-    add("        if noise_std[i] > 0.0:")
-    add("            noisy = True")
     add("    dt_fine = dt / n_fine")
     add("    dv_fine = fine_slope * dt  # |ΔV| over the previous step that marks the fast phases of a spike")
-    add("    block = min(max(block, 1), B)  # lanes per thread, at most the work arrays' B")
-    add("    n_blocks = (N + block - 1) // block")
-    add("    for blk in prange(n_blocks):")
+    add("    for blk in range(blk0, blk1):  # block: lanes per block, 1 to B (the caller's n_blocks uses it)")
     add("        n0 = blk * block")
     add("        nb = min(block, N - n0)")
     add(f"        W = np.zeros({rows['_size'] * STRIDE})")
@@ -447,10 +444,3 @@ def get_kernel(cm: CompiledModel) -> Callable:
 def max_threads() -> int:
     """Threads numba may use (all cores unless ``NUMBA_NUM_THREADS`` says otherwise)."""
     return int(numba.config.NUMBA_NUM_THREADS)
-
-
-def set_threads(n_threads: int | None) -> int:
-    """Set numba's thread count (``None``: all; capped at :func:`max_threads`); returns the previous count."""
-    previous = numba.get_num_threads()
-    numba.set_num_threads(max_threads() if n_threads is None else max(1, min(int(n_threads), max_threads())))
-    return previous

@@ -35,9 +35,10 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .._parallel import run_ranges
 from ..errors import InvalidInputError, UnreachableTargetError
-from .checks import is_seed
 from ..models import CompensationRule, ConductanceModel, get_model
+from ._population_kernels import _BLOCK as _KERNEL_BLOCK
 from ._population_kernels import (
     PAIR_CONSTANT,
     PAIR_GENERAL,
@@ -47,6 +48,7 @@ from ._population_kernels import (
     population_kernel,
     recover_kernel,
 )
+from .checks import is_seed
 from .dics import CalciumPathTau, Linearization, linearize
 
 __all__ = [
@@ -303,7 +305,9 @@ def _run_kernel(
     N = gleak.shape[0]
     out = np.empty((N, plan.model.n_conductances))
     status = np.empty(N, dtype=np.int8)
-    population_kernel(
+    run_ranges(
+        population_kernel,
+        -(-N // _KERNEL_BLOCK),
         np.ascontiguousarray(gleak, dtype=float),
         np.ascontiguousarray(uniforms, dtype=float),
         cell_target,
@@ -423,8 +427,8 @@ class _ChunkRunner:
             gleak *= sd.gamma_scale
             rng.random(out=uniforms)
             cells, status = self.cells[:m], self.status[:m]
-            population_kernel(
-                gleak, uniforms, np.repeat(ids, counts).astype(np.intp), self.targets, self.target_pair,
+            run_ranges(
+                population_kernel, -(-m // _KERNEL_BLOCK), gleak, uniforms, np.repeat(ids, counts).astype(np.intp), self.targets, self.target_pair,
                 sd.free_index, sd.free_low, sd.free_high, sd.fixed_index, sd.fixed_value, sd.reference_leak,
                 sd.seed_index, sd.seed_target, plan.seed_constant, plan.seed_inverse,
                 sd.pairs, plan.pair_mode, plan.pair_inverse, plan.pair_rows,
@@ -616,8 +620,8 @@ def _density_parts(
         seed_values = np.empty((N, 2))
         log_det = np.empty(N)
         recovered = np.empty(N, dtype=np.bool_)
-        recover_kernel(
-            safe, cell_pair, sd.pairs, sd.seed_target, 1e-7, max_iter, *plan.lin_tuple, seed_values, log_det, recovered
+        run_ranges(
+            recover_kernel, N, safe, cell_pair, sd.pairs, sd.seed_target, 1e-7, max_iter, *plan.lin_tuple, seed_values, log_det, recovered
         )
         seeds = safe.copy()
         rows = np.arange(N)

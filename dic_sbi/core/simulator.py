@@ -10,6 +10,7 @@ import numpy as np
 import scipy.signal
 from numpy.typing import ArrayLike, NDArray
 
+from .._parallel import run_ranges
 from ..errors import CancelledError, InvalidInputError
 from ..models import ConductanceModel, get_model
 from . import kernels
@@ -389,11 +390,14 @@ def simulate(
         groups = [(0, cells.size)] if contiguous else [(k, k + 1) for k in range(cells.size)]
         for a, b in groups:
             c0 = int(cells[a])
-            kernel(
-                g[c0 : c0 + b - a], i_app_arr[c0 : c0 + b - a], c0, seed_bits, noise_step[c0 : c0 + b - a], sos, V0, Ca0, x0, cm.table,
+            sigma = noise_step[c0 : c0 + b - a]
+            run_ranges(
+                kernel, -(-(b - a) // block),
+                g[c0 : c0 + b - a], i_app_arr[c0 : c0 + b - a], c0, seed_bits, sigma, sos, V0, Ca0, x0, cm.table,
                 cm_fine.table, cm.v_min, cm.inv_step, cm.calcium_decay, cm_fine.calcium_decay, dt, fine_substeps,
                 proto.fine_above, proto.fine_min_slope, n_steps, transient, proto.spike_threshold, proto.spike_rearm, spikes[a:b], counts[a:b],
-                first_record, record_every, vbuf[a:b] if voltage is not None else vbuf, block,
+                first_record, record_every, vbuf[a:b] if voltage is not None else vbuf, block, bool(np.any(sigma > 0.0)),
+                n_threads=threads,  # run_ranges never uses more threads than blocks
             )  # fmt: skip
         return spikes, counts, vbuf
 
@@ -402,8 +406,6 @@ def simulate(
         raise InvalidInputError(f"n_threads: expected None or an int >= 1, got {n_threads!r}")
     threads = kernels.max_threads() if n_threads is None else min(n_threads, kernels.max_threads())
     block = _block_size(min(N, chunk_size), threads)
-    # No more threads than blocks of cells: idle OpenMP workers spin and slow a small batch down.
-    previous_threads = kernels.set_threads(min(threads, -(-min(N, chunk_size) // block)))
     bar = None
     try:
         if show:
@@ -436,7 +438,6 @@ def simulate(
     finally:
         if bar is not None:
             bar.close()
-        kernels.set_threads(previous_threads)
 
     offsets = _offsets(counts_all)
     times = np.concatenate(pieces) if pieces else np.empty(0)

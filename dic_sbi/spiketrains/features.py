@@ -48,6 +48,7 @@ import numpy as np
 import quantities as pq
 from numpy.typing import ArrayLike, NDArray
 
+from .._parallel import run_ranges
 from ..errors import InvalidInputError
 from .convert import _check_offsets, _quantity_to, _scalar_ms, _times_ms, spike_times_ms
 
@@ -295,9 +296,9 @@ _PERIOD, _INTRA_F, _INTER_F, _DUTY = (
 _OK, _NOT_FINITE, _NEGATIVE, _NOT_INCREASING, _BEFORE_START, _AFTER_STOP = range(6)
 
 
-@numba.njit(parallel=True, cache=True)
-def _check_csr(times, offsets, t_start, t_stop, code, where):  # pragma: no cover - compiled
-    for c in numba.prange(offsets.size - 1):
+@numba.njit(cache=True, nogil=True)
+def _check_csr(c0, c1, times, offsets, t_start, t_stop, code, where):  # pragma: no cover - compiled
+    for c in range(c0, c1):
         code[c] = _OK
         where[c] = -1
         for i in range(offsets[c], offsets[c + 1]):
@@ -317,11 +318,11 @@ def _check_csr(times, offsets, t_start, t_stop, code, where):  # pragma: no cove
                 break
 
 
-@numba.njit(parallel=True, cache=True)
-def _csr_kernel(times, offsets, t_start, t_stop, cv_threshold, fout, iout):  # pragma: no cover - compiled
+@numba.njit(cache=True, nogil=True)
+def _csr_kernel(c0, c1, times, offsets, t_start, t_stop, cv_threshold, fout, iout):  # pragma: no cover - compiled
     # Mirrors spike_train_features; sums run in the same order where that is cheap, so the two paths agree to
-    # rounding. iout columns: n_spikes, class code, n_bursts.
-    for c in numba.prange(offsets.size - 1):
+    # rounding. iout columns: n_spikes, class code, n_bursts. Trains [c0, c1), run by _parallel.run_ranges.
+    for c in range(c0, c1):
         a = offsets[c]
         b = offsets[c + 1]
         n = b - a
@@ -422,7 +423,8 @@ def _window_array(value: Any, n: int, name: str) -> Array:
         raise InvalidInputError(f"{name} must be a scalar or have shape ({n},) (one per train), got {arr.shape}.")
     if not np.all(np.isfinite(arr)):
         raise InvalidInputError(f"{name} must be finite.")
-    return np.ascontiguousarray(np.broadcast_to(arr, (n,)), dtype=np.float64)
+    # a writable copy: a read-only view (broadcast scalar) is another array type to numba, compiled again
+    return np.array(np.broadcast_to(arr, (n,)), dtype=np.float64)
 
 
 _CSR_MESSAGES = {
@@ -475,7 +477,7 @@ def features_from_csr(
 
     code = np.empty(n, dtype=np.int8)
     where = np.empty(n, dtype=np.int64)
-    _check_csr(flat, off, start, stop, code, where)
+    run_ranges(_check_csr, n, flat, off, start, stop, code, where)
     if np.any(code != _OK):
         c = int(np.flatnonzero(code != _OK)[0])
         i = int(where[c])
@@ -485,7 +487,7 @@ def features_from_csr(
 
     fout = np.empty((n, len(_FLOAT_FIELDS)), dtype=np.float64)
     iout = np.empty((n, 3), dtype=np.int64)
-    _csr_kernel(flat, off, start, stop, threshold, fout, iout)
+    run_ranges(_csr_kernel, n, flat, off, start, stop, threshold, fout, iout)
 
     codes = iout[:, 1].astype(np.int8)
     out: dict[str, np.ndarray] = {}

@@ -25,6 +25,7 @@ import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from .._parallel import run_ranges
 from ..errors import InvalidInputError
 
 __all__ = ["INTERVAL_STATISTICS", "interval_statistics"]
@@ -66,10 +67,9 @@ def _serial_corr(isi, m, lag):  # pragma: no cover - compiled
     return (num / (n - lag)) / (den / n)
 
 
-@numba.njit(parallel=True, cache=True)
-def _kernel(times, offsets, cv_threshold, out):  # pragma: no cover - compiled
-    n_cells = offsets.size - 1
-    for c in numba.prange(n_cells):
+@numba.njit(cache=True, nogil=True)
+def _kernel(c0, c1, times, offsets, cv_threshold, out):  # pragma: no cover - compiled
+    for c in range(c0, c1):  # trains [c0, c1), run by _parallel.run_ranges
         for j in range(out.shape[1]):
             out[c, j] = np.nan
         a = offsets[c]
@@ -188,5 +188,5 @@ def interval_statistics(times: ArrayLike, offsets: ArrayLike, *, cv_threshold: f
     if t.ndim != 1 or off.ndim != 1 or off.size < 1 or off[0] != 0 or off[-1] != t.size or np.any(np.diff(off) < 0):
         raise InvalidInputError("offsets: expected N + 1 non-decreasing integers from 0 to len(times)")
     out = np.empty((off.size - 1, len(_NAMES)))
-    _kernel(t, off, float(cv_threshold), out)
+    run_ranges(_kernel, off.size - 1, t, off, float(cv_threshold), out)
     return {name: out[:, i] for i, name in enumerate(_NAMES)}
