@@ -34,6 +34,7 @@ from dic_sbi.models import get_model
 from dic_sbi.sbi import DICPrior, DICSimulator, train_dic_posterior
 from dic_sbi.sbi.evaluation import PUBLISHED_MAE, classes_of
 from dic_sbi.sbi.features import INTERVAL_NAMES, SUMMARY_NAMES, encode, with_conditions
+from dic_sbi.spiketrains import jitter_spike_times
 from dic_sbi.spiketrains.intervals import INTERVAL_STATISTICS
 
 N_SUMMARY = len(SUMMARY_NAMES)
@@ -85,7 +86,7 @@ def training_set(model, n_clean: int, n_noisy: int, seed: int, sigma_range=(0.5,
         times, offsets = res.times, res.offsets
         if jitter > 0:
             sd = np.where(rng.random(b - a) < jitter, rng.uniform(0.0, jitter_max, b - a), 0.0)
-            times, offsets = _jittered(times, offsets, sd, res.t_start, res.t_stop, rng)
+            times, offsets = jitter_spike_times(times, offsets, sd, res.t_start, res.t_stop, rng)
         x[a:b] = encode(times, offsets, res.t_start, res.t_stop, "intervals", 0)
     return torch.as_tensor(theta, dtype=torch.float32), with_conditions(x, sigma[:, None]), sim
 
@@ -104,23 +105,10 @@ def heldout_sets(model, points: int, cells: int, seed: int) -> dict[str, dict]:
         x = encode(res.times, res.offsets, res.t_start, res.t_stop, "intervals", 0)
         out[name] = {"theta": theta, "x": with_conditions(x, [sigma]), "sigma": sigma}
     for jitter in (0.5, 2.0):
-        times, offsets = _jittered(clean.times, clean.offsets, jitter, clean.t_start, clean.t_stop, rng)
+        times, offsets = jitter_spike_times(clean.times, clean.offsets, jitter, clean.t_start, clean.t_stop, rng)
         x = encode(times, offsets, clean.t_start, clean.t_stop, "intervals", 0)
         out[f"jitter_{jitter:g}ms"] = {"theta": theta, "x": with_conditions(x, [0.0]), "sigma": 0.0}
     return out
-
-
-def _jittered(times, offsets, sd, t_start, t_stop, rng):
-    """Every spike moved by N(0, sd²) ms (``sd`` one value, or one per train), re-sorted, spikes leaving the
-    window dropped."""
-    trains, new = [], [0]
-    sd = np.broadcast_to(np.asarray(sd, dtype=float), (offsets.size - 1,))
-    for i in range(offsets.size - 1):
-        t = np.sort(times[offsets[i] : offsets[i + 1]] + rng.normal(0.0, sd[i], offsets[i + 1] - offsets[i]))
-        t = t[(t >= t_start) & (t < t_stop)]
-        trains.append(t)
-        new.append(new[-1] + t.size)
-    return (np.concatenate(trains) if trains else np.zeros(0)), np.asarray(new, dtype=np.int64)
 
 
 def evaluate(posterior, ho: dict, n_samples: int = 300) -> dict:

@@ -212,7 +212,7 @@ def cmd_campaign(args: argparse.Namespace) -> int:
         raise DicSbiError("a campaign needs --prior (dic or conductance) and --num")
     spec = CampaignSpec(model=args.model, prior=args.prior, num=args.num, chunk_size=args.chunk_size or 1000,
                         seed=args.seed, scale=args.scale, duration=args.duration, transient=args.transient, dt=args.dt,
-                        noise_std=args.noise_std, spike_times=args.spike_times, box=args.box)  # fmt: skip
+                        noise_std=args.noise_std, spike_times=args.spike_times, box=args.box, jitter=args.jitter)  # fmt: skip
     report = run_campaign(spec, args.store, scheduler=args.scheduler, n_threads=args.threads, overwrite=args.overwrite,
                           max_chunks=args.max_chunks, progress=not args.quiet)  # fmt: skip
     st = report.store
@@ -397,6 +397,7 @@ def _train(args: argparse.Namespace, training: dict) -> int:
         ppc_points=args.ppc_points, ppc_cells=args.ppc_cells, torch_threads=args.torch_threads, quiet=args.quiet,
         duration=args.duration, transient=args.transient, dt=args.dt, chunk_size=args.chunk_size,
         noise_input=args.noise_input, overwrite=args.overwrite, features=args.features, device=args.device,
+        jitter=args.jitter,
     )  # fmt: skip
     print(json.dumps({k: meta["metrics"][k]["accuracy"]["all"] for k in meta["metrics"]}, indent=1))
     return 0
@@ -532,6 +533,19 @@ def _box_type(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
 _box_type.__name__ = "box"
 
 
+def _jitter_type(text: str) -> tuple[float, float]:
+    """``FRACTION,MAX_MS`` → ``(fraction, max_sd)`` (checked by the campaign)."""
+    from .campaign.runner import check_jitter
+
+    try:
+        return check_jitter(tuple(float(v) for v in text.split(",")))
+    except (ValueError, DicSbiError) as err:
+        raise argparse.ArgumentTypeError(f"expected FRACTION,MAX_MS (0 < FRACTION <= 1, MAX_MS > 0), got {text!r}") from err
+
+
+_jitter_type.__name__ = "jitter"
+
+
 def _int_type(flag: str, minimum: int, maximum: int | None = None, what: str | None = None):
     what = what or (f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum:,}")
 
@@ -658,6 +672,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--spike-times", action="store_true", help="also keep the spike times")
     g.add_argument("--box", type=_box_type, metavar="GS_MIN,GS_MAX,GU_MIN,GU_MAX",
                    help="DIC prior (--prior dic) over this box instead of the model's")  # fmt: skip
+    g.add_argument("--jitter", type=_jitter_type, metavar="FRACTION,MAX_MS",
+                   help="jitter the spike times of FRACTION of the simulations by N(0, sd²), sd ~ U(0, MAX_MS) ms, "
+                        "before their features (default: none)")  # fmt: skip
     g.add_argument("--scheduler", help="dask.distributed scheduler address (default: this machine, no cluster)")
     g.add_argument("--threads", type=_int_type("threads", 1), help="simulator threads per chunk")
     g.add_argument("--max-chunks", type=_int_type("max-chunks", 1), help="compute at most this many chunks now")
@@ -730,6 +747,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="what the network reads: the 17 summary features, or the summary plus interval statistics "
                          "(drift, variability, burst sequence) (default: %(default)s)")
     sp.add_argument("--device", default="cpu", help="torch device for training, e.g. cuda (default: %(default)s)")
+    sp.add_argument("--jitter", type=_jitter_type, metavar="FRACTION,MAX_MS",
+                    help="train on spike times jittered by N(0, sd²), sd ~ U(0, MAX_MS) ms, in FRACTION of the training "
+                         "simulations (robustness to spike-detection imprecision; held-out sets stay unjittered) "
+                         "(default: none)")  # fmt: skip
     sp.add_argument("--heldout-points", type=_int_type("heldout-points", 1), default=200, help="held-out DIC targets")
     sp.add_argument("--cells-per-point", type=_int_type("cells-per-point", 1), default=16, help="held-out cells per target")
     sp.add_argument("--ppc-points", type=_int_type("ppc-points", 1), default=100, help="held-out observations of the predictive check")

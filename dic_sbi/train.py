@@ -63,6 +63,7 @@ def train_pretrained(
     overwrite: bool = False,
     features: str = "summary",
     device: str = "cpu",
+    jitter: tuple[float, float] | None = None,
     **protocol: Any,
 ) -> dict[str, Any]:
     """Simulate, train, evaluate and save a pretrained DIC posterior (module docstring); returns its metadata.
@@ -95,6 +96,10 @@ def train_pretrained(
         interval statistics: drift, variability, burst sequence; :mod:`dic_sbi.sbi.features`).
     device
         Torch device to train on (``"cuda"``: a GPU); simulations and evaluation run on the CPU.
+    jitter
+        ``(fraction, max_sd)``: that fraction of the training simulations has its spike times jittered by
+        N(0, sd²), sd ~ U(0, ``max_sd``) ms (:class:`~dic_sbi.campaign.CampaignSpec`); the stores then get a
+        ``_jitter`` suffix. Held-out sets are not jittered. ``None``: no jitter.
     **protocol
         ``duration``, ``transient``, ``dt`` (default: the model's published protocol).
     """
@@ -129,8 +134,13 @@ def train_pretrained(
     campaigns = [("clean", int(num_simulations), 0.0, int(seed))]
     if noisy_simulations:
         campaigns.append(("noisy", int(noisy_simulations), noise_range or float(noise_std), int(seed) + 1))
-    data, camp_meta, sim_seconds = _dic_campaigns(m, campaigns, work, fields=("theta", "x"), suffix="", output=features,
-                                                  chunk_size=chunk_size, quiet=quiet, **protocol)  # fmt: skip
+    if jitter is not None:
+        from .campaign.runner import check_jitter
+
+        jitter = check_jitter(jitter)
+    data, camp_meta, sim_seconds = _dic_campaigns(m, campaigns, work, fields=("theta", "x"),
+                                                  suffix="_jitter" if jitter else "", output=features,
+                                                  chunk_size=chunk_size, quiet=quiet, jitter=jitter, **protocol)  # fmt: skip
     theta = torch.as_tensor(data["theta"], dtype=torch.float32)
     x = torch.as_tensor(data["x"], dtype=torch.float32)
     conditions = {}
@@ -174,7 +184,7 @@ def train_pretrained(
         "versions": {"dic_sbi": __version__, "sbi": sbi.__version__, "torch": torch.__version__, "python": platform.python_version()},
         "command": _command(out, work, model_reference(m), num_simulations, noisy_simulations, noise_std, seed, chunk_size, est,
                             train_kwargs, heldout_points, cells_per_point, ppc_points, ppc_cells, torch_threads,
-                            noise_input, protocol, features, device),  # fmt: skip
+                            noise_input, protocol, features, device, jitter),  # fmt: skip
         "training": {
             "campaigns": camp_meta,
             "num_simulations": int(theta.shape[0]),
@@ -198,9 +208,11 @@ def train_pretrained(
 
 
 def _dic_campaigns(m: Any, campaigns: list, work: Path, *, fields: tuple[str, ...], suffix: str, output: str,
-                   chunk_size: int, quiet: bool, **protocol: Any) -> tuple[dict[str, np.ndarray], list, float]:
+                   chunk_size: int, quiet: bool, jitter: tuple[float, float] | None = None,
+                   **protocol: Any) -> tuple[dict[str, np.ndarray], list, float]:  # fmt: skip
     """Run (or resume) DIC-prior campaigns ``(tag, num, σ or (low, high), seed[, box])`` into
-    ``work/{model}_dic_{tag}{suffix}`` (``box``: the DIC prior's box, default the model's).
+    ``work/{model}_dic_{tag}{suffix}`` (``box``: the DIC prior's box, default the model's; ``jitter``: the
+    campaigns' spike-time jitter, :class:`~dic_sbi.campaign.CampaignSpec`).
 
     Returns the stores' ``fields`` concatenated, with each row's ``noise_std`` (drawn per row for a range), the
     campaigns' records and the simulation seconds of this run.
@@ -210,7 +222,7 @@ def _dic_campaigns(m: Any, campaigns: list, work: Path, *, fields: tuple[str, ..
     parts, meta, seconds = [], [], 0.0
     for tag, num, noise, s, *box in campaigns:
         spec = CampaignSpec(model_reference(m), "dic", num=num, chunk_size=min(int(chunk_size), num), seed=s,
-                            noise_std=noise, output=output, box=box[0] if box else None, **protocol)  # fmt: skip
+                            noise_std=noise, output=output, box=box[0] if box else None, jitter=jitter, **protocol)  # fmt: skip
         path = work / f"{m.name}_dic_{tag}{suffix}"
         _log(f"campaign {tag}: {num} simulations (noise σ = {noise}) into {path}", quiet)
         report = run_campaign(spec, path, progress=not quiet)
@@ -220,12 +232,12 @@ def _dic_campaigns(m: Any, campaigns: list, work: Path, *, fields: tuple[str, ..
             data["noise_std"] = np.full(len(data["x"]), float(noise))
         parts.append(data)
         meta.append({"store": path.name, "num": num, "noise_std": list(noise) if spec.noise_range else noise, "seed": s,
-                     **({"box": [list(r) for r in spec.box]} if spec.box is not None else {}), "chunk_size": spec.chunk_size, "chunks_computed_this_run": len(report.computed)})  # fmt: skip
+                     **({"box": [list(r) for r in spec.box]} if spec.box is not None else {}), **({"jitter": list(spec.jitter)} if spec.jitter is not None else {}), "chunk_size": spec.chunk_size, "chunks_computed_this_run": len(report.computed)})  # fmt: skip
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, meta, seconds
 
 
 def _command(out, work, model, num, noisy, noise, seed, chunk_size, est, train, points, cells, ppc_points, ppc_cells,
-             threads, noise_input, protocol, features="summary", device="cpu") -> str:
+             threads, noise_input, protocol, features="summary", device="cpu", jitter=None) -> str:
     """The ``dic-sbi train`` command line that reproduces these settings (every option that changes the result)."""
     import shlex
 
@@ -241,6 +253,8 @@ def _command(out, work, model, num, noisy, noise, seed, chunk_size, est, train, 
     if train.get("training_batch_size", DEFAULT_TRAINING["training_batch_size"]) != DEFAULT_TRAINING["training_batch_size"]:
         opts.append(("--batch-size", train["training_batch_size"]))
     opts += [(f"--{k}", f"{protocol[k]:g}") for k in ("duration", "transient", "dt") if protocol.get(k) is not None]
+    if jitter is not None:
+        opts.append(("--jitter", f"{jitter[0]:g},{jitter[1]:g}"))
     flag = " --noise-input" if noise_input else " --no-noise-input"
     return "dic-sbi train " + " ".join(f"{k} {shlex.quote(str(v))}" for k, v in opts) + flag
 

@@ -42,6 +42,17 @@ def noise_range_of(noise_std: Any) -> tuple[float, float] | None:
     return (lo, hi)
 
 
+def check_jitter(jitter: Any) -> tuple[float, float]:
+    """``(fraction, max_sd)`` of a campaign's spike-time jitter, checked: 0 < fraction <= 1, 0 < max_sd (ms)."""
+    try:
+        fraction, max_sd = (float(v) for v in jitter)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"jitter: expected (fraction, max_sd_ms), got {jitter!r}") from None
+    if not (0.0 < fraction <= 1.0 and np.isfinite(max_sd) and max_sd > 0.0):
+        raise InvalidInputError(f"jitter: expected 0 < fraction <= 1 and a finite max sd > 0 ms, got {jitter!r}")
+    return (fraction, max_sd)
+
+
 @dataclass(frozen=True)
 class CampaignSpec:
     """What a campaign simulates (everything the content of the store depends on).
@@ -65,6 +76,10 @@ class CampaignSpec:
             ``((g_s_min, g_s_max), (g_u_min, g_u_max))`` instead of the model's, e.g. to concentrate simulations
             where a firing class is rare (a law of the cells *given* θ, such as q(z | t, x), does not depend on
             the law of θ it is trained under). ``None``: the model's box.
+        jitter: ``(fraction, max_sd)``: that fraction of the simulations has its spike times jittered by
+            N(0, sd²) with sd ~ U(0, ``max_sd``) ms before ``x`` is computed (spike-detection imprecision, so a
+            posterior trained on the store does not rely on sub-millisecond timing); the store keeps each row's
+            sd (field ``jitter_std``) and, with ``spike_times``, the jittered times. ``None``: no jitter.
     """
 
     model: str
@@ -82,6 +97,7 @@ class CampaignSpec:
     max_isis: int = 128
     spike_times: bool = False
     box: tuple[tuple[float, float], tuple[float, float]] | None = None
+    jitter: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         from ..models import ConductanceModel, get_model, is_model_file_reference, model_reference
@@ -110,6 +126,8 @@ class CampaignSpec:
 
             # tuples of floats: hashable (the spec is a cache key) and equal to the lists a stored config reads back
             object.__setattr__(self, "box", check_dic_box(self.box))
+        if self.jitter is not None:
+            object.__setattr__(self, "jitter", check_jitter(self.jitter))
 
     @property
     def noise_range(self) -> tuple[float, float] | None:
@@ -129,6 +147,7 @@ class CampaignSpec:
             **asdict(self),
             "noise_std": list(self.noise_range) if self.noise_range else self.noise_std,  # as JSON reads it back
             "box": [list(r) for r in self.box] if self.box is not None else None,
+            "jitter": list(self.jitter) if self.jitter is not None else None,
             "duration": sim.duration,  # resolved protocol, so the store says what was simulated
             "transient": sim.transient,
             "dt": sim.dt,
@@ -148,6 +167,7 @@ class CampaignSpec:
             "x": ((self.num, sim.x_dim), "float32"),
             "spike_counts": ((self.num,), "int64"),
             **({"noise_std": ((self.num,), "float64")} if self.noise_range else {}),
+            **({"jitter_std": ((self.num,), "float64")} if self.jitter is not None else {}),
         }
 
     @classmethod
@@ -174,33 +194,38 @@ def _objects(spec: CampaignSpec):
     return ConductancePrior(spec.model, spec.scale), ConductanceSimulator(spec.model, **proto)
 
 
-def _chunk_seeds(seed: int, k: int) -> tuple[int, np.random.Generator, np.random.Generator]:
-    """Prior seed, simulation generator and noise-level generator of chunk ``k``.
+def _chunk_seeds(seed: int, k: int) -> tuple[int, np.random.Generator, np.random.Generator, np.random.Generator]:
+    """Prior seed, simulation generator, noise-level generator and jitter generator of chunk ``k``.
 
-    Children of one ``SeedSequence([seed, k])``: adding the third (for noise ranges) left the first two, and so
-    every earlier store, unchanged."""
-    prior_ss, sim_ss, noise_ss = np.random.SeedSequence([int(seed), int(k)]).spawn(3)
+    Children of one ``SeedSequence([seed, k])``: adding the third (noise ranges) and fourth (jitter) left the
+    first ones, and so every earlier store, unchanged."""
+    prior_ss, sim_ss, noise_ss, jitter_ss = np.random.SeedSequence([int(seed), int(k)]).spawn(4)
     # torch.Generator.manual_seed takes < 2**63; the top bit is dropped
     prior_seed = int(prior_ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-    return prior_seed, np.random.default_rng(sim_ss), np.random.default_rng(noise_ss)
+    return prior_seed, np.random.default_rng(sim_ss), np.random.default_rng(noise_ss), np.random.default_rng(jitter_ss)
 
 
 def compute_chunk(spec: CampaignSpec, k: int, *, n_threads: int | None = None) -> dict[str, NDArray[Any]]:
     """Simulate chunk ``k`` of ``spec``: a dict of the store's fields (depends on ``(spec, k)`` only)."""
     from ..core.simulator import simulate
     from ..sbi.features import encode
+    from ..spiketrains import jitter_spike_times
 
     if not 0 <= k < spec.n_chunks:
         raise InvalidInputError(f"k: expected 0 <= k < {spec.n_chunks}, got {k}")
     prior, sim = _objects(spec)
     n = min(spec.num, (k + 1) * spec.chunk_size) - k * spec.chunk_size
-    prior_seed, rng, noise_rng = _chunk_seeds(spec.seed, k)
+    prior_seed, rng, noise_rng, jitter_rng = _chunk_seeds(spec.seed, k)
     theta = prior.sample((n,), seed=prior_seed)
     if spec.prior == "dic":
         g = sim.cells(theta, seed=rng)
     else:
         g = theta.numpy().astype(np.float64)
     sigma = noise_rng.uniform(*spec.noise_range, n) if spec.noise_range else np.full(n, sim.noise_std)
+    jitter_sd = np.zeros(n)
+    if spec.jitter is not None:
+        fraction, max_sd = spec.jitter
+        jitter_sd = np.where(jitter_rng.random(n) < fraction, jitter_rng.uniform(0.0, max_sd, n), 0.0)
     x = np.full((n, sim.x_dim), np.nan)
     counts = np.zeros(n, dtype=np.int64)
     times = np.empty(0)
@@ -209,12 +234,16 @@ def compute_chunk(spec: CampaignSpec, k: int, *, n_threads: int | None = None) -
         noisy = bool(np.any(sigma[ok] > 0))
         res = simulate(spec.model, g[ok], duration=sim.duration, transient=sim.transient, dt=sim.dt, i_app=sim.i_app,
                        noise_std=sigma[ok], seed=rng if noisy else None, n_threads=n_threads, progress=False)  # fmt: skip
-        x[ok] = encode(res.times, res.offsets, res.t_start, res.t_stop, sim.output, sim.max_isis)
-        counts[ok] = res.spike_counts
-        times = res.times
+        times, offsets = res.times, res.offsets
+        if spec.jitter is not None:
+            times, offsets = jitter_spike_times(times, offsets, jitter_sd[ok], res.t_start, res.t_stop, jitter_rng)
+        x[ok] = encode(times, offsets, res.t_start, res.t_stop, sim.output, sim.max_isis)
+        counts[ok] = np.diff(offsets)
     out = {"theta": theta.numpy(), "conductances": g, "x": x.astype(np.float32), "spike_counts": counts}
     if spec.noise_range:
         out["noise_std"] = sigma
+    if spec.jitter is not None:
+        out["jitter_std"] = jitter_sd
     if spec.spike_times:
         out["spike_times"] = times
     return out

@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 
 from ..errors import DicSbiError, InvalidInputError
 
-__all__ = ["CampaignStore", "StoreChunk", "CorruptStoreError", "FIELDS", "NOISE_FIELD", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["CampaignStore", "StoreChunk", "CorruptStoreError", "FIELDS", "NOISE_FIELD", "JITTER_FIELD", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "dic_sbi.campaign"
 FORMAT_VERSION = 1
@@ -41,6 +41,8 @@ FORMAT_VERSION = 1
 FIELDS: tuple[str, ...] = ("theta", "conductances", "x", "spike_counts")
 #: Per-row array of campaigns that draw the noise level per simulation (``noise_std`` a range in the config).
 NOISE_FIELD = "noise_std"
+#: Per-row spike-time jitter sd (ms) of campaigns with ``jitter`` in the config.
+JITTER_FIELD = "jitter_std"
 _MARKERS = "_complete"
 _TIMES = "spike_times"
 
@@ -67,6 +69,7 @@ class StoreChunk:
     spike_counts: NDArray[np.int64] | None = None
     spike_times: NDArray[np.float64] | None = None
     noise_std: NDArray[np.float64] | None = None
+    jitter_std: NDArray[np.float64] | None = None
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -165,8 +168,10 @@ class CampaignStore:
 
     @property
     def fields(self) -> tuple[str, ...]:
-        """Per-row fields of this store: :data:`FIELDS`, plus ``noise_std`` when the noise level was drawn per row."""
-        return FIELDS + ((NOISE_FIELD,) if isinstance(self.config.get("noise_std"), list) else ())
+        """Per-row fields of this store: :data:`FIELDS`, plus ``noise_std`` when the noise level was drawn per row
+        and ``jitter_std`` when spike times were jittered."""
+        return (FIELDS + ((NOISE_FIELD,) if isinstance(self.config.get("noise_std"), list) else ())
+                + ((JITTER_FIELD,) if self.config.get("jitter") else ()))  # fmt: skip
 
     def rows(self, k: int) -> tuple[int, int]:
         """Rows ``(start, stop)`` of chunk ``k``."""

@@ -20,6 +20,7 @@ from .convert import (
     to_spiketrain,
 )
 from .fidelity import FIDELITY_TOLERANCES, fires_like
+from .jitter import jitter_spike_times
 from .features import (
     CV_THRESHOLD,
     FEATURE_NAMES,
@@ -54,4 +55,5 @@ __all__ = [
     "features_from_csr",
     "FIDELITY_TOLERANCES",
     "fires_like",
+    "jitter_spike_times",
 ]

@@ -1,0 +1,58 @@
+"""Spike-time jitter: the imprecision of spike detection in a real recording, applied to simulated trains.
+
+Used to train posteriors that stay accurate on jittered spike times (issue 16: a posterior that reads the tiny
+interval drift of a noise-free simulation loses it under 0.5 ms of jitter unless it was trained with jitter).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ..errors import InvalidInputError
+
+__all__ = ["jitter_spike_times"]
+
+
+def jitter_spike_times(times: ArrayLike, offsets: ArrayLike, sd: ArrayLike, t_start: ArrayLike, t_stop: ArrayLike,
+                       rng: np.random.Generator) -> tuple[NDArray[np.float64], NDArray[np.int64]]:  # fmt: skip
+    """Move every spike by an independent N(0, sd²) (ms), re-sort each train, drop spikes that leave its window.
+
+    Parameters
+    ----------
+    times, offsets
+        Spike trains in CSR form (ms; train ``i`` is ``times[offsets[i]:offsets[i + 1]]``).
+    sd
+        Jitter standard deviation (ms): one value, or one per train (0 leaves a train unchanged).
+    t_start, t_stop
+        Each train's window (ms): one value or one per train; jittered spikes outside ``[t_start, t_stop]`` are
+        dropped, as a recording of that window would not hold them.
+    rng
+        Random generator (one normal draw per spike, in train order).
+
+    Returns
+    -------
+    times, offsets
+        The jittered trains (strictly increasing within each train: coinciding times are merged).
+    """
+    t = np.asarray(times, dtype=np.float64)
+    off = np.asarray(offsets, dtype=np.int64)
+    n = off.size - 1
+    if t.ndim != 1 or off.ndim != 1 or n < 0 or off[0] != 0 or off[-1] != t.size or np.any(np.diff(off) < 0):
+        raise InvalidInputError("offsets: expected N + 1 non-decreasing integers from 0 to len(times)")
+    sd_train = np.broadcast_to(np.asarray(sd, dtype=np.float64), (n,))
+    if not np.all(np.isfinite(sd_train) & (sd_train >= 0)):
+        raise InvalidInputError(f"sd: expected finite values >= 0 ms, got {sd!r}")
+    counts = np.diff(off)
+    train = np.repeat(np.arange(n), counts)
+    moved = t + rng.standard_normal(t.size) * sd_train[train]
+    order = np.lexsort((moved, train))  # by train, then by time
+    moved, train = moved[order], train[order]
+    lo = np.broadcast_to(np.asarray(t_start, dtype=np.float64), (n,))[train]
+    hi = np.broadcast_to(np.asarray(t_stop, dtype=np.float64), (n,))[train]
+    keep = (moved >= lo) & (moved <= hi)
+    keep[1:] &= ~((train[1:] == train[:-1]) & (moved[1:] == moved[:-1]))  # strictly increasing
+    moved, train = moved[keep], train[keep]
+    new_off = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(train, minlength=n), out=new_off[1:])
+    return moved, new_off
