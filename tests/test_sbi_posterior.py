@@ -287,7 +287,8 @@ def test_sbi_run_sbc_and_run_tarp_take_the_posterior_directly(run):
     assert ranks[:, run.posterior.model.index("leak")].float().std() > 5  # gleak is a free draw: ranks spread
     stats = check_sbc(ranks, run.prior.sample((30,)).repeat(1, 4).to(torch.float64), dap, num_posterior_samples=50)
     assert stats["ks_pvals"].shape == (8,) and bool(torch.isfinite(stats["ks_pvals"]).all())
-    assert ecp.shape == alpha.shape and bool(torch.isfinite(ecp).all()) and 0 <= float(ecp.min()) <= float(ecp.max()) <= 1
+    # ECP is a float32 cumulative sum in sbi: its last value may be 1 + a rounding error (seen: 1.0000001)
+    assert ecp.shape == alpha.shape and bool(torch.isfinite(ecp).all()) and 0 <= float(ecp.min()) <= float(ecp.max()) <= 1 + 1e-6
 
 
 def test_training_shows_progress_by_default(capsys):
