@@ -3,6 +3,7 @@ and the page's callbacks driven on Panel objects as a click would; bad input and
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -183,6 +184,23 @@ def test_session_runs_resimulates_and_writes_a_complete_archive(session):
         names = set(zf.namelist())
     assert {"dic_sbi_population/population.csv", "dic_sbi_population/population.nix",
             "dic_sbi_population/report.json", "dic_sbi_population/raster_0.png"} <= names  # fmt: skip
+    # the cells simulated again are in it: their spike trains and traces as Neo objects, and what made them
+    assert {"dic_sbi_population/resimulated_1/simulation.nix", "dic_sbi_population/resimulated_1/simulation.json"} <= names
+    with zipfile.ZipFile(session.archive) as zf:
+        zf.extractall(session.folder / "unzipped")
+        doc = json.loads(zf.read("dic_sbi_population/resimulated_1/simulation.json"))
+    assert doc["cells"] == [1, 2] and doc["protocol"]["i_app"] == 1.0
+    g = result.trains[0].conductances[[1, 2]]
+    assert doc["conductances_mS_per_cm2"][result.model.conductance_names[0]] == g[:, 0].tolist()
+    import neo
+
+    io = neo.NixIO(str(session.folder / "unzipped/dic_sbi_population/resimulated_1/simulation.nix"), mode="ro")
+    try:
+        seg = io.read_block().segments[0]
+        assert len(seg.spiketrains) == 2 and len(seg.analogsignals) == 2
+        np.testing.assert_allclose(seg.spiketrains[0].rescale("ms").magnitude, sim.spike_times(0))
+    finally:
+        io.close()
 
 
 def test_a_failed_archive_leaves_no_file_behind(session, monkeypatch):
@@ -291,6 +309,11 @@ def test_page_runs_shows_results_and_offers_the_archive(view):
     view.sim_cells.value, view.sim_duration.value, view.sim_transient.value = "0", 600.0, 100.0
     view.sim_button.clicks += 1
     assert len(view.sim_view) == 1 and not view.message.visible
+    assert view.download.disabled and "simulated again" in view.download_status.object  # the archive is remade
+    _poll_until_idle(view)
+    assert not view.download.disabled and "cells simulated again" in view.download_status.object
+    with zipfile.ZipFile(view.download.file) as zf:
+        assert "dic_sbi_population/resimulated_1/simulation.nix" in zf.namelist()
     view.sim_cells.value = "99"
     view.sim_button.clicks += 1
     assert view.message.visible and "not in the population" in view.message.object

@@ -280,7 +280,8 @@ class AppView:
             if self.session.collect_archive() is not None:
                 self.download.file = str(self.session.archive)
                 self.download.disabled = False
-                self.download_status.object = "Archive ready: population CSV and NIX, DIC samples, report, figures."
+                again = ", cells simulated again" if self.session.resimulations else ""
+                self.download_status.object = f"Archive ready: population CSV and NIX, DIC samples, report, figures{again}."
             elif job.error is not None:
                 self.download_status.object = f"No archive: {describe_error(job.error)}"
         if idle and self._poller is not None:
@@ -374,6 +375,14 @@ class AppView:
                             seed=self.sim_seed.value or 0, voltage=self.sim_voltage.value == "voltage traces")  # fmt: skip
         cells, sim = self.session.resimulate(int(self.result_train.value or 0), protocol)
         self.sim_view[:] = [_figure_pane(plot_cells(sim, cells), "dic-resimulation-figure")]
+        # the download is made again with these cells in it (archives run one at a time, the newest last)
+        previous = self.session.archive_job
+        if previous is not None and previous.running:
+            previous.cancel()
+        self.session.start_archive()
+        self.download.disabled = True
+        self.download_status.object = "Preparing the archive (with the cells simulated again)…"
+        self._start_polling()
 
     # -- the page --------------------------------------------------------------------------------------------
     def _layout(self) -> pn.viewable.Viewable:

@@ -185,6 +185,9 @@ class AppSession:
     run: Job | None = None
     archive: Path | None = None
     archive_job: Job | None = None
+    #: Cells simulated again (:meth:`resimulate`) since the run: ``(train, cells, protocol, simulation)``; they go
+    #: into the download too.
+    resimulations: list[tuple[int, list[int], Protocol, Any]] = field(default_factory=list)
 
     @property
     def folder(self) -> Path:
@@ -282,6 +285,7 @@ class AppSession:
         kwargs = settings.infer_kwargs()
         recording, model = self.recording, settings.model
         self.result, self.archive, self.archive_job = None, None, None
+        self.resimulations = []
 
         def work(cancel: Any, on_progress: Any) -> Any:
             import warnings
@@ -336,6 +340,8 @@ class AppSession:
                        transient=protocol.transient, dt=protocol.dt, i_app=protocol.i_app,
                        noise_std=protocol.noise_std, seed=protocol.seed, record_voltage=protocol.voltage,
                        sampling_interval=(_sampling(protocol.dt) if protocol.voltage else None), progress=False)  # fmt: skip
+        self.resimulations.append((train, cells, protocol, sim))
+        self.archive = None  # the download is made again with these cells in it
         return cells, sim
 
     # -- the download ----------------------------------------------------------------------------------------
@@ -346,13 +352,15 @@ class AppSession:
 
         if self.result is None:
             raise InvalidInputError("no population yet: run the inference first")
-        result, workdir = self.result, self.folder
+        result, workdir, resimulations = self.result, self.folder, list(self.resimulations)
 
         def work(cancel: Any, on_progress: Any) -> Path:
             target = workdir / "download" / "dic_sbi_population.zip"
             staging = Path(tempfile.mkdtemp(prefix="archive_", dir=workdir))
             try:
                 out = result.write(staging / "dic_sbi_population", plots=True)
+                for k, (train, cells, protocol, sim) in enumerate(resimulations):
+                    _write_resimulation(out / f"resimulated_{k + 1}", result, train, cells, protocol, sim)
                 files = sorted(p for p in out.rglob("*") if p.is_file())
                 with atomic_file(target) as part, zipfile.ZipFile(part, "w", zipfile.ZIP_DEFLATED) as zf:
                     for k, f in enumerate(files):
@@ -383,6 +391,31 @@ class AppSession:
                 job.join(timeout=30)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _write_resimulation(folder: Path, result: Any, train: int, cells: list[int], protocol: Protocol, sim: Any) -> None:
+    """One "simulate again" of the session: ``simulation.nix`` (spike trains, and voltage traces when recorded, as
+    Neo objects: ``read_recording`` reads it back) and ``simulation.json`` (train, cells, their conductances, the
+    protocol)."""
+    import json
+    from dataclasses import asdict
+
+    import neo
+
+    from ..io import write_nix_block
+
+    folder.mkdir()
+    seg = neo.Segment(name=f"train {train}, cells {cells}")
+    seg.spiketrains.extend(sim.spiketrains())
+    if sim.voltage is not None:
+        seg.analogsignals.extend([sim.analogsignal(i) for i in range(len(sim))])  # a list: neo drops a generator
+    block = neo.Block(name=f"dic_sbi {result.model.name}: cells simulated again")
+    block.segments.append(seg)
+    write_nix_block(folder / "simulation.nix", block)
+    g = result.trains[train].conductances[cells]
+    doc = {"model": result.model.name, "train": train, "cells": cells, "protocol": asdict(protocol),
+           "conductances_mS_per_cm2": {name: g[:, j].tolist() for j, name in enumerate(result.model.conductance_names)}}
+    (folder / "simulation.json").write_text(json.dumps(doc, indent=1) + "\n")
 
 
 def _sampling(dt: float) -> float:
