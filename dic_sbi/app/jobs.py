@@ -147,7 +147,7 @@ class WarmUp:
         self._pending = [m for m in self.models if not is_compiled(m)]
         if not is_compiled(COMPENSATION):
             self._spawn("shared")
-        if self._pending[:1] == self.models[:1]:
+        if self.models and self.models[0] in self._pending:
             self._spawn("model", self.models[0])
         atexit.register(self.stop)
         self._thread = threading.Thread(target=self._work, name="dic-sbi-app-warm-up", daemon=True)

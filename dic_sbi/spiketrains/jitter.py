@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ..errors import InvalidInputError
+from .convert import _check_offsets
 
 __all__ = ["jitter_spike_times"]
 
@@ -36,10 +37,10 @@ def jitter_spike_times(times: ArrayLike, offsets: ArrayLike, sd: ArrayLike, t_st
         The jittered trains (strictly increasing within each train: coinciding times are merged).
     """
     t = np.asarray(times, dtype=np.float64)
-    off = np.asarray(offsets, dtype=np.int64)
+    if t.ndim != 1:
+        raise InvalidInputError(f"times: expected a 1-D array of spike times (ms), got shape {t.shape}")
+    off = _check_offsets(offsets, t.size)
     n = off.size - 1
-    if t.ndim != 1 or off.ndim != 1 or n < 0 or off[0] != 0 or off[-1] != t.size or np.any(np.diff(off) < 0):
-        raise InvalidInputError("offsets: expected N + 1 non-decreasing integers from 0 to len(times)")
     sd_train = np.broadcast_to(np.asarray(sd, dtype=np.float64), (n,))
     if not np.all(np.isfinite(sd_train) & (sd_train >= 0)):
         raise InvalidInputError(f"sd: expected finite values >= 0 ms, got {sd!r}")
