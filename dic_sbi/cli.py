@@ -268,11 +268,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except ValueError:
         raise DicSbiError(f"--budgets: expected comma-separated integers, got {args.budgets!r}") from None
     training = {"max_num_epochs": args.max_epochs} if args.max_epochs is not None else None
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     result = compare(args.model, budgets, args.observations, seed=args.seed, num_posterior_samples=args.samples,
                      calibration_simulations=args.calibration_simulations, duration=args.duration,
                      transient=args.transient, dt=args.dt, noise_std=args.noise_std, training=training,
                      torch_threads=args.torch_threads, progress=not args.quiet, out=args.out,
-                     overwrite=args.overwrite, checkpoint=args.checkpoint)  # fmt: skip
+                     overwrite=args.overwrite, checkpoint=args.checkpoint, methods=methods,
+                     seed_law_widening=args.seed_law_widening)  # fmt: skip
     print(result.markdown())
     print(f"wrote {result.out}/")
     return 0
@@ -843,6 +845,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "--overwrite")
     sp.add_argument("--overwrite", action="store_true", help="replace a previous dic-sbi output in --out")
     sp.add_argument("--checkpoint", help="folder keeping finished method x budget runs; rerun to resume")
+    sp.add_argument("--methods", default="dic,conductance_linear,conductance_log,dic_learned",
+                    help="comma-separated methods, among dic, conductance_linear, conductance_log, dic_learned, "
+                    "dic_learned_wide (dic_learned on a widened seed law)")
+    sp.add_argument("--seed-law-widening", type=_float_type("seed-law widening", minimum=1.0), default=4.0,
+                    help="factor on the log-width of the seed law's ranges for dic_learned_wide")
     sp.set_defaults(func=cmd_compare)
     return document_options(p)  # every option's help: its default and unit
 

@@ -10,7 +10,10 @@ settings and number of simulations (:func:`~dic_sbi.sbi.train_dic_posterior`,
 - ``dic_learned``: the ``dic`` recipe plus a learned law of the free conductances ``q(z | t, x)``
   (:class:`~dic_sbi.sbi.FreeConductanceEstimator`) trained on the same simulations (they hold the cells), so each
   DIC sample's cell is drawn from the part of its population that fires like ``x``; calibrated in conductance
-  space (:func:`~dic_sbi.sbi.evaluation.conductance_calibration`).
+  space (:func:`~dic_sbi.sbi.evaluation.conductance_calibration`);
+- ``dic_learned_wide`` (on request, ``methods=``): ``dic_learned`` trained on a DIC prior whose seed law is widened
+  (:func:`~dic_sbi.models.widen_seed_law`, ``seed_law_widening`` times each free range's log-width, within the
+  box): the seed law bounds how much of the degenerate set a DIC population can span, and this lifts the bound.
 
 They are evaluated on the same held-out observations, drawn two ways so that neither method plays at home:
 
@@ -57,9 +60,13 @@ from .io.outputs import reserve_output, safe_output
 from .models import ConductanceModel, get_model
 from .spiketrains.fidelity import FIDELITY_TOLERANCES
 
-__all__ = ["compare", "ComparisonResult", "METHODS", "OBSERVATION_SETS", "TOLERANCES"]
+__all__ = ["compare", "ComparisonResult", "METHODS", "ALL_METHODS", "OBSERVATION_SETS", "TOLERANCES"]
 
+#: Methods run by default.
 METHODS: tuple[str, ...] = ("dic", "conductance_linear", "conductance_log", "dic_learned")
+#: Every method, in seed order (a method's seeds depend on its index here, so adding one changes no other's).
+ALL_METHODS: tuple[str, ...] = METHODS + ("dic_learned_wide",)
+_LEARNED = ("dic_learned", "dic_learned_wide")
 OBSERVATION_SETS: tuple[str, ...] = ("dic_population", "conductance_box")
 #: Tolerances of a faithful sample (:data:`~dic_sbi.spiketrains.FIDELITY_TOLERANCES`).
 TOLERANCES: dict[str, float] = FIDELITY_TOLERANCES
@@ -185,6 +192,8 @@ def compare(
     out: str | os.PathLike | None = None,
     overwrite: bool = False,
     checkpoint: str | os.PathLike | None = None,
+    methods: Sequence[str] = METHODS,
+    seed_law_widening: float = 4.0,
 ) -> ComparisonResult:
     """Compare DIC-space NPE with standard NPE over conductances (linear and log box priors).
 
@@ -224,6 +233,11 @@ def compare(
         settings takes them from there instead of simulating and training again, so a run of hours can be
         interrupted and resumed; other settings in the same folder are an error. Every method × budget is seeded
         from ``(seed, budget, method)`` alone, so the resumed result equals an uninterrupted one.
+    methods
+        Methods to run, from :data:`ALL_METHODS` (default :data:`METHODS`).
+    seed_law_widening
+        Factor on the log-width of the seed law's ranges for ``dic_learned_wide``
+        (:func:`~dic_sbi.models.widen_seed_law`).
     """
     if torch_threads is not None:
         _positive_int(torch_threads, "torch_threads")
@@ -239,7 +253,8 @@ def compare(
             calibration_simulations=calibration_simulations, duration=duration, transient=transient, dt=dt,
             noise_std=noise_std, training=training, density_estimator=density_estimator,
             hidden_features=hidden_features, num_transforms=num_transforms, torch_threads=torch_threads,
-            n_bootstrap=n_bootstrap, progress=progress, checkpoint=checkpoint,
+            n_bootstrap=n_bootstrap, progress=progress, checkpoint=checkpoint, methods=methods,
+            seed_law_widening=seed_law_widening,
         )  # fmt: skip
         if out is not None:
             result.write(out, overwrite=overwrite)
@@ -248,12 +263,14 @@ def compare(
 
 def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, calibration_simulations, duration,
              transient, dt, noise_std, training, density_estimator, hidden_features, num_transforms, torch_threads,
-             n_bootstrap, progress, checkpoint) -> ComparisonResult:  # fmt: skip
+             n_bootstrap, progress, checkpoint, methods=METHODS, seed_law_widening=4.0) -> ComparisonResult:  # fmt: skip
+    from .models import widen_seed_law
     from .sbi import ConductancePrior, ConductanceSimulator, DICPosterior, DICPrior, DICSimulator
     from .sbi import train_conductance_posterior, train_dic_posterior, train_free_conductances
 
     model = get_model(model)
     budgets = _check_budgets(budgets)
+    methods = _check_methods(methods)
     n_observations = _positive_int(n_observations, "n_observations")
     num_posterior_samples = _positive_int(num_posterior_samples, "num_posterior_samples", minimum=2)
     n_cal = max(n_observations, 50) if calibration_simulations is None else calibration_simulations
@@ -268,6 +285,12 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
               "conductance_log": ConductancePrior(model, "log")}  # fmt: skip
     priors["dic_learned"] = priors["dic"]
     simulators = {"dic": dic_sim, "conductance_linear": g_sim, "conductance_log": g_sim, "dic_learned": dic_sim}
+    models = dict.fromkeys(METHODS, model)
+    if "dic_learned_wide" in methods:
+        wide = widen_seed_law(model, seed_law_widening)
+        models["dic_learned_wide"] = wide
+        priors["dic_learned_wide"] = DICPrior(wide)
+        simulators["dic_learned_wide"] = DICSimulator(wide, **protocol)
     obs_seq = np.random.SeedSequence(seed).spawn(3)[0]  # the observation sets' seed (unchanged since 0.1)
 
     obs_rngs = [np.random.default_rng(s) for s in obs_seq.spawn(len(OBSERVATION_SETS))]
@@ -284,8 +307,12 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
         "training": train_settings, "n_bootstrap": n_bootstrap, "tolerances": TOLERANCES,
         "training_batch_size": (train_settings["training"]["training_batch_size"] if "training_batch_size"
                                 in train_settings["training"] else _BATCH_RULE),
-        "methods": list(METHODS), "observation_sets": list(OBSERVATION_SETS),
+        "methods": list(methods), "observation_sets": list(OBSERVATION_SETS),
     }  # fmt: skip
+    if "dic_learned_wide" in methods:  # only then, so that checkpoints of the default methods stay valid
+        config["seed_law_widening"] = float(seed_law_widening)
+        config["wide_seed_law"] = {"free_ranges": {k: list(v) for k, v in models["dic_learned_wide"].seed_population.free_ranges.items()},
+                                   "leak_range": list(models["dic_learned_wide"].seed_population.leak_range)}  # fmt: skip
     store = _Checkpoint(checkpoint, config) if checkpoint is not None else None
 
     held = store.load("reference", kind="reference") if store is not None else None
@@ -299,7 +326,8 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
     rows: list[dict[str, Any]] = []
     per_obs: list[dict[str, Any]] = []
     for budget in budgets:
-        for mi, method in enumerate(METHODS):
+        for method in methods:
+            mi = ALL_METHODS.index(method)
             done = store.load(f"budget{budget}_{method}", budget=budget, method=method) if store is not None else None
             if done is not None:
                 if progress:
@@ -311,10 +339,10 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
             # budgets run beside it, and a checkpointed run resumes to what an uninterrupted one would give.
             mseq = np.random.SeedSequence([seed, 1, budget, mi])
             sim_seed, train_seed, sample_seed, cal_seed, boot_seed = (int(s.generate_state(1)[0]) for s in mseq.spawn(5))
-            prior, simulator = priors[method], simulators[method]
+            prior, simulator, mmodel = priors[method], simulators[method], models[method]
             t0 = time.perf_counter()
             theta = prior.sample((budget,), seed=sim_seed)
-            if method == "dic_learned":
+            if method in _LEARNED:
                 x, cells = simulator.simulate_with_cells(theta, seed=sim_seed)
             else:
                 x = simulator(theta, seed=sim_seed)
@@ -325,23 +353,23 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                 # The harness reports its own progress (one line per method and budget), not sbi's bars.
                 settings = dict(train_settings, show_progress_bars=False,
                                 training={"training_batch_size": _batch_size(budget), **train_settings["training"]})  # fmt: skip
-                if method in ("dic", "dic_learned"):
-                    run = train_dic_posterior(model, budget, prior=prior, simulator=simulator, theta=theta, x=x,
+                if method in ("dic",) + _LEARNED:
+                    run = train_dic_posterior(mmodel, budget, prior=prior, simulator=simulator, theta=theta, x=x,
                                               seed=train_seed, **settings)  # fmt: skip
                 else:
                     run = train_conductance_posterior(model, budget, scale=prior.scale, prior=prior, simulator=simulator,
                                                       theta=theta, x=x, seed=train_seed, **settings)  # fmt: skip
-                if method == "dic_learned":
+                if method in _LEARNED:
                     est, _ = train_free_conductances(
-                        model, theta, cells, x, pair=simulator.pair, seed=train_seed + 1, show_progress_bars=False,
+                        mmodel, theta, cells, x, pair=simulator.pair, seed=train_seed + 1, show_progress_bars=False,
                         training={"training_batch_size": _batch_size(budget), **train_settings["training"]},
                     )  # fmt: skip
-                    run.posterior = DICPosterior(run.posterior.posterior, model, pair=simulator.pair,
+                    run.posterior = DICPosterior(run.posterior.posterior, mmodel, pair=simulator.pair,
                                                  simulator=simulator, free_conductances=est)  # fmt: skip
             t_train = time.perf_counter() - t0
             if not n_cal:
                 calib = {k: math.nan for k in _CALIBRATION}
-            elif method == "dic_learned":
+            elif method in _LEARNED:
                 calib = _conductance_calibration(run.posterior, n_cal, num_posterior_samples, proto["noise_std"], cal_seed)
             else:
                 calib = _calibration(run.posterior, prior, simulator, n_cal, num_posterior_samples, cal_seed)
@@ -508,7 +536,7 @@ def _sample(method: str, posterior, x, n: int, rng: np.random.Generator) -> np.n
 
     from .core import degenerate_population
 
-    if method == "dic_learned":
+    if method in _LEARNED:
         return posterior.sample((n,), x=x, seed=rng).numpy()
     if method == "dic":
         t = posterior.sample_dics((n,), x=x, seed=rng).to(torch.float64).numpy()
@@ -630,6 +658,16 @@ def _positive_int(v: Any, name: str, minimum: int = 1) -> int:
     if not is_int(v, minimum):
         raise InvalidInputError(f"{name}: expected an int >= {minimum}, got {v!r}")
     return int(v)
+
+
+def _check_methods(methods: Sequence[str]) -> list[str]:
+    if isinstance(methods, str) or not isinstance(methods, Sequence):
+        raise InvalidInputError(f"methods: expected a sequence of method names, got {methods!r}")
+    chosen = list(methods)
+    unknown = [m for m in chosen if m not in ALL_METHODS]
+    if not chosen or unknown or len(set(chosen)) != len(chosen):
+        raise InvalidInputError(f"methods: expected distinct names among {', '.join(ALL_METHODS)}, got {methods!r}")
+    return chosen
 
 
 def _check_budgets(budgets: Sequence[int]) -> list[int]:

@@ -155,3 +155,27 @@ def test_checkpoint_resumes_and_budgets_are_independent(tmp_path, monkeypatch):
     (ck / "budget60_dic.json").write_text("{not json")
     with pytest.raises(InvalidInputError, match="budget60_dic.json"):
         compare("stg", (60,), 2, seed=3, checkpoint=ck, **small)
+
+
+def test_wide_seed_law_method_runs_beside_the_others_without_changing_them(tmp_path):
+    """dic_learned_wide runs on request; the other methods' numbers do not depend on whether it runs (seeds per
+    method), and its cells keep their DICs while spanning the widened law."""
+    small = dict(TINY, calibration_simulations=0, num_posterior_samples=10)
+    both = compare("stg", (60,), 2, seed=5, methods=("dic_learned", "dic_learned_wide"), seed_law_widening=3.0, **small)
+    alone = compare("stg", (60,), 2, seed=5, methods=("dic_learned",), **small)
+    for s in OBSERVATION_SETS:
+        a, b = both.row("dic_learned", 60, s), alone.row("dic_learned", 60, s)
+        # Equal up to float rounding (the DIC errors differ in the 8th digit between processes' first and later runs).
+        assert all(math.isclose(a[k], b[k], rel_tol=1e-6) or (a[k] != a[k] and b[k] != b[k])
+                   for k in a if isinstance(a[k], float) and k not in SECONDS), s
+        assert all(a[k] == b[k] for k in a if not isinstance(a[k], float)), s
+        row = both.row("dic_learned_wide", 60, s)
+        assert 0.0 <= row["fidelity"] <= row["same_class"] <= 1.0
+        assert row["dic_mae_g_s"] >= 0 and math.isfinite(row["dic_mae_g_u"])
+    assert both.config["methods"] == ["dic_learned", "dic_learned_wide"] and both.config["seed_law_widening"] == 3.0
+    assert both.config["wide_seed_law"]["leak_range"][0] < 0.007  # STG seed leak range (0.007, 0.014), widened
+    assert "seed_law_widening" not in alone.config  # default runs keep their checkpoint settings
+    with pytest.raises(InvalidInputError, match="methods"):
+        compare("stg", (60,), 2, methods=("dic", "nope"))
+    with pytest.raises(InvalidInputError, match="methods"):
+        compare("stg", (60,), 2, methods=())

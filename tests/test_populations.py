@@ -398,3 +398,29 @@ def test_compensate_bad_input(kwargs, match):
 
     with pytest.raises(dic_sbi.InvalidInputError, match=match):
         compensate("stg", 2.0, 6.0, **kwargs)
+
+
+def test_widen_seed_law_widens_within_the_box_and_keeps_the_dics():
+    from dic_sbi.models import widen_seed_law
+
+    stg = get_model("stg")
+    assert widen_seed_law(stg, 1) is stg
+    wide = widen_seed_law(stg, 2.0)
+    assert wide.name == "stg-wide2" and wide.channels == stg.channels and wide.dics == stg.dics
+    for name, (a, b) in stg.seed_population.free_ranges.items():
+        lo, hi = wide.seed_population.free_ranges[name]
+        box = stg.default_ranges[name]
+        assert box[0] <= lo <= a and b <= hi <= box[1]
+        # Twice the log-width, unless the box clips it.
+        if lo > box[0] and hi < box[1]:
+            assert np.isclose(np.log(hi / lo), 2 * np.log(b / a))
+            assert np.isclose(np.sqrt(lo * hi), np.sqrt(a * b))
+    g = degenerate_population(wide, [3.0, -5.0], [4.0, 8.0], 300, seed=0)
+    d = dics(wide, g.reshape(-1, g.shape[-1]))
+    assert np.allclose(d[:, 1], np.repeat([3.0, -5.0], 300), atol=1e-6)
+    assert np.allclose(d[:, 2], np.repeat([4.0, 8.0], 300), atol=1e-6)
+    narrow = degenerate_population(stg, [3.0, -5.0], [4.0, 8.0], 300, seed=0)
+    assert np.log(g).std(axis=1).mean() > 1.2 * np.log(narrow).std(axis=1).mean()
+    for bad in (0.5, float("nan"), True, "2"):
+        with pytest.raises(InvalidInputError, match="factor"):
+            widen_seed_law(stg, bad)

@@ -31,6 +31,7 @@ from .base import (
     Protocol,
     SeedPopulation,
     choose_reference_timescales,
+    widen_seed_law,
 )
 from .kinetics import RateSteadyState, RateTimeConstant, voltage_derivative
 from .da import DA
@@ -48,6 +49,7 @@ __all__ = [
     "DICConventions",
     "Protocol",
     "SeedPopulation",
+    "widen_seed_law",
     "STG",
     "DA",
     "POSPISCHIL",

@@ -404,6 +404,38 @@ class SeedPopulation:
         object.__setattr__(self, "seed_target", tuple(float(t) for t in target))
 
 
+
+def widen_seed_law(model: "ConductanceModel", factor: float) -> "ConductanceModel":
+    """A copy of ``model`` whose seed law spans ``factor`` times the log-width of each range, within the box.
+
+    Each free conductance's uniform range ``(a, b)`` and the leak range become
+    ``(c · (a/b)^(factor/2), c · (b/a)^(factor/2))`` around their geometric centre ``c = sqrt(a b)``, clipped to
+    the model's ``default_ranges`` (the conductance box of standard NPE). Kinetics, DICs, seed solve and
+    compensation are unchanged, so every cell still has its target DICs exactly; only the law of the free draws
+    widens, and with it the spread a DIC population can cover (issue 17: the seed law bounds the degeneracy that
+    a learned free-conductance law can reach). The copy is named ``"<name>-wide<factor>"``; ``factor = 1`` returns
+    ``model`` itself.
+    """
+    if isinstance(factor, bool) or not (isinstance(factor, numbers.Real) and np.isfinite(factor) and factor >= 1):
+        raise InvalidInputError(f"widen_seed_law: factor must be a number >= 1, got {factor!r}")
+    sp = model.seed_population
+    if sp is None:
+        raise InvalidInputError(f"widen_seed_law: model {model.name!r} defines no seed population")
+    if factor == 1:
+        return model
+
+    def widen(name: str, lo: float, hi: float) -> tuple[float, float]:
+        box_lo, box_hi = model.default_ranges[name]
+        if lo <= 0 or hi <= lo:  # a zero-width or zero-based range has no log-width to widen
+            return lo, hi
+        c, half = np.sqrt(lo * hi), 0.5 * float(factor) * np.log(hi / lo)
+        return float(max(min(c * np.exp(-half), lo), box_lo)), float(min(max(c * np.exp(half), hi), box_hi))
+
+    # free_ranges hold values at reference_leak: they are clipped to the box as a cell with that leak would be.
+    free = {n: widen(n, *r) for n, r in sp.free_ranges.items()}
+    seed = replace(sp, free_ranges=free, leak_range=widen("leak", *sp.leak_range))
+    return replace(model, name=f"{model.name}-wide{float(factor):g}", seed_population=seed)
+
 def _is_numbers(value: Any) -> bool:
     try:
         np.asarray(value, dtype=float)
