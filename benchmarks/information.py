@@ -135,6 +135,16 @@ def evaluate(posterior, ho: dict, n_samples: int = 300) -> dict:
     return out
 
 
+def pretrained_x(post, x: torch.Tensor) -> torch.Tensor:
+    """The columns of the ``intervals`` layout (summary, σ, interval statistics) that ``post`` reads."""
+    cols = list(range(N_SUMMARY))
+    if post.conditions:
+        cols.append(N_SUMMARY)
+    if post.simulator.output == "intervals":
+        cols += list(range(N_SUMMARY + 1, x.shape[1]))
+    return x[:, cols]
+
+
 def table_rows(results: dict, label: str = "") -> list[str]:
     """Markdown rows (non-silent, spiking, bursting, σ = 5, jitter 0.5 and 2 ms, coverage) of one result file."""
     def mae(r, h, c):
@@ -142,6 +152,7 @@ def table_rows(results: dict, label: str = "") -> list[str]:
         return f"{v[0]:.2f} / {v[1]:.2f}"
 
     rows = [("shipped posterior (summary)", results["shipped"])] if "shipped" in results else []
+    rows += [(f"pretrained {name}", r) for name, r in results.get("pretrained", {}).items()]
     rows += [(f"{name}{label}", r) for name, r in results.get("sets", {}).items()]
     return ["| " + " | ".join([name, mae(r, "noise_free", "non_silent"), mae(r, "noise_free", "spiking"),
                                 mae(r, "noise_free", "bursting"), mae(r, "sigma_5", "non_silent"),
@@ -164,7 +175,9 @@ def main() -> None:
     p.add_argument("--sets", default=",".join(feature_sets()), help="comma-separated ablations to train")
     p.add_argument("--jitter", type=float, default=0.0, help="fraction of training cells with spike-time jitter")
     p.add_argument("--jitter-max", type=float, default=3.0, help="largest jitter sd (ms), drawn uniformly")
-    p.add_argument("--shipped", action="store_true", help="also evaluate the shipped pretrained posterior (summary)")
+    p.add_argument("--shipped", action="store_true", help="also evaluate the shipped pretrained posterior")
+    p.add_argument("--posterior", action="append", default=[], metavar="LABEL=PATH",
+                   help="also evaluate the posterior saved at PATH (dic-sbi train --out), under LABEL; repeatable")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--out")
@@ -178,6 +191,8 @@ def main() -> None:
     if a.model is None or a.out is None:
         p.error("--model and --out are required (or --table)")
     model = get_model(a.model)
+    if any("=" not in v for v in a.posterior):
+        p.error("--posterior: expected LABEL=PATH")
     sets = [s for s in a.sets.split(",") if s]
     t0 = time.perf_counter()
     if sets:
@@ -188,18 +203,19 @@ def main() -> None:
     conditions = {"noise_std": ((0.0, 0.0), (0.5, 5.0))}
     results = {"model": model.name, "settings": vars(a), "published": PUBLISHED_MAE[model.name],
                "machine": f"{platform.machine()} {platform.processor()}", "simulation_seconds": t_sim, "sets": {}}  # fmt: skip
-    if a.shipped:  # today's shipped posterior reads the summary (and σ, if it takes it) of the same observations
+    posteriors = ([("shipped", a.model)] if a.shipped else []) + [tuple(v.split("=", 1)) for v in a.posterior]
+    for label, where in posteriors:  # pretrained posteriors on the same observations, each reading its own columns
         from dic_sbi.sbi.pretrained import load_pretrained
 
-        post = load_pretrained(model.name)
-        row = {}
-        for hname, ho in held.items():
-            xs = ho["x"][:, :N_SUMMARY]
-            if post.conditions:
-                xs = post.condition(xs, noise_std=ho["sigma"])
-            row[hname] = evaluate(post, {**ho, "x": xs})
-        results["shipped"] = row
-        print(f"shipped: noise-free {row['noise_free']} | σ=5 {row['sigma_5']['non_silent']['mae_mean']} | jitter "
+        post = load_pretrained(where)
+        if post.model.name != model.name:
+            p.error(f"--posterior {label}: a posterior of {post.model.name!r}, not {model.name!r}")
+        row = {hname: evaluate(post, {**ho, "x": pretrained_x(post, ho["x"])}) for hname, ho in held.items()}
+        if label == "shipped":
+            results["shipped"] = row
+        else:
+            results.setdefault("pretrained", {})[label] = {"path": str(where), **row}
+        print(f"{label}: noise-free {row['noise_free']} | σ=5 {row['sigma_5']['non_silent']['mae_mean']} | jitter "
               f"{row['jitter_0.5ms']['non_silent']['mae_mean']} {row['jitter_2ms']['non_silent']['mae_mean']}", flush=True)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(results, indent=1) + "\n")

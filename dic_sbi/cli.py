@@ -419,7 +419,7 @@ def cmd_train_free(args: argparse.Namespace) -> int:
             focus_simulations=args.focus_simulations, seed=args.seed, chunk_size=args.chunk_size,
             hidden_features=args.hidden_features, num_transforms=args.num_transforms, max_epochs=args.max_epochs,
             passes=args.passes or None, fidelity_observations=args.fidelity_observations, fidelity_cells=args.fidelity_cells,
-            torch_threads=args.torch_threads, quiet=args.quiet, overwrite=args.overwrite,
+            torch_threads=args.torch_threads, quiet=args.quiet, overwrite=args.overwrite, jitter=args.jitter,
         )  # fmt: skip
     print(json.dumps(meta["free_conductances"]["fidelity"], indent=1))
     return 0
@@ -546,6 +546,15 @@ def _jitter_type(text: str) -> tuple[float, float]:
 
 
 _jitter_type.__name__ = "jitter"
+
+
+def _jitter_or_none_type(text: str) -> tuple[float, float] | None | str:
+    """``FRACTION,MAX_MS``, ``none``, or ``posterior`` (the posterior's own)."""
+    word = text.strip().lower()
+    return None if word == "none" else "posterior" if word == "posterior" else _jitter_type(text)
+
+
+_jitter_or_none_type.__name__ = "jitter"
 
 
 def _int_type(flag: str, minimum: int, maximum: int | None = None, what: str | None = None):
@@ -795,6 +804,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "autoregressive (default: %(default)s)")
     sp.add_argument("--max-epochs", type=_int_type("max-epochs", 1), default=60,
                     help="cap on training epochs, early stopping after 15 without progress (default: %(default)s)")
+    sp.add_argument("--jitter", type=_jitter_or_none_type, metavar="FRACTION,MAX_MS", default="posterior",
+                    help="jitter the spike times of FRACTION of the simulations by N(0, sd²), sd ~ U(0, MAX_MS) ms; none; "
+                         "or posterior: the posterior's own training jitter, so the law reads x as it does")
     sp.add_argument("--fidelity-observations", type=_int_type("fidelity-observations", 1), default=100,
                     help="held-out non-silent observations scored for fidelity (default: %(default)s)")
     sp.add_argument("--fidelity-cells", type=_int_type("fidelity-cells", 1), default=64,

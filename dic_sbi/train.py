@@ -330,6 +330,7 @@ def train_free_conductances_for(
     torch_threads: int = 1,
     quiet: bool = False,
     overwrite: bool = False,
+    jitter: tuple[float, float] | None | str = "posterior",
 ) -> dict[str, Any]:
     """Give a pretrained DIC posterior a learned law of the free conductances ``q(z | t, x)`` and save both.
 
@@ -347,6 +348,10 @@ def train_free_conductances_for(
     4. ``out.pt`` (the DIC posterior's weights, unchanged), ``out.free.pt`` and ``out.json`` (the posterior's
        record plus a ``free_conductances`` record: command, campaigns, training, fidelity, calibration).
     Seeds: campaigns ``seed`` and ``seed + 1`` (focus boxes ``seed + 5``, ``seed + 6``, ...), training ``seed + 2``, held-out sets ``seed + 3`` and ``+ 4``.
+
+    ``jitter``: spike-time jitter ``(fraction, max_sd)`` of the campaigns (:class:`~dic_sbi.campaign.CampaignSpec`),
+    ``None`` for none; by default ``"posterior"``, the jitter the posterior was trained with, so that the law reads
+    ``x`` as the posterior does (held-out sets are never jittered).
     """
     import shlex
 
@@ -363,6 +368,14 @@ def train_free_conductances_for(
     info = pretrained_info(posterior)
     post = load_pretrained(posterior)
     m = post.model
+    if isinstance(jitter, str):
+        if jitter != "posterior":
+            raise InvalidInputError(f"jitter: expected (fraction, max_sd), None or 'posterior', got {jitter!r}")
+        jitter = posterior_jitter(info)
+    if jitter is not None:
+        from .campaign.runner import check_jitter
+
+        jitter = check_jitter(jitter)
     for suffix in (".pt", ".json", ".free.pt"):  # before the work, not after
         check_output(Path(out).with_suffix(suffix), kind="file", overwrite=overwrite, option="out",
                      overwrite_option="--overwrite")  # fmt: skip
@@ -384,8 +397,8 @@ def train_free_conductances_for(
                           int(seed) + 1))  # fmt: skip
     campaigns += [(f"focus{i}", int(focus_simulations), 0.0, int(seed) + 5 + i, box) for i, box in enumerate(focus_boxes)]
     data, camp_meta, sim_seconds = _dic_campaigns(m, campaigns, work, fields=("theta", "conductances", "x"),
-                                                  suffix="_free", output=output, chunk_size=chunk_size, quiet=quiet,
-                                                  **proto)  # fmt: skip
+                                                  suffix="_free_jitter" if jitter else "_free", output=output,
+                                                  chunk_size=chunk_size, quiet=quiet, jitter=jitter, **proto)  # fmt: skip
     x = torch.as_tensor(data["x"], dtype=torch.float32)
     if post.conditions:
         x = with_conditions(x, data["noise_std"][:, None])
@@ -410,7 +423,8 @@ def train_free_conductances_for(
             ("--hidden-features", hidden_features), ("--num-transforms", num_transforms),
             ("--passes", 0 if passes is None else passes), ("--max-epochs", max_epochs),
             ("--fidelity-observations", fidelity_observations), ("--fidelity-cells", fidelity_cells),
-            ("--torch-threads", torch_threads)]
+            ("--torch-threads", torch_threads),
+            ("--jitter", f"{jitter[0]:g},{jitter[1]:g}" if jitter else "none")]
     )  # fmt: skip
     record = {
         "command": command,
@@ -429,6 +443,14 @@ def train_free_conductances_for(
     save_pretrained(learned, out, estimator=info["estimator"], info=kept, overwrite=overwrite)
     _log(f"wrote {out}.pt, {out}.free.pt and {out}.json", quiet)
     return json.loads(Path(f"{out}.json").read_text())
+
+
+def posterior_jitter(info: dict[str, Any]) -> tuple[float, float] | None:
+    """The spike-time jitter ``(fraction, max_sd)`` a pretrained posterior's campaigns were run with, or ``None``."""
+    found = {tuple(c["jitter"]) for c in info.get("training", {}).get("campaigns", []) if c.get("jitter")}
+    if len(found) > 1:
+        raise InvalidInputError(f"posterior: its campaigns used different jitters {sorted(found)}; give jitter explicitly")
+    return tuple(float(v) for v in found.pop()) if found else None
 
 
 def _evaluate_free(posterior: Any, sets: list, n_obs: int, n_cells: int, output: str, proto: dict, quiet: bool) -> dict[str, Any]:

@@ -207,7 +207,7 @@ def test_cli_train_free_conductances_then_infer(tmp_path):
     cmd = [sys.executable, "-m", "dic_sbi.cli", "train-free-conductances", "--posterior", "stg", "--out", str(out),
            "--work", str(tmp_path / "work"), "--num-simulations", "400", "--max-epochs", "2", "--hidden-features", "16",
            "--num-transforms", "1", "--fidelity-observations", "3", "--fidelity-cells", "4", "--chunk-size", "200",
-           "--focus-box=-10,-5,0,5", "--focus-simulations", "100", "--quiet"]
+           "--focus-box=-10,-5,0,5", "--focus-simulations", "100", "--jitter", "0.5,2", "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     for suffix in (".pt", ".free.pt", ".json"):
@@ -218,6 +218,9 @@ def test_cli_train_free_conductances_then_infer(tmp_path):
     assert "--focus-box=-10,-5,0,5 --focus-simulations 100" in rec["command"]
     focus = rec["campaigns"][-1]
     assert focus["box"] == [[-10.0, -5.0], [0.0, 5.0]] and focus["num"] == 100 and focus["seed"] == 105
+    # Jittered campaigns (x read as a jitter-trained posterior reads it), in their own stores, in the command.
+    assert all(c["jitter"] == [0.5, 2.0] and c["store"].endswith("_free_jitter") for c in rec["campaigns"])
+    assert "--jitter 0.5,2" in rec["command"]
     assert rec["training"]["rows"] > 400 and set(rec["fidelity"]["noise_free"]) >= {"seed_law", "learned"}
     assert 0.0 <= rec["fidelity"]["noise_free"]["learned"]["non_silent"]["fidelity"] <= 1.0
     cal = rec["calibration"]["noise_free"]
@@ -244,3 +247,15 @@ def test_population_fidelity_is_reproducible_and_scores_the_seed_law():
     assert a == b and "learned" not in a  # no learned law: only the seed law is scored
     block = a["seed_law"]["non_silent"]
     assert block["n"] == a["n_observations"] <= 3 and 0.0 <= block["fidelity"] <= block["same_class"] <= 1.0
+
+
+def test_posterior_jitter_reads_the_training_campaigns():
+    from dic_sbi.errors import InvalidInputError
+    from dic_sbi.train import posterior_jitter
+
+    assert posterior_jitter({"training": {"campaigns": [{"num": 5}, {"num": 3}]}}) is None
+    both = {"training": {"campaigns": [{"jitter": [0.5, 3.0]}, {"jitter": [0.5, 3.0]}]}}
+    assert posterior_jitter(both) == (0.5, 3.0)
+    assert posterior_jitter(dic_sbi.sbi.pretrained.pretrained_info("stg")) is None  # shipped: trained without jitter
+    with pytest.raises(InvalidInputError, match="jitter"):
+        posterior_jitter({"training": {"campaigns": [{"jitter": [0.5, 3.0]}, {"jitter": [0.2, 1.0]}]}})
