@@ -311,8 +311,9 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
     }  # fmt: skip
     if "dic_learned_wide" in methods:  # only then, so that checkpoints of the default methods stay valid
         config["seed_law_widening"] = float(seed_law_widening)
-        config["wide_seed_law"] = {"free_ranges": {k: list(v) for k, v in models["dic_learned_wide"].seed_population.free_ranges.items()},
-                                   "leak_range": list(models["dic_learned_wide"].seed_population.leak_range)}  # fmt: skip
+        wide_law = models["dic_learned_wide"].seed_population
+        config["wide_seed_law"] = {"free_ranges": {k: list(v) for k, v in wide_law.free_ranges.items()},
+                                   "leak_range": list(wide_law.leak_range)}  # fmt: skip
     store = _Checkpoint(checkpoint, config) if checkpoint is not None else None
 
     held = store.load("reference", kind="reference") if store is not None else None
