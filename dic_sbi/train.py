@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInputError
+from .errors import DicSbiError, InvalidInputError
 from .models import ConductanceModel, get_model, model_reference
 
 __all__ = ["train_pretrained", "DEFAULT_ESTIMATOR", "DEFAULT_TRAINING"]
@@ -331,6 +331,7 @@ def train_free_conductances_for(
     quiet: bool = False,
     overwrite: bool = False,
     jitter: tuple[float, float] | None | str = "posterior",
+    seed_law_widening: float = 1.0,
 ) -> dict[str, Any]:
     """Give a pretrained DIC posterior a learned law of the free conductances ``q(z | t, x)`` and save both.
 
@@ -352,6 +353,10 @@ def train_free_conductances_for(
     ``jitter``: spike-time jitter ``(fraction, max_sd)`` of the campaigns (:class:`~dic_sbi.campaign.CampaignSpec`),
     ``None`` for none; by default ``"posterior"``, the jitter the posterior was trained with, so that the law reads
     ``x`` as the posterior does (held-out sets are never jittered).
+
+    ``seed_law_widening``: train the law on DIC-prior simulations whose seed law spans that factor times each
+    range's log-width (:func:`~dic_sbi.models.widen_seed_law`; a registered model only): the seed law bounds how
+    much of the degenerate family the law can reach. The DIC posterior is kept as it is; every cell keeps its DICs.
     """
     import shlex
 
@@ -376,6 +381,7 @@ def train_free_conductances_for(
         from .campaign.runner import check_jitter
 
         jitter = check_jitter(jitter)
+    m_free = _widened_model(m, seed_law_widening)
     for suffix in (".pt", ".json", ".free.pt"):  # before the work, not after
         check_output(Path(out).with_suffix(suffix), kind="file", overwrite=overwrite, option="out",
                      overwrite_option="--overwrite")  # fmt: skip
@@ -396,7 +402,8 @@ def train_free_conductances_for(
         campaigns.append(("noisy", int(noisy_simulations), noisy_range if noisy_range[0] < noisy_range[1] else noisy_range[1],
                           int(seed) + 1))  # fmt: skip
     campaigns += [(f"focus{i}", int(focus_simulations), 0.0, int(seed) + 5 + i, box) for i, box in enumerate(focus_boxes)]
-    data, camp_meta, sim_seconds = _dic_campaigns(m, campaigns, work, fields=("theta", "conductances", "x"),
+    # Stores are named after the model: a widened seed law's ("stg-wide4_dic_clean_free") never mixes with another.
+    data, camp_meta, sim_seconds = _dic_campaigns(m_free, campaigns, work, fields=("theta", "conductances", "x"),
                                                   suffix="_free_jitter" if jitter else "_free", output=output,
                                                   chunk_size=chunk_size, quiet=quiet, jitter=jitter, **proto)  # fmt: skip
     x = torch.as_tensor(data["x"], dtype=torch.float32)
@@ -406,7 +413,7 @@ def train_free_conductances_for(
     _log(f"training q(z | t, x) on {len(x)} simulations", quiet)
     training = {**DEFAULT_FREE_TRAINING, "max_num_epochs": int(max_epochs)}
     with torch_threads_set(torch_threads):
-        est, summary = train_free_conductances(m, data["theta"], data["conductances"], x, pair=post.pair,
+        est, summary = train_free_conductances(m_free, data["theta"], data["conductances"], x, pair=post.pair,
                                                hidden_features=hidden_features, num_transforms=num_transforms,
                                                passes=passes, training=training, seed=int(seed) + 2, show_progress_bars=not quiet)  # fmt: skip
     train_seconds = time.perf_counter() - t0
@@ -424,7 +431,8 @@ def train_free_conductances_for(
             ("--passes", 0 if passes is None else passes), ("--max-epochs", max_epochs),
             ("--fidelity-observations", fidelity_observations), ("--fidelity-cells", fidelity_cells),
             ("--torch-threads", torch_threads),
-            ("--jitter", f"{jitter[0]:g},{jitter[1]:g}" if jitter else "none")]
+            ("--jitter", f"{jitter[0]:g},{jitter[1]:g}" if jitter else "none"),
+            ("--seed-law-widening", f"{float(seed_law_widening):g}")]
     )  # fmt: skip
     record = {
         "command": command,
@@ -443,6 +451,22 @@ def train_free_conductances_for(
     save_pretrained(learned, out, estimator=info["estimator"], info=kept, overwrite=overwrite)
     _log(f"wrote {out}.pt, {out}.free.pt and {out}.json", quiet)
     return json.loads(Path(f"{out}.json").read_text())
+
+
+def _widened_model(m: Any, factor: float) -> Any:
+    """The registered model ``m`` with its seed law widened by ``factor`` (``m`` itself for 1), found by name."""
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not np.isfinite(factor) or factor < 1:
+        raise InvalidInputError(f"seed_law_widening: expected a number >= 1, got {factor!r}")
+    if factor == 1:
+        return m
+    try:
+        registered = get_model(m.name) is m
+    except DicSbiError:
+        registered = False
+    if not registered:
+        raise InvalidInputError(f"seed_law_widening: {m.name!r} is not a registered model; widen its seed_population "
+                                "ranges in its file instead")  # fmt: skip
+    return get_model(f"{m.name}-wide{float(factor):g}")
 
 
 def posterior_jitter(info: dict[str, Any]) -> tuple[float, float] | None:

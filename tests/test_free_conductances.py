@@ -207,7 +207,7 @@ def test_cli_train_free_conductances_then_infer(tmp_path):
     cmd = [sys.executable, "-m", "dic_sbi.cli", "train-free-conductances", "--posterior", "stg", "--out", str(out),
            "--work", str(tmp_path / "work"), "--num-simulations", "400", "--max-epochs", "2", "--hidden-features", "16",
            "--num-transforms", "1", "--fidelity-observations", "3", "--fidelity-cells", "4", "--chunk-size", "200",
-           "--focus-box=-10,-5,0,5", "--focus-simulations", "100", "--jitter", "0.5,2", "--quiet"]
+           "--focus-box=-10,-5,0,5", "--focus-simulations", "100", "--jitter", "0.5,2", "--seed-law-widening", "2", "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     for suffix in (".pt", ".free.pt", ".json"):
@@ -221,6 +221,12 @@ def test_cli_train_free_conductances_then_infer(tmp_path):
     # Jittered campaigns (x read as a jitter-trained posterior reads it), in their own stores, in the command.
     assert all(c["jitter"] == [0.5, 2.0] and c["store"].endswith("_free_jitter") for c in rec["campaigns"])
     assert "--jitter 0.5,2" in rec["command"]
+    # Trained on a seed law twice as wide (in log-width): stores and record name that model; the DIC posterior is
+    # still the shipped one over "stg".
+    assert all(c["store"].startswith("stg-wide2_dic_") for c in rec["campaigns"]) and rec["model"] == "stg-wide2"
+    assert meta["model"] == "stg" and "--seed-law-widening 2" in rec["command"]
+    loaded = dic_sbi.sbi.pretrained.load_pretrained(str(out))
+    assert loaded.model.name == "stg" and loaded.free_conductances.model is dic_sbi.get_model("stg-wide2")
     assert rec["training"]["rows"] > 400 and set(rec["fidelity"]["noise_free"]) >= {"seed_law", "learned"}
     assert 0.0 <= rec["fidelity"]["noise_free"]["learned"]["non_silent"]["fidelity"] <= 1.0
     cal = rec["calibration"]["noise_free"]

@@ -424,3 +424,13 @@ def test_widen_seed_law_widens_within_the_box_and_keeps_the_dics():
     for bad in (0.5, float("nan"), True, "2"):
         with pytest.raises(InvalidInputError, match="factor"):
             widen_seed_law(stg, bad)
+    # By name: "<registered name>-wide<factor>", one object per model (caches key on identity); campaigns and
+    # stored posteriors refer to it so.
+    from dic_sbi.models import model_reference, same_kinetics
+
+    named = get_model("stg-wide2")
+    assert named is get_model("STG-wide2.0") and named.seed_population == wide.seed_population
+    assert model_reference(named) == "stg-wide2" and same_kinetics(named, stg) and not same_kinetics(stg, get_model("da"))
+    for unknown in ("stg-wide1", "stg-wide0.5", "nope-wide2", "stg-widex"):
+        with pytest.raises(UnknownModelError, match="wide"):
+            get_model(unknown)

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from .base import (
     Protocol,
     SeedPopulation,
     choose_reference_timescales,
+    same_kinetics,
     widen_seed_law,
 )
 from .kinetics import RateSteadyState, RateTimeConstant, voltage_derivative
@@ -50,6 +52,7 @@ __all__ = [
     "Protocol",
     "SeedPopulation",
     "widen_seed_law",
+    "same_kinetics",
     "STG",
     "DA",
     "POSPISCHIL",
@@ -105,10 +108,31 @@ def get_model(model: str | os.PathLike | ConductanceModel) -> ConductanceModel:
     try:
         return _REGISTRY[model.lower()]
     except KeyError:
+        wide = _widened(model.lower())
+        if wide is not None:
+            return wide
         raise UnknownModelError(
-            f"model: unknown model {model!r}; available models are {', '.join(available_models())}, or a model "
-            "file as 'path/to/file.py:NAME'"
+            f"model: unknown model {model!r}; available models are {', '.join(available_models())} (and "
+            "'<name>-wide<factor>' for one with a widened seed law), or a model file as 'path/to/file.py:NAME'"
         ) from None
+
+
+#: Seed-law variants handed out by name (``"stg-wide4"``), one object per name: models key caches by identity.
+_WIDENED: dict[str, ConductanceModel] = {}
+_WIDE_NAME = re.compile(r"^(?P<base>.+)-wide(?P<factor>[0-9]+(?:\.[0-9]+)?)$")
+
+
+def _widened(name: str) -> ConductanceModel | None:
+    """``"<registered name>-wide<factor>"``: the registered model with its seed law widened (:func:`widen_seed_law`)."""
+    match = _WIDE_NAME.match(name)
+    if match is None or match["base"] not in _REGISTRY or float(match["factor"]) <= 1:
+        return None
+    key = f"{match['base']}-wide{float(match['factor']):g}"
+    if key not in _WIDENED:
+        _WIDENED[key] = widen_seed_law(_REGISTRY[match["base"]], float(match["factor"]))
+    if name != key:  # "stg-wide4.0" and "stg-wide4" are one model
+        _WIDENED[name] = _WIDENED[key]
+    return _WIDENED[name]
 
 
 def is_model_file_reference(text: str) -> bool:

@@ -413,8 +413,9 @@ def widen_seed_law(model: "ConductanceModel", factor: float) -> "ConductanceMode
     the model's ``default_ranges`` (the conductance box of standard NPE). Kinetics, DICs, seed solve and
     compensation are unchanged, so every cell still has its target DICs exactly; only the law of the free draws
     widens, and with it the spread a DIC population can cover (issue 17: the seed law bounds the degeneracy that
-    a learned free-conductance law can reach). The copy is named ``"<name>-wide<factor>"``; ``factor = 1`` returns
-    ``model`` itself.
+    a learned free-conductance law can reach). The copy is named ``"<name>-wide<factor>"``, the name
+    :func:`~dic_sbi.get_model` resolves for a registered model; ``factor = 1`` returns ``model`` itself. (A copy of
+    a model loaded from a file has no file reference: campaigns cannot reload it.)
     """
     if isinstance(factor, bool) or not (isinstance(factor, numbers.Real) and np.isfinite(factor) and factor >= 1):
         raise InvalidInputError(f"widen_seed_law: factor must be a number >= 1, got {factor!r}")
@@ -434,7 +435,13 @@ def widen_seed_law(model: "ConductanceModel", factor: float) -> "ConductanceMode
     # free_ranges hold values at reference_leak: they are clipped to the box as a cell with that leak would be.
     free = {n: widen(n, *r) for n, r in sp.free_ranges.items()}
     seed = replace(sp, free_ranges=free, leak_range=widen("leak", *sp.leak_range))
-    return replace(model, name=f"{model.name}-wide{float(factor):g}", seed_population=seed)
+    return replace(model, name=f"{model.name}-wide{float(factor):g}", seed_population=seed, source="")
+
+
+def same_kinetics(a: "ConductanceModel", b: "ConductanceModel") -> bool:
+    """Whether two models simulate and compute DICs alike (they may differ in name and seed law only)."""
+    fields = ("channels", "initial_voltage", "dics", "protocol", "default_ranges", "dic_box", "calcium", "capacitance")
+    return a is b or all(getattr(a, f) == getattr(b, f) for f in fields)
 
 def _is_numbers(value: Any) -> bool:
     try:

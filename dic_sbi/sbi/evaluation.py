@@ -378,7 +378,8 @@ def conductance_calibration(
     """SBC and TARP of a DIC posterior **in conductance space** (with its free-conductance law, if it has one).
 
     Prior-predictive pairs are drawn from the generative process the posterior inverts: ``t ~`` its
-    :class:`~dic_sbi.sbi.DICPrior`, one cell of the seed law's degenerate population, simulated with the training
+    :class:`~dic_sbi.sbi.DICPrior`, one cell of the seed law's degenerate population (the seed law the
+    free-conductance law was trained under, if the posterior has one), simulated with the training
     protocol (noise ``noise_std``). ``posterior.sample_batched`` gives the cells: ``q(t | x)`` then
     ``q(z | t, x)`` (or the seed law) and the compensation. ``sbi.diagnostics.run_sbc`` / ``check_sbc`` rank every
     conductance (log scale: ranks do not change); ``run_tarp`` / ``check_tarp`` on log-conductances.
@@ -392,7 +393,10 @@ def conductance_calibration(
     from sbi.diagnostics import check_sbc, check_tarp, run_sbc, run_tarp
 
     rng = numpy_rng(seed)
-    sim = DICSimulator(posterior.model, noise_std=noise_std, n_threads=n_threads, output=posterior.simulator.output,
+    # The cells' law is the free-conductance law's model's seed law (a widened one, if the law was trained on it).
+    free = posterior.free_conductances
+    sim = DICSimulator(posterior.model if free is None else free.model, noise_std=noise_std, n_threads=n_threads,
+                       output=posterior.simulator.output,
                        duration=posterior.simulator.duration, transient=posterior.simulator.transient,
                        dt=posterior.simulator.dt)  # fmt: skip
     prior = posterior.prior if isinstance(posterior.prior, DICPrior) else DICPrior(posterior.model)

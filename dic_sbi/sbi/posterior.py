@@ -42,7 +42,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from ..errors import InvalidInputError
-from ..models import ConductanceModel, get_model
+from ..models import ConductanceModel, get_model, same_kinetics
 from ..core.checks import check_conductances
 from ._utils import Seed, numpy_rng
 
@@ -115,7 +115,8 @@ class DICPosterior:
                 raise InvalidInputError(f"free_conductances: expected a FreeConductanceEstimator, got {type(free_conductances).__name__}")
             if not self._conditional():
                 raise InvalidInputError("free_conductances: q(z | t, x) needs x; this DICPosterior is unconditional")
-            if free_conductances.model.name != self.model.name or free_conductances.pair != pair:
+            # The law may have been trained on a widened seed law of the same model (same kinetics and DICs).
+            if not same_kinetics(free_conductances.model, self.model) or free_conductances.pair != pair:
                 raise InvalidInputError("free_conductances: trained for another model or compensating pair")
         self.free_conductances = free_conductances
         #: Cells of the last sample that fell back to the seed law (see FreeConductanceEstimator.sample_cells).

@@ -127,6 +127,8 @@ def save_pretrained(
     free = posterior.free_conductances
     if free is not None:
         meta["free_conductances"] = {"x_dim": free.x_dim, **free.settings, **meta.get("free_conductances", {})}
+        if free.model is not posterior.model:  # a law trained on a widened seed law names its model
+            meta["free_conductances"]["model"] = model_reference(free.model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     json_path, pt_path, free_path = path.with_suffix(".json"), path.with_suffix(".pt"), path.with_suffix(".free.pt")
@@ -183,7 +185,7 @@ def _load_free(json_path: str, free_path: str) -> Any:
     # Estimators saved before "passes" was stored are fully autoregressive (None).
     settings = {"hidden_features": int(info["hidden_features"]), "num_transforms": int(info["num_transforms"]),
                 "passes": info.get("passes")}
-    model = get_model(pretrained_info(json_path)["model"])
+    model = get_model(info.get("model", pretrained_info(json_path)["model"]))
     gen = torch.Generator().manual_seed(0)
     # Shapes only: the state dict overwrites every statistic fitted on these batches.
     w = torch.randn((64, seed_distribution(model).free_index.size + 1), generator=gen)
