@@ -7,7 +7,11 @@ on nested feature sets, the left-out columns held constant (the standardisation 
 * ``summary``: the 17 summary features (today's shipped posteriors);
 * ``+drift``, ``+variability``, ``+burst``: the summary plus one kind of interval statistics
   (:mod:`dic_sbi.spiketrains.intervals`);
-* ``all``: the summary plus every interval statistic (``DICSimulator(output="intervals")``).
+* ``all``: the summary plus every interval statistic (``DICSimulator(output="intervals")``);
+* ``isi_cnn``, ``isi_causal_cnn``, ``isi_transformer`` (not in the default ``--sets``): the summary plus the
+  first 128 log-ISIs themselves (``output="isi"``) through a learned embedding: the package's
+  :class:`~dic_sbi.sbi.ISIEmbedding` (masked convolutions, pooled), or sbi's ``CausalCNNEmbedding`` /
+  ``TransformerEmbedding`` on the same input (:class:`~dic_sbi.sbi.SequenceEmbedding`); same flow, budget, seeds.
 
 Each is evaluated on the published footing (Brandoit et al. 2025): posterior-mean MAE of (g_s, g_u) on non-silent
 trains, per class (CV_ISI <= 0.15 spiking, else bursting), on noise-free held-out cells, on cells with noisy
@@ -31,7 +35,7 @@ import torch
 from dic_sbi.core.populations import degenerate_population
 from dic_sbi.core.simulator import simulate
 from dic_sbi.models import get_model
-from dic_sbi.sbi import DICPrior, DICSimulator, train_dic_posterior
+from dic_sbi.sbi import DICPrior, DICSimulator, ISIEmbedding, SequenceEmbedding, train_dic_posterior
 from dic_sbi.sbi.evaluation import PUBLISHED_MAE, classes_of
 from dic_sbi.sbi.features import INTERVAL_NAMES, SUMMARY_NAMES, encode, with_conditions
 from dic_sbi.spiketrains import jitter_spike_times
@@ -59,6 +63,41 @@ def feature_sets() -> dict[str, list[int]]:
     }
 
 
+MAX_ISIS = 128
+
+
+def _causal_cnn(n_summary: int) -> torch.nn.Module:
+    from sbi.neural_nets.embedding_nets import CausalCNNEmbedding
+
+    cnn = CausalCNNEmbedding(input_shape=(MAX_ISIS,), in_channels=2, num_conv_layers=5, pool_kernel_size=16,
+                             output_dim=32)  # fmt: skip
+    return SequenceEmbedding(cnn, 32, MAX_ISIS, n_summary=n_summary)
+
+
+class _Values(torch.nn.Module):
+    """The masked log-ISIs of a :class:`SequenceEmbedding` row (its first half), as a scalar series."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, : x.shape[1] // 2]
+
+
+def _transformer(n_summary: int) -> torch.nn.Module:
+    from sbi.neural_nets.embedding_nets import TransformerEmbedding
+
+    # Causal attention, read at the last token: it sees the whole sequence and the zero padding after it.
+    net = TransformerEmbedding(feature_space_dim=16, final_emb_dimension=16, num_hidden_layers=2, num_attention_heads=4,
+                               num_key_value_heads=4, intermediate_size=32, attention_dropout=0.0)  # fmt: skip
+    return SequenceEmbedding(torch.nn.Sequential(_Values(), net), 16, MAX_ISIS, n_summary=n_summary)
+
+
+#: Learned embeddings of the log-ISI sequence (``output="isi"``), by set name: ``n_summary`` -> embedding net.
+SEQUENCE_SETS = {
+    "isi_cnn": lambda n_summary: ISIEmbedding(MAX_ISIS, n_summary=n_summary),
+    "isi_causal_cnn": _causal_cnn,
+    "isi_transformer": _transformer,
+}
+
+
 def keep_only(x: torch.Tensor, cols: list[int]) -> torch.Tensor:
     """``x`` with every column outside ``cols`` set to 0 (constant: standardised to 0, so it carries nothing)."""
     out = torch.zeros_like(x)
@@ -67,11 +106,13 @@ def keep_only(x: torch.Tensor, cols: list[int]) -> torch.Tensor:
 
 
 def training_set(model, n_clean: int, n_noisy: int, seed: int, sigma_range=(0.5, 5.0), jitter: float = 0.0,
-                 jitter_max: float = 3.0):
+                 jitter_max: float = 3.0, isi: bool = False):
     """θ ~ DICPrior, one compensated cell each, simulated noise-free or with σ ~ U(range); x with σ inserted.
 
     ``jitter``: the fraction of cells whose spike times are moved by N(0, sd²), sd ~ U(0, ``jitter_max``) ms,
-    before their features are computed (spike-detection imprecision; not an input of the network)."""
+    before their features are computed (spike-detection imprecision; not an input of the network).
+    Returns θ, x (``intervals`` layout), x in the ``isi`` layout (with ``isi``, else None; same trains) and the
+    ``intervals`` simulator."""
     rng = np.random.default_rng(seed)
     prior = DICPrior(model)
     n = n_clean + n_noisy
@@ -80,6 +121,7 @@ def training_set(model, n_clean: int, n_noisy: int, seed: int, sigma_range=(0.5,
     sigma = np.r_[np.zeros(n_clean), rng.uniform(*sigma_range, n_noisy)]
     sim = DICSimulator(model, output="intervals")
     x = np.empty((n, sim.x_dim))
+    x_isi = np.empty((n, N_SUMMARY + 1 + MAX_ISIS)) if isi else None
     for a in range(0, n, 5000):  # noise per cell: simulate(noise_std=array)
         b = min(n, a + 5000)
         res = simulate(model, g[a:b], noise_std=sigma[a:b], seed=rng, progress=False)
@@ -88,7 +130,10 @@ def training_set(model, n_clean: int, n_noisy: int, seed: int, sigma_range=(0.5,
             sd = np.where(rng.random(b - a) < jitter, rng.uniform(0.0, jitter_max, b - a), 0.0)
             times, offsets = jitter_spike_times(times, offsets, sd, res.t_start, res.t_stop, rng)
         x[a:b] = encode(times, offsets, res.t_start, res.t_stop, "intervals", 0)
-    return torch.as_tensor(theta, dtype=torch.float32), with_conditions(x, sigma[:, None]), sim
+        if isi:
+            x_isi[a:b] = encode(times, offsets, res.t_start, res.t_stop, "isi", MAX_ISIS)
+    return (torch.as_tensor(theta, dtype=torch.float32), with_conditions(x, sigma[:, None]),
+            None if x_isi is None else with_conditions(x_isi, sigma[:, None]), sim)  # fmt: skip
 
 
 def heldout_sets(model, points: int, cells: int, seed: int) -> dict[str, dict]:
@@ -101,13 +146,16 @@ def heldout_sets(model, points: int, cells: int, seed: int) -> dict[str, dict]:
     out = {}
     clean = simulate(model, g, progress=False)
     noisy = simulate(model, g, noise_std=5.0, seed=rng, progress=False)
+    def entry(times, offsets, t_start, t_stop, sigma):
+        x = encode(times, offsets, t_start, t_stop, "intervals", 0)
+        x_isi = encode(times, offsets, t_start, t_stop, "isi", MAX_ISIS)
+        return {"theta": theta, "x": with_conditions(x, [sigma]), "x_isi": with_conditions(x_isi, [sigma]), "sigma": sigma}
+
     for name, res, sigma in (("noise_free", clean, 0.0), ("sigma_5", noisy, 5.0)):
-        x = encode(res.times, res.offsets, res.t_start, res.t_stop, "intervals", 0)
-        out[name] = {"theta": theta, "x": with_conditions(x, [sigma]), "sigma": sigma}
+        out[name] = entry(res.times, res.offsets, res.t_start, res.t_stop, sigma)
     for jitter in (0.5, 2.0):
         times, offsets = jitter_spike_times(clean.times, clean.offsets, jitter, clean.t_start, clean.t_stop, rng)
-        x = encode(times, offsets, clean.t_start, clean.t_stop, "intervals", 0)
-        out[f"jitter_{jitter:g}ms"] = {"theta": theta, "x": with_conditions(x, [0.0]), "sigma": 0.0}
+        out[f"jitter_{jitter:g}ms"] = entry(times, offsets, clean.t_start, clean.t_stop, 0.0)
     return out
 
 
@@ -172,7 +220,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=150)
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--sets", default=",".join(feature_sets()), help="comma-separated ablations to train")
+    p.add_argument("--sets", default=",".join(feature_sets()),
+                   help=f"comma-separated ablations to train; also {', '.join(SEQUENCE_SETS)} (learned embeddings)")
     p.add_argument("--jitter", type=float, default=0.0, help="fraction of training cells with spike-time jitter")
     p.add_argument("--jitter-max", type=float, default=3.0, help="largest jitter sd (ms), drawn uniformly")
     p.add_argument("--shipped", action="store_true", help="also evaluate the shipped pretrained posterior")
@@ -194,9 +243,13 @@ def main() -> None:
     if any("=" not in v for v in a.posterior):
         p.error("--posterior: expected LABEL=PATH")
     sets = [s for s in a.sets.split(",") if s]
+    unknown = [s for s in sets if s not in feature_sets() and s not in SEQUENCE_SETS]
+    if unknown:
+        p.error(f"--sets: unknown {unknown}; expected names from {list(feature_sets()) + list(SEQUENCE_SETS)}")
     t0 = time.perf_counter()
     if sets:
-        theta, x, sim = training_set(model, a.train, a.noisy, a.seed, jitter=a.jitter, jitter_max=a.jitter_max)
+        theta, x, x_isi, sim = training_set(model, a.train, a.noisy, a.seed, jitter=a.jitter, jitter_max=a.jitter_max,
+                                            isi=any(s in SEQUENCE_SETS for s in sets))  # fmt: skip
     t_sim = time.perf_counter() - t0
     held = heldout_sets(model, a.points, a.cells, a.seed + 1000)
     print(f"simulated the training cells in {t_sim:.0f} s; held-out sets ready", flush=True)
@@ -220,16 +273,24 @@ def main() -> None:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(results, indent=1) + "\n")
     for name in sets:
-        cols = feature_sets()[name]
+        if name in SEQUENCE_SETS:  # the log-ISI sequence itself, through a learned embedding
+            torch.manual_seed(a.seed + 2)
+            view = lambda ho: ho["x_isi"]  # noqa: E731
+            extra = {"simulator": DICSimulator(model, output="isi", max_isis=MAX_ISIS), "x": x_isi,
+                     "embedding_net": SEQUENCE_SETS[name](N_SUMMARY + 1)}  # fmt: skip
+        else:
+            cols = feature_sets()[name]
+            view = lambda ho, cols=cols: keep_only(ho["x"], cols)  # noqa: E731
+            extra = {"simulator": sim, "x": keep_only(x, cols)}
         t1 = time.perf_counter()
-        run = train_dic_posterior(model, len(theta), simulator=sim, theta=theta, x=keep_only(x, cols), seed=a.seed + 2,
-                                  hidden_features=a.hidden, num_transforms=5, conditions=conditions,
+        run = train_dic_posterior(model, len(theta), theta=theta, seed=a.seed + 2, hidden_features=a.hidden,
+                                  num_transforms=5, conditions=conditions,
                                   training={"max_num_epochs": a.epochs, "training_batch_size": a.batch},
-                                  torch_threads=a.torch_threads)  # fmt: skip
+                                  torch_threads=a.torch_threads, **extra)  # fmt: skip
         secs = time.perf_counter() - t1
         row = {"training_seconds": secs, "epochs": int(run.inference.summary["epochs_trained"][-1])}
         for hname, ho in held.items():
-            row[hname] = evaluate(run.posterior, {**ho, "x": keep_only(ho["x"], cols)})
+            row[hname] = evaluate(run.posterior, {**ho, "x": view(ho)})
         results["sets"][name] = row
         nf = row["noise_free"]
         print(f"{name:>13}: {secs:5.0f} s, {row['epochs']} epochs | noise-free non-silent "

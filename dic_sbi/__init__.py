@@ -32,6 +32,7 @@ _SBI_NAMES = (
     "DICPosterior",
     "summary_statistics",
     "ISIEmbedding",
+    "SequenceEmbedding",
     "train_dic_posterior",
     "train_conductance_posterior",
     "simulation_based_calibration",

@@ -173,6 +173,40 @@ def test_isi_output_and_embedding(stg_prior):
     assert bool(torch.isfinite(net(silent)).all())
 
 
+def test_sequence_embedding_puts_an_sbi_net_on_the_isi_layout(stg_prior):
+    from sbi.neural_nets.embedding_nets import CausalCNNEmbedding
+
+    from dic_sbi import SequenceEmbedding, train_dic_posterior
+
+    simulator = DICSimulator("stg", output="isi", max_isis=64, **SHORT["stg"])
+    theta = stg_prior.sample((200,), seed=0)
+    x = simulator(theta, seed=0)
+    k = len(SUMMARY_NAMES)
+    torch.manual_seed(0)
+    cnn = CausalCNNEmbedding(input_shape=(64,), in_channels=2, num_conv_layers=3, pool_kernel_size=8, output_dim=12)
+    net = SequenceEmbedding(cnn, 12, 64, output_dim=16)
+    out = net(x[:8])
+    assert out.shape == (8, 16) and bool(torch.isfinite(out).all())
+    # The sequence net sees masked values: what lies in the padding cannot change the embedding.
+    n0 = int(x[0, k])
+    y = x[:8].clone()
+    y[0, k + 1 + n0 :] = 7.0
+    assert torch.equal(net(y), out)
+    # ... while the real ISIs do.
+    y[0, k + 1] += 0.5
+    assert not torch.allclose(net(y)[0], out[0])
+    with pytest.raises(InvalidInputError, match="ISI embedding expects"):
+        net(x[:, :-1])
+    with pytest.raises(InvalidInputError, match="sequence_dim"):
+        SequenceEmbedding(cnn, 0, 64)
+    # It trains as the embedding of a DIC posterior and samples inside the prior.
+    run = train_dic_posterior("stg", 200, simulator=simulator, theta=theta, x=x, seed=0, embedding_net=net,
+                              hidden_features=16, num_transforms=2, training={"max_num_epochs": 2},
+                              torch_threads=1)  # fmt: skip
+    s = run.posterior.posterior.sample((50,), x=x[0], show_progress_bars=False)  # (g_s, g_u), before compensation
+    assert s.shape == (50, 2) and bool(stg_prior.support.check(s).all())
+
+
 def test_x_trains_nle_and_nre(stg_prior):
     # The encoding has no NaN, so likelihood and ratio estimators accept it (they refuse NaN rows).
     simulator = DICSimulator("stg", **SHORT["stg"])

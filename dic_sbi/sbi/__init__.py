@@ -10,7 +10,7 @@ from .diagnostics import (
     simulation_based_calibration,
     tarp_calibration,
 )
-from .embedding import ISIEmbedding, Standardize
+from .embedding import ISIEmbedding, SequenceEmbedding, Standardize
 from .features import SUMMARY_NAMES, summary_statistics
 from .free_conductances import FreeConductanceEstimator, train_free_conductances
 from .posterior import DICPosterior
@@ -27,6 +27,7 @@ __all__ = [
     "summary_statistics",
     "SUMMARY_NAMES",
     "ISIEmbedding",
+    "SequenceEmbedding",
     "Standardize",
     "DICPosterior",
     "FreeConductanceEstimator",

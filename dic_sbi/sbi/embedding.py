@@ -1,4 +1,5 @@
-"""Embedding nets for ``x``: a fixed standardisation, and a masked convolutional net over log-ISI sequences.
+"""Embedding nets for ``x``: a fixed standardisation, a masked convolutional net over log-ISI sequences, and an
+adapter that puts any sequence net (sbi's embedding nets) on the same input.
 
 Both are meant for ``sbi.neural_nets.posterior_nn(..., embedding_net=..., z_score_x="none")``: sbi's own
 z-scoring would rescale the ISI count that :class:`ISIEmbedding` reads its mask from, and it floors standard
@@ -14,7 +15,7 @@ from torch import Tensor, nn
 from ..errors import InvalidInputError
 from .features import SUMMARY_NAMES
 
-__all__ = ["Standardize", "ISIEmbedding"]
+__all__ = ["Standardize", "ISIEmbedding", "SequenceEmbedding"]
 
 
 class Standardize(nn.Module):
@@ -111,15 +112,7 @@ class ISIEmbedding(nn.Module):
         return self.n_summary + 1 + self.max_isis
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-1] != self.input_dim:
-            raise InvalidInputError(
-                f"x: ISIEmbedding expects {self.input_dim} columns (summary {self.n_summary}, count 1, ISIs "
-                f"{self.max_isis}), got {x.shape[-1]}; simulate with output='isi', max_isis={self.max_isis}"
-            )
-        summary = x[:, : self.n_summary]
-        n = x[:, self.n_summary].round().clamp(0, self.max_isis)
-        seq = x[:, self.n_summary + 1 :]
-        mask = (torch.arange(self.max_isis, device=x.device)[None, :] < n[:, None]).to(x.dtype)
+        summary, n, seq, mask = _split_isi(x, self.n_summary, self.max_isis)
         h = torch.stack([seq * mask, mask], dim=1)
         for conv in self.convs:
             h = nn.functional.gelu(conv(h)) * mask[:, None, :]
@@ -129,3 +122,63 @@ class ISIEmbedding(nn.Module):
         peak = torch.where(mask[:, None, :] > 0, h, torch.full_like(h, -torch.inf)).amax(-1)
         peak = torch.where(count > 0, peak, torch.zeros_like(peak))
         return self.mlp(torch.cat([summary, torch.log1p(n)[:, None], mean, peak], dim=-1))
+
+
+class SequenceEmbedding(nn.Module):
+    r"""Any sequence net (e.g. sbi's ``CausalCNNEmbedding``) on the ``output="isi"`` layout, next to the summary.
+
+    The padded log-ISI sequence goes to ``sequence_net`` as a ``(B, 2 * max_isis)`` row: the masked log-ISIs,
+    then the mask (1 on real ISIs), i.e. two channels of length ``max_isis`` flattened channel-first, which is how
+    sbi's ``CausalCNNEmbedding(input_shape=(max_isis,), in_channels=2)`` reads its input. Its output is
+    concatenated with the summary columns and ``log1p(n)`` and mapped by an MLP, as in :class:`ISIEmbedding`;
+    so the two differ only in how the sequence is read, and can be compared on the same data.
+
+    Arguments:
+        sequence_net: Module mapping ``(B, 2 * max_isis)`` to ``(B, sequence_dim)``.
+        sequence_dim: Size of its output.
+        max_isis: Length of the padded sequence.
+        n_summary: Number of summary columns before the sequence (conditions included).
+        output_dim: Size of the embedding.
+        hidden: Width of the MLP.
+    """
+
+    def __init__(self, sequence_net: nn.Module, sequence_dim: int, max_isis: int, *, n_summary: int = len(SUMMARY_NAMES),
+                 output_dim: int = 32, hidden: int = 64) -> None:  # fmt: skip
+        super().__init__()
+        if max_isis < 1 or n_summary < 0 or sequence_dim < 1:
+            raise InvalidInputError(
+                f"SequenceEmbedding: need max_isis >= 1, n_summary >= 0, sequence_dim >= 1; got max_isis={max_isis}, "
+                f"n_summary={n_summary}, sequence_dim={sequence_dim}"
+            )
+        self.sequence_net = sequence_net
+        self.max_isis = int(max_isis)
+        self.n_summary = int(n_summary)
+        self.mlp = nn.Sequential(
+            nn.Linear(n_summary + 1 + int(sequence_dim), hidden),
+            nn.GELU(),
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, output_dim),
+        )
+
+    @property
+    def input_dim(self) -> int:
+        return self.n_summary + 1 + self.max_isis
+
+    def forward(self, x: Tensor) -> Tensor:
+        summary, n, seq, mask = _split_isi(x, self.n_summary, self.max_isis)
+        h = self.sequence_net(torch.cat([seq * mask, mask], dim=-1))
+        return self.mlp(torch.cat([summary, torch.log1p(n)[:, None], h], dim=-1))
+
+
+def _split_isi(x: Tensor, n_summary: int, max_isis: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Summary columns, ISI count, padded log-ISIs and their mask (1 on the first ``n``) of ``isi``-layout rows."""
+    if x.shape[-1] != n_summary + 1 + max_isis:
+        raise InvalidInputError(
+            f"x: the ISI embedding expects {n_summary + 1 + max_isis} columns (summary {n_summary}, count 1, ISIs "
+            f"{max_isis}), got {x.shape[-1]}; simulate with output='isi', max_isis={max_isis}"
+        )
+    n = x[:, n_summary].round().clamp(0, max_isis)
+    seq = x[:, n_summary + 1 :]
+    mask = (torch.arange(max_isis, device=x.device)[None, :] < n[:, None]).to(x.dtype)
+    return x[:, :n_summary], n, seq, mask
