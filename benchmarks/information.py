@@ -209,9 +209,26 @@ def table_rows(results: dict, label: str = "") -> list[str]:
             + " |" for name, r in rows]  # fmt: skip
 
 
+def class_rows(results: dict) -> list[str]:
+    """Markdown rows per posterior and held-out set: MAE g_s / g_u on non-silent, spiking and bursting trains, and
+    the 90 % interval coverage (non-silent), i.e. the per-class robustness figures."""
+    def cell(r, c):
+        return f"{r[c]['mae_mean'][0]:.2f} / {r[c]['mae_mean'][1]:.2f}" if c in r else "–"
+
+    named = [("shipped", results["shipped"])] if "shipped" in results else []
+    named += [(f"pretrained {n}", r) for n, r in results.get("pretrained", {}).items()] + list(results.get("sets", {}).items())
+    out = []
+    for name, r in named:
+        for h in ("noise_free", "sigma_5", "jitter_0.5ms", "jitter_2ms"):
+            cover = "%.0f / %.0f %%" % tuple(100 * c for c in r[h]["non_silent"]["coverage_90"])
+            out.append(f"| {name} | {h} | {cell(r[h], 'non_silent')} | {cell(r[h], 'spiking')} | {cell(r[h], 'bursting')} | {cover} |")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", nargs="+", metavar="RESULT.json", help="print the Markdown rows of result files and exit")
+    p.add_argument("--classes", action="store_true", help="with --table: per-class rows for every held-out set")
     p.add_argument("--model", choices=("stg", "da"))
     p.add_argument("--train", type=int, default=30000, help="noise-free training simulations")
     p.add_argument("--noisy", type=int, default=15000, help="training simulations with σ ~ U(0.5, 5)")
@@ -234,6 +251,9 @@ def main() -> None:
     if a.table:
         for path in a.table:
             res = json.loads(Path(path).read_text())
+            if a.classes:
+                print("\n".join(class_rows(res)))
+                continue
             jitter = res.get("settings", {}).get("jitter", 0.0)
             print("\n".join(table_rows(res, f", trained with jitter ({jitter:g} of cells)" if jitter else "")))
         return
