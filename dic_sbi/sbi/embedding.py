@@ -52,7 +52,37 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
-class ISIEmbedding(nn.Module):
+class _ISIInput(nn.Module):
+    """What both ISI embeddings share: the ``isi`` layout (summary, count, padded log-ISIs), split and checked."""
+
+    def __init__(self, max_isis: int, n_summary: int) -> None:
+        super().__init__()
+        self.max_isis = int(max_isis)
+        self.n_summary = int(n_summary)
+
+    @property
+    def input_dim(self) -> int:
+        return self.n_summary + 1 + self.max_isis
+
+    def split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Summary columns, ISI count, padded log-ISIs and their mask (1 on the first ``n``) of ``x``'s rows."""
+        if x.shape[-1] != self.input_dim:
+            raise InvalidInputError(
+                f"x: the ISI embedding expects {self.input_dim} columns (summary {self.n_summary}, count 1, ISIs "
+                f"{self.max_isis}), got {x.shape[-1]}; simulate with output='isi', max_isis={self.max_isis}"
+            )
+        n = x[:, self.n_summary].round().clamp(0, self.max_isis)
+        seq = x[:, self.n_summary + 1 :]
+        mask = (torch.arange(self.max_isis, device=x.device)[None, :] < n[:, None]).to(x.dtype)
+        return x[:, : self.n_summary], n, seq, mask
+
+
+def _head(in_dim: int, hidden: int, output_dim: int) -> nn.Sequential:
+    """The MLP both ISI embeddings end with."""
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, output_dim))
+
+
+class ISIEmbedding(_ISIInput):
     r"""Embedding of a spike train given as summary features and a padded log-ISI sequence.
 
     Input rows are the ``output="isi"`` layout of the simulators: ``n_summary`` summary columns, the number
@@ -88,31 +118,19 @@ class ISIEmbedding(nn.Module):
         n_layers: int = 3,
         hidden: int = 64,
     ) -> None:
-        super().__init__()
         if max_isis < 1 or n_summary < 0 or kernel_size % 2 != 1 or n_layers < 1:
             raise InvalidInputError(
                 f"ISIEmbedding: need max_isis >= 1, n_summary >= 0, odd kernel_size, n_layers >= 1; got "
                 f"max_isis={max_isis}, n_summary={n_summary}, kernel_size={kernel_size}, n_layers={n_layers}"
             )
-        self.max_isis = int(max_isis)
-        self.n_summary = int(n_summary)
+        super().__init__(max_isis, n_summary)
         convs = [nn.Conv1d(2, channels, kernel_size, padding=kernel_size // 2)]
         convs += [nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2) for _ in range(n_layers - 1)]
         self.convs = nn.ModuleList(convs)
-        self.mlp = nn.Sequential(
-            nn.Linear(n_summary + 1 + 2 * channels, hidden),
-            nn.GELU(),
-            nn.Linear(hidden, hidden),
-            nn.GELU(),
-            nn.Linear(hidden, output_dim),
-        )
-
-    @property
-    def input_dim(self) -> int:
-        return self.n_summary + 1 + self.max_isis
+        self.mlp = _head(n_summary + 1 + 2 * channels, hidden, output_dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        summary, n, seq, mask = _split_isi(x, self.n_summary, self.max_isis)
+        summary, n, seq, mask = self.split(x)
         h = torch.stack([seq * mask, mask], dim=1)
         for conv in self.convs:
             h = nn.functional.gelu(conv(h)) * mask[:, None, :]
@@ -124,7 +142,7 @@ class ISIEmbedding(nn.Module):
         return self.mlp(torch.cat([summary, torch.log1p(n)[:, None], mean, peak], dim=-1))
 
 
-class SequenceEmbedding(nn.Module):
+class SequenceEmbedding(_ISIInput):
     r"""Any sequence net (e.g. sbi's ``CausalCNNEmbedding``) on the ``output="isi"`` layout, next to the summary.
 
     The padded log-ISI sequence goes to ``sequence_net`` as a ``(B, 2 * max_isis)`` row: the masked log-ISIs,
@@ -144,41 +162,17 @@ class SequenceEmbedding(nn.Module):
 
     def __init__(self, sequence_net: nn.Module, sequence_dim: int, max_isis: int, *, n_summary: int = len(SUMMARY_NAMES),
                  output_dim: int = 32, hidden: int = 64) -> None:  # fmt: skip
-        super().__init__()
         if max_isis < 1 or n_summary < 0 or sequence_dim < 1:
             raise InvalidInputError(
                 f"SequenceEmbedding: need max_isis >= 1, n_summary >= 0, sequence_dim >= 1; got max_isis={max_isis}, "
                 f"n_summary={n_summary}, sequence_dim={sequence_dim}"
             )
+        super().__init__(max_isis, n_summary)
         self.sequence_net = sequence_net
-        self.max_isis = int(max_isis)
-        self.n_summary = int(n_summary)
-        self.mlp = nn.Sequential(
-            nn.Linear(n_summary + 1 + int(sequence_dim), hidden),
-            nn.GELU(),
-            nn.Linear(hidden, hidden),
-            nn.GELU(),
-            nn.Linear(hidden, output_dim),
-        )
-
-    @property
-    def input_dim(self) -> int:
-        return self.n_summary + 1 + self.max_isis
+        self.mlp = _head(n_summary + 1 + int(sequence_dim), hidden, output_dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        summary, n, seq, mask = _split_isi(x, self.n_summary, self.max_isis)
+        summary, n, seq, mask = self.split(x)
         h = self.sequence_net(torch.cat([seq * mask, mask], dim=-1))
         return self.mlp(torch.cat([summary, torch.log1p(n)[:, None], h], dim=-1))
 
-
-def _split_isi(x: Tensor, n_summary: int, max_isis: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Summary columns, ISI count, padded log-ISIs and their mask (1 on the first ``n``) of ``isi``-layout rows."""
-    if x.shape[-1] != n_summary + 1 + max_isis:
-        raise InvalidInputError(
-            f"x: the ISI embedding expects {n_summary + 1 + max_isis} columns (summary {n_summary}, count 1, ISIs "
-            f"{max_isis}), got {x.shape[-1]}; simulate with output='isi', max_isis={max_isis}"
-        )
-    n = x[:, n_summary].round().clamp(0, max_isis)
-    seq = x[:, n_summary + 1 :]
-    mask = (torch.arange(max_isis, device=x.device)[None, :] < n[:, None]).to(x.dtype)
-    return x[:, :n_summary], n, seq, mask
