@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 import dic_sbi
-from dic_sbi.sbi import DICPrior, posterior_predictive_check, summary_statistics
+from dic_sbi.sbi import DICPrior, posterior_predictive_check
 from dic_sbi.sbi.matching import class_matched_population
 from dic_sbi.sbi.pretrained import load_pretrained
 
@@ -64,7 +64,7 @@ def observations(post, n_points: int, sigma: float, seed: int):
         if feats["firing_class"][i] == "silent":
             continue
         obs = {k: (str(v[i]) if k == "firing_class" else float(v[i])) for k, v in feats.items() if k != "firing_class_code"}
-        x = post.condition(summary_statistics(res.spiketrain(i)), **post.conditions_among(noise_std=sigma))
+        x = post.observe(res.spiketrain(i), **post.conditions_among(noise_std=sigma))
         out.append((obs, x, g[i]))
         if len(out) == n_points:
             break

@@ -62,7 +62,6 @@ def main() -> None:
     from dic_sbi.core.populations import degenerate_population
     from dic_sbi.data import example_noise_std, example_recording
     from dic_sbi.io import read_recording
-    from dic_sbi.sbi import summary_statistics
     from dic_sbi.sbi.pretrained import _load, load_pretrained
 
     rows = []
@@ -75,7 +74,7 @@ def main() -> None:
         train = read_recording(path)[0]
         sigma = example_noise_std(model)  # the example recording's known noise level
         known = post.conditions_among(noise_std=sigma)
-        x = post.condition(summary_statistics(train), **known)
+        x = post.observe(train, **known)
         d = post.sample_dics((args.n,), x=x, seed=0).to(torch.float64).numpy()
         m = post.model
 
@@ -84,7 +83,7 @@ def main() -> None:
                                                                noise_std=sigma),
             # What infer does per train: DIC samples, then one cell each (learned free law when shipped).
             "from spike train (features → cells)": lambda: post.sample(
-                (args.n,), x=post.condition(summary_statistics(train), **known), seed=1
+                (args.n,), x=post.observe(train, **known), seed=1
             ),
             "posterior sampling (1 000 DICs)": lambda: post.sample_dics((args.n,), x=x, seed=1),
             "compensation, seed law (1 000 cells)": lambda: degenerate_population(m, d[:, 0], d[:, 1], 1, seed=1),

@@ -453,7 +453,7 @@ def infer(
     from .core.simulator import simulate
     from .io import Recording, read_recording
     from .models import get_model
-    from .sbi import DICPosterior, summary_statistics
+    from .sbi import DICPosterior
     from .sbi.matching import check_matching_options, class_matched_population
     from .sbi.ood import out_of_distribution
     from .sbi.pretrained import load_pretrained, pretrained_info
@@ -549,7 +549,7 @@ def infer(
         report("sample", done, len(chosen))
         st = rec[int(i)]
         t0 = time.perf_counter()
-        x = post.condition(summary_statistics(st), **known)
+        x = post.observe(st, **known)
         obs = spike_train_features(st).as_dict()
         refinement, post_i = None, post
         if refine:

@@ -116,18 +116,25 @@ def _posterior_with(est):
     from dic_sbi.sbi.pretrained import load_pretrained
 
     post = load_pretrained("stg")
-    return dic_sbi.sbi.DICPosterior(post.posterior, "stg", simulator=post.simulator, free_conductances=est), post
+    return dic_sbi.sbi.DICPosterior(post.posterior, "stg", simulator=post.simulator, conditions=post.conditions,
+                                    free_conductances=est), post
+
+
+def _x_width(model: str = "stg") -> int:
+    """Columns of the shipped posterior's x (features and known conditions)."""
+    post = dic_sbi.sbi.pretrained.load_pretrained(model)
+    return post.simulator.x_dim + len(post.conditions)
 
 
 def test_dic_posterior_uses_the_estimator_for_every_sampling_method():
     """sample, sample_batched and map draw their free conductances from q (here: gleak pinned near e^-4.6)."""
     sd = P.seed_distribution("stg")
-    est = FreeConductanceEstimator(_StandardNormalNet(sd.free_index.size + 1, 0.0), "stg", x_dim=17)
+    x = dic_sbi.sbi.pretrained.load_pretrained("stg").observe(dic_sbi.io.read_recording(dic_sbi.data.example_recording("stg"))[0], noise_std=0.0)
+    est = FreeConductanceEstimator(_StandardNormalNet(sd.free_index.size + 1, 0.0), "stg", x_dim=x.shape[-1])
     est.net.mu = torch.tensor([np.log(0.0105)] + [0.0] * sd.free_index.size)
     est.net.log_prob = lambda w, condition: torch.distributions.Normal(est.net.mu, 1.0).log_prob(w).sum(-1)
     est.net.sample = lambda shape, condition: est.net.mu + 0.01 * torch.randn(tuple(shape) + (condition.shape[0], 5))
     post, plain = _posterior_with(est)
-    x = dic_sbi.sbi.summary_statistics(dic_sbi.io.read_recording(dic_sbi.data.example_recording("stg"))[0])
     g, t = post.sample((200,), x=x, seed=0, return_dics=True)
     assert g.dtype == torch.float64 and g.shape == (200, 8)
     np.testing.assert_allclose(dic_sbi.dics("stg", g.numpy())[:, 1:], t.double().numpy(), atol=1e-5)
@@ -147,10 +154,12 @@ def test_save_and_load_pretrained_keep_the_estimator(tmp_path):
     rng = np.random.default_rng(0)
     t = np.column_stack([rng.uniform(1, 10, 300), rng.uniform(2, 12, 300)])
     g = dic_sbi.degenerate_population("stg", t[:, 0], t[:, 1], 1, seed=rng)[:, 0]
-    x = torch.as_tensor(rng.standard_normal((300, 17)), dtype=torch.float32)
+    x = torch.as_tensor(rng.standard_normal((300, _x_width())), dtype=torch.float32)
     est, _ = train_free_conductances("stg", t, g, x, training=dict(max_num_epochs=2), seed=0, show_progress_bars=False,
                                      hidden_features=16, num_transforms=1)
     post, _ = _posterior_with(est)
+    with pytest.raises(dic_sbi.InvalidInputError, match="trained on x of 17 columns"):
+        _posterior_with(FreeConductanceEstimator(_StandardNormalNet(6, 0.0), "stg", x_dim=17))
     from dic_sbi.sbi.pretrained import load_pretrained, save_pretrained
 
     save_pretrained(post, tmp_path / "p", estimator={"density_estimator": "nsf", "hidden_features": 64, "num_transforms": 5})
@@ -246,8 +255,10 @@ def test_population_fidelity_is_reproducible_and_scores_the_seed_law():
     from dic_sbi.sbi.pretrained import load_pretrained
 
     shipped = load_pretrained("stg")
-    post = dic_sbi.sbi.DICPosterior(shipped.posterior, "stg", simulator=shipped.simulator)  # the seed law only
-    ho = heldout_set("stg", n_points=8, cells_per_point=1, seed=4, duration=2000.0, transient=1000.0)
+    post = dic_sbi.sbi.DICPosterior(shipped.posterior, "stg", simulator=shipped.simulator,
+                                    conditions=shipped.conditions)  # the seed law only
+    ho = heldout_set("stg", n_points=8, cells_per_point=1, seed=4, duration=2000.0, transient=1000.0,
+                     output=shipped.simulator.output)
     a = population_fidelity(post, ho, n_observations=3, n_cells=6, seed=1)
     b = population_fidelity(post, ho, n_observations=3, n_cells=6, seed=1)
     assert a == b and "learned" not in a  # no learned law: only the seed law is scored
@@ -262,6 +273,7 @@ def test_posterior_jitter_reads_the_training_campaigns():
     assert posterior_jitter({"training": {"campaigns": [{"num": 5}, {"num": 3}]}}) is None
     both = {"training": {"campaigns": [{"jitter": [0.5, 3.0]}, {"jitter": [0.5, 3.0]}]}}
     assert posterior_jitter(both) == (0.5, 3.0)
-    assert posterior_jitter(dic_sbi.sbi.pretrained.pretrained_info("stg")) is None  # shipped: trained without jitter
+    assert posterior_jitter(dic_sbi.sbi.pretrained.pretrained_info("da")) is None  # shipped DA: trained without jitter
+    assert posterior_jitter(dic_sbi.sbi.pretrained.pretrained_info("stg")) == (0.5, 3.0)  # shipped STG: with jitter
     with pytest.raises(InvalidInputError, match="jitter"):
         posterior_jitter({"training": {"campaigns": [{"jitter": [0.5, 3.0]}, {"jitter": [0.2, 1.0]}]}})

@@ -11,7 +11,7 @@ import dic_sbi
 from dic_sbi.cli import main
 from dic_sbi.core.simulator import SimulationResult
 from dic_sbi.errors import InvalidInputError
-from dic_sbi.sbi import summary_statistics
+
 from dic_sbi.sbi.matching import class_matched_population
 from dic_sbi.sbi.pretrained import load_pretrained
 
@@ -43,7 +43,7 @@ def observation():
     cell = dic_sbi.degenerate_population("stg", 4.0, 5.0, 1, seed=3)[0]
     res = dic_sbi.simulate("stg", cell, **SHORT)
     klass = str(res.features()["firing_class"][0])
-    return post, post.condition(summary_statistics(res.spiketrain(0))), klass
+    return post, post.observe(res.spiketrain(0), noise_std=0.0), klass
 
 
 def test_every_kept_cell_fires_in_the_observed_class(observation):

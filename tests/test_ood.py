@@ -4,6 +4,7 @@ prior box, is said so on the terminal and in report.json, and the exit status st
 from __future__ import annotations
 
 import json
+import re
 import types
 
 import numpy as np
@@ -32,7 +33,8 @@ def test_990_hz_poisson_train_is_flagged_on_the_terminal_and_in_the_report_with_
     assert code == 0
     warnings = [line for line in cap.err.splitlines() if line.startswith("warning: train 0 (0): ")]
     assert any("outside the range the posterior was trained on: log10_rate_hz = 2.99" in w for w in warnings)
-    assert any("lie on the edge g_u = 20 of the prior box [0, 20]" in w for w in warnings)
+    # the network extrapolates: it pins some DIC to a bound of the box (which one is the network's guess)
+    assert any(re.search(r"lie on the edge g_[su] = -?20 of the prior box", w) for w in warnings)
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["warnings"] == [w.removeprefix("warning: ") for w in warnings]
     assert report["trains"][0]["out_of_distribution"] == [w.removeprefix("warning: train 0 (0): ") for w in warnings]
@@ -43,8 +45,9 @@ def test_a_pacemaker_far_slower_than_any_training_cell_is_flagged_in_python(tmp_
     rec.write_text("\n".join(str(t) for t in np.arange(500.0, 6000.0, 1000.0)) + "\n")  # 1 Hz, regular
     with pytest.warns(UserWarning, match=r"train 0 \(0\): the recording's features lie outside .*log10_rate_hz = 0"):
         result = infer(rec, "stg", 10, seed=0, preview=0, traces=0)
-    assert len(result.trains[0].out_of_distribution) == 1
-    assert "z = -6" in result.trains[0].out_of_distribution[0]
+    first, *edge = result.trains[0].out_of_distribution
+    assert "z = -6" in first
+    assert all("of the prior box" in w for w in edge)  # at most a pinned-posterior warning besides
 
 
 def test_the_shipped_example_recordings_are_not_flagged(recwarn):
@@ -98,7 +101,8 @@ def test_z_scores_use_the_moments_of_the_training_cells_that_have_the_feature():
 def test_the_shipped_networks_hold_their_training_standardization():
     from dic_sbi.sbi.pretrained import load_pretrained
 
-    for model, k in (("stg", 17), ("da", 18)):
-        scale = training_standardization(load_pretrained(model))
-        assert isinstance(scale, Standardize) and scale.mean.shape == (k,)
+    for model in ("stg", "da"):
+        post = load_pretrained(model)
+        scale = training_standardization(post)
+        assert isinstance(scale, Standardize) and scale.mean.shape == (post.simulator.x_dim + len(post.conditions),)
     assert training_standardization(object()) is None

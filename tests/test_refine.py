@@ -17,7 +17,7 @@ from dic_sbi.sbi.refine import _truncated_prior_sample, refine_posterior
 def stg():
     post = load_pretrained("stg")
     rec = dic_sbi.io.read_recording(dic_sbi.data.example_recording("stg"))
-    x = post.condition(dic_sbi.sbi.summary_statistics(rec[0]))
+    x = post.observe(rec[0], noise_std=0.0)
     return post, x
 
 

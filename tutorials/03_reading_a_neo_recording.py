@@ -110,7 +110,8 @@ print("firing class:", feats.firing_class, "- spiking frequency (Hz):", round(fe
 
 # %% [markdown]
 # ## Inference
-# `dic_sbi.infer` conditions the pretrained DIC posterior on the train's summary features, draws `n` DIC
+# `dic_sbi.infer` conditions the pretrained DIC posterior on the train's features (`posterior.observe`: the summary
+# features and, for the shipped STG posterior, the interval statistics, with the known noise level), draws `n` DIC
 # samples `(g_s, g_u)` and turns each into one cell of its degenerate population: the population carries the
 # posterior's uncertainty. `validate=True` simulates every cell with the training protocol and compares its
 # firing with the recording. The posterior and the settings it was trained with are described by

@@ -273,7 +273,9 @@ def summary_statistics(
         (required for plain arrays). Use the window length of the training protocol: the rate and the ISI
         sequence depend on it.
     output, max_isis
-        As in the simulators: ``"summary"`` (17 columns) or ``"isi"`` (summary, count, ``max_isis`` log-ISIs).
+        As in the simulators: ``"summary"`` (17 columns), ``"intervals"`` (summary and the interval statistics)
+        or ``"isi"`` (summary, count, ``max_isis`` log-ISIs). A posterior's own choice:
+        :meth:`DICPosterior.observe <dic_sbi.sbi.DICPosterior.observe>`.
 
     Returns
     -------

@@ -118,6 +118,10 @@ class DICPosterior:
             # The law may have been trained on a widened seed law of the same model (same kinetics and DICs).
             if not same_kinetics(free_conductances.model, self.model) or free_conductances.pair != pair:
                 raise InvalidInputError("free_conductances: trained for another model or compensating pair")
+            x_dim = getattr(simulator, "x_dim", None)
+            if x_dim is not None and free_conductances.x_dim != int(x_dim) + len(self.conditions):
+                raise InvalidInputError(f"free_conductances: trained on x of {free_conductances.x_dim} columns, this "
+                                        f"posterior reads {int(x_dim) + len(self.conditions)} (features and conditions)")  # fmt: skip
         self.free_conductances = free_conductances
         #: Cells of the last sample that fell back to the seed law (see FreeConductanceEstimator.sample_cells).
         self.last_fallback = 0
@@ -134,6 +138,20 @@ class DICPosterior:
 
         row = self.check_conditions(**values)
         return with_conditions(x, row) if row else torch.as_tensor(x, dtype=torch.float32)
+
+    def observe(self, spikes: Any, *, t_start: Any = None, t_stop: Any = None, **conditions: float) -> Tensor:
+        """``x`` of observed spike trains as this posterior reads it (float32, one row per train).
+
+        The features it was trained on (its simulator's ``output``: the summary, or the summary and the interval
+        statistics), with its known conditions inserted, e.g. ``posterior.observe(spiketrain, noise_std=0.0)``.
+        ``spikes``, ``t_start``, ``t_stop`` as in :func:`~dic_sbi.sbi.summary_statistics`; ``conditions`` as in
+        :meth:`condition`. Without a simulator the 17 summary features are used.
+        """
+        from .features import summary_statistics
+
+        sim = self.simulator
+        kind = {} if sim is None else dict(output=sim.output, max_isis=sim.max_isis)
+        return self.condition(summary_statistics(spikes, t_start=t_start, t_stop=t_stop, **kind), **conditions)
 
     def conditions_among(self, **available: float) -> dict[str, float]:
         """Those of the ``available`` condition values that this posterior takes, ready for :meth:`condition`:

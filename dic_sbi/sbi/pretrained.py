@@ -7,7 +7,7 @@ prior, training budget and seeds, held-out metrics). The package ships one per m
 ``dic_sbi/data/pretrained``; ``dic-sbi train`` (:mod:`dic_sbi.train`) produces them.
 
     posterior = load_pretrained("stg")                 # DICPosterior, default x unset
-    x = posterior.condition(summary_statistics(spikes, t_start=0, t_stop=3000), **known)
+    x = posterior.observe(spikes, t_start=0, t_stop=3000, **known)
     cells = posterior.sample((1000,), x=x)
 
 ``known`` holds the posterior's known conditions (``posterior.conditions``, e.g. ``noise_std=0.0``); a
