@@ -230,3 +230,24 @@ def test_train_noise_input_option_round_trips_through_the_command(tmp_path):
                          noise_input=True, quiet=True)  # fmt: skip
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--out", "o", "--work", "w", "--noise-std", "1,2,3"])
+
+
+def test_observe_reads_a_train_with_the_features_and_conditions_the_posterior_was_trained_on():
+    """The shipped STG posterior reads summary + interval statistics and σ; a summary-only one reads 17 columns."""
+    import dic_sbi
+    from dic_sbi.sbi import DICPosterior, summary_statistics
+    from dic_sbi.sbi.pretrained import load_pretrained
+
+    train = dic_sbi.read_recording(dic_sbi.data.example_recording("stg"))[0]
+    post = load_pretrained("stg")
+    x = post.observe(train, noise_std=1.0)
+    assert post.simulator.output == "intervals"
+    assert x.shape == (1, len(feature_names("intervals", conditions=("noise_std",))))
+    by_hand = with_conditions(summary_statistics(train, output="intervals"), [1.0])
+    torch.testing.assert_close(x, by_hand)
+    assert x[0, K] == 1.0  # σ after the summary
+    post.sample((3,), x=x, seed=0)  # the network accepts it
+    with pytest.raises(InvalidInputError, match="noise_std: required"):
+        post.observe(train)
+    summary_only = DICPosterior(post.posterior, "stg")  # no simulator: the 17 summary features, no conditions
+    torch.testing.assert_close(summary_only.observe(train), summary_statistics(train))
