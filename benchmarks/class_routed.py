@@ -51,9 +51,9 @@ def _training_data(info: dict, work: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _score(post, x: torch.Tensor, theta: torch.Tensor, n: int = 500) -> dict:
-    inner = post.posterior
-    parts = [inner.sample_batched((n,), x=x[a : a + 256], show_progress_bars=False) for a in range(0, len(x), 256)]
-    s = torch.cat(parts, dim=1)  # (n, N, 2)
+    from dic_sbi.sbi.evaluation import _posterior_samples
+
+    s = _posterior_samples(post, x, n)  # (n, N, 2)
     mae = (s.mean(0) - theta).abs().mean(0)
     lo, hi = torch.quantile(s, 0.05, dim=0), torch.quantile(s, 0.95, dim=0)
     cover = ((theta >= lo) & (theta <= hi)).float().mean(0)
@@ -76,15 +76,13 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from dic_sbi.sbi import DICSimulator
-    from dic_sbi.sbi.evaluation import heldout_set
+    from dic_sbi.sbi.evaluation import classes_of, heldout_set
     from dic_sbi.sbi.pretrained import load_pretrained, pretrained_info
     from dic_sbi.sbi.training import train_dic_posterior
 
     info = pretrained_info(args.model)
     shipped = load_pretrained(args.model)
     theta, x = _training_data(info, Path(args.work))
-    from dic_sbi.sbi.evaluation import classes_of
-
     keep = torch.as_tensor(classes_of(x) == CODES[args.klass]) & torch.isfinite(x).all(1)
     print(f"{int(keep.sum())} of {len(x)} training rows are {args.klass}", flush=True)
     est = info["estimator"]

@@ -11,7 +11,6 @@ import dic_sbi
 from dic_sbi.cli import main
 from dic_sbi.core.simulator import SimulationResult
 from dic_sbi.errors import InvalidInputError
-
 from dic_sbi.sbi.matching import class_matched_population
 from dic_sbi.sbi.pretrained import load_pretrained
 
