@@ -122,8 +122,7 @@ def _posterior_with(est):
 
 def _x_width(model: str = "stg") -> int:
     """Columns of the shipped posterior's x (features and known conditions)."""
-    post = dic_sbi.sbi.pretrained.load_pretrained(model)
-    return post.simulator.x_dim + len(post.conditions)
+    return dic_sbi.sbi.pretrained.load_pretrained(model).x_width
 
 
 def test_dic_posterior_uses_the_estimator_for_every_sampling_method():

@@ -104,5 +104,5 @@ def test_the_shipped_networks_hold_their_training_standardization():
     for model in ("stg", "da"):
         post = load_pretrained(model)
         scale = training_standardization(post)
-        assert isinstance(scale, Standardize) and scale.mean.shape == (post.simulator.x_dim + len(post.conditions),)
+        assert isinstance(scale, Standardize) and scale.mean.shape == (post.x_width,)
     assert training_standardization(object()) is None

@@ -118,10 +118,9 @@ class DICPosterior:
             # The law may have been trained on a widened seed law of the same model (same kinetics and DICs).
             if not same_kinetics(free_conductances.model, self.model) or free_conductances.pair != pair:
                 raise InvalidInputError("free_conductances: trained for another model or compensating pair")
-            x_dim = getattr(simulator, "x_dim", None)
-            if x_dim is not None and free_conductances.x_dim != int(x_dim) + len(self.conditions):
+            if self.x_width is not None and free_conductances.x_dim != self.x_width:
                 raise InvalidInputError(f"free_conductances: trained on x of {free_conductances.x_dim} columns, this "
-                                        f"posterior reads {int(x_dim) + len(self.conditions)} (features and conditions)")  # fmt: skip
+                                        f"posterior reads {self.x_width} (features and conditions)")  # fmt: skip
         self.free_conductances = free_conductances
         #: Cells of the last sample that fell back to the seed law (see FreeConductanceEstimator.sample_cells).
         self.last_fallback = 0
@@ -216,16 +215,24 @@ class DICPosterior:
     def _conditional(self) -> bool:
         return not isinstance(self.posterior, Distribution)
 
+    @property
+    def x_width(self) -> int | None:
+        """Columns of the x this posterior reads: the simulator's features plus its known conditions.
+
+        ``None`` when the simulator does not state its feature width.
+        """
+        x_dim = getattr(self.simulator, "x_dim", None)
+        return None if x_dim is None else int(x_dim) + len(self.conditions)
+
     def _check_x(self, x: Tensor | None) -> None:
         if x is not None and not self._conditional():
             raise InvalidInputError("x: this DICPosterior wraps an unconditional distribution; it takes no x")
-        x_dim = getattr(self.simulator, "x_dim", None)
-        if x is not None and x_dim is not None:
-            expected = int(x_dim) + len(self.conditions)
+        expected = self.x_width
+        if x is not None and expected is not None:
             k = int(torch.as_tensor(x).shape[-1])
             if k != expected:
                 hint = (f"; add the known conditions with posterior.condition(x, {', '.join(f'{c}=...' for c in self.conditions)})"
-                        if self.conditions and k == int(x_dim) else "")  # fmt: skip
+                        if self.conditions and k == expected - len(self.conditions) else "")  # fmt: skip
                 raise InvalidInputError(f"x: expected {expected} columns, got {k}{hint}")
 
     # -- sampling --------------------------------------------------------------------------------------------
