@@ -256,6 +256,21 @@ def test_resume_with_other_settings_is_refused(reference, tmp_path):
         run_campaign(SPEC, path, progress=False)
 
 
+def test_a_larger_num_grows_the_store_and_keeps_its_chunks(reference, tmp_path):
+    """Asking more simulations of the same campaign extends it; the result equals one run at the larger num."""
+    path = tmp_path / "store"
+    small = CampaignSpec("stg", "dic", num=1020, chunk_size=50, seed=11, **PROTOCOL)  # 20 full chunks + 20 rows
+    run_campaign(small, path, progress=False)
+    report = run_campaign(SPEC, path, progress=False)
+    assert report.skipped == list(range(20))  # the full chunks are kept, the partial one is recomputed whole
+    assert report.computed == list(range(20, SPEC.n_chunks))
+    _same(_content(path), _content(reference))
+    assert CampaignStore.open(path).num == SPEC.num
+    with pytest.raises(InvalidInputError, match="num: stored 1500, asked 1000"):  # never shrinks (it would drop data)
+        run_campaign(CampaignSpec("stg", "dic", num=1000, chunk_size=50, seed=11, **PROTOCOL), path, progress=False)
+    _same(_content(path), _content(reference))
+
+
 def test_cli_campaign_and_resume(tmp_path, capsys):
     args = ["simulate", "--model", "stg", "--prior", "conductance", "--num", "90", "--chunk-size", "40",
             "--duration", "300", "--transient", "100", "--store", str(tmp_path / "s"), "--quiet"]  # fmt: skip

@@ -292,6 +292,9 @@ def _open_or_create(path: Path, spec: CampaignSpec, overwrite: bool) -> Campaign
     if not path.exists():
         return CampaignStore.create(path, config, spec.shapes())
     differ = {k: (store.config.get(k), v) for k, v in config.items() if store.config.get(k) != v}
+    if set(differ) == {"num"} and int(spec.num) > store.num:
+        store.grow(int(spec.num))  # the same campaign with more simulations: the chunks already there stay valid
+        return store
     if differ:
         what = ", ".join(f"{k}: stored {a!r}, asked {b!r}" for k, (a, b) in differ.items())
         raise InvalidInputError(
@@ -322,7 +325,9 @@ def run_campaign(
     spec
         The campaign.
     store
-        Directory of the store (created if absent; an existing one must hold the same ``spec``).
+        Directory of the store (created if absent; an existing one must hold the same ``spec``, except that a
+        larger ``spec.num`` grows it: the chunks already computed are kept, since chunk ``k`` depends only on
+        ``(seed, k)``).
     scheduler
         ``None``: this process, chunk after chunk, each simulated with all cores. A ``dask.distributed``
         scheduler address (``"tcp://host:8786"``) or a ``distributed.Client``: chunks run as tasks on that

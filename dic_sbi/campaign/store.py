@@ -294,6 +294,29 @@ class CampaignStore:
         out["rows"] = np.concatenate([np.arange(c.start, c.stop) for c in chunks]) if chunks else np.empty(0, np.int64)
         return out
 
+    def grow(self, num: int) -> None:
+        """Extend the store to ``num`` rows: the same campaign with more simulations.
+
+        Chunk ``k`` depends only on ``(seed, k)``, so every complete full chunk stays valid; a partial last
+        chunk loses its marker (its rows change) and is recomputed. The arrays grow first and the settings are
+        rewritten last, so an interrupted call leaves a store that reads as before and can be grown again.
+        """
+        import zarr
+
+        if not isinstance(num, (int, np.integer)) or isinstance(num, bool) or num < self.num:
+            raise InvalidInputError(f"num: a store only grows; it holds {self.num} rows, asked {num!r}")
+        if num == self.num:
+            return
+        group = zarr.open_group(str(self.path), mode="r+")
+        for name in (*FIELDS, NOISE_FIELD, JITTER_FIELD):  # not group.array_keys(): it warns on _complete/
+            if not (self.path / name).is_dir():
+                continue
+            arr = group[name]
+            arr.resize((int(num),) + tuple(arr.shape[1:]))
+        config = {**self.config, "num": int(num)}
+        group.attrs.update({"campaign": config})
+        self.config = config
+
     def invalidate(self, k: int) -> None:
         """Forget chunk ``k`` (remove its marker): the next run recomputes it."""
         self._marker_path(k).unlink(missing_ok=True)
