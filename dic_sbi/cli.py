@@ -274,7 +274,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                      transient=args.transient, dt=args.dt, noise_std=args.noise_std, training=training,
                      torch_threads=args.torch_threads, progress=not args.quiet, out=args.out,
                      overwrite=args.overwrite, checkpoint=args.checkpoint, methods=methods,
-                     seed_law_widening=args.seed_law_widening)  # fmt: skip
+                     seed_law_widening=args.seed_law_widening, wide_dic_box=args.wide_dic_box)  # fmt: skip
     print(result.markdown())
     print(f"wrote {result.out}/")
     return 0
@@ -534,6 +534,14 @@ def _box_type(text: str) -> tuple[tuple[float, float], tuple[float, float]]:
 
 
 _box_type.__name__ = "box"
+
+
+def _wide_dic_box(text: str) -> str | tuple[tuple[float, float], tuple[float, float]]:
+    """``conductance`` or ``GS_MIN,GS_MAX,GU_MIN,GU_MAX``."""
+    return "conductance" if text.strip() == "conductance" else _box_type(text)
+
+
+_wide_dic_box.__name__ = "DIC box"
 
 
 def _jitter_type(text: str) -> tuple[float, float]:
@@ -866,6 +874,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "dic_learned_wide (dic_learned on a widened seed law)")
     sp.add_argument("--seed-law-widening", type=_float_type("seed-law widening", minimum=1.0), default=4.0,
                     help="factor on the log-width of the seed law's ranges for dic_learned_wide")
+    sp.add_argument("--wide-dic-box", type=_wide_dic_box, default=None, metavar="conductance|GS_MIN,GS_MAX,GU_MIN,GU_MAX",
+                    help="DIC box of dic_learned_wide's prior: 'conductance' = the box holding the conductance box's "
+                    "cells (default: the model's published box)")
     sp.set_defaults(func=cmd_compare)
     return document_options(p)  # every option's help: its default and unit
 

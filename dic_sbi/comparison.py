@@ -194,6 +194,7 @@ def compare(
     checkpoint: str | os.PathLike | None = None,
     methods: Sequence[str] = METHODS,
     seed_law_widening: float = 4.0,
+    wide_dic_box: str | tuple[tuple[float, float], tuple[float, float]] | None = None,
 ) -> ComparisonResult:
     """Compare DIC-space NPE with standard NPE over conductances (linear and log box priors).
 
@@ -238,6 +239,11 @@ def compare(
     seed_law_widening
         Factor on the log-width of the seed law's ranges for ``dic_learned_wide``
         (:func:`~dic_sbi.models.widen_seed_law`).
+    wide_dic_box
+        DIC box of ``dic_learned_wide``'s prior: ``None`` the model's published box; ``"conductance"`` the box
+        that holds the conductance box's cells (:func:`~dic_sbi.sbi.priors.dic_image_box`), so that the method
+        can represent the ``conductance_box`` observations; or ``((g_s_min, g_s_max), (g_u_min, g_u_max))``.
+        The observation sets do not change.
     """
     if torch_threads is not None:
         _positive_int(torch_threads, "torch_threads")
@@ -254,7 +260,7 @@ def compare(
             noise_std=noise_std, training=training, density_estimator=density_estimator,
             hidden_features=hidden_features, num_transforms=num_transforms, torch_threads=torch_threads,
             n_bootstrap=n_bootstrap, progress=progress, checkpoint=checkpoint, methods=methods,
-            seed_law_widening=seed_law_widening,
+            seed_law_widening=seed_law_widening, wide_dic_box=wide_dic_box,
         )  # fmt: skip
         if out is not None:
             result.write(out, overwrite=overwrite)
@@ -263,10 +269,12 @@ def compare(
 
 def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, calibration_simulations, duration,
              transient, dt, noise_std, training, density_estimator, hidden_features, num_transforms, torch_threads,
-             n_bootstrap, progress, checkpoint, methods=METHODS, seed_law_widening=4.0) -> ComparisonResult:  # fmt: skip
+             n_bootstrap, progress, checkpoint, methods=METHODS, seed_law_widening=4.0,
+             wide_dic_box=None) -> ComparisonResult:  # fmt: skip
     from .models import widen_seed_law
     from .sbi import ConductancePrior, ConductanceSimulator, DICPosterior, DICPrior, DICSimulator
     from .sbi import train_conductance_posterior, train_dic_posterior, train_free_conductances
+    from .sbi.priors import check_dic_box, dic_image_box
 
     model = get_model(model)
     budgets = _check_budgets(budgets)
@@ -286,10 +294,14 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
     priors["dic_learned"] = priors["dic"]
     simulators = {"dic": dic_sim, "conductance_linear": g_sim, "conductance_log": g_sim, "dic_learned": dic_sim}
     models = dict.fromkeys(METHODS, model)
+    if wide_dic_box == "conductance":
+        wide_dic_box = dic_image_box(model)
+    elif wide_dic_box is not None:
+        wide_dic_box = check_dic_box(wide_dic_box)
     if "dic_learned_wide" in methods:
         wide = widen_seed_law(model, seed_law_widening)
         models["dic_learned_wide"] = wide
-        priors["dic_learned_wide"] = DICPrior(wide)
+        priors["dic_learned_wide"] = DICPrior(wide, box=wide_dic_box)
         simulators["dic_learned_wide"] = DICSimulator(wide, **protocol)
     obs_seq = np.random.SeedSequence(seed).spawn(3)[0]  # the observation sets' seed (unchanged since 0.1)
 
@@ -311,6 +323,8 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
     }  # fmt: skip
     if "dic_learned_wide" in methods:  # only then, so that checkpoints of the default methods stay valid
         config["seed_law_widening"] = float(seed_law_widening)
+        if wide_dic_box is not None:  # only then, so that earlier checkpoints stay valid
+            config["wide_dic_box"] = [list(r) for r in wide_dic_box]
         wide_law = models["dic_learned_wide"].seed_population
         config["wide_seed_law"] = {"free_ranges": {k: list(v) for k, v in wide_law.free_ranges.items()},
                                    "leak_range": list(wide_law.leak_range)}  # fmt: skip

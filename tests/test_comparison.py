@@ -11,9 +11,12 @@ import math
 import pytest
 import torch
 
+from dic_sbi import get_model
 from dic_sbi.cli import main
 from dic_sbi.comparison import METHODS, OBSERVATION_SETS, compare
 from dic_sbi.errors import InvalidInputError
+from dic_sbi.sbi import ConductancePrior
+from dic_sbi.sbi.priors import dic_image_box
 
 torch.set_num_threads(1)
 
@@ -175,7 +178,28 @@ def test_wide_seed_law_method_runs_beside_the_others_without_changing_them(tmp_p
     assert both.config["methods"] == ["dic_learned", "dic_learned_wide"] and both.config["seed_law_widening"] == 3.0
     assert both.config["wide_seed_law"]["leak_range"][0] < 0.007  # STG seed leak range (0.007, 0.014), widened
     assert "seed_law_widening" not in alone.config  # default runs keep their checkpoint settings
+    wide_box = compare("stg", (60,), 1, seed=5, methods=("dic_learned_wide",), wide_dic_box="conductance", **small)
+    assert wide_box.config["wide_dic_box"] == [list(r) for r in dic_image_box("stg")]
+    assert "wide_dic_box" not in both.config
+    with pytest.raises(InvalidInputError, match="box"):
+        compare("stg", (60,), 1, methods=("dic_learned_wide",), wide_dic_box="nope", **small)
     with pytest.raises(InvalidInputError, match="methods"):
         compare("stg", (60,), 2, methods=("dic", "nope"))
     with pytest.raises(InvalidInputError, match="methods"):
         compare("stg", (60,), 2, methods=())
+
+
+def test_dic_image_box_holds_the_conductance_boxs_cells():
+    """The box holds ~99 % of fresh conductance-box cells per DIC, and far more than the published DIC box."""
+    from dic_sbi.core import dics
+
+    m = get_model("stg")
+    (s_lo, s_hi), (u_lo, u_hi) = dic_image_box(m, n=20_000, seed=1)
+    d = dics(m, ConductancePrior(m, "linear").sample((20_000,), seed=2).to(torch.float64).numpy())[:, 1:]
+    inside = (d[:, 0] >= s_lo) & (d[:, 0] <= s_hi) & (d[:, 1] >= u_lo) & (d[:, 1] <= u_hi)
+    assert 0.97 < inside.mean() < 0.995
+    (ps_lo, ps_hi), (pu_lo, pu_hi) = m.dic_box
+    published = (d[:, 0] >= ps_lo) & (d[:, 0] <= ps_hi) & (d[:, 1] >= pu_lo) & (d[:, 1] <= pu_hi)
+    assert published.mean() < 0.3  # why the option exists: most box cells lie outside the published DIC box
+    with pytest.raises(InvalidInputError, match="coverage"):
+        dic_image_box(m, coverage=0.0)

@@ -25,7 +25,7 @@ from ..errors import InvalidInputError
 from ..models import ConductanceModel, get_model
 from ._utils import Seed, torch_generator
 
-__all__ = ["ConductancePrior", "DICPrior", "DICRegion", "reachable_floor"]
+__all__ = ["ConductancePrior", "DICPrior", "DICRegion", "dic_image_box", "reachable_floor"]
 
 #: Largest accepted conductance bound (mS/cm²); real ones stay below ~1e4, float32 overflows at ~3e38.
 MAX_CONDUCTANCE = 1e9
@@ -346,6 +346,40 @@ def check_dic_box(box: Any) -> tuple[tuple[float, float], tuple[float, float]]:
     if max(abs(s_lo), abs(s_hi), abs(u_lo), abs(u_hi)) > MAX_DIC:
         raise InvalidInputError(f"box: DIC densities are O(10); bounds beyond ±{MAX_DIC:g} are refused, got {box!r}")
     return ((s_lo, s_hi), (u_lo, u_hi))
+
+
+def dic_image_box(
+    model: str | ConductanceModel, *, coverage: float = 0.99, n: int = 100_000, seed: int = 0,
+) -> tuple[tuple[float, float], tuple[float, float]]:  # fmt: skip
+    """The DIC box that holds the cells of the model's conductance box: a central ``coverage`` range per DIC.
+
+    Cells drawn uniformly from the linear conductance box have DICs far outside the published DIC box (STG:
+    g_u up to ~170 against 20), so a DIC-space posterior on the published box cannot represent them. A
+    :class:`DICPrior` on this box covers the same cells as :class:`ConductancePrior` (to ``coverage`` per DIC).
+
+    Parameters
+    ----------
+    model
+        Model name or object.
+    coverage
+        Central fraction of the DIC values of the box's cells kept on each axis, in (0, 1].
+    n
+        Cells drawn from the conductance box (a Monte Carlo estimate: 10⁵ fix the bounds to ~0.1).
+    seed
+        Seed of the draw.
+    """
+    from ..core import dics
+
+    m = model if isinstance(model, ConductanceModel) else get_model(model)
+    if not (isinstance(coverage, (int, float)) and 0.0 < float(coverage) <= 1.0):
+        raise InvalidInputError(f"coverage: expected a fraction in (0, 1], got {coverage!r}")
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 100:
+        raise InvalidInputError(f"n: expected an int >= 100, got {n!r}")
+    g = ConductancePrior(m, "linear").sample((int(n),), seed=seed).to(torch.float64).numpy()
+    d = dics(m, g)[:, 1:]
+    tail = 50.0 * (1.0 - float(coverage))
+    lo, hi = np.percentile(d, [tail, 100.0 - tail], axis=0)
+    return check_dic_box(((float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1]))))
 
 
 class DICPrior(Distribution):
