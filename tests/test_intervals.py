@@ -139,3 +139,81 @@ def test_training_on_another_device_builds_the_posterior_on_the_cpu():
     g = run.posterior.sample((4,), x=run.x[:1], seed=0)
     assert g.shape == (4, 8) and torch.isfinite(run.posterior.log_prob_dics(run.theta[:3], x=run.x[:1])).all()
     assert encode(np.array([1.0, 2.0, 3.0]), np.array([0, 3]), 0.0, 10.0, "intervals", 0).shape[1] == sim.x_dim
+
+
+def _mixed_x(n: int = 400, seed: int = 0) -> torch.Tensor:
+    """``intervals``-layout rows of simulated-like trains: a third silent, a third tonic, a third bursting."""
+    rng = np.random.default_rng(seed)
+    trains = []
+    for i in range(n):
+        kind = i % 3
+        if kind == 0:
+            trains.append(np.array([]))
+        elif kind == 1:
+            trains.append(np.cumsum(np.full(60, rng.uniform(20, 80)) * (1 + 1e-3 * rng.standard_normal(60))))
+        else:
+            intra, gap, k = rng.uniform(5, 15), rng.uniform(200, 600), int(rng.integers(3, 8))
+            burst = np.r_[0.0, np.cumsum(intra * (1 + 0.3 * np.arange(k - 1) * rng.uniform(0.5, 1.5)))]
+            period = burst[-1] + gap
+            trains.append(np.concatenate([burst + j * period for j in range(6)]))
+    t, off = _csr(trains)
+    return torch.as_tensor(encode(t, off, 0.0, 6000.0, "intervals", 0), dtype=torch.float32)
+
+
+def test_defined_mask_follows_sentinels_and_indicators():
+    from dic_sbi.sbi.features import SENTINEL, defined_mask
+
+    x = _mixed_x(30)
+    names = feature_names("intervals")
+    mask = defined_mask(x, names)
+    col = {n: j for j, n in enumerate(names)}
+    silent = x[:, col["is_silent"]] > 0.5
+    bursting = x[:, col["is_bursting"]] > 0.5
+    assert not mask[silent, col["log10_mean_isi_ms"]].any() and not mask[silent, col["log10_rate_hz"]].any()
+    assert mask[~silent, col["log10_mean_isi_ms"]].all()
+    assert (mask[:, col["log10_burst_period_ms"]] == (x[:, col["log10_burst_period_ms"]] != SENTINEL)).all()
+    assert (mask[:, col["log10_intra_first_last"]] == bursting).all()  # every built burster has burst shape
+    assert (mask[:, col["log10_cv_floor"]] == ~silent).all()
+    assert mask[:, col["is_bursting"]].all() and mask[:, col["has_burst_shape"]].all()  # indicators: all rows
+    with pytest.raises(Exception, match="expected"):
+        defined_mask(x[:, :-1], names)
+
+
+def test_standardisation_uses_the_moments_where_each_feature_is_defined():
+    """Burst-shape statistics spread by ~0.05 among bursters must come out at unit spread, not squashed by the
+    sentinels or zero fill of the other classes (the pre-2026-12-05 flaw: interval columns were not scaled)."""
+    from dic_sbi.sbi import Standardize
+    from dic_sbi.sbi.features import defined_mask
+    from dic_sbi.sbi.training import build_density_estimator
+
+    x = _mixed_x()
+    names = feature_names("intervals")
+    mask = defined_mask(x, names)
+    scale = Standardize.from_data(x, defined=mask)
+    assert float(scale.defined_moments) == 1.0
+    z = scale(x).detach()
+    for n in ("log10_intra_max_min", "log10_burst_period_ms", "log10_mean_isi_ms", "asinh_skewness"):
+        j = names.index(n)
+        v = x[mask[:, j], j].numpy().astype(np.float64)
+        assert float(scale.mean[j]) == pytest.approx(v.mean(), abs=1e-5)
+        assert float(scale.std[j]) == pytest.approx(max(v.std(ddof=1), 0.1), rel=1e-4)
+        if v.std() > 0.1:
+            assert z[mask[:, j], j].std().item() == pytest.approx(1.0, rel=1e-3)
+    j = names.index("is_bursting")  # indicators: moments over all rows, so the mean is the class share
+    assert float(scale.mean[j]) == pytest.approx(1 / 3, abs=0.01)
+    # The builder uses it for the intervals layout (and counts known conditions).
+    build = build_density_estimator("nsf", x, "intervals", hidden_features=8, num_transforms=1)
+    net = build(torch.rand(len(x), 2), x)
+    first = net._embedding_net
+    first = first[0] if isinstance(first, torch.nn.Sequential) else first
+    torch.testing.assert_close(first.mean, scale.mean)
+    with pytest.raises(Exception, match="columns"):
+        build_density_estimator("nsf", x[:, :-1], "intervals")
+    # Fewer than two defined rows: left as it is; weights saved before the flag load as mixture moments.
+    one = torch.zeros(len(x), x.shape[1], dtype=torch.bool)
+    one[0] = True
+    assert torch.equal(Standardize.from_data(x, defined=one).mean, torch.zeros(x.shape[1]))
+    old = {"mean": scale.mean.detach().clone(), "std": scale.std.detach().clone()}
+    fresh = Standardize(torch.zeros(x.shape[1]), torch.ones(x.shape[1]))
+    fresh.load_state_dict(old)
+    assert float(fresh.defined_moments) == 0.0 and torch.equal(fresh.mean, scale.mean)

@@ -35,18 +35,46 @@ class Standardize(nn.Module):
         # Frozen parameters rather than buffers: sbi locates a net's device from its first parameter.
         self.mean = nn.Parameter(mean, requires_grad=False)
         self.std = nn.Parameter(std.clamp_min(min_std), requires_grad=False)
+        # 1 when each value column holds the moments of the rows where it is defined (from_data(defined=...)),
+        # 0 for moments of the whole mixture; stored with the weights (the out-of-distribution check reads it).
+        self.register_buffer("defined_moments", torch.tensor(0.0))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # Weights saved before the flag existed hold mixture moments.
+        state_dict.setdefault(prefix + "defined_moments", torch.tensor(0.0))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @classmethod
-    def from_data(cls, x: Tensor, *, columns: int | None = None, min_std: float = 0.1) -> "Standardize":
-        """Statistics of the finite rows of ``x``; with ``columns``, only the first ``columns`` are scaled."""
+    def from_data(
+        cls, x: Tensor, *, columns: int | None = None, min_std: float = 0.1, defined: Tensor | None = None
+    ) -> "Standardize":
+        """Statistics of the finite rows of ``x``; with ``columns``, only the first ``columns`` are scaled.
+
+        ``defined`` (``(N, k)`` booleans, e.g. :func:`~dic_sbi.sbi.features.defined_mask`) restricts each column's
+        statistics to the rows where its value is defined: a feature of bursting trains is then scaled by its
+        spread among bursting trains, not squashed by the sentinels of the other classes. A column with fewer
+        than two defined rows is left as it is.
+        """
         x = torch.as_tensor(x, dtype=torch.float32)
-        x = x[torch.isfinite(x).all(dim=1)]
+        finite = torch.isfinite(x).all(dim=1)
+        if defined is not None:
+            defined = torch.as_tensor(defined, dtype=torch.bool)
+            if defined.shape != x.shape:
+                raise InvalidInputError(f"defined: expected shape {tuple(x.shape)}, got {tuple(defined.shape)}")
+            defined = defined[finite]
+        x = x[finite]
         if x.shape[0] < 2:
             raise InvalidInputError("x: need at least two finite rows to standardise")
         mean, std = x.mean(0), x.std(0)
+        if defined is not None:
+            for j in range(x.shape[1]):
+                v = x[defined[:, j], j]
+                mean[j], std[j] = (v.mean(), v.std()) if v.numel() >= 2 else (0.0, 1.0)
         if columns is not None:
             mean[columns:], std[columns:] = 0.0, 1.0
-        return cls(mean, std, min_std=min_std)
+        out = cls(mean, std, min_std=min_std)
+        out.defined_moments.fill_(float(defined is not None))
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std

@@ -48,6 +48,7 @@ __all__ = [
     "encode_summary",
     "encode_isis",
     "feature_names",
+    "defined_mask",
     "summary_statistics",
     "CONDITION_NAMES",
     "with_conditions",
@@ -218,6 +219,39 @@ def feature_names(output: str = "summary", max_isis: int = 0, conditions: Sequen
     if output == "intervals":
         return SUMMARY_NAMES + cond + INTERVAL_NAMES
     raise InvalidInputError(f"output: expected 'summary', 'intervals' or 'isi', got {output!r}")
+
+
+#: The indicator column that says where each encoded interval statistic is defined (0 where it is not).
+_DEFINED_BY = {
+    **{n: "has_intervals" for n in INTERVAL_NAMES[:8]},
+    **{n: "has_burst_shape" for n in INTERVAL_NAMES[8:11]},
+    "log10_interburst_interval_ms": "has_bursts",
+    "log10_1p_spikes_per_burst_std": "has_bursts",
+    "log10_burst_period_cv_floor": "has_burst_period_cv",
+}
+
+
+def defined_mask(x: Any, names: Sequence[str]) -> torch.Tensor:
+    """``(N, k)`` booleans: where each value column of ``x`` (columns ``names``) holds a defined value.
+
+    A summary value is undefined where it is the :data:`SENTINEL` (a silent train's floor rate included), an
+    interval statistic where its indicator column is 0. Indicator columns, conditions and any other column are
+    defined everywhere (an indicator's mean over all rows is the share of the group it marks).
+    """
+    x = torch.as_tensor(x, dtype=torch.float32)
+    names = tuple(names)
+    if x.ndim != 2 or x.shape[1] != len(names):
+        raise InvalidInputError(f"x: expected (N, {len(names)}) for columns {names[:3]}..., got {tuple(x.shape)}")
+    col = {n: j for j, n in enumerate(names)}
+    out = torch.ones_like(x, dtype=torch.bool)
+    for j, n in enumerate(names):
+        if n.startswith(("is_", "has_")):
+            continue
+        if n in SUMMARY_NAMES:
+            out[:, j] = x[:, j] != SENTINEL
+        elif n in _DEFINED_BY and _DEFINED_BY[n] in col:
+            out[:, j] = x[:, col[_DEFINED_BY[n]]] > 0.5
+    return out
 
 
 def with_conditions(x: Any, values: Sequence[float] | NDArray[np.float64]) -> torch.Tensor:

@@ -7,9 +7,10 @@ flag it:
 - **Range of x.** The network's first layer is a fixed :class:`~dic_sbi.sbi.Standardize` holding the mean and
   standard deviation of the training ``x`` (every posterior built by
   :func:`~dic_sbi.sbi.training.build_density_estimator`, the shipped ones included, stores them with its weights).
-  Those are moments of a mixture (silent cells hold the floor rate, tonic cells the sentinel in the burst
-  columns), and the indicator columns' means give each group's share, so the moments of the cells for which a
-  feature is defined follow exactly (``_z_scores``); a column whose ``|z|`` against them is above
+  Posteriors built since 2026-12-05 store, for each feature, the moments of the training cells for which it is
+  defined (``Standardize.defined_moments``). Older ones store moments of a mixture (silent cells hold the floor
+  rate, tonic cells the sentinel in the burst columns), and the indicator columns' means give each group's
+  share, so the moments of the cells for which a feature is defined follow exactly (``_z_scores``); a column whose ``|z|`` against them is above
   :data:`Z_LIMIT` is outside what the flow was fitted on. By Chebyshev's inequality at most ``1 / Z_LIMIT**2``
   (4 %) of the training set lies that far out in any one column, whatever the distribution (and the floor of
   ``std`` at 0.1 only makes ``|z|`` smaller, so the check is conservative); known conditions are left out (they
@@ -71,11 +72,14 @@ def _z_scores(scale: Standardize, x: np.ndarray) -> np.ndarray:
     mean = scale.mean.detach().numpy().astype(np.float64)
     std = scale.std.detach().numpy().astype(np.float64)
     z = (x - mean[: x.size]) / std[: x.size]
+    direct = bool(scale.defined_moments)  # the stored moments are already those of the defined cells
     for col, (flag, const, defined_when_set) in _DEFINED_BY.items():
         share = mean[flag] if defined_when_set else 1.0 - mean[flag]  # fraction of training cells with the feature
         observed = x[flag] > 0.5 if defined_when_set else x[flag] < 0.5
         if not observed:
             z[col] = 0.0  # the observation holds the constant, as the training cells without the feature
+            continue
+        if direct:
             continue
         if not 0.01 <= share <= 1.0:
             continue  # (almost) no training cell without the feature: the mixture moments are those of the defined
@@ -111,8 +115,6 @@ def out_of_distribution(posterior: Any, x: Any, dics: Any) -> list[str]:
         raise InvalidInputError(f"dics: expected (n, 2) samples (g_s, g_u), got shape {d.shape}")
     warnings: list[str] = []
     scale = training_standardization(posterior)
-    sim = getattr(posterior, "simulator", None)
-    conditions = tuple(getattr(posterior, "conditions", {}) or {})
     if scale is not None and x.shape[0] >= len(SUMMARY_NAMES):
         z = _z_scores(scale, x[: len(SUMMARY_NAMES)].detach().numpy().astype(np.float64))
         far = [i for i in np.argsort(-np.abs(z)) if abs(z[i]) > Z_LIMIT]
