@@ -154,8 +154,14 @@ def test_save_and_load_pretrained_keep_the_estimator(tmp_path):
     t = np.column_stack([rng.uniform(1, 10, 300), rng.uniform(2, 12, 300)])
     g = dic_sbi.degenerate_population("stg", t[:, 0], t[:, 1], 1, seed=rng)[:, 0]
     x = torch.as_tensor(rng.standard_normal((300, _x_width())), dtype=torch.float32)
+    shipped = dic_sbi.sbi.pretrained.load_pretrained("stg")
+    names = dic_sbi.sbi.features.feature_names(shipped.simulator.output, conditions=tuple(shipped.conditions))
+    with pytest.raises(dic_sbi.InvalidInputError, match="x_names"):
+        train_free_conductances("stg", t, g, x, training=dict(max_num_epochs=1), x_names=names[:-1])
     est, _ = train_free_conductances("stg", t, g, x, training=dict(max_num_epochs=2), seed=0, show_progress_bars=False,
-                                     hidden_features=16, num_transforms=1)
+                                     hidden_features=16, num_transforms=1, x_names=names)
+    scale = est.net._embedding_net
+    assert float(scale.defined_moments) == 1.0  # features scaled where defined (the DIC posteriors' rule)
     post, _ = _posterior_with(est)
     with pytest.raises(dic_sbi.InvalidInputError, match="trained on x of 17 columns"):
         _posterior_with(FreeConductanceEstimator(_StandardNormalNet(6, 0.0), "stg", x_dim=17))
@@ -165,6 +171,7 @@ def test_save_and_load_pretrained_keep_the_estimator(tmp_path):
     assert (tmp_path / "p.free.pt").is_file()
     back = load_pretrained(tmp_path / "p")
     assert back.free_conductances is not None
+    assert float(back.free_conductances.net._embedding_net.defined_moments) == 1.0
     cond_t, cond_x = np.array([[3.0, 5.0]]), x[:1]
     gl, u = est.sample_draws(cond_t, cond_x, seed=4)
     np.testing.assert_allclose(back.free_conductances.log_prob_draws(gl, u, cond_t, cond_x),

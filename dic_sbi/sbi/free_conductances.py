@@ -21,7 +21,8 @@ the reachability by the probability that a draw of ``q(z | t, x)`` is valid.
 from __future__ import annotations
 
 import copy
-from typing import Any
+import warnings
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -42,24 +43,43 @@ MAX_ROUNDS = 50
 
 
 def build_free_conductance_net(
-    w: Tensor, condition: Tensor, *, hidden_features: int = 64, num_transforms: int = 5, passes: int | None = 2
+    w: Tensor,
+    condition: Tensor,
+    *,
+    hidden_features: int = 64,
+    num_transforms: int = 5,
+    passes: int | None = 2,
+    x_names: Sequence[str] | None = None,
 ) -> Any:
     """An sbi conditional flow (zuko NSF) over ``w`` given ``condition = (x, t)``, both standardised on the data.
 
     The condition is standardised by a fixed :class:`~dic_sbi.sbi.Standardize` (spread floored at 0.1, so
-    constant columns stay constant), ``w`` by sbi's independent z-score. ``passes=2`` makes each spline transform
-    a coupling layer: sampling then costs two network passes per transform instead of one per dimension (it is
-    what ``infer`` pays for every cell); ``None`` is a fully autoregressive flow.
+    constant columns stay constant), ``w`` by sbi's independent z-score. With ``x_names`` (the columns of ``x``),
+    each feature is scaled by its moments where it is defined (:func:`~dic_sbi.sbi.features.defined_mask`), as
+    the DIC posteriors are. ``passes=2`` makes each spline transform a coupling layer: sampling then costs two
+    network passes per transform instead of one per dimension (it is what ``infer`` pays for every cell);
+    ``None`` is a fully autoregressive flow.
     """
     from sbi.neural_nets import posterior_nn
 
     from .embedding import Standardize
+    from .features import defined_mask
 
     extra = {} if passes is None else {"passes": int(passes)}
-    builder = posterior_nn(model="zuko_nsf", z_score_x="none", z_score_theta="independent",
-                           embedding_net=Standardize.from_data(condition), hidden_features=hidden_features,
-                           num_transforms=num_transforms, **extra)  # fmt: skip
-    return builder(w, condition)
+    defined = None
+    if x_names is not None:
+        k = condition.shape[1] - 2
+        if len(x_names) != k:
+            raise InvalidInputError(f"x_names: expected {k} names for the columns of x, got {len(x_names)}")
+        mask = defined_mask(condition[:, :k], tuple(x_names))
+        defined = torch.cat([mask, torch.ones(condition.shape[0], 2, dtype=torch.bool)], dim=1)
+    with warnings.catch_warnings():
+        # sbi 0.27 forwards ``passes`` to zuko's NSF (what it is for) but warns that it does not know it.
+        warnings.filterwarnings("ignore", message="Unknown kwargs passed to ConditionalFlowConfig")
+        builder = posterior_nn(model="zuko_nsf", z_score_x="none", z_score_theta="independent",
+                               embedding_net=Standardize.from_data(condition, defined=defined),
+                               hidden_features=hidden_features, num_transforms=num_transforms, **extra)  # fmt: skip
+        return builder(w, condition)
 
 
 class FreeConductanceEstimator:
@@ -241,6 +261,7 @@ def train_free_conductances(
     show_progress_bars: bool = True,
     device: str = "cpu",
     init: FreeConductanceEstimator | None = None,
+    x_names: Sequence[str] | None = None,
 ) -> tuple[FreeConductanceEstimator, dict[str, Any]]:
     """Train ``q(z | t, x)`` on DIC-prior simulations: their DICs ``(N, 2)``, cells ``(N, n)`` and ``x`` ``(N, k)``.
 
@@ -250,7 +271,8 @@ def train_free_conductances(
     most 200 epochs, early stopping after 20), on ``device``; the estimator is returned on the CPU. ``passes``:
     see :func:`build_free_conductance_net` (2, coupling: fast sampling). ``init``: start from a copy of this
     estimator's network (its architecture and input scaling; the other network settings are then ignored),
-    e.g. to refine an amortised law on simulations near one recording.
+    e.g. to refine an amortised law on simulations near one recording. ``x_names``: the columns of ``x``, to
+    scale each feature by its moments where it is defined (see :func:`build_free_conductance_net`).
 
     Returns
     -------
@@ -289,7 +311,7 @@ def train_free_conductances(
         def builder(theta: Tensor, xx: Tensor) -> Any:
             if init is not None:  # a copy: the estimator given stays as it is
                 return copy.deepcopy(init.net).train()
-            return build_free_conductance_net(theta, xx, **settings)
+            return build_free_conductance_net(theta, xx, **settings, x_names=x_names)
 
         inference = NPE(prior=None, density_estimator=builder, device=device, show_progress_bars=show_progress_bars)
         inference.append_simulations(w, cond)
