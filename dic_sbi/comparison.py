@@ -377,7 +377,6 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                 if method in _LEARNED:
                     est, _ = train_free_conductances(
                         mmodel, theta, cells, x, pair=simulator.pair, seed=train_seed + 1, show_progress_bars=False,
-                        x_names=simulator.names,
                         training={"training_batch_size": _batch_size(budget), **train_settings["training"]},
                     )  # fmt: skip
                     run.posterior = DICPosterior(run.posterior.posterior, mmodel, pair=simulator.pair,

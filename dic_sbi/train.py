@@ -365,7 +365,7 @@ def train_free_conductances_for(
     from .io.outputs import check_output
     from .sbi import DICPosterior, train_free_conductances
     from .sbi._utils import torch_threads_set
-    from .sbi.features import feature_names, with_conditions
+    from .sbi.features import with_conditions
     from .sbi.pretrained import load_pretrained, pretrained_info, save_pretrained
 
     if not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -415,8 +415,7 @@ def train_free_conductances_for(
     with torch_threads_set(torch_threads):
         est, summary = train_free_conductances(m_free, data["theta"], data["conductances"], x, pair=post.pair,
                                                hidden_features=hidden_features, num_transforms=num_transforms,
-                                               passes=passes, training=training, seed=int(seed) + 2, show_progress_bars=not quiet,
-                                               x_names=feature_names(output, conditions=tuple(post.conditions or ())))  # fmt: skip
+                                               passes=passes, training=training, seed=int(seed) + 2, show_progress_bars=not quiet)  # fmt: skip
     train_seconds = time.perf_counter() - t0
     learned = DICPosterior(post.posterior, m, pair=post.pair, simulator=post.simulator, conditions=post.conditions,
                            free_conductances=est)  # fmt: skip

@@ -189,9 +189,10 @@ def test_standardisation_uses_the_moments_where_each_feature_is_defined():
     x = _mixed_x()
     names = feature_names("intervals")
     mask = defined_mask(x, names)
-    scale = Standardize.from_data(x, defined=mask)
+    scale = Standardize.from_data(x, names=names)
     assert float(scale.defined_moments) == 1.0
     z = scale(x).detach()
+    assert (z[~mask] == 0).all()  # undefined entries (sentinels, zero fill) map to the defined mean
     for n in ("log10_intra_max_min", "log10_burst_period_ms", "log10_mean_isi_ms", "asinh_skewness"):
         j = names.index(n)
         v = x[mask[:, j], j].numpy().astype(np.float64)
@@ -202,18 +203,23 @@ def test_standardisation_uses_the_moments_where_each_feature_is_defined():
     j = names.index("is_bursting")  # indicators: moments over all rows, so the mean is the class share
     assert float(scale.mean[j]) == pytest.approx(1 / 3, abs=0.01)
     # The builder uses it for the intervals layout (and counts known conditions).
-    build = build_density_estimator("nsf", x, "intervals", hidden_features=8, num_transforms=1)
+    build = build_density_estimator("nsf", x, "intervals", hidden_features=8, num_transforms=1, defined_scaling=True)
     net = build(torch.rand(len(x), 2), x)
     first = net._embedding_net
     first = first[0] if isinstance(first, torch.nn.Sequential) else first
     torch.testing.assert_close(first.mean, scale.mean)
     with pytest.raises(Exception, match="columns"):
-        build_density_estimator("nsf", x[:, :-1], "intervals")
-    # Fewer than two defined rows: left as it is; weights saved before the flag load as mixture moments.
-    one = torch.zeros(len(x), x.shape[1], dtype=torch.bool)
-    one[0] = True
-    assert torch.equal(Standardize.from_data(x, defined=one).mean, torch.zeros(x.shape[1]))
+        build_density_estimator("nsf", x[:, :-1], "intervals", defined_scaling=True)
+    default = build_density_estimator("nsf", x, "intervals", hidden_features=8, num_transforms=1)(torch.rand(len(x), 2), x)
+    assert float(default._embedding_net.defined_moments) == 0.0  # the default is unchanged (opt-in, see README)
+    # Fewer than two defined rows: left as it is (here: a single bursting row).
+    few = torch.cat([x[~(x[:, names.index("is_bursting")] > 0.5)], x[x[:, names.index("is_bursting")] > 0.5][:1]])
+    j = names.index("log10_intra_max_min")
+    lone = Standardize.from_data(few, names=names)
+    assert float(lone.mean[j]) == 0.0 and float(lone.std[j]) == 1.0
+    # Weights saved before the flag load as mixture moments, every value mapped as it is.
     old = {"mean": scale.mean.detach().clone(), "std": scale.std.detach().clone()}
     fresh = Standardize(torch.zeros(x.shape[1]), torch.ones(x.shape[1]))
     fresh.load_state_dict(old)
     assert float(fresh.defined_moments) == 0.0 and torch.equal(fresh.mean, scale.mean)
+    torch.testing.assert_close(fresh(x), (x - scale.mean) / scale.std)

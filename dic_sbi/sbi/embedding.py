@@ -9,11 +9,13 @@ observation where it is not. :class:`Standardize` does the same job with a sane 
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidInputError
-from .features import SUMMARY_NAMES
+from .features import SUMMARY_NAMES, defined_mask, undefined_rule
 
 __all__ = ["Standardize", "ISIEmbedding", "SequenceEmbedding"]
 
@@ -35,33 +37,41 @@ class Standardize(nn.Module):
         # Frozen parameters rather than buffers: sbi locates a net's device from its first parameter.
         self.mean = nn.Parameter(mean, requires_grad=False)
         self.std = nn.Parameter(std.clamp_min(min_std), requires_grad=False)
-        # 1 when each value column holds the moments of the rows where it is defined (from_data(defined=...)),
+        # 1 when each value column holds the moments of the rows where it is defined (from_data(names=...)),
         # 0 for moments of the whole mixture; stored with the weights (the out-of-distribution check reads it).
         self.register_buffer("defined_moments", torch.tensor(0.0))
+        # Column j is undefined where x[:, ref_index[j]] == ref_value[j] (ref_index -1: always defined); such
+        # entries are mapped to 0 (the mean of the defined values) and the indicator columns say which they are.
+        # Without it a sentinel 40 spreads below a burst feature's defined values would reach the flow as -40.
+        self.register_buffer("ref_index", torch.full(mean.shape, -1, dtype=torch.long))
+        self.register_buffer("ref_value", torch.zeros(mean.shape))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        # Weights saved before the flag existed hold mixture moments.
+        # Weights saved before these buffers existed hold mixture moments and map every value as it is.
+        k = state_dict[prefix + "mean"].shape if prefix + "mean" in state_dict else self.mean.shape
         state_dict.setdefault(prefix + "defined_moments", torch.tensor(0.0))
+        state_dict.setdefault(prefix + "ref_index", torch.full(k, -1, dtype=torch.long))
+        state_dict.setdefault(prefix + "ref_value", torch.zeros(k))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @classmethod
     def from_data(
-        cls, x: Tensor, *, columns: int | None = None, min_std: float = 0.1, defined: Tensor | None = None
+        cls, x: Tensor, *, columns: int | None = None, min_std: float = 0.1, names: Sequence[str] | None = None
     ) -> "Standardize":
         """Statistics of the finite rows of ``x``; with ``columns``, only the first ``columns`` are scaled.
 
-        ``defined`` (``(N, k)`` booleans, e.g. :func:`~dic_sbi.sbi.features.defined_mask`) restricts each column's
-        statistics to the rows where its value is defined: a feature of bursting trains is then scaled by its
-        spread among bursting trains, not squashed by the sentinels of the other classes. A column with fewer
-        than two defined rows is left as it is.
+        With ``names`` (the columns of ``x``, :func:`~dic_sbi.sbi.features.feature_names`), each column's
+        statistics are those of the rows where its value is defined (:func:`~dic_sbi.sbi.features.undefined_rule`),
+        and undefined entries map to 0: a feature of bursting trains is then scaled by its spread among bursting
+        trains, not squashed by the sentinels of the other classes. A column with fewer than two defined rows is
+        left as it is.
         """
         x = torch.as_tensor(x, dtype=torch.float32)
         finite = torch.isfinite(x).all(dim=1)
-        if defined is not None:
-            defined = torch.as_tensor(defined, dtype=torch.bool)
-            if defined.shape != x.shape:
-                raise InvalidInputError(f"defined: expected shape {tuple(x.shape)}, got {tuple(defined.shape)}")
-            defined = defined[finite]
+        defined = None
+        if names is not None:
+            ref_index, ref_value = undefined_rule(names)
+            defined = defined_mask(x, names)[finite]
         x = x[finite]
         if x.shape[0] < 2:
             raise InvalidInputError("x: need at least two finite rows to standardise")
@@ -73,11 +83,19 @@ class Standardize(nn.Module):
         if columns is not None:
             mean[columns:], std[columns:] = 0.0, 1.0
         out = cls(mean, std, min_std=min_std)
-        out.defined_moments.fill_(float(defined is not None))
+        if defined is not None:
+            out.defined_moments.fill_(1.0)
+            out.ref_index.copy_(ref_index)
+            out.ref_value.copy_(ref_value)
         return out
 
     def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std
+        z = (x - self.mean) / self.std
+        ruled = self.ref_index >= 0
+        if bool(ruled.any()):
+            undefined = (x[..., self.ref_index.clamp_min(0)] == self.ref_value) & ruled
+            z = torch.where(undefined, torch.zeros_like(z), z)
+        return z
 
 
 class _ISIInput(nn.Module):

@@ -49,6 +49,7 @@ __all__ = [
     "encode_isis",
     "feature_names",
     "defined_mask",
+    "undefined_rule",
     "summary_statistics",
     "CONDITION_NAMES",
     "with_conditions",
@@ -231,27 +232,36 @@ _DEFINED_BY = {
 }
 
 
-def defined_mask(x: Any, names: Sequence[str]) -> torch.Tensor:
-    """``(N, k)`` booleans: where each value column of ``x`` (columns ``names``) holds a defined value.
+def undefined_rule(names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each column of ``x`` (columns ``names``) is undefined: ``x[:, index[j]] == value[j]`` (``index[j] = -1``:
+    always defined).
 
     A summary value is undefined where it is the :data:`SENTINEL` (a silent train's floor rate included), an
     interval statistic where its indicator column is 0. Indicator columns, conditions and any other column are
-    defined everywhere (an indicator's mean over all rows is the share of the group it marks).
+    always defined (an indicator's mean over all rows is the share of the group it marks).
     """
-    x = torch.as_tensor(x, dtype=torch.float32)
     names = tuple(names)
-    if x.ndim != 2 or x.shape[1] != len(names):
-        raise InvalidInputError(f"x: expected (N, {len(names)}) for columns {names[:3]}..., got {tuple(x.shape)}")
     col = {n: j for j, n in enumerate(names)}
-    out = torch.ones_like(x, dtype=torch.bool)
+    index, value = [-1] * len(names), [0.0] * len(names)
     for j, n in enumerate(names):
         if n.startswith(("is_", "has_")):
             continue
         if n in SUMMARY_NAMES:
-            out[:, j] = x[:, j] != SENTINEL
+            index[j], value[j] = j, SENTINEL
         elif n in _DEFINED_BY and _DEFINED_BY[n] in col:
-            out[:, j] = x[:, col[_DEFINED_BY[n]]] > 0.5
-    return out
+            index[j], value[j] = col[_DEFINED_BY[n]], 0.0
+    return torch.tensor(index, dtype=torch.long), torch.tensor(value, dtype=torch.float32)
+
+
+def defined_mask(x: Any, names: Sequence[str]) -> torch.Tensor:
+    """``(N, k)`` booleans: where each value column of ``x`` (columns ``names``) holds a defined value
+    (:func:`undefined_rule`)."""
+    x = torch.as_tensor(x, dtype=torch.float32)
+    names = tuple(names)
+    if x.ndim != 2 or x.shape[1] != len(names):
+        raise InvalidInputError(f"x: expected (N, {len(names)}) for columns {names[:3]}..., got {tuple(x.shape)}")
+    index, value = undefined_rule(names)
+    return ~((x[:, index.clamp_min(0)] == value) & (index >= 0))
 
 
 def with_conditions(x: Any, values: Sequence[float] | NDArray[np.float64]) -> torch.Tensor:

@@ -63,21 +63,19 @@ def build_free_conductance_net(
     from sbi.neural_nets import posterior_nn
 
     from .embedding import Standardize
-    from .features import defined_mask
 
     extra = {} if passes is None else {"passes": int(passes)}
-    defined = None
+    names = None
     if x_names is not None:
         k = condition.shape[1] - 2
         if len(x_names) != k:
             raise InvalidInputError(f"x_names: expected {k} names for the columns of x, got {len(x_names)}")
-        mask = defined_mask(condition[:, :k], tuple(x_names))
-        defined = torch.cat([mask, torch.ones(condition.shape[0], 2, dtype=torch.bool)], dim=1)
+        names = tuple(x_names) + ("dic_g_s", "dic_g_u")
     with warnings.catch_warnings():
         # sbi 0.27 forwards ``passes`` to zuko's NSF (what it is for) but warns that it does not know it.
         warnings.filterwarnings("ignore", message="Unknown kwargs passed to ConditionalFlowConfig")
         builder = posterior_nn(model="zuko_nsf", z_score_x="none", z_score_theta="independent",
-                               embedding_net=Standardize.from_data(condition, defined=defined),
+                               embedding_net=Standardize.from_data(condition, names=names),
                                hidden_features=hidden_features, num_transforms=num_transforms, **extra)  # fmt: skip
         return builder(w, condition)
 
