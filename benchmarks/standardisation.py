@@ -9,8 +9,8 @@ statistics), trained on noise-free DIC-prior simulations, evaluated on the burst
 * ``posterior_before``: what the posteriors' first layer did before 2026-12-05 (:class:`~dic_sbi.sbi.Standardize`
   fitted on all rows, summary columns only, spread floor 0.1; the interval statistics passed unscaled);
 * ``all_rows``: every column standardised over all rows (sentinels and zero fill of other classes included);
-* ``defined_rows``: every column over the rows where it is defined (:func:`~dic_sbi.sbi.features.defined_mask`,
-  what the posteriors use now).
+* ``defined_rows``: every column over the rows where it is defined, undefined entries mapped to 0
+  (``Standardize.from_data(names=...)``, what ``build_density_estimator(defined_scaling=True)`` uses).
 
 The shipped posterior's mean is scored on the same cells. Posterior-mean MAE of (g_s, g_u), bursting cells.
 
@@ -33,7 +33,7 @@ from dic_sbi.core.simulator import simulate
 from dic_sbi.models import get_model
 from dic_sbi.sbi import DICPrior, Standardize
 from dic_sbi.sbi.evaluation import classes_of
-from dic_sbi.sbi.features import SUMMARY_NAMES, defined_mask, encode, feature_names, with_conditions
+from dic_sbi.sbi.features import SUMMARY_NAMES, encode, feature_names, with_conditions
 
 N_SUMMARY = len(SUMMARY_NAMES)
 
@@ -80,7 +80,7 @@ def scalings(x: np.ndarray, bursting: np.ndarray) -> dict[str, Standardize]:
         "bursters": Standardize.from_data(xt[torch.as_tensor(bursting)], min_std=1e-6),
         "posterior_before": Standardize.from_data(xt, columns=N_SUMMARY),
         "all_rows": Standardize.from_data(xt),
-        "defined_rows": Standardize.from_data(xt, defined=defined_mask(xt, names)),
+        "defined_rows": Standardize.from_data(xt, names=names),
     }
 
 
