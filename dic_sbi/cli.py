@@ -394,7 +394,8 @@ def _train(args: argparse.Namespace, training: dict) -> int:
     meta = train_pretrained(
         args.model, args.out, work_dir=args.work, num_simulations=args.num_simulations,
         noisy_simulations=args.noisy_simulations, noise_std=args.noise_std, seed=args.seed,
-        estimator={"hidden_features": args.hidden_features, "num_transforms": args.num_transforms},
+        estimator={"hidden_features": args.hidden_features, "num_transforms": args.num_transforms,
+                   "defined_scaling": args.defined_scaling},
         training=training, heldout_points=args.heldout_points, cells_per_point=args.cells_per_point,
         ppc_points=args.ppc_points, ppc_cells=args.ppc_cells, torch_threads=args.torch_threads, quiet=args.quiet,
         duration=args.duration, transient=args.transient, dt=args.dt, chunk_size=args.chunk_size,
@@ -766,6 +767,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--features", choices=("summary", "intervals"), default="summary",
                     help="what the network reads: the 17 summary features, or the summary plus interval statistics "
                          "(drift, variability, burst sequence) (default: %(default)s)")
+    sp.add_argument("--defined-scaling", action=argparse.BooleanOptionalAction, default=False,
+                    help="scale each feature by its spread over the trains where it is defined (a burst feature among "
+                         "bursting trains), undefined entries mapped to 0, instead of over all trains with their "
+                         "sentinels (default: %(default)s)")
     sp.add_argument("--device", default="cpu", help="torch device for training, e.g. cuda (default: %(default)s)")
     sp.add_argument("--jitter", type=_jitter_type, metavar="FRACTION,MAX_MS",
                     help="train on spike times jittered by N(0, sd²), sd ~ U(0, MAX_MS) ms, in FRACTION of the training "

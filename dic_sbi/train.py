@@ -32,7 +32,7 @@ from .models import ConductanceModel, get_model, model_reference
 
 __all__ = ["train_pretrained", "DEFAULT_ESTIMATOR", "DEFAULT_TRAINING"]
 
-DEFAULT_ESTIMATOR = {"density_estimator": "nsf", "hidden_features": 64, "num_transforms": 5}
+DEFAULT_ESTIMATOR = {"density_estimator": "nsf", "hidden_features": 64, "num_transforms": 5, "defined_scaling": False}
 DEFAULT_TRAINING = {"training_batch_size": 512, "learning_rate": 5e-4, "stop_after_epochs": 20, "max_num_epochs": 300}
 
 
@@ -84,7 +84,7 @@ def train_pretrained(
     seed
         Campaigns use ``seed`` and ``seed + 1``, training ``seed + 2``, held-out sets ``seed + 3`` and ``+ 4``.
     estimator, training
-        Overrides of :data:`DEFAULT_ESTIMATOR` and :data:`DEFAULT_TRAINING` (``NPE.train`` arguments).
+        Overrides of :data:`DEFAULT_ESTIMATOR` (``defined_scaling``: see :func:`~dic_sbi.sbi.train_dic_posterior`) and :data:`DEFAULT_TRAINING` (``NPE.train`` arguments).
     heldout_points, cells_per_point, ppc_points, ppc_cells
         Held-out set size (targets × cells) and predictive check size (observations × simulated cells).
     noise_input
@@ -256,6 +256,8 @@ def _command(out, work, model, num, noisy, noise, seed, chunk_size, est, train, 
     if jitter is not None:
         opts.append(("--jitter", f"{jitter[0]:g},{jitter[1]:g}"))
     flag = " --noise-input" if noise_input else " --no-noise-input"
+    if est.get("defined_scaling"):
+        flag += " --defined-scaling"
     return "dic-sbi train " + " ".join(f"{k} {shlex.quote(str(v))}" for k, v in opts) + flag
 
 

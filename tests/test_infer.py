@@ -383,3 +383,30 @@ def test_loaded_posteriors_do_not_share_a_default_x(small_posterior):
     assert a.posterior.posterior_estimator is b.posterior.posterior_estimator  # the network is cached
     a.set_default_x(run.x[:1])
     assert b.default_x is None
+
+
+def test_train_defined_scaling_is_stored_and_reloaded(tmp_path):
+    """``--defined-scaling`` reaches the posterior's first layer, is recorded in the JSON and in the stored
+    command, and the reloaded posterior gives the trained one's numbers."""
+    import shlex
+
+    from dic_sbi.cli import build_parser
+    from dic_sbi.sbi.embedding import Standardize
+    from dic_sbi.sbi.pretrained import load_pretrained, pretrained_info
+    from dic_sbi.train import evaluate_pretrained
+
+    out = tmp_path / "stg_defined"
+    argv = ["train", "--model", "stg", "--out", str(out), "--work", str(tmp_path / "work"), "--num-simulations", "300",
+            "--noisy-simulations", "100", "--noise-input", "--features", "intervals", "--defined-scaling",
+            "--max-epochs", "2", "--heldout-points", "8", "--cells-per-point", "2", "--ppc-points", "2",
+            "--ppc-cells", "5", "--duration", "1500", "--transient", "500", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    info = pretrained_info(out)
+    assert info["estimator"]["defined_scaling"] is True
+    parser = build_parser()
+    assert vars(parser.parse_args(shlex.split(info["command"])[1:])) == {**vars(parser.parse_args(argv)), "quiet": False}
+    net = load_pretrained(out).posterior.posterior_estimator
+    scales = [m for m in net.modules() if isinstance(m, Standardize)]
+    assert len(scales) == 1 and float(scales[0].defined_moments) == 1.0 and bool((scales[0].ref_index >= 0).any())
+    again = evaluate_pretrained(out, quiet=True)
+    assert again["noise_free"]["accuracy"] == info["metrics"]["noise_free"]["accuracy"]

@@ -218,7 +218,7 @@ def _load(json_path: str, pt_path: str, device: str) -> tuple[Any, DICPrior, dic
     builder = build_density_estimator(
         est["density_estimator"], x, info["features"]["output"], info["features"]["max_isis"], prior=prior,
         hidden_features=est["hidden_features"], num_transforms=est["num_transforms"],
-        n_conditions=len(info["features"].get("conditions") or {}),
+        n_conditions=len(info["features"].get("conditions") or {}), defined_scaling=bool(est.get("defined_scaling", False)),
     )  # fmt: skip
     net = builder(theta, x)
     try:

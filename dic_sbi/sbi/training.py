@@ -130,6 +130,7 @@ def _train_npe(
     torch_threads: int | None,
     n_conditions: int = 0,
     device: str = "cpu",
+    defined_scaling: bool = False,
 ) -> tuple[Any, Tensor, Tensor, Any]:
     if not (isinstance(num_simulations, (int, np.integer)) and num_simulations >= 2):
         raise InvalidInputError(f"num_simulations: expected an int >= 2, got {num_simulations!r}")
@@ -145,7 +146,7 @@ def _train_npe(
             hidden_features=hidden_features, num_transforms=num_transforms, training=training,
             num_workers=num_workers, simulation_batch_size=simulation_batch_size, sim_seed=sim_seed,
             train_seed=train_seed, show_progress_bars=show_progress_bars, theta=theta, x=x, n_conditions=n_conditions,
-            device=device,
+            device=device, defined_scaling=defined_scaling,
         )  # fmt: skip
 
 
@@ -164,7 +165,7 @@ def _global_rngs_preserved():
 def _train_npe_seeded(
     prior, simulator, num_simulations, *, density_estimator, embedding_net, hidden_features, num_transforms,
     training, num_workers, simulation_batch_size, sim_seed, train_seed, show_progress_bars, theta, x, n_conditions=0,
-    device="cpu",
+    device="cpu", defined_scaling=False,
 ):  # fmt: skip
     from sbi.inference import NPE, simulate_for_sbi
     from sbi.utils import process_prior
@@ -194,7 +195,7 @@ def _train_npe_seeded(
     torch.manual_seed(train_seed)
     builder = build_density_estimator(
         density_estimator, x, output, max_isis, embedding_net, prior=prior, hidden_features=hidden_features,
-        num_transforms=num_transforms, n_conditions=n_conditions,
+        num_transforms=num_transforms, n_conditions=n_conditions, defined_scaling=defined_scaling,
     )  # fmt: skip
     on_cpu = str(device) == "cpu"
     # sbi wants the prior on the training device, and the DIC priors sample on the CPU (the compensation is numpy):
@@ -236,6 +237,7 @@ def train_dic_posterior(
     torch_threads: int | None = None,
     conditions: Mapping[str, Sequence[tuple[float, float]]] | None = None,
     device: str = "cpu",
+    defined_scaling: bool = False,
     **protocol: Any,
 ) -> TrainingRun:
     """Train NPE on DICs ``θ = (g_s, g_u)`` and wrap it as a :class:`~dic_sbi.sbi.DICPosterior` over conductances.
@@ -273,6 +275,9 @@ def train_dic_posterior(
         and ``x`` (the simulator does not add them).
     device
         Torch device to train on (``"cuda"`` for a GPU); the posterior is returned on the CPU either way.
+    defined_scaling
+        Scale each feature by its moments over the rows where it is defined, undefined entries mapped to 0
+        (:func:`build_density_estimator`; ``features="intervals"`` / ``"summary"`` layouts).
     **protocol
         Simulator settings when ``simulator`` is not given: ``duration``, ``transient``, ``dt``, ``noise_std``,
         ``output``, ``max_isis``, ...
@@ -300,6 +305,7 @@ def train_dic_posterior(
         hidden_features=hidden_features, num_transforms=num_transforms, training=training, num_workers=num_workers,
         simulation_batch_size=simulation_batch_size, seed=seed, show_progress_bars=show_progress_bars,
         theta=theta, x=x, torch_threads=torch_threads, n_conditions=len(conditions), device=device,
+        defined_scaling=defined_scaling,
     )  # fmt: skip
     dic_posterior = DICPosterior(posterior, model, pair=getattr(simulator, "pair", None), simulator=simulator,
                                  conditions=conditions)  # fmt: skip
