@@ -421,7 +421,7 @@ def cmd_train_free(args: argparse.Namespace) -> int:
             hidden_features=args.hidden_features, num_transforms=args.num_transforms, max_epochs=args.max_epochs,
             passes=args.passes or None, fidelity_observations=args.fidelity_observations, fidelity_cells=args.fidelity_cells,
             torch_threads=args.torch_threads, quiet=args.quiet, overwrite=args.overwrite, jitter=args.jitter,
-            seed_law_widening=args.seed_law_widening,
+            seed_law_widening=args.seed_law_widening, defined_scaling=args.defined_scaling,
         )  # fmt: skip
     print(json.dumps(meta["free_conductances"]["fidelity"], indent=1))
     return 0
@@ -824,6 +824,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed-law-widening", type=_float_type("seed-law widening", minimum=1.0), default=1.0,
                     help="train on a seed law spanning this factor times each free range's log-width, within the "
                          "conductance box: the law can then reach more of the degenerate family (default: %(default)s)")
+    sp.add_argument("--defined-scaling", action="store_true",
+                    help="scale each feature by its spread over the trains where it is defined, undefined entries "
+                         "mapped to 0 (as dic-sbi train --defined-scaling)")
     sp.add_argument("--fidelity-observations", type=_int_type("fidelity-observations", 1), default=100,
                     help="held-out non-silent observations scored for fidelity (default: %(default)s)")
     sp.add_argument("--fidelity-cells", type=_int_type("fidelity-cells", 1), default=64,

@@ -334,6 +334,7 @@ def train_free_conductances_for(
     overwrite: bool = False,
     jitter: tuple[float, float] | None | str = "posterior",
     seed_law_widening: float = 1.0,
+    defined_scaling: bool = False,
 ) -> dict[str, Any]:
     """Give a pretrained DIC posterior a learned law of the free conductances ``q(z | t, x)`` and save both.
 
@@ -359,6 +360,10 @@ def train_free_conductances_for(
     ``seed_law_widening``: train the law on DIC-prior simulations whose seed law spans that factor times each
     range's log-width (:func:`~dic_sbi.models.widen_seed_law`; a registered model only): the seed law bounds how
     much of the degenerate family the law can reach. The DIC posterior is kept as it is; every cell keeps its DICs.
+
+    ``defined_scaling``: scale each feature of ``x`` by its moments over the rows where it is defined, undefined
+    entries mapped to 0 (``x_names`` of :func:`~dic_sbi.sbi.train_free_conductances`), as ``dic-sbi train
+    --defined-scaling`` does for the DIC posterior.
     """
     import shlex
 
@@ -417,7 +422,8 @@ def train_free_conductances_for(
     with torch_threads_set(torch_threads):
         est, summary = train_free_conductances(m_free, data["theta"], data["conductances"], x, pair=post.pair,
                                                hidden_features=hidden_features, num_transforms=num_transforms,
-                                               passes=passes, training=training, seed=int(seed) + 2, show_progress_bars=not quiet)  # fmt: skip
+                                               passes=passes, training=training, seed=int(seed) + 2, show_progress_bars=not quiet,
+                                               x_names=info["features"]["names"] if defined_scaling else None)  # fmt: skip
     train_seconds = time.perf_counter() - t0
     learned = DICPosterior(post.posterior, m, pair=post.pair, simulator=post.simulator, conditions=post.conditions,
                            free_conductances=est)  # fmt: skip
@@ -434,7 +440,8 @@ def train_free_conductances_for(
             ("--fidelity-observations", fidelity_observations), ("--fidelity-cells", fidelity_cells),
             ("--torch-threads", torch_threads),
             ("--jitter", f"{jitter[0]:g},{jitter[1]:g}" if jitter else "none"),
-            ("--seed-law-widening", f"{float(seed_law_widening):g}")]
+            ("--seed-law-widening", f"{float(seed_law_widening):g}"),
+            *([("--defined-scaling", None)] if defined_scaling else [])]
     )  # fmt: skip
     record = {
         "command": command,

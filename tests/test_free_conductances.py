@@ -222,7 +222,7 @@ def test_cli_train_free_conductances_then_infer(tmp_path):
     cmd = [sys.executable, "-m", "dic_sbi.cli", "train-free-conductances", "--posterior", "stg", "--out", str(out),
            "--work", str(tmp_path / "work"), "--num-simulations", "400", "--max-epochs", "2", "--hidden-features", "16",
            "--num-transforms", "1", "--fidelity-observations", "3", "--fidelity-cells", "4", "--chunk-size", "200",
-           "--focus-box=-10,-5,0,5", "--focus-simulations", "100", "--jitter", "0.5,2", "--seed-law-widening", "2", "--quiet"]
+           "--focus-box=-10,-5,0,5", "--focus-simulations", "100", "--jitter", "0.5,2", "--seed-law-widening", "2", "--defined-scaling", "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     for suffix in (".pt", ".free.pt", ".json"):
@@ -242,6 +242,12 @@ def test_cli_train_free_conductances_then_infer(tmp_path):
     assert meta["model"] == "stg" and "--seed-law-widening 2" in rec["command"]
     loaded = dic_sbi.sbi.pretrained.load_pretrained(str(out))
     assert loaded.model.name == "stg" and loaded.free_conductances.model is dic_sbi.get_model("stg-wide2")
+    # --defined-scaling: the law's condition scaling holds defined-row moments and the undefined rule, reloaded
+    from dic_sbi.sbi.embedding import Standardize
+
+    assert rec["command"].endswith("--defined-scaling")
+    scale = next(m for m in loaded.free_conductances.net.modules() if isinstance(m, Standardize))
+    assert float(scale.defined_moments) == 1.0 and bool((scale.ref_index >= 0).any())
     assert rec["training"]["rows"] > 400 and set(rec["fidelity"]["noise_free"]) >= {"seed_law", "learned"}
     assert 0.0 <= rec["fidelity"]["noise_free"]["learned"]["non_silent"]["fidelity"] <= 1.0
     cal = rec["calibration"]["noise_free"]

@@ -331,6 +331,7 @@ def train_conductance_posterior(
     theta: Tensor | None = None,
     x: Tensor | None = None,
     torch_threads: int | None = None,
+    defined_scaling: bool = False,
     **protocol: Any,
 ) -> TrainingRun:
     """The standard baseline: NPE directly on maximal conductances, ``θ = ḡ ~ ConductancePrior(model, scale)``.
@@ -348,6 +349,6 @@ def train_conductance_posterior(
         prior, simulator, num_simulations, density_estimator=density_estimator, embedding_net=embedding_net,
         hidden_features=hidden_features, num_transforms=num_transforms, training=training, num_workers=num_workers,
         simulation_batch_size=simulation_batch_size, seed=seed, show_progress_bars=show_progress_bars,
-        theta=theta, x=x, torch_threads=torch_threads,
+        theta=theta, x=x, torch_threads=torch_threads, defined_scaling=defined_scaling,
     )  # fmt: skip
     return TrainingRun(posterior, prior, simulator, theta, x, inference)
