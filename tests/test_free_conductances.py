@@ -289,3 +289,20 @@ def test_posterior_jitter_reads_the_training_campaigns():
         assert posterior_jitter(dic_sbi.sbi.pretrained.pretrained_info(model)) == (0.5, 3.0)
     with pytest.raises(InvalidInputError, match="jitter"):
         posterior_jitter({"training": {"campaigns": [{"jitter": [0.5, 3.0]}, {"jitter": [0.2, 1.0]}]}})
+
+
+def test_conductance_calibration_returns_the_ranks_it_tested():
+    """``return_ranks``: the SBC ranks behind the KS p-values, as fractions of samples below each true conductance."""
+    from scipy.stats import kstest
+
+    from dic_sbi.sbi.evaluation import conductance_calibration
+
+    post = dic_sbi.sbi.pretrained.load_pretrained("stg")
+    c = conductance_calibration(post, n_pairs=24, num_posterior_samples=20, seed=3, return_ranks=True)
+    r = np.asarray(c["sbc_ranks"])
+    assert r.shape == (c["n_pairs"], 8) and r.min() >= 0.0 and r.max() <= 1.0
+    assert np.allclose(r * 20, np.round(r * 20))  # counts of 20 samples
+    # the KS p-values are sbi's test of exactly these ranks against uniform
+    for j in range(8):
+        assert kstest(r[:, j], "uniform").pvalue == pytest.approx(c["sbc_ks_pvals"][j], abs=0.02)
+    assert "sbc_ranks" not in conductance_calibration(post, n_pairs=24, num_posterior_samples=20, seed=3)

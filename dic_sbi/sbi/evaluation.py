@@ -374,6 +374,7 @@ def conductance_calibration(
     noise_std: float = 0.0,
     seed: Seed = 0,
     n_threads: int | None = None,
+    return_ranks: bool = False,
 ) -> dict[str, Any]:
     """SBC and TARP of a DIC posterior **in conductance space** (with its free-conductance law, if it has one).
 
@@ -388,7 +389,8 @@ def conductance_calibration(
     -------
     dict
         ``sbc_ks_pvals`` per conductance, ``sbc_c2st_ranks`` per conductance, ``tarp_atc``, ``tarp_ks_pval``,
-        ``n_pairs`` used.
+        ``n_pairs`` used; with ``return_ranks``, also ``sbc_ranks``: ``(n_pairs, k)`` fractions of each pair's
+        posterior samples below its true conductance (uniform on [0, 1] for a calibrated posterior).
     """
     from sbi.diagnostics import check_sbc, check_tarp, run_sbc, run_tarp
 
@@ -424,6 +426,9 @@ def conductance_calibration(
         ecp, alpha = run_tarp(log_g, x, _LogCells(), num_posterior_samples=int(num_posterior_samples),
                               use_batched_sampling=True, show_progress_bar=False, num_bins=max(2, log_g.shape[0] // 10))  # fmt: skip
         atc, ks = check_tarp(ecp, alpha)
-    return {"n_pairs": int(log_g.shape[0]), "num_posterior_samples": int(num_posterior_samples), "noise_std": float(noise_std),
-            "sbc_ks_pvals": [float(v) for v in stats["ks_pvals"]], "sbc_c2st_ranks": [float(v) for v in stats["c2st_ranks"]],
-            "tarp_atc": float(atc), "tarp_ks_pval": float(ks), "names": list(posterior.model.conductance_names)}  # fmt: skip
+    out = {"n_pairs": int(log_g.shape[0]), "num_posterior_samples": int(num_posterior_samples), "noise_std": float(noise_std),
+           "sbc_ks_pvals": [float(v) for v in stats["ks_pvals"]], "sbc_c2st_ranks": [float(v) for v in stats["c2st_ranks"]],
+           "tarp_atc": float(atc), "tarp_ks_pval": float(ks), "names": list(posterior.model.conductance_names)}  # fmt: skip
+    if return_ranks:
+        out["sbc_ranks"] = (ranks.to(torch.float64) / int(num_posterior_samples)).tolist()
+    return out
