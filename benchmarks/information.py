@@ -241,6 +241,8 @@ def main() -> None:
                    help=f"comma-separated ablations to train; also {', '.join(SEQUENCE_SETS)} (learned embeddings)")
     p.add_argument("--jitter", type=float, default=0.0, help="fraction of training cells with spike-time jitter")
     p.add_argument("--jitter-max", type=float, default=3.0, help="largest jitter sd (ms), drawn uniformly")
+    p.add_argument("--defined-scaling", action="store_true",
+                   help="scale each feature over the trains where it is defined (dic-sbi train --defined-scaling)")
     p.add_argument("--shipped", action="store_true", help="also evaluate the shipped pretrained posterior")
     p.add_argument("--posterior", action="append", default=[], metavar="LABEL=PATH",
                    help="also evaluate the posterior saved at PATH (dic-sbi train --out), under LABEL; repeatable")
@@ -306,7 +308,7 @@ def main() -> None:
         run = train_dic_posterior(model, len(theta), theta=theta, seed=a.seed + 2, hidden_features=a.hidden,
                                   num_transforms=5, conditions=conditions,
                                   training={"max_num_epochs": a.epochs, "training_batch_size": a.batch},
-                                  torch_threads=a.torch_threads, **extra)  # fmt: skip
+                                  torch_threads=a.torch_threads, defined_scaling=a.defined_scaling, **extra)  # fmt: skip
         secs = time.perf_counter() - t1
         row = {"training_seconds": secs, "epochs": int(run.inference.summary["epochs_trained"][-1])}
         for hname, ho in held.items():
