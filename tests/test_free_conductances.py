@@ -278,6 +278,36 @@ def test_population_fidelity_is_reproducible_and_scores_the_seed_law():
     assert block["n"] == a["n_observations"] <= 3 and 0.0 <= block["fidelity"] <= block["same_class"] <= 1.0
 
 
+def test_population_fidelity_at_true_dics_pushes_the_true_dics(monkeypatch):
+    """``at_true_dics``: the cells are built on each observation's true DICs, never on posterior samples."""
+    import dic_sbi.core.populations as populations
+    import dic_sbi.sbi.evaluation as evaluation
+
+    shipped = dic_sbi.sbi.pretrained.load_pretrained("stg")
+    post = dic_sbi.sbi.DICPosterior(shipped.posterior, "stg", simulator=shipped.simulator, conditions=shipped.conditions)
+    ho = evaluation.heldout_set("stg", n_points=8, cells_per_point=1, seed=4, duration=2000.0, transient=1000.0,
+                                output=shipped.simulator.output)  # fmt: skip
+    seen = []
+    real = populations.degenerate_population
+
+    def spy(model, g_s, g_u, n, **kw):
+        seen.append(np.c_[g_s, g_u])
+        return real(model, g_s, g_u, n, **kw)
+
+    def no_samples(*args, **kwargs):
+        raise AssertionError("posterior samples drawn")
+
+    monkeypatch.setattr(populations, "degenerate_population", spy)
+    monkeypatch.setattr(evaluation, "_posterior_samples", no_samples)
+    out = evaluation.population_fidelity(post, ho, n_observations=3, n_cells=5, seed=1, at_true_dics=True)
+    first = ho.first_of_each_point()
+    obs = first[ho.klass[first] > 0][:3]
+    assert out["dics"] == "true" and out["n_observations"] == obs.size
+    np.testing.assert_allclose(seen[0], np.repeat(ho.theta[torch.as_tensor(obs)].double().numpy(), 5, axis=0))
+    with pytest.raises(AssertionError, match="posterior samples"):  # the default does sample the posterior
+        evaluation.population_fidelity(post, ho, n_observations=3, n_cells=5, seed=1)
+
+
 def test_posterior_jitter_reads_the_training_campaigns():
     from dic_sbi.errors import InvalidInputError
     from dic_sbi.train import posterior_jitter

@@ -302,6 +302,7 @@ def population_fidelity(
     n_cells: int = 100,
     seed: Seed = 0,
     n_threads: int | None = None,
+    at_true_dics: bool = False,
 ) -> dict[str, Any]:
     """How often the cells a posterior returns fire like the observation, per firing class.
 
@@ -310,13 +311,17 @@ def population_fidelity(
     and, if the posterior has one, from its :class:`~dic_sbi.sbi.FreeConductanceEstimator` (``learned``). Every
     cell is simulated with the held-out protocol and noise level and scored with
     :func:`~dic_sbi.spiketrains.fires_like` (class; rate ± 10 %; bursters: period ± 10 %, spikes per burst ± 1).
+    ``at_true_dics``: every cell gets the observation's *true* DICs instead of posterior samples; the DIC estimate
+    is then taken out, and what is left is the free-conductance law's own share (the seed law's: what the
+    compensation alone gives).
 
     Returns
     -------
     dict
         Per method: ``fidelity`` and ``same_class`` (mean over observations) overall and per class,
         ``coverage_log_std`` (mean over observations of the mean std of log ḡ of the faithful cells), and for
-        ``learned`` the cells that fell back to the seed law. Also ``n_observations``, ``n_cells``.
+        ``learned`` the cells that fell back to the seed law. Also ``n_observations``, ``n_cells`` and ``dics``
+        (``"posterior"`` or ``"true"``).
     """
     from ..core.populations import degenerate_population
     from ..core.simulator import simulate
@@ -330,9 +335,13 @@ def population_fidelity(
     raw = heldout.x[torch.as_tensor(obs_idx)]
     observed = observed_features(raw)
     x = posterior.condition(raw, **posterior.conditions_among(noise_std=heldout.noise_std))
-    with torch.random.fork_rng(devices=[]):  # sbi samples with torch's global generator: seed it from ours
-        torch.manual_seed(int(rng.integers(0, 2**62)))
-        t = _posterior_samples(posterior, x, int(n_cells)).to(torch.float64).numpy()  # (n_cells, B, 2)
+    if at_true_dics:
+        truth = heldout.theta[torch.as_tensor(obs_idx)].to(torch.float64).numpy()
+        t = np.broadcast_to(truth, (int(n_cells),) + truth.shape)  # (n_cells, B, 2)
+    else:
+        with torch.random.fork_rng(devices=[]):  # sbi samples with torch's global generator: seed it from ours
+            torch.manual_seed(int(rng.integers(0, 2**62)))
+            t = _posterior_samples(posterior, x, int(n_cells)).to(torch.float64).numpy()  # (n_cells, B, 2)
     B, m = obs_idx.size, posterior.model
     methods: dict[str, np.ndarray] = {}
     flat_t = t.transpose(1, 0, 2).reshape(-1, 2)  # observation-major
@@ -341,7 +350,8 @@ def population_fidelity(
     if posterior.free_conductances is not None:
         xr = x.repeat_interleave(int(n_cells), dim=0)
         methods["learned"], fallback = posterior.free_conductances.sample_cells(flat_t, xr, seed=rng)
-    out: dict[str, Any] = {"n_observations": int(B), "n_cells": int(n_cells), "noise_std": heldout.noise_std}
+    out: dict[str, Any] = {"n_observations": int(B), "n_cells": int(n_cells), "noise_std": heldout.noise_std,
+                           "dics": "true" if at_true_dics else "posterior"}  # fmt: skip
     klass = observed["firing_class"]
     for name, g in methods.items():
         noise = dict(noise_std=heldout.noise_std, seed=rng) if heldout.noise_std > 0 else {}
