@@ -11,7 +11,7 @@ results/information_stg.json):
 * ``mlp``: a regression MLP (L1 loss, i.e. the MAE-optimal point; 3 hidden layers) on all 35 inputs (summary +
   interval statistics, each scaled where it is defined), trained **only on spiking cells of that very condition**
   (the jitter sd or σ known exactly, which the posterior is not told for jitter) from ``--train`` new DIC-prior
-  cells;
+  cells (``--classes``: the same for bursting cells, trained on bursting cells only);
 * ``period_knn``: the conditional median of (g_s, g_u) over the ``--k`` training cells with the nearest log mean
   ISI: what the period alone says;
 * ``shipped``: the shipped posterior's mean on the same cells.
@@ -44,6 +44,7 @@ from dic_sbi.spiketrains import jitter_spike_times
 N_SUMMARY = len(SUMMARY_NAMES)
 #: Held-out conditions of benchmarks/information.py: name -> (current noise σ, spike-time jitter sd in ms).
 CONDITIONS = {"sigma_5": (5.0, 0.0), "jitter_0.5ms": (0.0, 0.5), "jitter_2ms": (0.0, 2.0)}
+CLASS_CODES = {"spiking": 1, "bursting": 2}
 
 
 def training_cells(model, n: int, sigma: float, jitter: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -107,6 +108,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--k", type=int, default=200, help="neighbours of the period-only conditional median")
     p.add_argument("--conditions", default=",".join(CONDITIONS))
+    p.add_argument("--classes", default="spiking", help="firing classes scored, comma-separated: spiking, bursting")
     p.add_argument("--issue-results", help="information.py result file whose 'shipped' entry is the issue-time posterior")
     p.add_argument("--torch-threads", type=int, default=2)
     p.add_argument("--out", required=True)
@@ -123,6 +125,9 @@ def main() -> None:
     conditions = [c for c in a.conditions.split(",") if c]
     if unknown := [c for c in conditions if c not in CONDITIONS]:
         p.error(f"--conditions: unknown {unknown}; expected names from {list(CONDITIONS)}")
+    classes = [c for c in a.classes.split(",") if c]
+    if unknown := [c for c in classes if c not in CLASS_CODES]:
+        p.error(f"--classes: unknown {unknown}; expected names from {list(CLASS_CODES)}")
     t0 = time.perf_counter()
     held = heldout_sets(model, a.points, a.cells, a.seed + 1000)
     post = load_pretrained(a.model)
@@ -134,32 +139,32 @@ def main() -> None:
     for i, cond in enumerate(conditions):
         sigma, jitter = CONDITIONS[cond]
         ho = held[cond]
-        x_te = ho["x"].numpy()
-        x_te = np.delete(x_te, N_SUMMARY, axis=1)  # drop σ: each estimator here is trained for one condition
-        s_te = classes_of(x_te[:, :N_SUMMARY]) == 1
-        theta_te = ho["theta"][s_te]
+        x_te = np.delete(ho["x"].numpy(), N_SUMMARY, axis=1)  # σ dropped: each estimator here knows its condition
+        k_te = classes_of(x_te[:, :N_SUMMARY])
         t1 = time.perf_counter()
         theta, x = training_cells(model, a.train, sigma, jitter, a.seed + 7000 + i)
-        s = classes_of(x[:, :N_SUMMARY]) == 1
-        t_sim = time.perf_counter() - t1
-        scale = Standardize.from_data(torch.as_tensor(x[s], dtype=torch.float32), names=names)
-        with torch.no_grad():
-            f = lambda v: scale(torch.as_tensor(v, dtype=torch.float32)).numpy()  # noqa: E731
-        row = {"n_train_spiking": int(s.sum()), "n_test_spiking": int(s_te.sum()), "simulation_seconds": t_sim}
-        pred = fit_mlp(f(x[s]), theta[s], f(x_te[s_te]), a.epochs, a.seed + 11)
-        row["mlp"] = np.abs(pred - theta_te).mean(0).round(3).tolist()
-        knn = period_knn(x[s, imean], theta[s], x_te[s_te, imean], a.k)
-        row["period_knn"] = np.abs(knn - theta_te).mean(0).round(3).tolist()
-        xs = torch.as_tensor(pretrained_x(post, ho["x"]).numpy()[s_te], dtype=torch.float32)
-        sm = post.posterior.sample_batched((300,), x=xs, show_progress_bars=False).numpy().mean(0)
-        row["shipped"] = np.abs(sm - theta_te).mean(0).round(3).tolist()
-        if issue is not None:
-            row["issue_time_posterior"] = issue[cond]["spiking"]["mae_mean"]
-            row["bar"] = (0.9 * np.asarray(row["issue_time_posterior"])).round(3).tolist()
-        row["seconds"] = time.perf_counter() - t1
-        out["conditions"][cond] = row
-        print(cond, {k: v for k, v in row.items() if k not in ("simulation_seconds", "seconds")},
-              f"{time.perf_counter() - t0:.0f} s", flush=True)  # fmt: skip
+        k = classes_of(x[:, :N_SUMMARY])
+        out["conditions"][cond] = {"simulation_seconds": time.perf_counter() - t1}
+        for cls in classes:
+            code = CLASS_CODES[cls]
+            s, s_te = k == code, k_te == code
+            theta_te = ho["theta"][s_te]
+            scale = Standardize.from_data(torch.as_tensor(x[s], dtype=torch.float32), names=names)
+            with torch.no_grad():
+                f = lambda v: scale(torch.as_tensor(v, dtype=torch.float32)).numpy()  # noqa: E731
+            row = {"n_train": int(s.sum()), "n_test": int(s_te.sum())}
+            pred = fit_mlp(f(x[s]), theta[s], f(x_te[s_te]), a.epochs, a.seed + 11)
+            row["mlp"] = np.abs(pred - theta_te).mean(0).round(3).tolist()
+            knn = period_knn(x[s, imean], theta[s], x_te[s_te, imean], a.k)
+            row["period_knn"] = np.abs(knn - theta_te).mean(0).round(3).tolist()
+            xs = torch.as_tensor(pretrained_x(post, ho["x"]).numpy()[s_te], dtype=torch.float32)
+            sm = post.posterior.sample_batched((300,), x=xs, show_progress_bars=False).numpy().mean(0)
+            row["shipped"] = np.abs(sm - theta_te).mean(0).round(3).tolist()
+            if issue is not None:
+                row["issue_time_posterior"] = issue[cond][cls]["mae_mean"]
+                row["bar"] = (0.9 * np.asarray(row["issue_time_posterior"])).round(3).tolist()
+            out["conditions"][cond][cls] = row
+            print(cond, cls, row, f"{time.perf_counter() - t0:.0f} s", flush=True)
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
 
