@@ -4,7 +4,10 @@
 :func:`dic_sbi.sbi.evaluation.conductance_calibration` at ``--pairs`` pairs and several seeds, for each posterior
 given, with its learned free-conductance law and with the seed law instead (the same DIC posterior), and reports
 where the true conductances fall in the posterior samples, from the same SBC ranks (mean rank, share in the
-central 50 % and in the outer 10 %: an over-confident law puts fewer than half in the middle).
+central 50 % and in the outer 10 %: an over-confident law puts fewer than half in the middle). ``--law-pairs N``
+also ranks the learned law *alone*: N new pairs drawn as its training simulations were (a campaign chunk of the
+posterior's protocol, noise-free, unjittered), the law's draws at each pair's true DICs and x, ranked in its own
+coordinates (ln gleak and the free fractions u), with the share of draws the compensation rejects.
 
     python benchmarks/conductance_calibration.py --posterior stg --pairs 500 --seeds 7001,7002 \
         --out benchmarks/results/conductance_calibration_stg.json
@@ -35,12 +38,39 @@ def rank_summary(ranks: list) -> dict:
             "outer_10": ((r < 0.05) | (r > 0.95)).mean(0).round(3).tolist()}
 
 
+def law_ranks(post, n: int, samples: int, seed: int) -> dict:
+    """Mean rank of the true (ln gleak, u) among ``samples`` draws of ``post``'s learned law at the true DICs and
+    x of ``n`` new noise-free pairs, and the share of draws the compensation rejects."""
+    from dic_sbi.campaign.runner import CampaignSpec, compute_chunk
+    from dic_sbi.core.populations import compensate, free_draws
+
+    free, sim = post.free_conductances, post.simulator
+    spec = CampaignSpec(free.model, "dic", num=n, chunk_size=n, seed=seed, output=sim.output, duration=sim.duration,
+                        transient=sim.transient, dt=sim.dt)  # fmt: skip
+    c = compute_chunk(spec, 0)
+    x = post.condition(torch.as_tensor(c["x"], dtype=torch.float32), **post.conditions_among(noise_std=0.0))
+    gl_true, u_true, on = free_draws(free.model, c["conductances"], pair=post.pair)
+    keep = on & torch.isfinite(x).all(dim=1).numpy()
+    t, x, gl_true, u_true = c["theta"][keep], x[torch.as_tensor(keep)], gl_true[keep], u_true[keep]
+    m = len(t)
+    gl, u = free.sample_draws(np.repeat(t, samples, axis=0), x.repeat_interleave(samples, dim=0), seed=seed)
+    ok = np.isfinite(gl) & (gl > 0)
+    valid = np.zeros(ok.size, dtype=bool)
+    tt = np.repeat(t, samples, axis=0)
+    _, valid[ok] = compensate(free.model, tt[ok, 0], tt[ok, 1], gl[ok], u[ok], pair=free.pair)
+    r_gl = (np.log(gl).reshape(m, samples) < np.log(gl_true)[:, None]).mean(axis=1)
+    r_u = (u.reshape(m, samples, -1) < u_true[:, None, :]).mean(axis=1)
+    return {"n": m, "rejected": round(1.0 - float(valid.mean()), 5), "mean_rank_ln_gleak": round(float(r_gl.mean()), 4),
+            "mean_rank_u": r_u.mean(axis=0).round(4).tolist(), "standard_error": round(0.2887 / np.sqrt(m), 4)}  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--posterior", default="stg", help="shipped name or path written by dic-sbi train-free-conductances")
     p.add_argument("--pairs", type=int, default=500)
     p.add_argument("--samples", type=int, default=100, help="posterior samples per pair")
     p.add_argument("--seeds", default="7001,7002")
+    p.add_argument("--law-pairs", type=int, default=0, help="also rank the learned law alone at the true DICs on this many new pairs")
     p.add_argument("--torch-threads", type=int, default=2)
     p.add_argument("--out")
     a = p.parse_args()
@@ -65,6 +95,10 @@ def main() -> None:
             print(f"{label:8s} seed {seed}: SBC KS p min {min(r['sbc_ks_pvals']):.2g} (Bonferroni {0.05 / len(r['sbc_ks_pvals']):.2g}), "
                   f"TARP ATC {r['tarp_atc']:+.3f}; central 50 % {min(ranks['central_50']):.2f}–{max(ranks['central_50']):.2f}, "
                   f"outer 10 % {min(ranks['outer_10']):.2f}–{max(ranks['outer_10']):.2f}", flush=True)  # fmt: skip
+    if a.law_pairs:
+        seed = int(a.seeds.split(",")[0]) + 400
+        out["law_alone"] = law_ranks(post, a.law_pairs, a.samples, seed)
+        print(f"learned law alone at the true DICs ({seed}): {out['law_alone']}", flush=True)
     if a.out:
         with open(a.out, "w") as f:
             json.dump(out, f, indent=1)
