@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -113,9 +114,7 @@ def main() -> None:
     p.add_argument("--torch-threads", type=int, default=2)
     p.add_argument("--out", required=True)
     a = p.parse_args()
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # the held-out sets of the sibling benchmark
     from information import heldout_sets, pretrained_x
 
     from dic_sbi.sbi.pretrained import load_pretrained, pretrained_info
