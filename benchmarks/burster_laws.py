@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -75,27 +76,26 @@ def main() -> None:
     p.add_argument("--torch-threads", type=int, default=2)
     p.add_argument("--out", required=True)
     a = p.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmark: its class subsets
+    from class_fidelity import class_subset
+
     torch.set_num_threads(a.torch_threads)
     t0 = time.perf_counter()
     post, info = load_pretrained(a.model), pretrained_info(a.model)
     proto = {k: info["protocol"][k] for k in ("duration", "transient", "dt")}
     names = feature_names(info["features"]["output"])
     ho = heldout_set(a.model, n_points=a.points, cells_per_point=1, seed=a.seed, output=info["features"]["output"], **proto)
-    idx = np.flatnonzero(ho.klass == 2)[: a.per_class]
-    sub_x, truth = ho.x[torch.as_tensor(idx)], ho.theta[torch.as_tensor(idx)].double().numpy()
+    sub = class_subset(ho, 2, a.per_class)  # the bursters benchmarks/class_fidelity.py scores
+    sub_x, truth = sub.x, sub.theta.double().numpy()
     observed = observed_features(sub_x)
     d = read_stores(Path(a.work), a.model)
     bursting = classes_of(torch.as_tensor(d["x"][:, : len(SUMMARY_NAMES)], dtype=torch.float32)) == 2
     out = {"model": a.model, "settings": vars(a), "machine": f"{platform.machine()} {platform.processor()}",
-           "n_observations": int(idx.size), "training_rows": len(bursting), "bursting_rows": int(bursting.sum()), "laws": {}}  # fmt: skip
-    print(f"{idx.size} bursting observations; {int(bursting.sum())} of {len(bursting)} training rows burst", flush=True)
+           "n_observations": len(sub), "training_rows": len(bursting), "bursting_rows": int(bursting.sum()), "laws": {}}  # fmt: skip
+    print(f"{len(sub)} bursting observations; {int(bursting.sum())} of {len(bursting)} training rows burst", flush=True)
 
     # The shipped law (and the seed law) at the true DICs: the reference.
-    from dataclasses import replace
-
-    sub = replace(ho, theta=ho.theta[torch.as_tensor(idx)], cells=ho.cells[idx], x=sub_x, point=np.arange(idx.size),
-                  klass=ho.klass[idx])  # fmt: skip
-    ref = population_fidelity(post, sub, n_observations=idx.size, n_cells=a.cells, seed=a.seed + 2, at_true_dics=True)
+    ref = population_fidelity(post, sub, n_observations=len(sub), n_cells=a.cells, seed=a.seed + 2, at_true_dics=True)
     out["laws"]["shipped"] = ref["learned"]["non_silent"]["fidelity"]
     out["laws"]["seed_law"] = ref["seed_law"]["non_silent"]["fidelity"]
     print(f"shipped law {out['laws']['shipped']:.3f}, seed law {out['laws']['seed_law']:.3f} (true DICs)", flush=True)
@@ -110,7 +110,7 @@ def main() -> None:
                                            show_progress_bars=False, x_names=info["features"]["names"])  # fmt: skip
     alone = DICPosterior(post.posterior, post.model, pair=post.pair, simulator=post.simulator, conditions=post.conditions,
                          free_conductances=est)  # fmt: skip
-    r = population_fidelity(alone, sub, n_observations=idx.size, n_cells=a.cells, seed=a.seed + 2, at_true_dics=True)
+    r = population_fidelity(alone, sub, n_observations=len(sub), n_cells=a.cells, seed=a.seed + 2, at_true_dics=True)
     out["laws"]["bursters_only"] = r["learned"]["non_silent"]["fidelity"]
     out["bursters_only_training"] = {**summary, "seconds": time.perf_counter() - t1}
     print(f"bursters-only flow {out['laws']['bursters_only']:.3f} ({summary['epochs']} epochs)", flush=True)
@@ -123,8 +123,8 @@ def main() -> None:
     gl, u = gl[on], u[on]
     zo = np.c_[truth, sub_x.numpy()[:, cols]]
     spread = z.std(axis=0)
-    cells = np.empty((idx.size * a.cells, post.model.n_conductances))
-    for i in range(idx.size):
+    cells = np.empty((len(sub) * a.cells, post.model.n_conductances))
+    for i in range(len(sub)):
         nn = np.argsort((((z - zo[i]) / spread) ** 2).sum(axis=1))[: a.k]
         nn = np.resize(nn, a.cells)  # K < cells: the neighbours again
         c, ok = compensate(post.model, np.full(a.cells, truth[i, 0]), np.full(a.cells, truth[i, 1]), gl[nn], u[nn], pair=post.pair)

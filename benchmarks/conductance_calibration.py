@@ -53,15 +53,15 @@ def law_ranks(post, n: int, samples: int, seed: int) -> dict:
     keep = on & torch.isfinite(x).all(dim=1).numpy()
     t, x, gl_true, u_true = c["theta"][keep], x[torch.as_tensor(keep)], gl_true[keep], u_true[keep]
     m = len(t)
-    gl, u = free.sample_draws(np.repeat(t, samples, axis=0), x.repeat_interleave(samples, dim=0), seed=seed)
+    tt = np.repeat(t, samples, axis=0)
+    gl, u = free.sample_draws(tt, x.repeat_interleave(samples, dim=0), seed=seed)
     ok = np.isfinite(gl) & (gl > 0)
     valid = np.zeros(ok.size, dtype=bool)
-    tt = np.repeat(t, samples, axis=0)
     _, valid[ok] = compensate(free.model, tt[ok, 0], tt[ok, 1], gl[ok], u[ok], pair=free.pair)
     r_gl = (np.log(gl).reshape(m, samples) < np.log(gl_true)[:, None]).mean(axis=1)
     r_u = (u.reshape(m, samples, -1) < u_true[:, None, :]).mean(axis=1)
     return {"n": m, "rejected": round(1.0 - float(valid.mean()), 5), "mean_rank_ln_gleak": round(float(r_gl.mean()), 4),
-            "mean_rank_u": r_u.mean(axis=0).round(4).tolist(), "standard_error": round(0.2887 / np.sqrt(m), 4)}  # fmt: skip
+            "mean_rank_u": r_u.mean(axis=0).round(4).tolist(), "standard_error": round(float(0.2887 / np.sqrt(m)), 4)}  # fmt: skip
 
 
 def main() -> None:

@@ -64,28 +64,6 @@ def training_cells(model, n: int, sigma: float, jitter: float, seed: int) -> tup
     return t, np.concatenate(xs)
 
 
-def fit_mlp(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, epochs: int, seed: int) -> np.ndarray:
-    """L1 regression (3 hidden layers, GELU, one-cycle AdamW) on already-scaled inputs; predictions for ``x_test``."""
-    torch.manual_seed(seed)
-    xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
-    ym, ys = yt.mean(0), yt.std(0)
-    net = torch.nn.Sequential(torch.nn.Linear(xt.shape[1], 256), torch.nn.GELU(), torch.nn.Linear(256, 256),
-                              torch.nn.GELU(), torch.nn.Linear(256, 128), torch.nn.GELU(), torch.nn.Linear(128, 2))  # fmt: skip
-    opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * (len(xt) // 512 + 1))
-    for _ in range(epochs):
-        perm = torch.randperm(len(xt))
-        for a in range(0, len(xt), 512):
-            i = perm[a : a + 512]
-            loss = (net(xt[i]) - (yt[i] - ym) / ys).abs().mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    with torch.no_grad():
-        return (net(torch.as_tensor(x_test, dtype=torch.float32)) * ys + ym).numpy()
-
-
 def period_knn(period: np.ndarray, y: np.ndarray, period_test: np.ndarray, k: int) -> np.ndarray:
     """Conditional median of ``y`` over the ``k`` training rows with the nearest ``period`` (1-D, sorted search)."""
     order = np.argsort(period)
@@ -114,8 +92,9 @@ def main() -> None:
     p.add_argument("--torch-threads", type=int, default=2)
     p.add_argument("--out", required=True)
     a = p.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # the held-out sets of the sibling benchmark
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmarks: held-out sets, the regression MLP
     from information import heldout_sets, pretrained_x
+    from standardisation import fit_mlp
 
     from dic_sbi.sbi.pretrained import load_pretrained, pretrained_info
 
