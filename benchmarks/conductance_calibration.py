@@ -2,15 +2,17 @@
 
 ``dic-sbi train-free-conductances`` stores SBC / TARP over the conductances at 200 pairs. This runs
 :func:`dic_sbi.sbi.evaluation.conductance_calibration` at ``--pairs`` pairs and several seeds, for each posterior
-given, with its learned free-conductance law and with the seed law instead (the same DIC posterior), and reports
+given, with its learned free-conductance law and with the seed law instead (the same DIC posterior), on pairs
+drawn as the posterior's training simulations were (``--jitter posterior``, the default: its spike-time jitter
+mixture, since jitter is no input of the network; ``none`` tests unjittered pairs alone), and reports
 where the true conductances fall in the posterior samples, from the same SBC ranks (mean rank, share in the
 central 50 % and in the outer 10 %: an over-confident law puts fewer than half in the middle). ``--law-pairs N``
 also ranks the learned law *alone*: N new pairs drawn as its training simulations were (a campaign chunk of the
-posterior's protocol, noise-free, unjittered), the law's draws at each pair's true DICs and x, ranked in its own
+posterior's protocol, noise-free, with the same jitter), the law's draws at each pair's true DICs and x, ranked in its own
 coordinates (ln gleak and the free fractions u), with the share of draws the compensation rejects.
 
-    python benchmarks/conductance_calibration.py --posterior stg --pairs 500 --seeds 7001,7002 \
-        --out benchmarks/results/conductance_calibration_stg.json
+    python benchmarks/conductance_calibration.py --posterior stg --pairs 500 --seeds 7001,7002 --law-pairs 3000 \
+        --out benchmarks/results/conductance_calibration_stg_jitter.json
 """
 
 from __future__ import annotations
@@ -38,20 +40,22 @@ def rank_summary(ranks: list) -> dict:
             "outer_10": ((r < 0.05) | (r > 0.95)).mean(0).round(3).tolist()}
 
 
-def law_ranks(post, n: int, samples: int, seed: int) -> dict:
+def law_ranks(post, n: int, samples: int, seed: int, jitter=None) -> dict:
     """Mean rank of the true (ln gleak, u) among ``samples`` draws of ``post``'s learned law at the true DICs and
-    x of ``n`` new noise-free pairs, and the share of draws the compensation rejects."""
+    x of ``n`` new noise-free pairs (spike-time jitter mixture ``jitter``), and the share of draws the
+    compensation rejects; with a jitter, also on the unjittered and the jittered pairs apart."""
     from dic_sbi.campaign.runner import CampaignSpec, compute_chunk
     from dic_sbi.core.populations import compensate, free_draws
 
     free, sim = post.free_conductances, post.simulator
     spec = CampaignSpec(free.model, "dic", num=n, chunk_size=n, seed=seed, output=sim.output, duration=sim.duration,
-                        transient=sim.transient, dt=sim.dt)  # fmt: skip
+                        transient=sim.transient, dt=sim.dt, jitter=jitter)  # fmt: skip
     c = compute_chunk(spec, 0)
     x = post.condition(torch.as_tensor(c["x"], dtype=torch.float32), **post.conditions_among(noise_std=0.0))
     gl_true, u_true, on = free_draws(free.model, c["conductances"], pair=post.pair)
     keep = on & torch.isfinite(x).all(dim=1).numpy()
     t, x, gl_true, u_true = c["theta"][keep], x[torch.as_tensor(keep)], gl_true[keep], u_true[keep]
+    jittered = c["jitter_std"][keep] > 0 if jitter is not None else np.zeros(len(t), dtype=bool)
     m = len(t)
     tt = np.repeat(t, samples, axis=0)
     gl, u = free.sample_draws(tt, x.repeat_interleave(samples, dim=0), seed=seed)
@@ -60,8 +64,16 @@ def law_ranks(post, n: int, samples: int, seed: int) -> dict:
     _, valid[ok] = compensate(free.model, tt[ok, 0], tt[ok, 1], gl[ok], u[ok], pair=free.pair)
     r_gl = (np.log(gl).reshape(m, samples) < np.log(gl_true)[:, None]).mean(axis=1)
     r_u = (u.reshape(m, samples, -1) < u_true[:, None, :]).mean(axis=1)
-    return {"n": m, "rejected": round(1.0 - float(valid.mean()), 5), "mean_rank_ln_gleak": round(float(r_gl.mean()), 4),
-            "mean_rank_u": r_u.mean(axis=0).round(4).tolist(), "standard_error": round(float(0.2887 / np.sqrt(m)), 4)}  # fmt: skip
+    def summary(sel):
+        k = int(sel.sum())
+        return {"n": k, "mean_rank_ln_gleak": round(float(r_gl[sel].mean()), 4),
+                "mean_rank_u": r_u[sel].mean(axis=0).round(4).tolist(), "standard_error": round(float(0.2887 / np.sqrt(k)), 4)}
+
+    out = {"jitter": None if jitter is None else list(jitter), **summary(np.ones(m, dtype=bool)),
+           "rejected": round(1.0 - float(valid.mean()), 5)}
+    if jitter is not None:
+        out["unjittered"], out["jittered"] = summary(~jittered), summary(jittered)
+    return out
 
 
 def main() -> None:
@@ -71,6 +83,8 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=100, help="posterior samples per pair")
     p.add_argument("--seeds", default="7001,7002")
     p.add_argument("--law-pairs", type=int, default=0, help="also rank the learned law alone at the true DICs on this many new pairs")
+    p.add_argument("--jitter", default="posterior", help="spike-time jitter of the pairs: 'posterior' (the mixture it was "
+                   "trained on, default), 'none', or FRACTION,MAX_SD")
     p.add_argument("--torch-threads", type=int, default=2)
     p.add_argument("--out")
     a = p.parse_args()
@@ -79,14 +93,18 @@ def main() -> None:
     post = load_pretrained(a.posterior)
     if post.free_conductances is None:
         raise SystemExit(f"{a.posterior}: no learned free-conductance law to check")
-    seed_law = DICPosterior(post.posterior, post.model, pair=post.pair, simulator=post.simulator, conditions=post.conditions)
-    out = {"posterior": a.posterior, "pairs": a.pairs, "samples": a.samples,
+    jitter = {"posterior": post.training_jitter, "none": None}.get(a.jitter) if a.jitter in ("posterior", "none") else \
+        tuple(float(v) for v in a.jitter.split(","))
+    seed_law = DICPosterior(post.posterior, post.model, pair=post.pair, simulator=post.simulator, conditions=post.conditions,
+                            training_jitter=post.training_jitter)  # fmt: skip
+    out = {"posterior": a.posterior, "pairs": a.pairs, "samples": a.samples, "jitter": None if jitter is None else list(jitter),
            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "runs": {}}  # fmt: skip
     out["names"] = list(post.model.conductance_names)
     for label, q in (("learned", post), ("seed_law", seed_law)):
         for seed in (int(v) for v in a.seeds.split(",")):
             t0 = time.perf_counter()
-            c = conductance_calibration(q, n_pairs=a.pairs, num_posterior_samples=a.samples, seed=seed, return_ranks=True)
+            c = conductance_calibration(q, n_pairs=a.pairs, num_posterior_samples=a.samples, seed=seed, return_ranks=True,
+                                        jitter=jitter)  # fmt: skip
             ranks = rank_summary(c["sbc_ranks"])
             out["runs"][f"{label}_{seed}"] = {"sbc_ks_pvals": [round(v, 5) for v in c["sbc_ks_pvals"]],
                                               "tarp_atc": round(c["tarp_atc"], 4), "tarp_ks_pval": c["tarp_ks_pval"],
@@ -97,7 +115,7 @@ def main() -> None:
                   f"outer 10 % {min(ranks['outer_10']):.2f}–{max(ranks['outer_10']):.2f}", flush=True)  # fmt: skip
     if a.law_pairs:
         seed = int(a.seeds.split(",")[0]) + 400
-        out["law_alone"] = law_ranks(post, a.law_pairs, a.samples, seed)
+        out["law_alone"] = law_ranks(post, a.law_pairs, a.samples, seed, jitter)
         print(f"learned law alone at the true DICs ({seed}): {out['law_alone']}", flush=True)
     if a.out:
         with open(a.out, "w") as f:

@@ -422,8 +422,25 @@ def cmd_train_free(args: argparse.Namespace) -> int:
             passes=args.passes or None, fidelity_observations=args.fidelity_observations, fidelity_cells=args.fidelity_cells,
             torch_threads=args.torch_threads, quiet=args.quiet, overwrite=args.overwrite, jitter=args.jitter,
             seed_law_widening=args.seed_law_widening, defined_scaling=args.defined_scaling,
+            recalibration_pairs=args.recalibration_pairs,
         )  # fmt: skip
     print(json.dumps(meta["free_conductances"]["fidelity"], indent=1))
+    return 0
+
+
+def cmd_recalibrate_free(args: argparse.Namespace) -> int:
+    """Recalibrate the location of a pretrained posterior's learned free-conductance law on new simulations."""
+    from .train import recalibrate_free_conductances_for
+
+    out = Path(args.out)
+    with ExitStack() as stack:
+        for suffix in (".pt", ".json", ".free.pt"):
+            stack.enter_context(reserve_output(out.with_suffix(suffix), kind="file", overwrite=args.overwrite))
+        meta = recalibrate_free_conductances_for(args.posterior, args.out, pairs=args.pairs, samples=args.samples,
+                                                 seed=args.seed, chunk_size=args.chunk_size,
+                                                 torch_threads=args.torch_threads, quiet=args.quiet,
+                                                 overwrite=args.overwrite)  # fmt: skip
+    print(json.dumps(meta["free_conductances"]["recalibration"], indent=1))
     return 0
 
 
@@ -547,7 +564,7 @@ _wide_dic_box.__name__ = "DIC box"
 
 def _jitter_type(text: str) -> tuple[float, float]:
     """``FRACTION,MAX_MS`` → ``(fraction, max_sd)`` (checked by the campaign)."""
-    from .campaign.runner import check_jitter
+    from .spiketrains import check_jitter
 
     try:
         return check_jitter(tuple(float(v) for v in text.split(",")))
@@ -827,6 +844,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--defined-scaling", action="store_true",
                     help="scale each feature by its spread over the trains where it is defined, undefined entries "
                          "mapped to 0 (as dic-sbi train --defined-scaling)")
+    sp.add_argument("--recalibration-pairs", type=_int_type("recalibration-pairs", 0), default=4000,
+                    help="recalibrate the law's location on this many new simulations (and as many to check it), 0 "
+                         "for none (default: %(default)s)")
     sp.add_argument("--fidelity-observations", type=_int_type("fidelity-observations", 1), default=100,
                     help="held-out non-silent observations scored for fidelity (default: %(default)s)")
     sp.add_argument("--fidelity-cells", type=_int_type("fidelity-cells", 1), default=64,
@@ -835,6 +855,24 @@ def build_parser() -> argparse.ArgumentParser:
                     help="torch threads while training (default: %(default)s)")
     sp.add_argument("--quiet", action="store_true", help="no progress messages")
     sp.set_defaults(func=cmd_train_free)
+
+    sp = sub.add_parser("recalibrate-free-conductances", help="shift a pretrained posterior's learned free-conductance "
+                        "law so that its ranks at the true DICs are centred, on new simulations")
+    sp.add_argument("--posterior", required=True, help="shipped name (stg, da) or path with a learned law")
+    sp.add_argument("--out", required=True, help="destination without suffix (writes OUT.pt, OUT.free.pt and OUT.json; "
+                    "new files unless --overwrite)")
+    sp.add_argument("--overwrite", action="store_true", help="replace existing OUT.pt, OUT.free.pt and OUT.json")
+    sp.add_argument("--pairs", type=_int_type("pairs", 10), default=4000,
+                    help="new noise-free simulations (with the posterior's training jitter) to fit the shift on, and "
+                         "as many more to check it (default: %(default)s)")
+    sp.add_argument("--samples", type=_int_type("samples", 2), default=100, help="law draws per simulation (default: %(default)s)")
+    sp.add_argument("--seed", type=_seed_type(), default=500, help="seed of the fit (SEED) and check (SEED+1) "
+                    "simulations (default: %(default)s)")
+    sp.add_argument("--chunk-size", type=_int_type("chunk-size", 1), default=2000,
+                    help="simulations per batch (default: %(default)s)")
+    sp.add_argument("--torch-threads", type=_int_type("torch-threads", 1), default=1, help="torch threads (default: %(default)s)")
+    sp.add_argument("--quiet", action="store_true", help="no progress messages")
+    sp.set_defaults(func=cmd_recalibrate_free)
 
     sp = sub.add_parser("evaluate", help="evaluate a pretrained posterior again on its held-out sets")
     sp.add_argument("posterior", help="shipped name (stg, da) or path written by `dic-sbi train --out`")

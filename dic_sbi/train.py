@@ -135,7 +135,7 @@ def train_pretrained(
     if noisy_simulations:
         campaigns.append(("noisy", int(noisy_simulations), noise_range or float(noise_std), int(seed) + 1))
     if jitter is not None:
-        from .campaign.runner import check_jitter
+        from .spiketrains import check_jitter
 
         jitter = check_jitter(jitter)
     data, camp_meta, sim_seconds = _dic_campaigns(m, campaigns, work, fields=("theta", "x"),
@@ -335,6 +335,7 @@ def train_free_conductances_for(
     jitter: tuple[float, float] | None | str = "posterior",
     seed_law_widening: float = 1.0,
     defined_scaling: bool = False,
+    recalibration_pairs: int = 4000,
 ) -> dict[str, Any]:
     """Give a pretrained DIC posterior a learned law of the free conductances ``q(z | t, x)`` and save both.
 
@@ -345,6 +346,8 @@ def train_free_conductances_for(
        class is rare under the posterior's prior: q(z | t, x) is a law *given* t, so the law of t it is trained
        under moves only where its capacity goes, not what it converges to.
     2. :func:`~dic_sbi.sbi.train_free_conductances` on ``(t, cells, x)`` (``x`` with the known conditions).
+    2b. With ``recalibration_pairs``, the law's location recalibrated on that many new simulations (seeds
+       ``seed + 50``, ``+ 51``; :func:`recalibrate_free_conductances`), 0 for none.
     3. Population fidelity (:func:`~dic_sbi.sbi.evaluation.population_fidelity`) on a new noise-free held-out
        set (and a noisy one for a noise-aware posterior), seed law against learned law on the same DIC samples;
        SBC and TARP in conductance space (:func:`~dic_sbi.sbi.evaluation.conductance_calibration`, 2 ×
@@ -373,7 +376,7 @@ def train_free_conductances_for(
     from .sbi import DICPosterior, train_free_conductances
     from .sbi._utils import torch_threads_set
     from .sbi.features import with_conditions
-    from .sbi.pretrained import load_pretrained, pretrained_info, save_pretrained
+    from .sbi.pretrained import load_pretrained, pretrained_info, save_pretrained, training_jitter
 
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InvalidInputError(f"seed: expected an int >= 0, got {seed!r}")
@@ -383,9 +386,9 @@ def train_free_conductances_for(
     if isinstance(jitter, str):
         if jitter != "posterior":
             raise InvalidInputError(f"jitter: expected (fraction, max_sd), None or 'posterior', got {jitter!r}")
-        jitter = posterior_jitter(info)
+        jitter = training_jitter(info)
     if jitter is not None:
-        from .campaign.runner import check_jitter
+        from .spiketrains import check_jitter
 
         jitter = check_jitter(jitter)
     m_free = _widened_model(m, seed_law_widening)
@@ -426,7 +429,12 @@ def train_free_conductances_for(
                                                x_names=info["features"]["names"] if defined_scaling else None)  # fmt: skip
     train_seconds = time.perf_counter() - t0
     learned = DICPosterior(post.posterior, m, pair=post.pair, simulator=post.simulator, conditions=post.conditions,
-                           free_conductances=est)  # fmt: skip
+                           free_conductances=est, training_jitter=jitter)  # fmt: skip
+    recalibration = None
+    if recalibration_pairs:
+        with torch_threads_set(torch_threads):
+            learned, recalibration = recalibrate_free_conductances(learned, pairs=recalibration_pairs, seed=int(seed) + 50,
+                                                                   chunk_size=chunk_size, quiet=quiet)  # fmt: skip
     sets = [("noise_free", 0.0, int(seed) + 3)] + ([("noisy", float(noisy_range[1]), int(seed) + 4)] if noisy_simulations else [])
     evaluation = _evaluate_free(learned, sets, fidelity_observations, fidelity_cells, output, proto, quiet)
     command = "dic-sbi train-free-conductances " + " ".join(
@@ -441,6 +449,7 @@ def train_free_conductances_for(
             ("--torch-threads", torch_threads),
             ("--jitter", f"{jitter[0]:g},{jitter[1]:g}" if jitter else "none"),
             ("--seed-law-widening", f"{float(seed_law_widening):g}"),
+            ("--recalibration-pairs", int(recalibration_pairs)),
             *([("--defined-scaling", None)] if defined_scaling else [])]
     )  # fmt: skip
     record = {
@@ -450,6 +459,7 @@ def train_free_conductances_for(
         "training": {**summary, "settings": training, "seed": int(seed) + 2, "training_seconds": train_seconds,
                      "simulation_seconds_this_run": sim_seconds,
                      "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs".strip()},
+        **({"recalibration": recalibration} if recalibration else {}),
         **evaluation,
         "heldout": {"sets": [list(v) for v in sets], "fidelity_observations": int(fidelity_observations),
                     "fidelity_cells": int(fidelity_cells)},
@@ -458,6 +468,125 @@ def train_free_conductances_for(
     kept = {k: v for k, v in info.items() if k not in ("format", "model", "pair", "protocol", "features", "estimator", "prior")}
     kept["free_conductances"] = record
     save_pretrained(learned, out, estimator=info["estimator"], info=kept, overwrite=overwrite)
+    _log(f"wrote {out}.pt, {out}.free.pt and {out}.json", quiet)
+    return json.loads(Path(f"{out}.json").read_text())
+
+
+def law_ranks_at_truth(posterior: Any, *, pairs: int, samples: int = 100, seed: int = 0, chunk_size: int = 2000,
+                       quiet: bool = True) -> dict[str, Any]:
+    """The learned law alone at the truth: ``pairs`` new noise-free DIC-prior simulations of ``posterior``'s
+    protocol and training jitter, ``samples`` draws of ``w = (ln gleak, logit u)`` from ``q(z | t, x)`` at each
+    pair's true DICs and x, and the truths (:mod:`dic_sbi.sbi.free_conductances`).
+
+    Returns
+    -------
+    dict
+        ``samples`` ``(N, samples, k)``, ``truths`` ``(N, k)`` and ``mean_rank`` per coordinate (the mean share of
+        draws below the truth: 1/2 for a calibrated law).
+    """
+    import torch
+
+    from .campaign.runner import CampaignSpec, compute_chunk
+    from .core.populations import free_draws
+
+    free, sim = posterior.free_conductances, posterior.simulator
+    if free is None:
+        raise InvalidInputError("posterior: it has no learned free-conductance law")
+    spec = CampaignSpec(free.model, "dic", num=int(pairs), chunk_size=int(chunk_size), seed=int(seed), output=sim.output,
+                        duration=sim.duration, transient=sim.transient, dt=sim.dt, max_isis=sim.max_isis,
+                        jitter=posterior.training_jitter)  # fmt: skip
+    draws, truths = [], []
+    for k in range(spec.n_chunks):
+        _log(f"  law at the truth: chunk {k + 1}/{spec.n_chunks} ({spec.chunk_size} simulations)", quiet)
+        c = compute_chunk(spec, k)
+        x = posterior.condition(torch.as_tensor(c["x"], dtype=torch.float32), **posterior.conditions_among(noise_std=0.0))
+        gl, u, on = free_draws(free.model, c["conductances"], pair=posterior.pair)
+        keep = on & torch.isfinite(x).all(dim=1).numpy()
+        if keep.any():
+            truths.append(free.to_w(gl[keep], u[keep]))
+            draws.append(free.sample_w(c["theta"][keep], x[torch.as_tensor(keep)], int(samples), seed=np.random.default_rng([int(seed), k])))
+    if not truths:
+        raise InvalidInputError("pairs: no usable simulation (all silent or unreachable); simulate more")
+    w, d = np.concatenate(truths), np.concatenate(draws)
+    return {"samples": d, "truths": w, "mean_rank": (d < w[:, None, :]).mean(axis=(0, 1))}
+
+
+def recalibrate_free_conductances(posterior: Any, *, pairs: int = 4000, samples: int = 100, seed: int = 0,
+                                  chunk_size: int = 2000, quiet: bool = False) -> tuple[Any, dict[str, Any]]:
+    """A copy of ``posterior`` whose learned law has its location recalibrated on held-out simulations.
+
+    :func:`law_ranks_at_truth` on ``pairs`` new simulations (seed ``seed``) gives the shift of each coordinate of
+    ``w`` that centres its ranks (:func:`~dic_sbi.sbi.free_conductances.location_offsets`), added to the law's
+    :attr:`~dic_sbi.sbi.FreeConductanceEstimator.w_offset`; ``pairs`` more (seed ``seed + 1``) measure the mean
+    ranks before and after. A shift keeps ``log_prob`` exact (no Jacobian term) and every cell's DICs.
+
+    Returns
+    -------
+    posterior, record
+        The recalibrated :class:`~dic_sbi.sbi.DICPosterior` and what was done (offsets, mean ranks, seeds, cost).
+    """
+    import copy
+
+    from .sbi import DICPosterior
+    from .sbi.free_conductances import location_offsets
+
+    if not isinstance(pairs, (int, np.integer)) or pairs < 10:
+        raise InvalidInputError(f"pairs: expected an int >= 10, got {pairs!r}")
+    t0 = time.perf_counter()
+    _log(f"recalibrating the law's location on {pairs} held-out simulations (seed {seed})", quiet)
+    fit = law_ranks_at_truth(posterior, pairs=pairs, samples=samples, seed=seed, chunk_size=chunk_size, quiet=quiet)
+    free = copy.copy(posterior.free_conductances)
+    shift = location_offsets(fit["samples"], fit["truths"])
+    free.w_offset = shift if free.w_offset is None else free.w_offset + shift
+    out = DICPosterior(posterior.posterior, posterior.model, pair=posterior.pair, calcium_path_tau=posterior.calcium_path_tau,
+                       simulator=posterior.simulator, conditions=posterior.conditions, free_conductances=free,
+                       training_jitter=posterior.training_jitter)  # fmt: skip
+    _log(f"checking on {pairs} more (seed {int(seed) + 1})", quiet)
+    check = law_ranks_at_truth(posterior, pairs=pairs, samples=samples, seed=int(seed) + 1, chunk_size=chunk_size)
+    # The shifted law's seeded draws are these minus the shift: its ranks without simulating the set again.
+    after = (check["samples"] - shift < check["truths"][:, None, :]).mean(axis=(0, 1))
+    n = len(check["truths"])
+    record = {"w_offset": [float(v) for v in free.w_offset], "coordinates": ["ln_gleak"] + [f"logit_u{i}" for i in range(free.n_draws_dim - 1)],
+              "pairs": int(pairs), "samples": int(samples), "seed": int(seed), "noise_std": 0.0,
+              "jitter": None if posterior.training_jitter is None else list(posterior.training_jitter),
+              "fit_mean_rank": [round(float(v), 4) for v in fit["mean_rank"]],
+              "check": {"seed": int(seed) + 1, "n": n, "standard_error": round(0.2887 / np.sqrt(n), 4),
+                        "mean_rank_before": [round(float(v), 4) for v in check["mean_rank"]],
+                        "mean_rank_after": [round(float(v), 4) for v in after]},
+              "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+    _log(f"  offsets {np.round(free.w_offset, 4).tolist()}; held-out mean ranks {record['check']['mean_rank_before']} → "
+         f"{record['check']['mean_rank_after']}", quiet)  # fmt: skip
+    return out, record
+
+
+def recalibrate_free_conductances_for(name_or_path: str | os.PathLike, out: str | os.PathLike, *, pairs: int = 4000,
+                                      samples: int = 100, seed: int = 500, chunk_size: int = 2000,
+                                      torch_threads: int = 1, quiet: bool = False,
+                                      overwrite: bool = False) -> dict[str, Any]:  # fmt: skip
+    """:func:`recalibrate_free_conductances` on a pretrained posterior with a learned law, written to ``out``
+    (``out.pt``, ``out.free.pt``, ``out.json``: the record gains ``free_conductances.recalibration``; its stored
+    fidelity and calibration were measured before it: ``dic-sbi evaluate --free-conductances --write`` renews
+    them)."""
+    from .io.outputs import check_output
+    from .sbi._utils import torch_threads_set
+    from .sbi.pretrained import load_pretrained, pretrained_info, save_pretrained
+
+    info = pretrained_info(name_or_path)
+    if "free_conductances" not in info:
+        raise InvalidInputError(f"posterior: {name_or_path} has no learned free-conductance law to recalibrate")
+    for suffix in (".pt", ".json", ".free.pt"):  # before the work, not after
+        check_output(Path(out).with_suffix(suffix), kind="file", overwrite=overwrite, option="out",
+                     overwrite_option="--overwrite")  # fmt: skip
+    post = load_pretrained(name_or_path)
+    with torch_threads_set(torch_threads):
+        new, record = recalibrate_free_conductances(post, pairs=pairs, samples=samples, seed=seed, chunk_size=chunk_size,
+                                                    quiet=quiet)  # fmt: skip
+    record["command"] = (f"dic-sbi recalibrate-free-conductances --posterior {name_or_path} --out {out} --pairs {pairs} "
+                         f"--samples {samples} --seed {seed} --chunk-size {chunk_size}")  # fmt: skip
+    record["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    kept = {k: v for k, v in info.items() if k not in ("format", "model", "pair", "protocol", "features", "estimator", "prior")}
+    kept["free_conductances"] = {**kept["free_conductances"], "recalibration": record}
+    save_pretrained(new, out, estimator=info["estimator"], info=kept, overwrite=overwrite)
     _log(f"wrote {out}.pt, {out}.free.pt and {out}.json", quiet)
     return json.loads(Path(f"{out}.json").read_text())
 
@@ -476,14 +605,6 @@ def _widened_model(m: Any, factor: float) -> Any:
         raise InvalidInputError(f"seed_law_widening: {m.name!r} is not a registered model; widen its seed_population "
                                 "ranges in its file instead")  # fmt: skip
     return get_model(f"{m.name}-wide{float(factor):g}")
-
-
-def posterior_jitter(info: dict[str, Any]) -> tuple[float, float] | None:
-    """The spike-time jitter ``(fraction, max_sd)`` a pretrained posterior's campaigns were run with, or ``None``."""
-    found = {tuple(c["jitter"]) for c in info.get("training", {}).get("campaigns", []) if c.get("jitter")}
-    if len(found) > 1:
-        raise InvalidInputError(f"posterior: its campaigns used different jitters {sorted(found)}; give jitter explicitly")
-    return tuple(float(v) for v in found.pop()) if found else None
 
 
 def _evaluate_free(posterior: Any, sets: list, n_obs: int, n_cells: int, output: str, proto: dict, quiet: bool) -> dict[str, Any]:

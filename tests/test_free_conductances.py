@@ -222,7 +222,7 @@ def test_cli_train_free_conductances_then_infer(tmp_path):
     cmd = [sys.executable, "-m", "dic_sbi.cli", "train-free-conductances", "--posterior", "stg", "--out", str(out),
            "--work", str(tmp_path / "work"), "--num-simulations", "400", "--max-epochs", "2", "--hidden-features", "16",
            "--num-transforms", "1", "--fidelity-observations", "3", "--fidelity-cells", "4", "--chunk-size", "200",
-           "--focus-box=-10,-5,0,5", "--focus-simulations", "100", "--jitter", "0.5,2", "--seed-law-widening", "2", "--defined-scaling", "--quiet"]
+           "--focus-box=-10,-5,0,5", "--focus-simulations", "100", "--jitter", "0.5,2", "--seed-law-widening", "2", "--defined-scaling", "--recalibration-pairs", "30", "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     for suffix in (".pt", ".free.pt", ".json"):
@@ -248,6 +248,9 @@ def test_cli_train_free_conductances_then_infer(tmp_path):
     assert rec["command"].endswith("--defined-scaling")
     scale = next(m for m in loaded.free_conductances.net.modules() if isinstance(m, Standardize))
     assert float(scale.defined_moments) == 1.0 and bool((scale.ref_index >= 0).any())
+    # The law's location recalibrated on new simulations (seed + 50), kept with the weights and reloaded.
+    assert rec["recalibration"]["pairs"] == 30 and rec["recalibration"]["seed"] == 150 and "--recalibration-pairs 30" in rec["command"]
+    np.testing.assert_allclose(loaded.free_conductances.w_offset, rec["recalibration"]["w_offset"])
     assert rec["training"]["rows"] > 400 and set(rec["fidelity"]["noise_free"]) >= {"seed_law", "learned"}
     assert 0.0 <= rec["fidelity"]["noise_free"]["learned"]["non_silent"]["fidelity"] <= 1.0
     cal = rec["calibration"]["noise_free"]
@@ -308,17 +311,18 @@ def test_population_fidelity_at_true_dics_pushes_the_true_dics(monkeypatch):
         evaluation.population_fidelity(post, ho, n_observations=3, n_cells=5, seed=1)
 
 
-def test_posterior_jitter_reads_the_training_campaigns():
+def test_training_jitter_reads_the_training_campaigns():
     from dic_sbi.errors import InvalidInputError
-    from dic_sbi.train import posterior_jitter
+    from dic_sbi.sbi.pretrained import training_jitter
 
-    assert posterior_jitter({"training": {"campaigns": [{"num": 5}, {"num": 3}]}}) is None
+    assert training_jitter({"training": {"campaigns": [{"num": 5}, {"num": 3}]}}) is None
     both = {"training": {"campaigns": [{"jitter": [0.5, 3.0]}, {"jitter": [0.5, 3.0]}]}}
-    assert posterior_jitter(both) == (0.5, 3.0)
+    assert training_jitter(both) == (0.5, 3.0)
     for model in ("stg", "da"):  # both shipped posteriors were trained with jitter
-        assert posterior_jitter(dic_sbi.sbi.pretrained.pretrained_info(model)) == (0.5, 3.0)
+        assert training_jitter(dic_sbi.sbi.pretrained.pretrained_info(model)) == (0.5, 3.0)
+        assert dic_sbi.sbi.pretrained.load_pretrained(model).training_jitter == (0.5, 3.0)  # the posterior knows it
     with pytest.raises(InvalidInputError, match="jitter"):
-        posterior_jitter({"training": {"campaigns": [{"jitter": [0.5, 3.0]}, {"jitter": [0.2, 1.0]}]}})
+        training_jitter({"training": {"campaigns": [{"jitter": [0.5, 3.0]}, {"jitter": [0.2, 1.0]}]}})
 
 
 def test_conductance_calibration_returns_the_ranks_it_tested():
@@ -329,6 +333,7 @@ def test_conductance_calibration_returns_the_ranks_it_tested():
 
     post = dic_sbi.sbi.pretrained.load_pretrained("stg")
     c = conductance_calibration(post, n_pairs=24, num_posterior_samples=20, seed=3, return_ranks=True)
+    assert c["jitter"] == [0.5, 3.0]  # pairs drawn with the jitter mixture the posterior was trained on
     r = np.asarray(c["sbc_ranks"])
     assert r.shape == (c["n_pairs"], 8) and r.min() >= 0.0 and r.max() <= 1.0
     assert np.allclose(r * 20, np.round(r * 20))  # counts of 20 samples
@@ -336,3 +341,100 @@ def test_conductance_calibration_returns_the_ranks_it_tested():
     for j in range(8):
         assert kstest(r[:, j], "uniform").pvalue == pytest.approx(c["sbc_ks_pvals"][j], abs=0.02)
     assert "sbc_ranks" not in conductance_calibration(post, n_pairs=24, num_posterior_samples=20, seed=3)
+
+
+def test_conductance_calibration_draws_pairs_with_the_training_jitter(monkeypatch):
+    """By default the pairs' spike times get the posterior's training jitter mixture; ``jitter=None`` gives none."""
+    from dic_sbi.sbi.evaluation import conductance_calibration
+    from dic_sbi.sbi.simulators import DICSimulator
+
+    seen = []
+    real = DICSimulator.simulate_with_cells
+
+    def spy(self, theta, *, seed=None, jitter_std=None):
+        seen.append(None if jitter_std is None else np.asarray(jitter_std))
+        return real(self, theta, seed=seed, jitter_std=jitter_std)
+
+    monkeypatch.setattr(DICSimulator, "simulate_with_cells", spy)
+    post = dic_sbi.sbi.pretrained.load_pretrained("stg")
+    conductance_calibration(post, n_pairs=40, num_posterior_samples=10, seed=1)
+    sd = seen[-1]
+    assert sd.shape == (40,) and 0 < (sd > 0).sum() < 40 and sd.max() <= 3.0  # about half, sd ~ U(0, 3)
+    assert conductance_calibration(post, n_pairs=20, num_posterior_samples=10, seed=1, jitter=None)["jitter"] is None
+    assert seen[-1] is None
+    with pytest.raises(dic_sbi.InvalidInputError, match="jitter"):
+        conductance_calibration(post, n_pairs=20, num_posterior_samples=10, seed=1, jitter="training")
+
+
+def test_w_offset_shifts_draws_and_density_consistently():
+    """An offset d on a law N(mu, 1) is the law N(mu - d, 1): same draws (seeded) and the same density."""
+    sd = P.seed_distribution("stg")
+    d = np.array([0.3, -0.2, 0.1, 0.0, 0.5])
+    shifted = FreeConductanceEstimator(_StandardNormalNet(5, -4.0), "stg", x_dim=3, w_offset=d)
+    plain, _ = _estimator(mu=-4.0 - 0.0)
+    moved = FreeConductanceEstimator(_StandardNormalNet(5, 0.0), "stg", x_dim=3)
+    moved.net.mu = torch.as_tensor(-4.0 - d, dtype=torch.float32)
+    rng = np.random.default_rng(0)
+    w = -4.0 + rng.standard_normal((50, 5))
+    gl, u = plain.from_w(w)
+    t, x = np.zeros((50, 2)), torch.zeros(1, 3)
+    np.testing.assert_allclose(shifted.log_prob_draws(gl, u, t, x), moved.log_prob_draws(gl, u, t, x), rtol=1e-5)
+    a = shifted.sample_w(np.zeros((4, 2)), x, 2000, seed=1)
+    assert a.shape == (4, 2000, 5)
+    np.testing.assert_allclose(a.reshape(-1, 5).mean(0), -4.0 - d, atol=0.05)
+    with pytest.raises(dic_sbi.InvalidInputError, match="w_offset"):
+        FreeConductanceEstimator(_StandardNormalNet(5, 0.0), "stg", x_dim=3, w_offset=[0.1, 0.2])
+    assert sd.free_index.size + 1 == 5
+
+
+def test_location_offsets_centre_the_ranks():
+    from dic_sbi.sbi.free_conductances import location_offsets
+
+    rng = np.random.default_rng(3)
+    truths = rng.standard_normal((400, 2))
+    samples = truths[:, None, :] + np.array([0.4, -0.1]) + rng.standard_normal((400, 50, 2))  # biased by (0.4, -0.1)
+    d = location_offsets(samples, truths)
+    np.testing.assert_allclose(d, [0.4, -0.1], atol=0.03)
+    ranks = (samples - d < truths[:, None, :]).mean(axis=(0, 1))
+    np.testing.assert_allclose(ranks, 0.5, atol=1e-3)
+    with pytest.raises(dic_sbi.InvalidInputError, match="samples"):
+        location_offsets(samples[:, :, 0], truths)
+
+
+def test_recalibrate_centres_the_law_on_its_fit_simulations_and_the_cli_writes_it(tmp_path):
+    """The shift is fitted on new simulations: the shifted law's ranks there are centred (the same draws, shifted),
+    the record says what was done, and the command line writes a posterior that reloads with it."""
+    import json
+    import subprocess
+    import sys
+
+    from dic_sbi.train import law_ranks_at_truth, recalibrate_free_conductances
+
+    post = dic_sbi.sbi.pretrained.load_pretrained("stg")
+    shipped = post.free_conductances.w_offset.copy()  # the shipped law is recalibrated already
+    fit0 = law_ranks_at_truth(post, pairs=30, samples=20, seed=9, chunk_size=30)
+    new, rec = recalibrate_free_conductances(post, pairs=30, samples=20, seed=9, chunk_size=30, quiet=True)
+    assert new.training_jitter == post.training_jitter
+    np.testing.assert_array_equal(post.free_conductances.w_offset, shipped)  # a copy: the posterior given is unchanged
+    np.testing.assert_allclose(new.free_conductances.w_offset, rec["w_offset"])
+    from dic_sbi.sbi.free_conductances import location_offsets
+
+    np.testing.assert_allclose(rec["w_offset"], shipped + location_offsets(fit0["samples"], fit0["truths"]))  # composed
+    fit = law_ranks_at_truth(new, pairs=30, samples=20, seed=9, chunk_size=30)
+    np.testing.assert_allclose(fit["mean_rank"], 0.5, atol=0.02)  # ties aside, exactly centred
+    assert rec["check"]["seed"] == 10 and rec["jitter"] == [0.5, 3.0]
+    rerun = law_ranks_at_truth(new, pairs=30, samples=20, seed=10, chunk_size=30)  # the check, simulated again
+    np.testing.assert_allclose(rerun["mean_rank"], rec["check"]["mean_rank_after"], atol=1e-4)
+    out = tmp_path / "stg_recal"
+    cmd = [sys.executable, "-m", "dic_sbi.cli", "recalibrate-free-conductances", "--posterior", "stg", "--out", str(out),
+           "--pairs", "20", "--samples", "10", "--seed", "4", "--quiet"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["free_conductances"]["recalibration"]["command"].startswith("dic-sbi recalibrate-free-conductances")
+    back = dic_sbi.sbi.pretrained.load_pretrained(str(out))
+    np.testing.assert_allclose(back.free_conductances.w_offset, meta["free_conductances"]["w_offset"])
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode != 0 and "--overwrite" in again.stderr
+    bad = subprocess.run(cmd[:-1] + ["--overwrite", "--pairs", "3"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "pairs" in bad.stderr

@@ -116,3 +116,40 @@ def test_train_with_jitter_records_it_and_its_command_reproduces_it(tmp_path):
     assert 0.3 < (sd > 0).mean() < 0.7
     stored = build_parser().parse_args(shlex.split(info["command"])[1:])
     assert stored.jitter == (0.5, 3.0)
+
+
+def test_draw_jitter_sd_is_the_campaigns_mixture():
+    from scipy import stats
+
+    from dic_sbi.spiketrains import draw_jitter_sd
+
+    sd = draw_jitter_sd((0.3, 2.0), 20000, np.random.default_rng(0))
+    assert abs((sd > 0).mean() - 0.3) < 0.015
+    assert stats.kstest(sd[sd > 0], "uniform", args=(0.0, 2.0)).pvalue > 1e-3
+    assert not draw_jitter_sd(None, 5, np.random.default_rng(0)).any()
+    with pytest.raises(InvalidInputError, match="jitter"):
+        draw_jitter_sd((1.5, 2.0), 5, np.random.default_rng(0))
+
+
+def test_simulator_jitter_moves_only_the_jittered_trains():
+    from dic_sbi.sbi.simulators import DICSimulator
+
+    sim = DICSimulator("stg", output="intervals")  # the full protocol: both cells fire
+    theta = np.array([[3.0, 6.0], [3.0, 6.0]])
+    x0, g0 = sim.simulate_with_cells(theta, seed=5)
+    x1, g1 = sim.simulate_with_cells(theta, seed=5, jitter_std=[0.0, 2.0])
+    np.testing.assert_array_equal(g0, g1)
+    np.testing.assert_array_equal(x0[0].numpy(), x1[0].numpy())  # sd 0: unchanged
+    assert not np.array_equal(x0[1].numpy(), x1[1].numpy())
+
+
+def test_heldout_set_with_jitter_keeps_targets_and_cells():
+    from dic_sbi.sbi.evaluation import heldout_set
+
+    a = heldout_set("stg", n_points=2, cells_per_point=2, seed=0)
+    b = heldout_set("stg", n_points=2, cells_per_point=2, seed=0, jitter_std=2.0)
+    np.testing.assert_array_equal(a.cells, b.cells)
+    firing = a.klass > 0
+    assert firing.any() and not np.array_equal(a.x[firing].numpy(), b.x[firing].numpy())
+    with pytest.raises(InvalidInputError, match="jitter_std"):
+        heldout_set("stg", n_points=1, cells_per_point=1, jitter_std=-1.0)

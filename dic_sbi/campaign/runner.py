@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from ..core.checks import is_int
 from ..errors import DicSbiError, InvalidInputError
+from ..spiketrains.jitter import check_jitter
 from .store import FORMAT, FORMAT_VERSION, CampaignStore
 
 __all__ = ["CampaignSpec", "CampaignReport", "run_campaign", "compute_chunk"]
@@ -40,17 +41,6 @@ def noise_range_of(noise_std: Any) -> tuple[float, float] | None:
     if not (np.isfinite(lo) and np.isfinite(hi) and 0 <= lo < hi):
         raise InvalidInputError(f"noise_std: a range needs finite 0 <= low < high, got {noise_std!r}")
     return (lo, hi)
-
-
-def check_jitter(jitter: Any) -> tuple[float, float]:
-    """``(fraction, max_sd)`` of a campaign's spike-time jitter, checked: 0 < fraction <= 1, 0 < max_sd (ms)."""
-    try:
-        fraction, max_sd = (float(v) for v in jitter)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"jitter: expected (fraction, max_sd_ms), got {jitter!r}") from None
-    if not (0.0 < fraction <= 1.0 and np.isfinite(max_sd) and max_sd > 0.0):
-        raise InvalidInputError(f"jitter: expected 0 < fraction <= 1 and a finite max sd > 0 ms, got {jitter!r}")
-    return (fraction, max_sd)
 
 
 @dataclass(frozen=True)
@@ -209,7 +199,7 @@ def compute_chunk(spec: CampaignSpec, k: int, *, n_threads: int | None = None) -
     """Simulate chunk ``k`` of ``spec``: a dict of the store's fields (depends on ``(spec, k)`` only)."""
     from ..core.simulator import simulate
     from ..sbi.features import encode
-    from ..spiketrains import jitter_spike_times
+    from ..spiketrains import draw_jitter_sd, jitter_spike_times
 
     if not 0 <= k < spec.n_chunks:
         raise InvalidInputError(f"k: expected 0 <= k < {spec.n_chunks}, got {k}")
@@ -222,10 +212,7 @@ def compute_chunk(spec: CampaignSpec, k: int, *, n_threads: int | None = None) -
     else:
         g = theta.numpy().astype(np.float64)
     sigma = noise_rng.uniform(*spec.noise_range, n) if spec.noise_range else np.full(n, sim.noise_std)
-    jitter_sd = np.zeros(n)
-    if spec.jitter is not None:
-        fraction, max_sd = spec.jitter
-        jitter_sd = np.where(jitter_rng.random(n) < fraction, jitter_rng.uniform(0.0, max_sd, n), 0.0)
+    jitter_sd = draw_jitter_sd(spec.jitter, n, jitter_rng)
     x = np.full((n, sim.x_dim), np.nan)
     counts = np.zeros(n, dtype=np.int64)
     times = np.empty(0)

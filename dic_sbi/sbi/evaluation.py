@@ -37,6 +37,7 @@ from .features import SUMMARY_NAMES
 from .posterior import DICPosterior
 from .priors import DICPrior
 from .simulators import DICSimulator
+from ..spiketrains import draw_jitter_sd
 
 __all__ = ["HeldOutSet", "heldout_set", "evaluate_dic_posterior", "CLASSES", "classes_of", "PUBLISHED_MAE",
            "published_comparison", "observed_features", "population_fidelity", "conductance_calibration"]
@@ -94,10 +95,12 @@ def heldout_set(
     seed: Seed = 0,
     prior: DICPrior | None = None,
     n_threads: int | None = None,
+    jitter_std: float = 0.0,
     **protocol: Any,
 ) -> HeldOutSet:
     """Draw ``n_points`` DIC targets from ``prior`` (default ``DICPrior(model)``), ``cells_per_point`` cells of
-    the degenerate population of each, and simulate them (``protocol``: ``duration``, ``transient``, ``dt``)."""
+    the degenerate population of each, and simulate them (``protocol``: ``duration``, ``transient``, ``dt``);
+    ``jitter_std`` > 0 moves every spike by N(0, jitter_std²) ms before encoding (detection jitter)."""
     from ..core.populations import degenerate_population
 
     model = get_model(model)
@@ -110,7 +113,10 @@ def heldout_set(
     g = degenerate_population(model, targets[:, 0], targets[:, 1], int(cells_per_point), seed=rng)
     cells = g.reshape(-1, model.n_conductances)
     sim = DICSimulator(model, noise_std=noise_std, n_threads=n_threads, **protocol)
-    x = torch.as_tensor(sim.simulate_conductances(cells, seed=rng), dtype=torch.float32)
+    if not (np.isfinite(jitter_std) and jitter_std >= 0):
+        raise InvalidInputError(f"jitter_std: expected a finite sd >= 0 ms, got {jitter_std!r}")
+    jit = np.full(cells.shape[0], float(jitter_std)) if jitter_std > 0 else None
+    x = torch.as_tensor(sim.simulate_conductances(cells, seed=rng, jitter_std=jit), dtype=torch.float32)
     theta = torch.as_tensor(np.repeat(targets, cells_per_point, axis=0), dtype=torch.float32)
     proto = {"duration": sim.duration, "transient": sim.transient, "dt": sim.dt}
     return HeldOutSet(model.name, theta, cells, x, np.repeat(np.arange(n_points), cells_per_point), classes_of(x),
@@ -385,13 +391,18 @@ def conductance_calibration(
     seed: Seed = 0,
     n_threads: int | None = None,
     return_ranks: bool = False,
+    jitter: tuple[float, float] | None | str = "posterior",
 ) -> dict[str, Any]:
     """SBC and TARP of a DIC posterior **in conductance space** (with its free-conductance law, if it has one).
 
     Prior-predictive pairs are drawn from the generative process the posterior inverts: ``t ~`` its
     :class:`~dic_sbi.sbi.DICPrior`, one cell of the seed law's degenerate population (the seed law the
     free-conductance law was trained under, if the posterior has one), simulated with the training
-    protocol (noise ``noise_std``). ``posterior.sample_batched`` gives the cells: ``q(t | x)`` then
+    protocol (noise ``noise_std``) and spike-time jitter ``jitter``: by default the posterior's
+    :attr:`~dic_sbi.sbi.DICPosterior.training_jitter` (jitter is no input of the network, so a posterior trained
+    on a jitter mixture inverts that mixture, and pairs drawn without it test another process: ranks on
+    unjittered pairs alone need not be uniform), ``None`` for none, or ``(fraction, max_sd)``.
+    ``posterior.sample_batched`` gives the cells: ``q(t | x)`` then
     ``q(z | t, x)`` (or the seed law) and the compensation. ``sbi.diagnostics.run_sbc`` / ``check_sbc`` rank every
     conductance (log scale: ranks do not change); ``run_tarp`` / ``check_tarp`` on log-conductances.
 
@@ -412,8 +423,13 @@ def conductance_calibration(
                        duration=posterior.simulator.duration, transient=posterior.simulator.transient,
                        dt=posterior.simulator.dt)  # fmt: skip
     prior = posterior.prior if isinstance(posterior.prior, DICPrior) else DICPrior(posterior.model)
+    if isinstance(jitter, str):
+        if jitter != "posterior":
+            raise InvalidInputError(f"jitter: expected (fraction, max_sd), None or 'posterior', got {jitter!r}")
+        jitter = getattr(posterior, "training_jitter", None)
     t = prior.sample((int(n_pairs),), seed=rng)
-    x, g = sim.simulate_with_cells(t, seed=rng)
+    jitter_sd = draw_jitter_sd(jitter, t.shape[0], rng) if jitter is not None else None
+    x, g = sim.simulate_with_cells(t, seed=rng, jitter_std=jitter_sd)
     x = posterior.condition(x, **posterior.conditions_among(noise_std=float(noise_std)))
     keep = torch.isfinite(x).all(dim=1) & torch.as_tensor(np.isfinite(g).all(axis=1))
     log_g = torch.as_tensor(np.log(g[keep.numpy()]), dtype=torch.float32)
@@ -437,6 +453,7 @@ def conductance_calibration(
                               use_batched_sampling=True, show_progress_bar=False, num_bins=max(2, log_g.shape[0] // 10))  # fmt: skip
         atc, ks = check_tarp(ecp, alpha)
     out = {"n_pairs": int(log_g.shape[0]), "num_posterior_samples": int(num_posterior_samples), "noise_std": float(noise_std),
+           "jitter": None if jitter is None else list(jitter),
            "sbc_ks_pvals": [float(v) for v in stats["ks_pvals"]], "sbc_c2st_ranks": [float(v) for v in stats["c2st_ranks"]],
            "tarp_atc": float(atc), "tarp_ks_pval": float(ks), "names": list(posterior.model.conductance_names)}  # fmt: skip
     if return_ranks:

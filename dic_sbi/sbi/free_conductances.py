@@ -33,7 +33,7 @@ from ..errors import InvalidInputError
 from ..models import ConductanceModel, get_model
 from ._utils import Seed, numpy_rng
 
-__all__ = ["FreeConductanceEstimator", "train_free_conductances", "build_free_conductance_net"]
+__all__ = ["FreeConductanceEstimator", "train_free_conductances", "build_free_conductance_net", "location_offsets"]
 
 Array = NDArray[np.float64]
 
@@ -90,6 +90,9 @@ class FreeConductanceEstimator:
         x_dim: Columns of ``x`` (the DIC posterior's ``x``, known conditions included).
         pair, calcium_path_tau: As in :func:`~dic_sbi.core.populations.degenerate_population`.
         settings: Architecture (``hidden_features``, ``num_transforms``), kept for saving.
+        w_offset: Location recalibration, one value per coordinate of ``w``: draws are the flow's minus it, and
+            densities are the flow's at ``w + w_offset`` (a shift: the log-density needs no Jacobian term).
+            Estimated on held-out simulations by :func:`location_offsets`; ``None``: no shift.
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class FreeConductanceEstimator:
         pair: tuple[str, str] | None = None,
         calcium_path_tau: Any = "model",
         settings: dict[str, Any] | None = None,
+        w_offset: Sequence[float] | None = None,
     ) -> None:
         from ..core.populations import seed_distribution
 
@@ -114,6 +118,12 @@ class FreeConductanceEstimator:
         self._n_free = int(sd.free_index.size)
         self._width = sd.free_high - sd.free_low
         self._reference_leak = sd.reference_leak
+        self.w_offset: Array | None = None
+        if w_offset is not None:
+            off = np.asarray(w_offset, dtype=float)
+            if off.shape != (self.n_draws_dim,) or not np.all(np.isfinite(off)):
+                raise InvalidInputError(f"w_offset: expected {self.n_draws_dim} finite values, got {w_offset!r}")
+            self.w_offset = off
 
     @property
     def n_draws_dim(self) -> int:
@@ -148,8 +158,10 @@ class FreeConductanceEstimator:
         gen = numpy_rng(seed)
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(int(gen.integers(0, 2**62)))
-            w = self.net.sample((1,), condition=cond)[0]
-        return self.from_w(w.to(torch.float64).numpy())
+            w = self.net.sample((1,), condition=cond)[0].to(torch.float64).numpy()
+        if self.w_offset is not None:
+            w = w - self.w_offset
+        return self.from_w(w)
 
     def sample_cells(self, t: Array, x: Tensor, *, seed: Seed = None, max_rounds: int = MAX_ROUNDS) -> tuple[Array, int]:
         """One valid cell per row of ``t`` (``(N, 2)``), its free draws from ``q(z | t, x)``.
@@ -193,6 +205,8 @@ class FreeConductanceEstimator:
         """``log q(z | t, x)`` with ``z`` in the coordinates of :func:`~dic_sbi.core.populations.population_log_density`
         (gleak and the free conductances at their seed values), so it replaces that function's ``log p(z)``."""
         w = self.to_w(gleak, uniforms)
+        if self.w_offset is not None:
+            w = w + self.w_offset
         cond = self._condition(t, x)
         with torch.no_grad():
             log_w = self.net.log_prob(torch.as_tensor(w, dtype=torch.float32)[None], condition=cond)[0]
@@ -239,6 +253,19 @@ class FreeConductanceEstimator:
             logp = logp - np.log(np.maximum(rho, 0.5 / n_draws))  # a cell on the support proves ρ > 0
         out[idx] = logp
         return out
+
+    def sample_w(self, t: Array, x: Tensor, num_samples: int, *, seed: Seed = None) -> Array:
+        """``(N, num_samples, n_draws_dim)`` draws of ``w`` from ``q(z | t_i, x_i)`` (with :attr:`w_offset`)."""
+        t = np.asarray(t, dtype=float).reshape(-1, 2)
+        x = torch.as_tensor(x, dtype=torch.float32).reshape(-1, self.x_dim)
+        cond = self._condition(np.repeat(t, num_samples, axis=0), x.repeat_interleave(num_samples, dim=0) if x.shape[0] > 1 else x)
+        gen = numpy_rng(seed)
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(int(gen.integers(0, 2**62)))
+            w = self.net.sample((1,), condition=cond)[0].to(torch.float64).numpy()
+        if self.w_offset is not None:
+            w = w - self.w_offset
+        return w.reshape(t.shape[0], int(num_samples), -1)
 
     def __repr__(self) -> str:
         return f"FreeConductanceEstimator({self.model.name!r}, z of dimension {self.n_draws_dim}, x of {self.x_dim})"
@@ -321,3 +348,18 @@ def train_free_conductances(
                "best_validation_loss": float(inference.summary["best_validation_loss"][-1]), **settings}  # fmt: skip
     est = FreeConductanceEstimator(net, model, x_dim=xa.shape[1], pair=pair, settings=settings)
     return est, summary
+
+
+def location_offsets(samples: Array, truths: Array) -> Array:
+    """Per-coordinate shift ``d`` that centres the ranks: the mean over pairs of the fraction of
+    ``samples - d`` below ``truths`` is 1/2 (``samples``: ``(N, S, k)`` draws of ``w`` at each pair's true
+    ``(t, x)``, ``truths``: ``(N, k)``). A calibrated law gives ``d ≈ 0``; subtracting ``d`` from its draws
+    (:attr:`FreeConductanceEstimator.w_offset`) removes a global bias of its location, which is what SBC ranks
+    of the conductances see first (every conductance scales with gleak)."""
+    s = np.asarray(samples, dtype=float)
+    w = np.asarray(truths, dtype=float)
+    if s.ndim != 3 or w.shape != (s.shape[0], s.shape[2]) or s.shape[0] < 1:
+        raise InvalidInputError(f"samples, truths: expected (N, S, k) and (N, k), got {s.shape} and {w.shape}")
+    # The mean over pairs of the share of S samples below the truth is the pooled share of (sample - truth) < d
+    # (every pair has S samples), so the median of the pooled differences centres it.
+    return np.median((s - w[:, None, :]).reshape(-1, s.shape[2]), axis=0)

@@ -70,6 +70,10 @@ class DICPosterior:
         free_conductances: A :class:`~dic_sbi.sbi.FreeConductanceEstimator`, ``q(z | t, x)``: the free draws
             of the compensation are drawn from it instead of the seed law, so the cells of each DIC sample are
             those that fire like ``x`` (:mod:`dic_sbi.sbi.free_conductances`). Default: the seed law.
+        training_jitter: ``(fraction, max_sd)`` of the spike-time jitter mixture of the simulations it was
+            trained on (:class:`~dic_sbi.campaign.CampaignSpec`), ``None`` for none. Jitter is not an input of the
+            network, so the posterior inverts that mixture; calibration checks draw their prior-predictive pairs
+            the same way (:func:`~dic_sbi.sbi.evaluation.conductance_calibration`).
 
     References:
         Fyon, Franci, Sacré, Drion (2024). PNAS Nexus 3:pgae415.
@@ -86,7 +90,9 @@ class DICPosterior:
         simulator: Any = None,
         conditions: Mapping[str, Sequence[tuple[float, float]]] | None = None,
         free_conductances: Any = None,
+        training_jitter: tuple[float, float] | None = None,
     ) -> None:
+        from ..spiketrains import check_jitter
         from .features import _check_conditions
         from .free_conductances import FreeConductanceEstimator
 
@@ -122,6 +128,7 @@ class DICPosterior:
                 raise InvalidInputError(f"free_conductances: trained on x of {free_conductances.x_dim} columns, this "
                                         f"posterior reads {self.x_width} (features and conditions)")  # fmt: skip
         self.free_conductances = free_conductances
+        self.training_jitter = None if training_jitter is None else check_jitter(training_jitter)
         #: Cells of the last sample that fell back to the seed law (see FreeConductanceEstimator.sample_cells).
         self.last_fallback = 0
 

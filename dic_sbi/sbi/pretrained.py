@@ -31,7 +31,7 @@ from .posterior import DICPosterior
 from .priors import DICPrior
 from .simulators import DICSimulator
 
-__all__ = ["save_pretrained", "load_pretrained", "pretrained_info", "available_pretrained", "PRETRAINED_FORMAT"]
+__all__ = ["save_pretrained", "load_pretrained", "pretrained_info", "available_pretrained", "training_jitter", "PRETRAINED_FORMAT"]
 
 PRETRAINED_FORMAT = 1
 _PROTOCOL_KEYS = ("duration", "transient", "dt", "noise_std", "i_app")
@@ -127,6 +127,9 @@ def save_pretrained(
     free = posterior.free_conductances
     if free is not None:
         meta["free_conductances"] = {"x_dim": free.x_dim, **free.settings, **meta.get("free_conductances", {})}
+        meta["free_conductances"].pop("w_offset", None)  # the estimator's own, not a stale one from info
+        if free.w_offset is not None:
+            meta["free_conductances"]["w_offset"] = [float(v) for v in free.w_offset]
         if free.model is not posterior.model:  # a law trained on a widened seed law names its model
             meta["free_conductances"]["model"] = model_reference(free.model)
     path = Path(path)
@@ -172,7 +175,16 @@ def load_pretrained(name_or_path: str | os.PathLike, *, device: str = "cpu") -> 
             raise InvalidInputError(f"pretrained: {json_path} names a free-conductance estimator but {free_path} is missing")
         free = _load_free(str(json_path.resolve()), str(free_path.resolve()))
     return DICPosterior(inner, info["model"], pair=pair, simulator=sim, conditions=info["features"].get("conditions"),
-                        free_conductances=free)  # fmt: skip
+                        free_conductances=free, training_jitter=training_jitter(info))  # fmt: skip
+
+
+def training_jitter(info: dict[str, Any]) -> tuple[float, float] | None:
+    """The spike-time jitter ``(fraction, max_sd)`` a pretrained posterior's campaigns were run with (``info``:
+    :func:`pretrained_info`), or ``None``."""
+    found = {tuple(c["jitter"]) for c in info.get("training", {}).get("campaigns", []) if c.get("jitter")}
+    if len(found) > 1:
+        raise InvalidInputError(f"posterior: its campaigns used different jitters {sorted(found)}; give jitter explicitly")
+    return tuple(float(v) for v in found.pop()) if found else None
 
 
 @lru_cache(maxsize=8)
@@ -197,7 +209,7 @@ def _load_free(json_path: str, free_path: str) -> Any:
         raise InvalidInputError(f"pretrained: cannot load the weights {free_path}: {err}") from None
     pair = pretrained_info(json_path).get("pair")
     return FreeConductanceEstimator(net.eval(), model, x_dim=int(info["x_dim"]), pair=tuple(pair) if pair else None,
-                                    settings=settings)  # fmt: skip
+                                    settings=settings, w_offset=info.get("w_offset"))  # fmt: skip
 
 
 @lru_cache(maxsize=8)

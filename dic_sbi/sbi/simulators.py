@@ -63,12 +63,22 @@ class _SpikeTrainSimulator:
         """Length of ``x``."""
         return len(self.names)
 
-    def simulate_conductances(self, g: NDArray[np.float64], *, seed: Seed = None) -> NDArray[np.float64]:
-        """``x`` (float64, ``(B, k)``) of cells with conductances ``g``; rows of NaN conductances give NaN."""
+    def simulate_conductances(
+        self, g: NDArray[np.float64], *, seed: Seed = None, jitter_std: NDArray[np.float64] | None = None
+    ) -> NDArray[np.float64]:
+        """``x`` (float64, ``(B, k)``) of cells with conductances ``g``; rows of NaN conductances give NaN.
+
+        ``jitter_std``: per-cell sd (ms) of Gaussian spike-time jitter applied before encoding
+        (:func:`~dic_sbi.spiketrains.jitter_spike_times`), e.g. drawn by :func:`~dic_sbi.spiketrains.draw_jitter_sd`
+        to reproduce jittered training campaigns; ``None`` for none.
+        """
         from ..core.simulator import simulate
+        from ..spiketrains import jitter_spike_times
 
         out = np.full((g.shape[0], self.x_dim), np.nan)
         ok = np.all(np.isfinite(g), axis=1)
+        if jitter_std is not None:
+            jitter_std = np.broadcast_to(np.asarray(jitter_std, dtype=np.float64), (g.shape[0],))
         if ok.any():
             rng = numpy_rng(seed)
             res = simulate(
@@ -76,7 +86,10 @@ class _SpikeTrainSimulator:
                 noise_std=self.noise_std, seed=rng if self.noise_std > 0 else None, n_threads=self.n_threads,
                 progress=False,
             )  # fmt: skip
-            out[ok] = encode(res.times, res.offsets, res.t_start, res.t_stop, self.output, self.max_isis)
+            times, offsets = res.times, res.offsets
+            if jitter_std is not None:
+                times, offsets = jitter_spike_times(times, offsets, jitter_std[ok], res.t_start, res.t_stop, rng)
+            out[ok] = encode(times, offsets, res.t_start, res.t_stop, self.output, self.max_isis)
         return out
 
     def _protocol_repr(self) -> str:
@@ -152,12 +165,13 @@ class DICSimulator(_SpikeTrainSimulator):
         return g[:, 0, :]
 
     def simulate_with_cells(
-        self, theta: torch.Tensor | NDArray, *, seed: Seed = None
+        self, theta: torch.Tensor | NDArray, *, seed: Seed = None, jitter_std: NDArray[np.float64] | None = None
     ) -> tuple[torch.Tensor, NDArray[np.float64]]:
-        """``(x, cells)``: the simulations and the conductance vectors behind them."""
+        """``(x, cells)``: the simulations and the conductance vectors behind them (``jitter_std``: as in
+        :meth:`simulate_conductances`)."""
         rng = numpy_rng(seed)
         g = self.cells(theta, seed=rng)
-        return torch.as_tensor(self.simulate_conductances(g, seed=rng), dtype=torch.float32), g
+        return torch.as_tensor(self.simulate_conductances(g, seed=rng, jitter_std=jitter_std), dtype=torch.float32), g
 
     def __call__(self, theta: torch.Tensor | NDArray, *, seed: Seed = None) -> torch.Tensor:
         """Simulate ``theta`` (``(B, 2)`` or ``(2,)`` DICs); returns ``(B, k)`` float32."""

@@ -20,7 +20,7 @@ from .convert import (
     to_spiketrain,
 )
 from .fidelity import FIDELITY_TOLERANCES, fires_like
-from .jitter import jitter_spike_times
+from .jitter import check_jitter, draw_jitter_sd, jitter_spike_times
 from .features import (
     CV_THRESHOLD,
     FEATURE_NAMES,
@@ -56,4 +56,6 @@ __all__ = [
     "FIDELITY_TOLERANCES",
     "fires_like",
     "jitter_spike_times",
+    "check_jitter",
+    "draw_jitter_sd",
 ]

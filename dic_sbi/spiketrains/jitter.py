@@ -9,10 +9,33 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from typing import Any
+
 from ..errors import InvalidInputError
 from .convert import _check_offsets
 
-__all__ = ["jitter_spike_times"]
+__all__ = ["jitter_spike_times", "check_jitter", "draw_jitter_sd"]
+
+
+def check_jitter(jitter: Any) -> tuple[float, float]:
+    """``(fraction, max_sd)`` of a spike-time jitter mixture, checked: 0 < fraction <= 1, 0 < max_sd (ms)."""
+    try:
+        fraction, max_sd = (float(v) for v in jitter)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"jitter: expected (fraction, max_sd_ms), got {jitter!r}") from None
+    if not (0.0 < fraction <= 1.0 and np.isfinite(max_sd) and max_sd > 0.0):
+        raise InvalidInputError(f"jitter: expected 0 < fraction <= 1 and a finite max sd > 0 ms, got {jitter!r}")
+    return (fraction, max_sd)
+
+
+def draw_jitter_sd(jitter: Any, n: int, rng: np.random.Generator) -> NDArray[np.float64]:
+    """Per-train jitter sd (ms) of the mixture ``jitter = (fraction, max_sd)``: with probability ``fraction``
+    ~ U(0, max_sd), else 0 (the campaigns' training jitter); ``None`` gives zeros."""
+    if jitter is None:
+        return np.zeros(int(n))
+    fraction, max_sd = check_jitter(jitter)
+    # Two draws of n, in this order: the campaigns' stores depend on it.
+    return np.where(rng.random(n) < fraction, rng.uniform(0.0, max_sd, n), 0.0)
 
 
 def jitter_spike_times(times: ArrayLike, offsets: ArrayLike, sd: ArrayLike, t_start: ArrayLike, t_stop: ArrayLike,
