@@ -78,7 +78,8 @@ def main() -> None:
                         b = r[law]["non_silent"]
                         key = law if dics == "posterior" else f"{law}_at_true_dics"
                         row[cname][key] = {"n": b["n"], "fidelity": round(b["fidelity"], 4),
-                                           "same_class": round(b["same_class"], 4), "coverage_log_std": b["coverage_log_std"]}  # fmt: skip
+                                           "same_class": round(b["same_class"], 4), "coverage_log_std": b["coverage_log_std"],
+                                           "passes": {k: round(v, 4) for k, v in b.get("passes", {}).items()}}  # fmt: skip
             print(f"{label} {cname}: {row[cname]} ({time.perf_counter() - t0:.0f} s)", flush=True)
         out["results"][label] = row
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -210,6 +210,19 @@ def test_fires_like_definition():
     assert same.tolist() == [True, True, True, False] and ok.tolist() == [True, True, False, False]
     _, ok = fires_like(feats, obs, {"burst_period": 0.2})
     assert ok.tolist() == [True, True, True, False]
+    # One burst in the observed window: no period. Cells match it on the period only if they have none either.
+    single = {"firing_class": "bursting", "mean_rate": 10.0, "burst_period": np.nan, "spikes_per_burst": 40.0}
+    cells = {"firing_class": np.array(["bursting"] * 3), "mean_rate": np.array([10.0, 10.0, 10.0]),
+             "burst_period": np.array([np.nan, 900.0, np.nan]), "spikes_per_burst": np.array([40.0, 40.0, 45.0])}
+    assert fires_like(cells, single)[1].tolist() == [True, False, False]
+    from dic_sbi.spiketrains import fidelity_checks
+
+    same, checks = fidelity_checks(feats, obs)
+    assert set(checks) == {"mean_rate", "burst_period", "spikes_per_burst"}
+    assert checks["burst_period"].tolist() == [True, True, False, False]  # NaN period of the spiking cell
+    assert checks["spikes_per_burst"].tolist() == [True, True, True, False]
+    assert (same & checks["mean_rate"] & checks["burst_period"] & checks["spikes_per_burst"]).tolist() == fires_like(feats, obs)[1].tolist()
+    assert set(fidelity_checks(feats, {"firing_class": "spiking", "mean_rate": 10.0})[1]) == {"mean_rate"}
 
 
 def test_cli_train_free_conductances_then_infer(tmp_path):
@@ -279,6 +292,8 @@ def test_population_fidelity_is_reproducible_and_scores_the_seed_law():
     assert a == b and "learned" not in a  # no learned law: only the seed law is scored
     block = a["seed_law"]["non_silent"]
     assert block["n"] == a["n_observations"] <= 3 and 0.0 <= block["fidelity"] <= block["same_class"] <= 1.0
+    # each tolerance on its own: a faithful cell passes every one, so fidelity is below each share
+    assert "mean_rate" in block["passes"] and all(block["fidelity"] <= v <= 1.0 for v in block["passes"].values())
 
 
 def test_population_fidelity_at_true_dics_pushes_the_true_dics(monkeypatch):

@@ -324,14 +324,16 @@ def population_fidelity(
     Returns
     -------
     dict
-        Per method: ``fidelity`` and ``same_class`` (mean over observations) overall and per class,
+        Per method: ``fidelity`` and ``same_class`` (mean over observations) overall and per class, ``passes``
+        (the share of cells within each tolerance on its own: ``mean_rate``, and for bursters ``burst_period``
+        and ``spikes_per_burst``; :func:`~dic_sbi.spiketrains.fidelity_checks`),
         ``coverage_log_std`` (mean over observations of the mean std of log ḡ of the faithful cells), and for
         ``learned`` the cells that fell back to the seed law. Also ``n_observations``, ``n_cells`` and ``dics``
         (``"posterior"`` or ``"true"``).
     """
     from ..core.populations import degenerate_population
     from ..core.simulator import simulate
-    from ..spiketrains import features_from_csr, fires_like
+    from ..spiketrains import features_from_csr, fidelity_checks
 
     rng = numpy_rng(seed)
     first = heldout.first_of_each_point()
@@ -364,10 +366,14 @@ def population_fidelity(
         res = simulate(m, g, progress=False, n_threads=n_threads, **noise, **heldout.protocol)
         f = features_from_csr(res.times, res.offsets, res.t_start, res.t_stop)
         fid, same, cover = np.empty(B), np.empty(B), np.full(B, np.nan)
+        passes = {c: np.full(B, np.nan) for c in ("mean_rate", "burst_period", "spikes_per_burst")}
         for i in range(B):
             sl = slice(i * int(n_cells), (i + 1) * int(n_cells))
-            s_i, ok_i = fires_like({k: np.asarray(v)[sl] for k, v in f.items()}, {k: v[i] for k, v in observed.items()})
+            s_i, checks = fidelity_checks({k: np.asarray(v)[sl] for k, v in f.items()}, {k: v[i] for k, v in observed.items()})
+            ok_i = s_i & np.logical_and.reduce(list(checks.values())) if checks else s_i
             fid[i], same[i] = ok_i.mean(), s_i.mean()
+            for c, passed in checks.items():  # each tolerance on its own, among all cells (class not required)
+                passes[c][i] = passed.mean()
             if ok_i.sum() >= 2:
                 cover[i] = np.log(g[sl][ok_i]).std(axis=0, ddof=1).mean()
         block: dict[str, Any] = {}
@@ -375,7 +381,8 @@ def population_fidelity(
             if mask.any():
                 block[cname] = {"n": int(mask.sum()), "fidelity": float(fid[mask].mean()),
                                 "same_class": float(same[mask].mean()),
-                                "coverage_log_std": float(np.nanmean(cover[mask])) if np.isfinite(cover[mask]).any() else None}  # fmt: skip
+                                "coverage_log_std": float(np.nanmean(cover[mask])) if np.isfinite(cover[mask]).any() else None,
+                                "passes": {c: float(np.nanmean(v[mask])) for c, v in passes.items() if np.isfinite(v[mask]).any()}}  # fmt: skip
         if name == "learned":
             block["fallback_cells"] = int(fallback)
         out[name] = block

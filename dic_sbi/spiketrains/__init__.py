@@ -19,7 +19,7 @@ from .convert import (
     spiketrains_from_csr,
     to_spiketrain,
 )
-from .fidelity import FIDELITY_TOLERANCES, fires_like
+from .fidelity import FIDELITY_TOLERANCES, fidelity_checks, fires_like
 from .jitter import check_jitter, draw_jitter_sd, jitter_spike_times
 from .features import (
     CV_THRESHOLD,
@@ -55,6 +55,7 @@ __all__ = [
     "features_from_csr",
     "FIDELITY_TOLERANCES",
     "fires_like",
+    "fidelity_checks",
     "jitter_spike_times",
     "check_jitter",
     "draw_jitter_sd",
