@@ -42,37 +42,31 @@ def rank_summary(ranks: list) -> dict:
 
 def law_ranks(post, n: int, samples: int, seed: int, jitter=None) -> dict:
     """Mean rank of the true (ln gleak, u) among ``samples`` draws of ``post``'s learned law at the true DICs and
-    x of ``n`` new noise-free pairs (spike-time jitter mixture ``jitter``), and the share of draws the
-    compensation rejects; with a jitter, also on the unjittered and the jittered pairs apart."""
-    from dic_sbi.campaign.runner import CampaignSpec, compute_chunk
-    from dic_sbi.core.populations import compensate, free_draws
+    x of ``n`` new noise-free pairs (spike-time jitter mixture ``jitter``;
+    :func:`dic_sbi.train.law_ranks_at_truth`), and the share of draws the compensation rejects; with a jitter, also
+    on the unjittered and the jittered pairs apart."""
+    from dic_sbi.core.populations import compensate
+    from dic_sbi.train import law_ranks_at_truth
 
-    free, sim = post.free_conductances, post.simulator
-    spec = CampaignSpec(free.model, "dic", num=n, chunk_size=n, seed=seed, output=sim.output, duration=sim.duration,
-                        transient=sim.transient, dt=sim.dt, jitter=jitter)  # fmt: skip
-    c = compute_chunk(spec, 0)
-    x = post.condition(torch.as_tensor(c["x"], dtype=torch.float32), **post.conditions_among(noise_std=0.0))
-    gl_true, u_true, on = free_draws(free.model, c["conductances"], pair=post.pair)
-    keep = on & torch.isfinite(x).all(dim=1).numpy()
-    t, x, gl_true, u_true = c["theta"][keep], x[torch.as_tensor(keep)], gl_true[keep], u_true[keep]
-    jittered = c["jitter_std"][keep] > 0 if jitter is not None else np.zeros(len(t), dtype=bool)
-    m = len(t)
+    free = post.free_conductances
+    r = law_ranks_at_truth(post, pairs=n, samples=samples, seed=seed, chunk_size=n, jitter=jitter)
+    d, w, t = r["samples"], r["truths"], r["dics"]
+    ranks = (d < w[:, None, :]).mean(axis=1)  # (pairs, coordinates)
+    gl, u = free.from_w(d.reshape(-1, d.shape[2]))
     tt = np.repeat(t, samples, axis=0)
-    gl, u = free.sample_draws(tt, x.repeat_interleave(samples, dim=0), seed=seed)
     ok = np.isfinite(gl) & (gl > 0)
     valid = np.zeros(ok.size, dtype=bool)
     _, valid[ok] = compensate(free.model, tt[ok, 0], tt[ok, 1], gl[ok], u[ok], pair=free.pair)
-    r_gl = (np.log(gl).reshape(m, samples) < np.log(gl_true)[:, None]).mean(axis=1)
-    r_u = (u.reshape(m, samples, -1) < u_true[:, None, :]).mean(axis=1)
+
     def summary(sel):
         k = int(sel.sum())
-        return {"n": k, "mean_rank_ln_gleak": round(float(r_gl[sel].mean()), 4),
-                "mean_rank_u": r_u[sel].mean(axis=0).round(4).tolist(), "standard_error": round(float(0.2887 / np.sqrt(k)), 4)}
+        return {"n": k, "mean_rank_ln_gleak": round(float(ranks[sel, 0].mean()), 4),
+                "mean_rank_u": ranks[sel, 1:].mean(axis=0).round(4).tolist(), "standard_error": round(float(0.2887 / np.sqrt(k)), 4)}
 
-    out = {"jitter": None if jitter is None else list(jitter), **summary(np.ones(m, dtype=bool)),
+    out = {"jitter": None if jitter is None else list(jitter), **summary(np.ones(len(w), dtype=bool)),
            "rejected": round(1.0 - float(valid.mean()), 5)}
     if jitter is not None:
-        out["unjittered"], out["jittered"] = summary(~jittered), summary(jittered)
+        out["unjittered"], out["jittered"] = summary(~r["jittered"]), summary(r["jittered"])
     return out
 
 

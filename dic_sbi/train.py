@@ -473,16 +473,18 @@ def train_free_conductances_for(
 
 
 def law_ranks_at_truth(posterior: Any, *, pairs: int, samples: int = 100, seed: int = 0, chunk_size: int = 2000,
-                       quiet: bool = True) -> dict[str, Any]:
+                       quiet: bool = True, jitter: Any = "posterior") -> dict[str, Any]:
     """The learned law alone at the truth: ``pairs`` new noise-free DIC-prior simulations of ``posterior``'s
-    protocol and training jitter, ``samples`` draws of ``w = (ln gleak, logit u)`` from ``q(z | t, x)`` at each
-    pair's true DICs and x, and the truths (:mod:`dic_sbi.sbi.free_conductances`).
+    protocol and training jitter (``jitter``: ``"posterior"``, ``None`` or ``(fraction, max_sd)``), ``samples``
+    draws of ``w = (ln gleak, logit u)`` from ``q(z | t, x)`` at each pair's true DICs and x, and the truths
+    (:mod:`dic_sbi.sbi.free_conductances`).
 
     Returns
     -------
     dict
-        ``samples`` ``(N, samples, k)``, ``truths`` ``(N, k)`` and ``mean_rank`` per coordinate (the mean share of
-        draws below the truth: 1/2 for a calibrated law).
+        ``samples`` ``(N, samples, k)``, ``truths`` ``(N, k)``, the pairs' ``dics`` ``(N, 2)`` and ``jittered``
+        ``(N,)`` (their spike times were jittered), and ``mean_rank`` per coordinate (the mean share of draws below
+        the truth: 1/2 for a calibrated law).
     """
     import torch
 
@@ -492,10 +494,14 @@ def law_ranks_at_truth(posterior: Any, *, pairs: int, samples: int = 100, seed: 
     free, sim = posterior.free_conductances, posterior.simulator
     if free is None:
         raise InvalidInputError("posterior: it has no learned free-conductance law")
+    if isinstance(jitter, str):
+        if jitter != "posterior":
+            raise InvalidInputError(f"jitter: expected (fraction, max_sd), None or 'posterior', got {jitter!r}")
+        jitter = posterior.training_jitter
     spec = CampaignSpec(free.model, "dic", num=int(pairs), chunk_size=int(chunk_size), seed=int(seed), output=sim.output,
                         duration=sim.duration, transient=sim.transient, dt=sim.dt, max_isis=sim.max_isis,
-                        jitter=posterior.training_jitter)  # fmt: skip
-    draws, truths = [], []
+                        jitter=jitter)  # fmt: skip
+    draws, truths, dics, jittered = [], [], [], []
     for k in range(spec.n_chunks):
         _log(f"  law at the truth: chunk {k + 1}/{spec.n_chunks} ({spec.chunk_size} simulations)", quiet)
         c = compute_chunk(spec, k)
@@ -504,11 +510,14 @@ def law_ranks_at_truth(posterior: Any, *, pairs: int, samples: int = 100, seed: 
         keep = on & torch.isfinite(x).all(dim=1).numpy()
         if keep.any():
             truths.append(free.to_w(gl[keep], u[keep]))
+            dics.append(c["theta"][keep])
+            jittered.append(c["jitter_std"][keep] > 0 if "jitter_std" in c else np.zeros(int(keep.sum()), dtype=bool))
             draws.append(free.sample_w(c["theta"][keep], x[torch.as_tensor(keep)], int(samples), seed=np.random.default_rng([int(seed), k])))
     if not truths:
         raise InvalidInputError("pairs: no usable simulation (all silent or unreachable); simulate more")
     w, d = np.concatenate(truths), np.concatenate(draws)
-    return {"samples": d, "truths": w, "mean_rank": (d < w[:, None, :]).mean(axis=(0, 1))}
+    return {"samples": d, "truths": w, "dics": np.concatenate(dics), "jittered": np.concatenate(jittered),
+            "mean_rank": (d < w[:, None, :]).mean(axis=(0, 1))}
 
 
 def recalibrate_free_conductances(posterior: Any, *, pairs: int = 4000, samples: int = 100, seed: int = 0,
