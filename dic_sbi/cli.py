@@ -381,10 +381,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     training = {"max_num_epochs": args.max_epochs} if args.max_epochs is not None else {}
     if args.batch_size is not None:
         training["training_batch_size"] = args.batch_size
-    out = Path(args.out)
     with ExitStack() as stack:
-        for suffix in (".pt", ".json"):
-            stack.enter_context(reserve_output(out.with_suffix(suffix), kind="file", overwrite=args.overwrite))
+        _reserve_outputs(stack, args.out, _POSTERIOR_FILES, args.overwrite)
         return _train(args, training)
 
 
@@ -406,14 +404,30 @@ def _train(args: argparse.Namespace, training: dict) -> int:
     return 0
 
 
+#: Files a pretrained posterior is written to (OUT + suffix), without and with a learned free-conductance law.
+_POSTERIOR_FILES = (".pt", ".json")
+_LAW_FILES = (".pt", ".free.pt", ".json")
+
+
+def _reserve_outputs(stack: ExitStack, out: str, suffixes: Sequence[str], overwrite: bool) -> None:
+    """Reserve ``OUT + suffix`` for each suffix until ``stack`` closes (new files unless ``overwrite``)."""
+    for suffix in suffixes:
+        stack.enter_context(reserve_output(Path(out).with_suffix(suffix), kind="file", overwrite=overwrite))
+
+
+def _out_options(sp: argparse.ArgumentParser, suffixes: Sequence[str]) -> None:
+    """``--out`` and ``--overwrite`` of a command that writes ``OUT + suffix`` for each suffix."""
+    files = ", ".join(f"OUT{x}" for x in suffixes[:-1]) + f" and OUT{suffixes[-1]}"
+    sp.add_argument("--out", required=True, help=f"destination without suffix (writes {files}; new files unless --overwrite)")
+    sp.add_argument("--overwrite", action="store_true", help=f"replace existing {files}")
+
+
 def cmd_train_free(args: argparse.Namespace) -> int:
     """Learn q(free conductances | DICs, x) for a pretrained posterior; write it with the posterior's weights."""
     from .train import train_free_conductances_for
 
-    out = Path(args.out)
     with ExitStack() as stack:
-        for suffix in (".pt", ".json", ".free.pt"):
-            stack.enter_context(reserve_output(out.with_suffix(suffix), kind="file", overwrite=args.overwrite))
+        _reserve_outputs(stack, args.out, _LAW_FILES, args.overwrite)
         meta = train_free_conductances_for(
             args.posterior, args.out, work_dir=args.work, num_simulations=args.num_simulations,
             noisy_simulations=args.noisy_simulations, focus_boxes=args.focus_box,
@@ -432,10 +446,8 @@ def cmd_recalibrate_free(args: argparse.Namespace) -> int:
     """Recalibrate the location of a pretrained posterior's learned free-conductance law on new simulations."""
     from .train import recalibrate_free_conductances_for
 
-    out = Path(args.out)
     with ExitStack() as stack:
-        for suffix in (".pt", ".json", ".free.pt"):
-            stack.enter_context(reserve_output(out.with_suffix(suffix), kind="file", overwrite=args.overwrite))
+        _reserve_outputs(stack, args.out, _LAW_FILES, args.overwrite)
         meta = recalibrate_free_conductances_for(args.posterior, args.out, pairs=args.pairs, samples=args.samples,
                                                  seed=args.seed, chunk_size=args.chunk_size,
                                                  torch_threads=args.torch_threads, quiet=args.quiet,
@@ -765,9 +777,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("train", help="simulate, train and evaluate a pretrained DIC posterior")
     common(sp)
-    sp.add_argument("--out", required=True, help="destination without suffix (writes OUT.pt and OUT.json; new "
-                    "files unless --overwrite)")
-    sp.add_argument("--overwrite", action="store_true", help="replace existing OUT.pt and OUT.json")
+    _out_options(sp, _POSTERIOR_FILES)
     sp.add_argument("--work", required=True, help="folder of the resumable simulation stores")
     sp.add_argument("--num-simulations", type=_int_type("num-simulations", 1), default=100_000, help="noise-free simulations")
     sp.add_argument("--noisy-simulations", type=_int_type("noisy-simulations", 0), default=50_000, help="simulations with noisy current")
@@ -807,9 +817,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("train-free-conductances", help="learn which cells of each DIC's population fire like the "
                         "recording (q(free conductances | DICs, x)) for a pretrained posterior")
     sp.add_argument("--posterior", required=True, help="shipped name (stg, da) or path written by dic-sbi train")
-    sp.add_argument("--out", required=True, help="destination without suffix (writes OUT.pt, OUT.free.pt and OUT.json; "
-                    "new files unless --overwrite)")
-    sp.add_argument("--overwrite", action="store_true", help="replace existing OUT.pt, OUT.free.pt and OUT.json")
+    _out_options(sp, _LAW_FILES)
     sp.add_argument("--work", required=True, help="folder of the resumable simulation stores")
     sp.add_argument("--num-simulations", type=_int_type("num-simulations", 1), default=40_000,
                     help="noise-free simulations (default: %(default)s)")
@@ -859,9 +867,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("recalibrate-free-conductances", help="shift a pretrained posterior's learned free-conductance "
                         "law so that its ranks at the true DICs are centred, on new simulations")
     sp.add_argument("--posterior", required=True, help="shipped name (stg, da) or path with a learned law")
-    sp.add_argument("--out", required=True, help="destination without suffix (writes OUT.pt, OUT.free.pt and OUT.json; "
-                    "new files unless --overwrite)")
-    sp.add_argument("--overwrite", action="store_true", help="replace existing OUT.pt, OUT.free.pt and OUT.json")
+    _out_options(sp, _LAW_FILES)
     sp.add_argument("--pairs", type=_int_type("pairs", 10), default=4000,
                     help="new noise-free simulations (with the posterior's training jitter) to fit the shift on, and "
                          "as many more to check it (default: %(default)s)")

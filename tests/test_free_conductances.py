@@ -217,12 +217,13 @@ def test_fires_like_definition():
     assert fires_like(cells, single)[1].tolist() == [True, False, False]
     from dic_sbi.spiketrains import fidelity_checks
 
-    same, checks = fidelity_checks(feats, obs)
+    same, ok, checks = fidelity_checks(feats, obs)
+    assert ok.tolist() == fires_like(feats, obs)[1].tolist()
     assert set(checks) == {"mean_rate", "burst_period", "spikes_per_burst"}
     assert checks["burst_period"].tolist() == [True, True, False, False]  # NaN period of the spiking cell
     assert checks["spikes_per_burst"].tolist() == [True, True, True, False]
     assert (same & checks["mean_rate"] & checks["burst_period"] & checks["spikes_per_burst"]).tolist() == fires_like(feats, obs)[1].tolist()
-    assert set(fidelity_checks(feats, {"firing_class": "spiking", "mean_rate": 10.0})[1]) == {"mean_rate"}
+    assert set(fidelity_checks(feats, {"firing_class": "spiking", "mean_rate": 10.0})[2]) == {"mean_rate"}
 
 
 def test_cli_train_free_conductances_then_infer(tmp_path):

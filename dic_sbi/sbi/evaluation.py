@@ -369,8 +369,7 @@ def population_fidelity(
         passes = {c: np.full(B, np.nan) for c in ("mean_rate", "burst_period", "spikes_per_burst")}
         for i in range(B):
             sl = slice(i * int(n_cells), (i + 1) * int(n_cells))
-            s_i, checks = fidelity_checks({k: np.asarray(v)[sl] for k, v in f.items()}, {k: v[i] for k, v in observed.items()})
-            ok_i = s_i & np.logical_and.reduce(list(checks.values())) if checks else s_i
+            s_i, ok_i, checks = fidelity_checks({k: np.asarray(v)[sl] for k, v in f.items()}, {k: v[i] for k, v in observed.items()})
             fid[i], same[i] = ok_i.mean(), s_i.mean()
             for c, passed in checks.items():  # each tolerance on its own, among all cells (class not required)
                 passes[c][i] = passed.mean()

@@ -154,14 +154,7 @@ class FreeConductanceEstimator:
     # -- sampling -----------------------------------------------------------------------------------------------
     def sample_draws(self, t: Array, x: Tensor, *, seed: Seed = None) -> tuple[Array, Array]:
         """One draw ``z = (gleak, u) ~ q(z | t_i, x_i)`` per row of ``t`` (``x``: one row, or one per row)."""
-        cond = self._condition(t, x)
-        gen = numpy_rng(seed)
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(int(gen.integers(0, 2**62)))
-            w = self.net.sample((1,), condition=cond)[0].to(torch.float64).numpy()
-        if self.w_offset is not None:
-            w = w - self.w_offset
-        return self.from_w(w)
+        return self.from_w(self.sample_w(t, x, 1, seed=seed)[:, 0])
 
     def sample_cells(self, t: Array, x: Tensor, *, seed: Seed = None, max_rounds: int = MAX_ROUNDS) -> tuple[Array, int]:
         """One valid cell per row of ``t`` (``(N, 2)``), its free draws from ``q(z | t, x)``.
@@ -258,14 +251,16 @@ class FreeConductanceEstimator:
         """``(N, num_samples, n_draws_dim)`` draws of ``w`` from ``q(z | t_i, x_i)`` (with :attr:`w_offset`)."""
         t = np.asarray(t, dtype=float).reshape(-1, 2)
         x = torch.as_tensor(x, dtype=torch.float32).reshape(-1, self.x_dim)
-        cond = self._condition(np.repeat(t, num_samples, axis=0), x.repeat_interleave(num_samples, dim=0) if x.shape[0] > 1 else x)
+        if num_samples > 1:
+            t, x = np.repeat(t, num_samples, axis=0), (x.repeat_interleave(num_samples, dim=0) if x.shape[0] > 1 else x)
+        cond = self._condition(t, x)
         gen = numpy_rng(seed)
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(int(gen.integers(0, 2**62)))
             w = self.net.sample((1,), condition=cond)[0].to(torch.float64).numpy()
         if self.w_offset is not None:
             w = w - self.w_offset
-        return w.reshape(t.shape[0], int(num_samples), -1)
+        return w.reshape(-1, int(num_samples), w.shape[-1])
 
     def __repr__(self) -> str:
         return f"FreeConductanceEstimator({self.model.name!r}, z of dimension {self.n_draws_dim}, x of {self.x_dim})"

@@ -39,19 +39,16 @@ def fires_like(
     same_class, faithful
         Boolean arrays, one entry per simulated cell.
     """
-    same, checks = fidelity_checks(features, observed, tolerances)
-    ok = same.copy()
-    for passed in checks.values():
-        ok &= passed
+    same, ok, _ = fidelity_checks(features, observed, tolerances)
     return same, ok
 
 
 def fidelity_checks(
     features: Mapping[str, Any], observed: Mapping[str, Any], tolerances: Mapping[str, float] | None = None
-) -> tuple[NDArray[np.bool_], dict[str, NDArray[np.bool_]]]:
-    """The parts of :func:`fires_like`: ``same_class``, and each tolerance the observed class is held to
-    (``mean_rate`` for a firing train; ``burst_period`` and ``spikes_per_burst`` for a bursting one) on its own,
-    so a report can say which one the cells miss. A cell is faithful when it is in the class and passes them all."""
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_], dict[str, NDArray[np.bool_]]]:
+    """:func:`fires_like` with its parts: ``same_class``, ``faithful`` (in the class and within every tolerance),
+    and each tolerance the observed class is held to (``mean_rate`` for a firing train; ``burst_period`` and
+    ``spikes_per_burst`` for a bursting one) on its own, so a report can say which one the cells miss."""
     tol = {**FIDELITY_TOLERANCES, **{k: v for k, v in (tolerances or {}).items() if v is not None}}
     klass = str(observed["firing_class"])
     same = np.asarray(features["firing_class"]).astype(str) == klass
@@ -63,7 +60,10 @@ def fidelity_checks(
             checks["burst_period"] = _close(features["burst_period"], observed["burst_period"], tol["burst_period"], relative=True)
             checks["spikes_per_burst"] = _close(features["spikes_per_burst"], observed["spikes_per_burst"],
                                                 tol["spikes_per_burst"], relative=False)  # fmt: skip
-    return same, checks
+    ok = same.copy()
+    for passed in checks.values():
+        ok &= passed
+    return same, ok, checks
 
 
 def _close(values: Any, target: Any, tol: float, *, relative: bool) -> NDArray[np.bool_]:
