@@ -9,7 +9,10 @@ where the true conductances fall in the posterior samples, from the same SBC ran
 central 50 % and in the outer 10 %: an over-confident law puts fewer than half in the middle). ``--law-pairs N``
 also ranks the learned law *alone*: N new pairs drawn as its training simulations were (a campaign chunk of the
 posterior's protocol, noise-free, with the same jitter), the law's draws at each pair's true DICs and x, ranked in its own
-coordinates (ln gleak and the free fractions u), with the share of draws the compensation rejects.
+coordinates (ln gleak and the free fractions u) and, compensated, in conductance space against the true cells, with
+the share of draws the compensation rejects. Each run also ranks the DICs of the same posterior samples against
+the pairs' true DICs (KS p as sbi's ``check_sbc``): a miss that the DICs already show is one of ``q(t | x)``, which
+every conductance depends on, not of the free-conductance law.
 
     python benchmarks/conductance_calibration.py --posterior stg --pairs 500 --seeds 7001,7002 --law-pairs 3000 \
         --out benchmarks/results/conductance_calibration_stg_jitter.json
@@ -22,22 +25,30 @@ import json
 import platform
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import kstest
 
 from dic_sbi.sbi import DICPosterior
 from dic_sbi.sbi.evaluation import conductance_calibration
 from dic_sbi.sbi.pretrained import load_pretrained
 
 
-def rank_summary(ranks: list) -> dict:
+def rank_summary(ranks: Any, samples: int) -> dict:
     """Where the true conductances fall among the posterior samples: ``ranks`` are the ``(n, k)`` fractions of
-    samples below the truth that :func:`conductance_calibration` ranked for SBC (``return_ranks=True``)."""
-    r = np.asarray(ranks)
+    ``samples`` samples below the truth (as :func:`conductance_calibration` ranks them for SBC,
+    ``return_ranks=True``). A calibrated posterior's rank is uniform on ``{0, 1/S, ..., 1}``, so the shares
+    strictly inside (0.25, 0.75) and outside [0.05, 0.95] it should give are not exactly 0.5 and 0.1 (with S =
+    100: 49/101 = 0.485 and 10/101 = 0.099); they are reported next to the measured ones."""
+    r = np.asarray(ranks, dtype=float)
+    k = np.arange(int(samples) + 1) / int(samples)
     return {"n": len(r), "mean_rank": r.mean(0).round(3).tolist(),
             "central_50": ((r > 0.25) & (r < 0.75)).mean(0).round(3).tolist(),
-            "outer_10": ((r < 0.05) | (r > 0.95)).mean(0).round(3).tolist()}
+            "outer_10": ((r < 0.05) | (r > 0.95)).mean(0).round(3).tolist(),
+            "expected_central_50": round(float(((k > 0.25) & (k < 0.75)).mean()), 3),
+            "expected_outer_10": round(float(((k < 0.05) | (k > 0.95)).mean()), 3)}
 
 
 def law_ranks(post, n: int, samples: int, seed: int, jitter=None) -> dict:
@@ -56,7 +67,15 @@ def law_ranks(post, n: int, samples: int, seed: int, jitter=None) -> dict:
     tt = np.repeat(t, samples, axis=0)
     ok = np.isfinite(gl) & (gl > 0)
     valid = np.zeros(ok.size, dtype=bool)
-    _, valid[ok] = compensate(free.model, tt[ok, 0], tt[ok, 1], gl[ok], u[ok], pair=free.pair)
+    cells = np.full((ok.size, free.model.n_conductances), np.nan)
+    cells[ok], valid[ok] = compensate(free.model, tt[ok, 0], tt[ok, 1], gl[ok], u[ok], pair=free.pair)
+    # The same draws as cells, ranked against the true cells (the compensation of the true draws at the true
+    # DICs): the law's calibration in conductance space without the DIC posterior's samples.
+    true_gl, true_u = free.from_w(w)
+    true_cells, true_ok = compensate(free.model, t[:, 0], t[:, 1], true_gl, true_u, pair=free.pair)
+    below = (cells.reshape(len(w), samples, -1) < true_cells[:, None, :]).sum(axis=1)
+    n_valid = valid.reshape(len(w), samples).sum(axis=1)
+    use = true_ok & (n_valid == samples)  # pairs with every draw valid: ranks on the full S draws
 
     def summary(sel):
         k = int(sel.sum())
@@ -64,7 +83,8 @@ def law_ranks(post, n: int, samples: int, seed: int, jitter=None) -> dict:
                 "mean_rank_u": ranks[sel, 1:].mean(axis=0).round(4).tolist(), "standard_error": round(float(0.2887 / np.sqrt(k)), 4)}
 
     out = {"jitter": None if jitter is None else list(jitter), **summary(np.ones(len(w), dtype=bool)),
-           "rejected": round(1.0 - float(valid.mean()), 5)}
+           "rejected": round(1.0 - float(valid.mean()), 5),
+           "conductances_at_true_dics": rank_summary(below[use] / samples, samples)}
     if jitter is not None:
         out["unjittered"], out["jittered"] = summary(~r["jittered"]), summary(r["jittered"])
     return out
@@ -99,14 +119,20 @@ def main() -> None:
             t0 = time.perf_counter()
             c = conductance_calibration(q, n_pairs=a.pairs, num_posterior_samples=a.samples, seed=seed, return_ranks=True,
                                         jitter=jitter)  # fmt: skip
-            ranks = rank_summary(c["sbc_ranks"])
+            ranks = rank_summary(c["sbc_ranks"], a.samples)
+            dic_ranks = np.asarray(c["dic_ranks"])
+            # The DIC samples' ranks as sbi's check_sbc tests ranks: KS against the uniform on [0, S].
+            dic_ks = [float(kstest(dic_ranks[:, j] * a.samples, "uniform", args=(0, a.samples)).pvalue) for j in range(2)]
             out["runs"][f"{label}_{seed}"] = {"sbc_ks_pvals": [round(v, 5) for v in c["sbc_ks_pvals"]],
                                               "tarp_atc": round(c["tarp_atc"], 4), "tarp_ks_pval": c["tarp_ks_pval"],
-                                              "n_pairs": c["n_pairs"], "ranks": ranks, "seconds": time.perf_counter() - t0}  # fmt: skip
+                                              "n_pairs": c["n_pairs"], "ranks": ranks,
+                                              "dics": {"ks_pvals": [round(v, 5) for v in dic_ks], **rank_summary(dic_ranks, a.samples)},
+                                              "seconds": time.perf_counter() - t0}  # fmt: skip
             r = out["runs"][f"{label}_{seed}"]
             print(f"{label:8s} seed {seed}: SBC KS p min {min(r['sbc_ks_pvals']):.2g} (Bonferroni {0.05 / len(r['sbc_ks_pvals']):.2g}), "
                   f"TARP ATC {r['tarp_atc']:+.3f}; central 50 % {min(ranks['central_50']):.2f}–{max(ranks['central_50']):.2f}, "
-                  f"outer 10 % {min(ranks['outer_10']):.2f}–{max(ranks['outer_10']):.2f}", flush=True)  # fmt: skip
+                  f"outer 10 % {min(ranks['outer_10']):.2f}–{max(ranks['outer_10']):.2f}; DICs (g_s, g_u): KS p "
+                  f"{r['dics']['ks_pvals']}, mean rank {r['dics']['mean_rank']}", flush=True)  # fmt: skip
     if a.law_pairs:
         seed = int(a.seeds.split(",")[0]) + 400
         out["law_alone"] = law_ranks(post, a.law_pairs, a.samples, seed, jitter)

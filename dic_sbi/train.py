@@ -483,7 +483,7 @@ def law_ranks_at_truth(posterior: Any, *, pairs: int, samples: int = 100, seed: 
     -------
     dict
         ``samples`` ``(N, samples, k)``, ``truths`` ``(N, k)``, the pairs' ``dics`` ``(N, 2)`` and ``jittered``
-        ``(N,)`` (their spike times were jittered), and ``mean_rank`` per coordinate (the mean share of draws below
+        ``(N,)`` (their spike times were jittered), their conditioned ``x`` ``(N, x_dim)``, and ``mean_rank`` per coordinate (the mean share of draws below
         the truth: 1/2 for a calibrated law).
     """
     import torch
@@ -501,7 +501,7 @@ def law_ranks_at_truth(posterior: Any, *, pairs: int, samples: int = 100, seed: 
     spec = CampaignSpec(free.model, "dic", num=int(pairs), chunk_size=int(chunk_size), seed=int(seed), output=sim.output,
                         duration=sim.duration, transient=sim.transient, dt=sim.dt, max_isis=sim.max_isis,
                         jitter=jitter)  # fmt: skip
-    draws, truths, dics, jittered = [], [], [], []
+    draws, truths, dics, jittered, xs = [], [], [], [], []
     for k in range(spec.n_chunks):
         _log(f"  law at the truth: chunk {k + 1}/{spec.n_chunks} ({spec.chunk_size} simulations)", quiet)
         c = compute_chunk(spec, k)
@@ -512,12 +512,13 @@ def law_ranks_at_truth(posterior: Any, *, pairs: int, samples: int = 100, seed: 
             truths.append(free.to_w(gl[keep], u[keep]))
             dics.append(c["theta"][keep])
             jittered.append(c["jitter_std"][keep] > 0 if "jitter_std" in c else np.zeros(int(keep.sum()), dtype=bool))
+            xs.append(x[torch.as_tensor(keep)].numpy())
             draws.append(free.sample_w(c["theta"][keep], x[torch.as_tensor(keep)], int(samples), seed=np.random.default_rng([int(seed), k])))
     if not truths:
         raise InvalidInputError("pairs: no usable simulation (all silent or unreachable); simulate more")
     w, d = np.concatenate(truths), np.concatenate(draws)
     return {"samples": d, "truths": w, "dics": np.concatenate(dics), "jittered": np.concatenate(jittered),
-            "mean_rank": (d < w[:, None, :]).mean(axis=(0, 1))}
+            "x": np.concatenate(xs), "mean_rank": (d < w[:, None, :]).mean(axis=(0, 1))}
 
 
 def recalibrate_free_conductances(posterior: Any, *, pairs: int = 4000, samples: int = 100, seed: int = 0,

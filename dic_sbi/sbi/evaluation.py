@@ -417,7 +417,8 @@ def conductance_calibration(
     dict
         ``sbc_ks_pvals`` per conductance, ``sbc_c2st_ranks`` per conductance, ``tarp_atc``, ``tarp_ks_pval``,
         ``n_pairs`` used; with ``return_ranks``, also ``sbc_ranks``: ``(n_pairs, k)`` fractions of each pair's
-        posterior samples below its true conductance (uniform on [0, 1] for a calibrated posterior).
+        posterior samples below its true conductance (uniform on [0, 1] for a calibrated posterior), and
+        ``dic_ranks``: ``(n_pairs, 2)``, the same for the samples' DICs against the pairs' true DICs.
     """
     from sbi.diagnostics import check_sbc, check_tarp, run_sbc, run_tarp
 
@@ -442,17 +443,24 @@ def conductance_calibration(
     x = x[keep]
 
     class _LogCells:
-        """The posterior over log ḡ, as sbi's diagnostics call it (ranks and TARP distances in log space)."""
+        """The posterior over log ḡ, as sbi's diagnostics call it (ranks and TARP distances in log space); keeps
+        the DIC samples of its last call (the cells' exact DICs)."""
+
+        dics: torch.Tensor | None = None
 
         def sample_batched(self, shape, x, **kwargs):
             kwargs.pop("show_progress_bars", None)
-            cells = posterior.sample_batched(shape, x=x, seed=rng)
+            cells, self.dics = posterior.sample_batched(shape, x=x, seed=rng, return_dics=True)
             return torch.log(cells).to(torch.float32)
 
+    log_cells = _LogCells()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(rng.integers(0, 2**62)))
-        ranks, dap = run_sbc(log_g, x, _LogCells(), num_posterior_samples=int(num_posterior_samples),
+        ranks, dap = run_sbc(log_g, x, log_cells, num_posterior_samples=int(num_posterior_samples),
                              use_batched_sampling=True, show_progress_bar=False)  # fmt: skip
+        # The same samples' DICs against the pairs' true DICs: whether a miss in conductance space is already
+        # one of q(t | x) (every conductance depends on t) or comes with the free-conductance law.
+        dic_ranks = (log_cells.dics.to(torch.float64) < t[keep].to(torch.float64)[None]).double().mean(dim=0)
         reference = torch.as_tensor(np.log(sim.cells(prior.sample((log_g.shape[0],), seed=rng), seed=rng)), dtype=torch.float32)
         stats = check_sbc(ranks, reference, dap, num_posterior_samples=int(num_posterior_samples))
         ecp, alpha = run_tarp(log_g, x, _LogCells(), num_posterior_samples=int(num_posterior_samples),
@@ -464,4 +472,5 @@ def conductance_calibration(
            "tarp_atc": float(atc), "tarp_ks_pval": float(ks), "names": list(posterior.model.conductance_names)}  # fmt: skip
     if return_ranks:
         out["sbc_ranks"] = (ranks.to(torch.float64) / int(num_posterior_samples)).tolist()
+        out["dic_ranks"] = dic_ranks.tolist()
     return out
