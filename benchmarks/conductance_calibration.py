@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import kstest
+from scipy.stats import chi2, kstest
 
 from dic_sbi.sbi import DICPosterior
 from dic_sbi.sbi.evaluation import conductance_calibration
@@ -82,9 +82,18 @@ def law_ranks(post, n: int, samples: int, seed: int, jitter=None) -> dict:
         return {"n": k, "mean_rank_ln_gleak": round(float(ranks[sel, 0].mean()), 4),
                 "mean_rank_u": ranks[sel, 1:].mean(axis=0).round(4).tolist(), "standard_error": round(float(0.2887 / np.sqrt(k)), 4)}
 
+    # The truths in the flow's base space (its inverse at w + offset): N(0, I) for a calibrated law, so their
+    # spread says whether a temperature on the base would recalibrate its width.
+    with torch.no_grad():
+        shifted = w if free.w_offset is None else w + free.w_offset
+        z = free.net.inverse_transform(torch.as_tensor(shifted, dtype=torch.float32),
+                                       free._condition(t, torch.as_tensor(r["x"]))).double().numpy()  # fmt: skip
+    r2 = (z**2).sum(axis=1)
+    base = {"rms": np.sqrt((z**2).mean(axis=0)).round(3).tolist(), "mean": z.mean(axis=0).round(3).tolist(),
+            "chi2_share_below": {str(q): round(float((r2 < chi2.ppf(q, z.shape[1])).mean()), 3) for q in (0.25, 0.5, 0.75, 0.9)}}
     out = {"jitter": None if jitter is None else list(jitter), **summary(np.ones(len(w), dtype=bool)),
            "rejected": round(1.0 - float(valid.mean()), 5),
-           "conductances_at_true_dics": rank_summary(below[use] / samples, samples)}
+           "conductances_at_true_dics": rank_summary(below[use] / samples, samples), "base_space": base}
     if jitter is not None:
         out["unjittered"], out["jittered"] = summary(~r["jittered"]), summary(r["jittered"])
     return out
@@ -95,7 +104,8 @@ def main() -> None:
     p.add_argument("--posterior", default="stg", help="shipped name or path written by dic-sbi train-free-conductances")
     p.add_argument("--pairs", type=int, default=500)
     p.add_argument("--samples", type=int, default=100, help="posterior samples per pair")
-    p.add_argument("--seeds", default="7001,7002")
+    p.add_argument("--seeds", default="7001,7002", help="comma-separated SBC seeds, or 'none' (the law alone only)")
+    p.add_argument("--law-seed", type=int, help="seed of the --law-pairs set (default: the first SBC seed + 400)")
     p.add_argument("--law-pairs", type=int, default=0, help="also rank the learned law alone at the true DICs on this many new pairs")
     p.add_argument("--jitter", default="posterior", help="spike-time jitter of the pairs: 'posterior' (the mixture it was "
                    "trained on, default), 'none', or FRACTION,MAX_SD")
@@ -114,8 +124,11 @@ def main() -> None:
     out = {"posterior": a.posterior, "pairs": a.pairs, "samples": a.samples, "jitter": None if jitter is None else list(jitter),
            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "runs": {}}  # fmt: skip
     out["names"] = list(post.model.conductance_names)
+    seeds = [] if a.seeds == "none" else [int(v) for v in a.seeds.split(",")]
+    if not seeds and not (a.law_pairs and a.law_seed is not None):
+        p.error("--seeds none: give --law-pairs N and --law-seed S (nothing else to run)")
     for label, q in (("learned", post), ("seed_law", seed_law)):
-        for seed in (int(v) for v in a.seeds.split(",")):
+        for seed in seeds:
             t0 = time.perf_counter()
             c = conductance_calibration(q, n_pairs=a.pairs, num_posterior_samples=a.samples, seed=seed, return_ranks=True,
                                         jitter=jitter)  # fmt: skip
@@ -134,7 +147,7 @@ def main() -> None:
                   f"outer 10 % {min(ranks['outer_10']):.2f}–{max(ranks['outer_10']):.2f}; DICs (g_s, g_u): KS p "
                   f"{r['dics']['ks_pvals']}, mean rank {r['dics']['mean_rank']}", flush=True)  # fmt: skip
     if a.law_pairs:
-        seed = int(a.seeds.split(",")[0]) + 400
+        seed = a.law_seed if a.law_seed is not None else seeds[0] + 400
         out["law_alone"] = law_ranks(post, a.law_pairs, a.samples, seed, jitter)
         print(f"learned law alone at the true DICs ({seed}): {out['law_alone']}", flush=True)
     if a.out:
