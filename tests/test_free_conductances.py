@@ -356,6 +356,9 @@ def test_conductance_calibration_returns_the_ranks_it_tested():
     # the KS p-values are sbi's test of exactly these ranks against uniform
     for j in range(8):
         assert kstest(r[:, j], "uniform").pvalue == pytest.approx(c["sbc_ks_pvals"][j], abs=0.02)
+    d = np.asarray(c["dic_ranks"])  # the same samples' DICs against the pairs' true DICs
+    assert d.shape == (c["n_pairs"], 2) and d.min() >= 0.0 and d.max() <= 1.0
+    assert np.allclose(d * 20, np.round(d * 20))
     assert "sbc_ranks" not in conductance_calibration(post, n_pairs=24, num_posterior_samples=20, seed=3)
 
 
@@ -429,6 +432,9 @@ def test_recalibrate_centres_the_law_on_its_fit_simulations_and_the_cli_writes_i
     post = dic_sbi.sbi.pretrained.load_pretrained("stg")
     shipped = post.free_conductances.w_offset.copy()  # the shipped law is recalibrated already
     fit0 = law_ranks_at_truth(post, pairs=30, samples=20, seed=9, chunk_size=30)
+    # the x it returns is the one the law was sampled at: one chunk, seeded (seed, 0), reproduces the draws
+    again = post.free_conductances.sample_w(fit0["dics"], torch.as_tensor(fit0["x"]), 20, seed=np.random.default_rng([9, 0]))
+    np.testing.assert_array_equal(again, fit0["samples"])
     new, rec = recalibrate_free_conductances(post, pairs=30, samples=20, seed=9, chunk_size=30, quiet=True)
     assert new.training_jitter == post.training_jitter
     np.testing.assert_array_equal(post.free_conductances.w_offset, shipped)  # a copy: the posterior given is unchanged
