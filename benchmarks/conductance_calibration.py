@@ -84,10 +84,7 @@ def law_ranks(post, n: int, samples: int, seed: int, jitter=None) -> dict:
 
     # The truths in the flow's base space (its inverse at w + offset): N(0, I) for a calibrated law, so their
     # spread says whether a temperature on the base would recalibrate its width.
-    with torch.no_grad():
-        shifted = w if free.w_offset is None else w + free.w_offset
-        z = free.net.inverse_transform(torch.as_tensor(shifted, dtype=torch.float32),
-                                       free._condition(t, torch.as_tensor(r["x"]))).double().numpy()  # fmt: skip
+    z = free.base_coordinates(w, t, torch.as_tensor(r["x"]))
     r2 = (z**2).sum(axis=1)
     base = {"rms": np.sqrt((z**2).mean(axis=0)).round(3).tolist(), "mean": z.mean(axis=0).round(3).tolist(),
             "chi2_share_below": {str(q): round(float((r2 < chi2.ppf(q, z.shape[1])).mean()), 3) for q in (0.25, 0.5, 0.75, 0.9)}}

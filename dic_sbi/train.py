@@ -483,8 +483,8 @@ def law_ranks_at_truth(posterior: Any, *, pairs: int, samples: int = 100, seed: 
     -------
     dict
         ``samples`` ``(N, samples, k)``, ``truths`` ``(N, k)``, the pairs' ``dics`` ``(N, 2)`` and ``jittered``
-        ``(N,)`` (their spike times were jittered), their conditioned ``x`` ``(N, x_dim)``, and ``mean_rank`` per coordinate (the mean share of draws below
-        the truth: 1/2 for a calibrated law).
+        ``(N,)`` (their spike times were jittered), their conditioned ``x`` ``(N, x_dim)``, and ``mean_rank`` per
+        coordinate (the mean share of draws below the truth: 1/2 for a calibrated law).
     """
     import torch
 
@@ -512,8 +512,9 @@ def law_ranks_at_truth(posterior: Any, *, pairs: int, samples: int = 100, seed: 
             truths.append(free.to_w(gl[keep], u[keep]))
             dics.append(c["theta"][keep])
             jittered.append(c["jitter_std"][keep] > 0 if "jitter_std" in c else np.zeros(int(keep.sum()), dtype=bool))
-            xs.append(x[torch.as_tensor(keep)].numpy())
-            draws.append(free.sample_w(c["theta"][keep], x[torch.as_tensor(keep)], int(samples), seed=np.random.default_rng([int(seed), k])))
+            xk = x[torch.as_tensor(keep)]
+            xs.append(xk.numpy())
+            draws.append(free.sample_w(c["theta"][keep], xk, int(samples), seed=np.random.default_rng([int(seed), k])))
     if not truths:
         raise InvalidInputError("pairs: no usable simulation (all silent or unreachable); simulate more")
     w, d = np.concatenate(truths), np.concatenate(draws)

@@ -460,3 +460,22 @@ def test_recalibrate_centres_the_law_on_its_fit_simulations_and_the_cli_writes_i
     assert again.returncode != 0 and "--overwrite" in again.stderr
     bad = subprocess.run(cmd[:-1] + ["--overwrite", "--pairs", "3"], capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "pairs" in bad.stderr
+
+
+def test_base_coordinates_invert_the_laws_sampling():
+    """The flow's base coordinates of the law's own draws are N(0, I), and the location shift is undone first."""
+    import copy
+
+    post = dic_sbi.sbi.pretrained.load_pretrained("stg")
+    free = post.free_conductances
+    t = np.array([[-5.0, 8.0]])
+    x = post.condition(post.simulator(torch.as_tensor(t, dtype=torch.float32), seed=1), **post.conditions_among(noise_std=0.0))
+    assert torch.isfinite(x).all()
+    w = free.sample_w(t, x, 4000, seed=3)[0]
+    z = free.base_coordinates(w, np.repeat(t, len(w), axis=0), x)
+    assert z.shape == w.shape
+    np.testing.assert_allclose(z.mean(axis=0), 0.0, atol=0.08)
+    np.testing.assert_allclose(z.std(axis=0), 1.0, atol=0.08)
+    bare = copy.copy(free)
+    bare.w_offset = None
+    np.testing.assert_allclose(bare.base_coordinates(w + free.w_offset, np.repeat(t, len(w), axis=0), x), z, atol=1e-5)

@@ -197,9 +197,7 @@ class FreeConductanceEstimator:
     def log_prob_draws(self, gleak: Array, uniforms: Array, t: Array, x: Tensor) -> Array:
         """``log q(z | t, x)`` with ``z`` in the coordinates of :func:`~dic_sbi.core.populations.population_log_density`
         (gleak and the free conductances at their seed values), so it replaces that function's ``log p(z)``."""
-        w = self.to_w(gleak, uniforms)
-        if self.w_offset is not None:
-            w = w + self.w_offset
+        w = self._flow_w(self.to_w(gleak, uniforms))
         cond = self._condition(t, x)
         with torch.no_grad():
             log_w = self.net.log_prob(torch.as_tensor(w, dtype=torch.float32)[None], condition=cond)[0]
@@ -246,6 +244,17 @@ class FreeConductanceEstimator:
             logp = logp - np.log(np.maximum(rho, 0.5 / n_draws))  # a cell on the support proves ρ > 0
         out[idx] = logp
         return out
+
+    def _flow_w(self, w: Array) -> Array:
+        """``w`` in the flow's own coordinates: the law's draws are the flow's minus :attr:`w_offset`."""
+        return w if self.w_offset is None else w + self.w_offset
+
+    def base_coordinates(self, w: Array, t: Array, x: Tensor) -> Array:
+        """The flow's base-space coordinates ``(N, n_draws_dim)`` of ``w`` ``(N, n_draws_dim)`` at ``(t_i, x_i)``
+        (``x``: one row, or one per row): the inverse of sampling, ``N(0, I)`` for a law calibrated at such pairs."""
+        w = torch.as_tensor(self._flow_w(np.asarray(w, dtype=float)), dtype=torch.float32)
+        with torch.no_grad():
+            return self.net.inverse_transform(w, self._condition(t, x)).to(torch.float64).numpy()
 
     def sample_w(self, t: Array, x: Tensor, num_samples: int, *, seed: Seed = None) -> Array:
         """``(N, num_samples, n_draws_dim)`` draws of ``w`` from ``q(z | t_i, x_i)`` (with :attr:`w_offset`)."""
