@@ -49,6 +49,9 @@ def main() -> None:
     p.add_argument("--points", type=int, default=3000, help="held-out targets drawn (the classes are taken from them)")
     p.add_argument("--seed", type=int, default=9100)
     p.add_argument("--true-dics", action="store_true", help="also score each law at the observations' true DICs")
+    p.add_argument("--screen", type=int, default=1, metavar="K", help="also score the screened population infer "
+                   "returns: K x --cells learned cells per observation, the --cells the posterior's emulator ranks "
+                   "first kept (default 1: no screen)")
     p.add_argument("--out", required=True)
     a = p.parse_args()
     if any("=" not in v for v in a.posterior):
@@ -72,8 +75,8 @@ def main() -> None:
             row[cname] = {}
             for dics in ("posterior", "true") if a.true_dics else ("posterior",):
                 r = population_fidelity(post, sub, n_observations=a.per_class, n_cells=a.cells, seed=a.seed + code,
-                                        at_true_dics=dics == "true")  # fmt: skip
-                for law in ("seed_law", "learned"):
+                                        at_true_dics=dics == "true", screen=a.screen)  # fmt: skip
+                for law in ("seed_law", "learned", "screened"):
                     if law in r:
                         b = r[law]["non_silent"]
                         key = law if dics == "posterior" else f"{law}_at_true_dics"

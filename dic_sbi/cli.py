@@ -366,7 +366,7 @@ def _infer(args: argparse.Namespace) -> int:
         result = infer(args.recording, args.model, args.n, posterior=args.posterior, seed=args.seed,
                        validate=args.validate, trains=trains, read_options=_read_options(args),
                        noise_std=args.noise_std, match_class=args.match_class, match=args.match, max_draws=args.max_draws,
-                       noise_repeats=args.noise_repeats, refine=args.refine,
+                       noise_repeats=args.noise_repeats, refine=args.refine, screen=args.screen,
                        progress=not args.quiet)  # fmt: skip
     _print_inference(result)
     result.write(args.out, plots=not args.no_plots, overwrite=args.overwrite)
@@ -406,7 +406,7 @@ def _train(args: argparse.Namespace, training: dict) -> int:
 
 #: Files a pretrained posterior is written to (OUT + suffix), without and with a learned free-conductance law.
 _POSTERIOR_FILES = (".pt", ".json")
-_LAW_FILES = (".pt", ".free.pt", ".json")
+_LAW_FILES = (".pt", ".free.pt", ".emulator.pt", ".json")
 
 
 def _reserve_outputs(stack: ExitStack, out: str, suffixes: Sequence[str], overwrite: bool) -> None:
@@ -439,6 +439,22 @@ def cmd_train_free(args: argparse.Namespace) -> int:
             recalibration_pairs=args.recalibration_pairs,
         )  # fmt: skip
     print(json.dumps(meta["free_conductances"]["fidelity"], indent=1))
+    return 0
+
+
+def cmd_train_emulator(args: argparse.Namespace) -> int:
+    """Learn a firing emulator for a pretrained posterior (what infer screens with); write it with the posterior."""
+    from .train import train_emulator_for
+
+    with ExitStack() as stack:
+        _reserve_outputs(stack, args.out, _LAW_FILES, args.overwrite)
+        meta = train_emulator_for(
+            args.posterior, args.out, work_dir=args.work, num_simulations=args.num_simulations,
+            focus_boxes=args.focus_box if args.focus_box else None, focus_simulations=args.focus_simulations,
+            members=args.members, width=args.width, depth=args.depth, epochs=args.epochs, seed=args.seed,
+            chunk_size=args.chunk_size, torch_threads=args.torch_threads, quiet=args.quiet, overwrite=args.overwrite,
+        )  # fmt: skip
+    print(json.dumps(meta["emulator"]["accuracy"], indent=1))
     return 0
 
 
@@ -753,6 +769,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--refine", type=_int_type("refine", 20), default=0, metavar="SIMULATIONS",
                     help="first refine the posterior for each train on this many simulations near it (one "
                          "truncated-proposal round seeded by the shipped posterior; default: off)")
+    sp.add_argument("--screen", type=_int_type("screen", 1), metavar="K",
+                    help="draw K × -n posterior cells per train and keep the -n that the posterior's firing emulator "
+                         "finds likeliest to fire like the recording, without simulating (default: 10 when the "
+                         "posterior has an emulator and --noise-std is 0; 1: the posterior's own draws)")
     sp.add_argument("--posterior", help="pretrained posterior (path written by dic-sbi train; default: shipped)")
     sp.add_argument("--train", help="comma-separated indices of the recording's spike trains (default all)")
     sp.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -863,6 +883,30 @@ def build_parser() -> argparse.ArgumentParser:
                     help="torch threads while training (default: %(default)s)")
     sp.add_argument("--quiet", action="store_true", help="no progress messages")
     sp.set_defaults(func=cmd_train_free)
+
+    sp = sub.add_parser("train-emulator", help="learn a pretrained posterior's firing emulator (ln conductances → class, "
+                        "rate, burst period, spikes per burst), which infer screens candidate cells with")
+    sp.add_argument("--posterior", required=True, help="shipped name (stg, da) or path written by dic-sbi train")
+    _out_options(sp, _LAW_FILES)
+    sp.add_argument("--work", required=True, help="folder of the resumable simulation stores")
+    sp.add_argument("--num-simulations", type=_int_type("num-simulations", 100), default=40_000,
+                    help="noise-free simulations over the posterior's DIC prior (default: %(default)s)")
+    sp.add_argument("--focus-box", type=_box_type, action="append", default=[], metavar="GS_MIN,GS_MAX,GU_MIN,GU_MAX",
+                    help="simulate --focus-simulations more on this DIC box (repeat for several; default: the focus "
+                         "boxes of the posterior's learned law)")
+    sp.add_argument("--focus-simulations", type=_int_type("focus-simulations", 0), default=60_000,
+                    help="simulations per focus box (default: %(default)s)")
+    sp.add_argument("--members", type=_int_type("members", 1), default=1, help="networks in the ensemble (default: %(default)s)")
+    sp.add_argument("--width", type=_int_type("width", 1), default=256, help="hidden units per layer (default: %(default)s)")
+    sp.add_argument("--depth", type=_int_type("depth", 1), default=3, help="hidden layers (default: %(default)s)")
+    sp.add_argument("--epochs", type=_int_type("epochs", 1), default=200, help="epochs per member (default: %(default)s)")
+    sp.add_argument("--seed", type=_seed_type(), default=300, help="seed of the campaigns (SEED, focus boxes SEED+1, ...) "
+                    "and of the training (default: %(default)s)")
+    sp.add_argument("--chunk-size", type=_int_type("chunk-size", 1), default=2000,
+                    help="simulations per stored chunk (default: %(default)s)")
+    sp.add_argument("--torch-threads", type=_int_type("torch-threads", 1), default=1, help="torch threads (default: %(default)s)")
+    sp.add_argument("--quiet", action="store_true", help="no progress messages")
+    sp.set_defaults(func=cmd_train_emulator)
 
     sp = sub.add_parser("recalibrate-free-conductances", help="shift a pretrained posterior's learned free-conductance "
                         "law so that its ranks at the true DICs are centred, on new simulations")

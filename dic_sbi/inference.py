@@ -33,11 +33,17 @@ if TYPE_CHECKING:
 
     from .models import ConductanceModel
 
-__all__ = ["infer", "InferenceResult", "TrainInference", "fidelity_report", "MAX_CELLS", "MAX_SEED"]
+__all__ = ["infer", "InferenceResult", "TrainInference", "fidelity_report", "MAX_CELLS", "MAX_SEED", "DEFAULT_SCREEN",
+           "MAX_SCREEN"]
 
 #: Most cells ``infer`` makes in one call (``n`` times the number of trains): 10^7 cells of an 8-conductance
 #: model are ~1 GB of arrays in memory and ~2 GB of CSV and NIX output; beyond that, split the recording.
 MAX_CELLS = 10_000_000
+#: Cells drawn per cell kept by ``infer``'s screen when the posterior has a firing emulator (benchmarks/README.md,
+#: *The emulator screen*), and the most a caller may ask for. The candidates of one train, ``screen × n``, may not
+#: exceed :data:`MAX_CELLS`; the default screen shrinks to fit.
+DEFAULT_SCREEN = 10
+MAX_SCREEN = 100
 #: Bytes of output per cell and conductance, as written (CSV text and NIX float64), for the size estimate.
 _OUTPUT_BYTES_PER_VALUE = 24
 
@@ -86,6 +92,8 @@ class TrainInference:
     fidelity: dict[str, Any] | None = None
     #: With ``refine``: the refinement's cost and training record (:meth:`~dic_sbi.sbi.refine.Refinement.summary`).
     refinement: dict[str, Any] | None = None
+    #: With a screen: cells drawn per cell kept and the emulated fidelity (:func:`~dic_sbi.sbi.emulator.screen_population`).
+    screening: dict[str, Any] | None = None
 
 
 @dataclass
@@ -134,6 +142,7 @@ class InferenceResult:
                     "out_of_distribution": list(t.out_of_distribution),
                     "inference_seconds": round(t.seconds, 4),
                     **({"refinement": t.refinement} if t.refinement is not None else {}),
+                    **({"screening": t.screening} if t.screening is not None else {}),
                     "simulated_cells": int(t.simulated.size),
                     "fidelity": t.fidelity,
                 }
@@ -378,6 +387,7 @@ def infer(
     max_draws: int | None = None,
     noise_repeats: int | None = None,
     refine: int = 0,
+    screen: int | None = None,
     n_threads: int | None = None,
     progress: bool = False,
     cancel: Event | None = None,
@@ -431,6 +441,12 @@ def infer(
         amortised posterior (:func:`~dic_sbi.sbi.refine.refine_posterior`), before sampling (and matching).
         0 (default): the amortised posterior. The report gives each train's ``refinement`` (its cost); the
         inference time then includes it.
+    screen
+        Draw ``screen × n`` posterior cells per train and keep the ``n`` that the posterior's firing emulator
+        finds likeliest to fire like the recording (:func:`~dic_sbi.sbi.emulator.screen_population`; no
+        simulation). ``None`` (default): :data:`DEFAULT_SCREEN` when the posterior has an emulator and
+        ``noise_std`` is 0 (the emulator is of noise-free firing), else 1;
+        1: no screen (the amortised posterior's own draws). The report gives each train's ``screening``.
     cancel
         A ``threading.Event``, checked between steps and between chunks of simulated cells: once set, ``infer``
         stops and raises :class:`~dic_sbi.errors.CancelledError` (for callers that run it in a thread, the app).
@@ -454,6 +470,7 @@ def infer(
     from .io import Recording, read_recording
     from .models import get_model
     from .sbi import DICPosterior
+    from .sbi.emulator import screen_population
     from .sbi.matching import check_matching_options, class_matched_population
     from .sbi.ood import out_of_distribution
     from .sbi.pretrained import load_pretrained, pretrained_info
@@ -480,6 +497,8 @@ def infer(
     match = match is True or isinstance(match, dict)  # {} is a request with the default tolerances
     if match_class or match:  # before any file is read
         check_matching_options(n, max_draws, noise_repeats)
+    if screen is not None and not (is_int(screen, 1) and screen <= MAX_SCREEN):
+        raise InvalidInputError(f"screen: expected an int in [1, {MAX_SCREEN}] (cells drawn per cell kept), got {screen!r}")
     if not (is_int(refine, 0) and (refine == 0 or refine >= 20)):
         raise InvalidInputError(f"refine: expected 0 (no refinement) or an int >= 20 (simulations per train), got {refine!r}")
     if read_options is not None and not isinstance(read_options, dict):
@@ -522,6 +541,15 @@ def infer(
     sigma = float(sigma)
     known = post.conditions_among(noise_std=sigma)
     post.check_conditions(**known)  # a σ the posterior was not trained at: fail before any work
+    if screen is None:
+        # The emulator is of noise-free firing; under noise its screen is unmeasured, so it is not the default there.
+        screen = max(1, min(DEFAULT_SCREEN, MAX_CELLS // int(n))) if post.emulator is not None and sigma == 0 else 1
+    elif screen * n > MAX_CELLS:
+        raise InvalidInputError(f"screen: {screen} × {n} cells drawn per train is more than {MAX_CELLS:.0e}; give a smaller "
+                                "screen or n")  # fmt: skip
+    elif screen > 1 and post.emulator is None:
+        raise InvalidInputError(f"screen: {screen} needs a posterior with a firing emulator (dic-sbi train-emulator); "
+                                "this one has none, give screen=1")  # fmt: skip
     sim = post.simulator
     window = (sim.transient, sim.duration) if sim is not None else (m.protocol.transient, m.protocol.duration)
     train_window = window[1] - window[0]
@@ -559,12 +587,19 @@ def infer(
             post_i, refinement = ref.posterior, ref.summary()
         # DIC samples, then one compensated cell each: free draws from q(z | t, x) when the posterior has that
         # estimator (the part of each DIC's population that fires like x), else from the seed law.
-        g_t, d_t = post_i.sample((int(n),), x=x, seed=rng, return_dics=True)
-        g, d = g_t.numpy(), d_t.to(torch.float64).numpy()
+        def draw(k: int, post_i: Any = post_i, x: Any = x) -> tuple[np.ndarray, np.ndarray]:
+            g_t, d_t = post_i.sample((k,), x=x, seed=rng, return_dics=True)
+            return g_t.numpy(), d_t.to(torch.float64).numpy()
+
+        screening = None
+        if screen > 1:
+            g, d, screening = screen_population(draw, post_i.emulator, obs, int(n), screen=int(screen))
+        else:
+            g, d = draw(int(n))
         seconds = time.perf_counter() - t0
         if post_i.last_fallback:
-            notes.append(f"train {i} ({st.name}): {post_i.last_fallback} of {n} cells took their free conductances "
-                         "from the seed law (the learned law gave no valid cell for their DICs)")  # fmt: skip
+            notes.append(f"train {i} ({st.name}): {post_i.last_fallback} of {int(n) * int(screen)} cells drawn took their "
+                         "free conductances from the seed law (the learned law gave no valid cell for their DICs)")  # fmt: skip
         span = float((st.t_stop - st.t_start).rescale("ms").magnitude)
         if span < 0.5 * train_window:
             notes.append(f"train {i} ({st.name}): {span:.0f} ms observed, the posterior was trained on "
@@ -574,7 +609,7 @@ def infer(
         for w in ood:
             warnings.warn(f"train {i} ({name}): {w}", UserWarning, stacklevel=2)
         results.append(TrainInference(int(i), name, obs, obs["firing_class"], x[0].numpy(), d, g, seconds, span,
-                                      ood, refinement=refinement))  # fmt: skip
+                                      ood, refinement=refinement, screening=screening))  # fmt: skip
         posteriors[int(i)] = post_i
 
     report("sample", len(chosen), len(chosen))

@@ -30,7 +30,7 @@ import numpy as np
 from .errors import DicSbiError, InvalidInputError
 from .models import ConductanceModel, get_model, model_reference
 
-__all__ = ["train_pretrained", "DEFAULT_ESTIMATOR", "DEFAULT_TRAINING"]
+__all__ = ["train_pretrained", "train_emulator_for", "DEFAULT_ESTIMATOR", "DEFAULT_TRAINING"]
 
 DEFAULT_ESTIMATOR = {"density_estimator": "nsf", "hidden_features": 64, "num_transforms": 5, "defined_scaling": False}
 DEFAULT_TRAINING = {"training_batch_size": 512, "learning_rate": 5e-4, "stop_after_epochs": 20, "max_num_epochs": 300}
@@ -429,7 +429,7 @@ def train_free_conductances_for(
                                                x_names=info["features"]["names"] if defined_scaling else None)  # fmt: skip
     train_seconds = time.perf_counter() - t0
     learned = DICPosterior(post.posterior, m, pair=post.pair, simulator=post.simulator, conditions=post.conditions,
-                           free_conductances=est, training_jitter=jitter)  # fmt: skip
+                           free_conductances=est, training_jitter=jitter, emulator=post.emulator)  # fmt: skip
     recalibration = None
     if recalibration_pairs:
         with torch_threads_set(torch_threads):
@@ -469,6 +469,110 @@ def train_free_conductances_for(
     kept["free_conductances"] = record
     save_pretrained(learned, out, estimator=info["estimator"], info=kept, overwrite=overwrite)
     _log(f"wrote {out}.pt, {out}.free.pt and {out}.json", quiet)
+    return json.loads(Path(f"{out}.json").read_text())
+
+
+def train_emulator_for(
+    posterior: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    work_dir: str | os.PathLike,
+    num_simulations: int = 40_000,
+    focus_boxes: Sequence[tuple[tuple[float, float], tuple[float, float]]] | None = None,
+    focus_simulations: int = 60_000,
+    members: int = 1,
+    width: int = 256,
+    depth: int = 3,
+    epochs: int = 200,
+    held_back: float = 0.05,
+    seed: int = 300,
+    chunk_size: int = 2000,
+    torch_threads: int = 1,
+    quiet: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Give a pretrained posterior a :class:`~dic_sbi.sbi.FiringEmulator` of its model's noise-free firing, and save both.
+
+    1. Noise-free campaigns over the posterior's :class:`~dic_sbi.sbi.DICPrior` with its protocol (summary
+       features, no jitter; the stores keep every cell): ``num_simulations``, and ``focus_simulations`` per box
+       of ``focus_boxes`` (default: the focus boxes of its learned law's campaigns, the bands where a firing class
+       is rare under the prior and the emulator's tolerances are tightest; none when ``focus_simulations`` is 0).
+       Seeds ``seed``, ``seed + 1 + i``.
+    2. :func:`~dic_sbi.sbi.train_emulator` on all but ``held_back`` of the cells (seed ``seed``), and its
+       accuracy on the rest (:func:`~dic_sbi.sbi.emulator.emulator_accuracy`).
+    3. ``out.pt``, ``out.json`` (with an ``emulator`` record: command, campaigns, training, accuracy),
+       ``out.free.pt`` if the posterior has a learned law, and ``out.emulator.pt``.
+    """
+    import shlex
+
+    from .io.outputs import check_output
+    from .sbi import DICPosterior, train_emulator
+    from .sbi._utils import torch_threads_set
+    from .sbi.emulator import emulator_accuracy
+    from .sbi.evaluation import observed_features
+    from .sbi.pretrained import load_pretrained, pretrained_info, save_pretrained
+
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InvalidInputError(f"seed: expected an int >= 0, got {seed!r}")
+    if not 0 < float(held_back) < 0.5:
+        raise InvalidInputError(f"held_back: expected a share in (0, 0.5), got {held_back!r}")
+    info = pretrained_info(posterior)
+    post = load_pretrained(posterior)
+    m = post.model
+    suffixes = (".pt", ".json", ".emulator.pt") + ((".free.pt",) if post.free_conductances is not None else ())
+    for suffix in suffixes:  # before the work, not after
+        check_output(Path(out).with_suffix(suffix), kind="file", overwrite=overwrite, option="out",
+                     overwrite_option="--overwrite")  # fmt: skip
+    if focus_boxes is None:
+        focus_boxes = [c["box"] for c in info.get("free_conductances", {}).get("campaigns", []) if "box" in c]
+    focus_boxes = [tuple(tuple(float(v) for v in r) for r in b) for b in focus_boxes] if focus_simulations else []
+    proto = {k: info["protocol"][k] for k in ("duration", "transient", "dt")}
+    started = time.perf_counter()
+    campaigns = [("clean", int(num_simulations), 0.0, int(seed))]
+    campaigns += [(f"focus{i}", int(focus_simulations), 0.0, int(seed) + 1 + i, box) for i, box in enumerate(focus_boxes)]
+    data, camp_meta, sim_seconds = _dic_campaigns(m, campaigns, Path(work_dir), fields=("conductances", "x"),
+                                                  suffix="_emulator", output="summary", chunk_size=chunk_size,
+                                                  quiet=quiet, **proto)  # fmt: skip
+    features = observed_features(data["x"])
+    order = np.random.default_rng(int(seed)).permutation(len(data["x"]))
+    k = int(round(float(held_back) * len(order)))
+    test, fit = order[:k], order[k:]
+    _log(f"training the firing emulator ({members} × {depth} × {width}) on {fit.size} simulations", quiet)
+
+    def on_epoch(member: int, epoch: int, total: int, loss: float) -> None:
+        if not quiet and (epoch % 10 == 0 or epoch == total):
+            _log(f"  member {member + 1}/{members}, epoch {epoch}/{total}: loss {loss:.4f}", quiet)
+
+    t0 = time.perf_counter()
+    with torch_threads_set(torch_threads):
+        emu = train_emulator(data["conductances"][fit], {c: v[fit] for c, v in features.items()}, members=members,
+                             width=width, depth=depth, epochs=epochs, seed=int(seed), on_epoch=on_epoch)  # fmt: skip
+    train_seconds = time.perf_counter() - t0
+    accuracy = emulator_accuracy(emu, data["conductances"][test], {c: v[test] for c, v in features.items()})
+    command = "dic-sbi train-emulator " + " ".join(
+        (k if v is None else f"{k} {shlex.quote(str(v))}") for k, v in [
+            ("--posterior", posterior), ("--out", out), ("--work", work_dir), ("--num-simulations", num_simulations),
+            *[("--focus-box=" + ",".join(f"{v:g}" for r in b for v in r), None) for b in focus_boxes],
+            ("--focus-simulations", focus_simulations), ("--members", members), ("--width", width), ("--depth", depth),
+            ("--epochs", epochs), ("--seed", seed), ("--chunk-size", chunk_size), ("--torch-threads", torch_threads)]
+    )  # fmt: skip
+    record = {
+        "command": command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "campaigns": camp_meta,
+        "training": {"rows": int(fit.size), "epochs": int(epochs), "seed": int(seed), "training_seconds": train_seconds,
+                     "simulation_seconds_this_run": sim_seconds,
+                     "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs".strip()},
+        "accuracy": {"held_back_rows": int(test.size), **accuracy},
+        "total_seconds": time.perf_counter() - started,
+    }  # fmt: skip
+    kept = {k: v for k, v in info.items() if k not in ("format", "model", "pair", "protocol", "features", "estimator", "prior")}
+    kept["emulator"] = record
+    out_post = DICPosterior(post.posterior, m, pair=post.pair, calcium_path_tau=post.calcium_path_tau, simulator=post.simulator,
+                            conditions=post.conditions, free_conductances=post.free_conductances,
+                            training_jitter=post.training_jitter, emulator=emu)  # fmt: skip
+    save_pretrained(out_post, out, estimator=info["estimator"], info=kept, overwrite=overwrite)
+    _log("wrote " + ", ".join(f"{out}{x}" for x in suffixes), quiet)
     return json.loads(Path(f"{out}.json").read_text())
 
 
@@ -551,7 +655,7 @@ def recalibrate_free_conductances(posterior: Any, *, pairs: int = 4000, samples:
     free.w_offset = shift if free.w_offset is None else free.w_offset + shift
     out = DICPosterior(posterior.posterior, posterior.model, pair=posterior.pair, calcium_path_tau=posterior.calcium_path_tau,
                        simulator=posterior.simulator, conditions=posterior.conditions, free_conductances=free,
-                       training_jitter=posterior.training_jitter)  # fmt: skip
+                       training_jitter=posterior.training_jitter, emulator=posterior.emulator)  # fmt: skip
     _log(f"checking on {pairs} more (seed {int(seed) + 1})", quiet)
     check = law_ranks_at_truth(posterior, pairs=pairs, samples=samples, seed=int(seed) + 1, chunk_size=chunk_size)
     # The shifted law's seeded draws are these minus the shift: its ranks without simulating the set again.

@@ -11,6 +11,7 @@ from .diagnostics import (
     tarp_calibration,
 )
 from .embedding import ISIEmbedding, SequenceEmbedding, Standardize
+from .emulator import FiringEmulator, screen_population, train_emulator
 from .features import SUMMARY_NAMES, summary_statistics
 from .free_conductances import FreeConductanceEstimator, train_free_conductances
 from .posterior import DICPosterior
@@ -32,6 +33,9 @@ __all__ = [
     "DICPosterior",
     "FreeConductanceEstimator",
     "train_free_conductances",
+    "FiringEmulator",
+    "train_emulator",
+    "screen_population",
     "TrainingRun",
     "train_dic_posterior",
     "train_conductance_posterior",

@@ -309,6 +309,7 @@ def population_fidelity(
     seed: Seed = 0,
     n_threads: int | None = None,
     at_true_dics: bool = False,
+    screen: int = 1,
 ) -> dict[str, Any]:
     """How often the cells a posterior returns fire like the observation, per firing class.
 
@@ -320,6 +321,10 @@ def population_fidelity(
     ``at_true_dics``: every cell gets the observation's *true* DICs instead of posterior samples; the DIC estimate
     is then taken out, and what is left is the free-conductance law's own share (the seed law's: what the
     compensation alone gives).
+    ``screen``: also score ``screened``, what ``infer`` returns with a screen: ``screen × n_cells`` cells of the
+    learned law per observation (their own DIC samples), of which the ``n_cells`` that the posterior's
+    :class:`~dic_sbi.sbi.FiringEmulator` finds likeliest to fire like it are kept
+    (:func:`~dic_sbi.sbi.emulator.screen_population`).
 
     Returns
     -------
@@ -358,6 +363,9 @@ def population_fidelity(
     if posterior.free_conductances is not None:
         xr = x.repeat_interleave(int(n_cells), dim=0)
         methods["learned"], fallback = posterior.free_conductances.sample_cells(flat_t, xr, seed=rng)
+    if int(screen) > 1:
+        methods["screened"] = _screened_cells(posterior, x, t if at_true_dics else None, observed, int(n_cells),
+                                              int(screen), rng)  # fmt: skip
     out: dict[str, Any] = {"n_observations": int(B), "n_cells": int(n_cells), "noise_std": heldout.noise_std,
                            "dics": "true" if at_true_dics else "posterior"}  # fmt: skip
     klass = observed["firing_class"]
@@ -386,6 +394,30 @@ def population_fidelity(
             block["fallback_cells"] = int(fallback)
         out[name] = block
     return out
+
+
+def _screened_cells(posterior: DICPosterior, x: torch.Tensor, true_t: NDArray | None, observed: dict[str, NDArray],
+                    n_cells: int, screen: int, rng: np.random.Generator) -> NDArray:
+    """``n_cells`` screened cells per row of ``x`` (observation-major), as ``infer`` makes them."""
+    from .emulator import screen_population
+
+    if posterior.emulator is None or posterior.free_conductances is None:
+        raise InvalidInputError("screen: needs a posterior with a learned free-conductance law and a firing emulator")
+    if true_t is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(rng.integers(0, 2**62)))
+            t = _posterior_samples(posterior, x, n_cells * screen).to(torch.float64).numpy()
+    else:
+        t = np.broadcast_to(true_t[0], (n_cells * screen,) + true_t.shape[1:])
+    out = []
+    for i in range(x.shape[0]):
+        def draw(k: int, i: int = i) -> tuple[NDArray, NDArray]:
+            g, _ = posterior.free_conductances.sample_cells(np.ascontiguousarray(t[:k, i, :]), x[i : i + 1], seed=rng)
+            return g, t[:k, i, :]
+
+        g, _, _ = screen_population(draw, posterior.emulator, {k: v[i] for k, v in observed.items()}, n_cells, screen=screen)
+        out.append(g)
+    return np.concatenate(out)
 
 
 def conductance_calibration(

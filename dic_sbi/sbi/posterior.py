@@ -74,6 +74,9 @@ class DICPosterior:
             trained on (:class:`~dic_sbi.campaign.CampaignSpec`), ``None`` for none. Jitter is not an input of the
             network, so the posterior inverts that mixture; calibration checks draw their prior-predictive pairs
             the same way (:func:`~dic_sbi.sbi.evaluation.conductance_calibration`).
+        emulator: A :class:`~dic_sbi.sbi.FiringEmulator` of the model's noise-free firing under the training
+            protocol: ``infer`` screens candidate cells with it (:func:`~dic_sbi.sbi.emulator.screen_population`).
+            It does not change :meth:`sample` or :meth:`log_prob`.
 
     References:
         Fyon, Franci, Sacré, Drion (2024). PNAS Nexus 3:pgae415.
@@ -91,8 +94,10 @@ class DICPosterior:
         conditions: Mapping[str, Sequence[tuple[float, float]]] | None = None,
         free_conductances: Any = None,
         training_jitter: tuple[float, float] | None = None,
+        emulator: Any = None,
     ) -> None:
         from ..spiketrains import check_jitter
+        from .emulator import FiringEmulator
         from .features import _check_conditions
         from .free_conductances import FreeConductanceEstimator
 
@@ -128,6 +133,13 @@ class DICPosterior:
                 raise InvalidInputError(f"free_conductances: trained on x of {free_conductances.x_dim} columns, this "
                                         f"posterior reads {self.x_width} (features and conditions)")  # fmt: skip
         self.free_conductances = free_conductances
+        if emulator is not None:
+            if not isinstance(emulator, FiringEmulator):
+                raise InvalidInputError(f"emulator: expected a FiringEmulator, got {type(emulator).__name__}")
+            if emulator.settings["n_conductances"] != len(self.model.conductance_names):
+                raise InvalidInputError(f"emulator: trained on {emulator.settings['n_conductances']} conductances, "
+                                        f"{self.model.name} has {len(self.model.conductance_names)}")  # fmt: skip
+        self.emulator = emulator
         self.training_jitter = None if training_jitter is None else check_jitter(training_jitter)
         #: Cells of the last sample that fell back to the seed law (see FreeConductanceEstimator.sample_cells).
         self.last_fallback = 0

@@ -132,10 +132,16 @@ def save_pretrained(
             meta["free_conductances"]["w_offset"] = [float(v) for v in free.w_offset]
         if free.model is not posterior.model:  # a law trained on a widened seed law names its model
             meta["free_conductances"]["model"] = model_reference(free.model)
+    emu = posterior.emulator
+    if emu is not None:
+        meta["emulator"] = {**meta.get("emulator", {}), **emu.settings}
+    else:
+        meta.pop("emulator", None)  # a stale block from info would name weights that are not written
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     json_path, pt_path, free_path = path.with_suffix(".json"), path.with_suffix(".pt"), path.with_suffix(".free.pt")
-    written = (pt_path, json_path) + ((free_path,) if free is not None else ())
+    emu_path = path.with_suffix(".emulator.pt")
+    written = (pt_path, json_path) + ((free_path,) if free is not None else ()) + ((emu_path,) if emu is not None else ())
     for p in written:  # all checked before any is written
         check_output(p, kind="file", overwrite=overwrite, option="path", overwrite_option="overwrite=True")
     with safe_output(pt_path, kind="file", overwrite=overwrite, option="path", overwrite_option="overwrite=True") as tmp:
@@ -143,10 +149,14 @@ def save_pretrained(
     if free is not None:
         with safe_output(free_path, kind="file", overwrite=overwrite, option="path", overwrite_option="overwrite=True") as tmp:
             torch.save({k: v.detach().cpu() for k, v in free.net.state_dict().items()}, tmp)
+    if emu is not None:
+        with safe_output(emu_path, kind="file", overwrite=overwrite, option="path", overwrite_option="overwrite=True") as tmp:
+            torch.save({k: v.detach().cpu() for k, v in emu.state_dict().items()}, tmp)
     with safe_output(json_path, kind="file", overwrite=overwrite, option="path", overwrite_option="overwrite=True") as tmp:
         tmp.write_text(json.dumps(meta, indent=2) + "\n")
     _load.cache_clear()
     _load_free.cache_clear()
+    _load_emulator.cache_clear()
     return json_path, pt_path
 
 
@@ -174,8 +184,14 @@ def load_pretrained(name_or_path: str | os.PathLike, *, device: str = "cpu") -> 
         if not free_path.is_file():  # checked on every call: the estimator itself is cached
             raise InvalidInputError(f"pretrained: {json_path} names a free-conductance estimator but {free_path} is missing")
         free = _load_free(str(json_path.resolve()), str(free_path.resolve()))
+    emulator = None
+    if "emulator" in info:
+        emu_path = pt_path.with_suffix(".emulator.pt")
+        if not emu_path.is_file():
+            raise InvalidInputError(f"pretrained: {json_path} names a firing emulator but {emu_path} is missing")
+        emulator = _load_emulator(str(json_path.resolve()), str(emu_path.resolve()))
     return DICPosterior(inner, info["model"], pair=pair, simulator=sim, conditions=info["features"].get("conditions"),
-                        free_conductances=free, training_jitter=training_jitter(info))  # fmt: skip
+                        free_conductances=free, training_jitter=training_jitter(info), emulator=emulator)  # fmt: skip
 
 
 def training_jitter(info: dict[str, Any]) -> tuple[float, float] | None:
@@ -210,6 +226,21 @@ def _load_free(json_path: str, free_path: str) -> Any:
     pair = pretrained_info(json_path).get("pair")
     return FreeConductanceEstimator(net.eval(), model, x_dim=int(info["x_dim"]), pair=tuple(pair) if pair else None,
                                     settings=settings, w_offset=info.get("w_offset"))  # fmt: skip
+
+
+@lru_cache(maxsize=8)
+def _load_emulator(json_path: str, emu_path: str) -> Any:
+    """The firing emulator stored next to a posterior."""
+    from .emulator import FiringEmulator
+
+    info = pretrained_info(json_path)["emulator"]
+    try:
+        emu = FiringEmulator(int(info["n_conductances"]), width=int(info["width"]), depth=int(info["depth"]),
+                             members=int(info["members"]))  # fmt: skip
+        emu.load_state_dict(torch.load(emu_path, map_location="cpu", weights_only=True))
+    except Exception as err:  # corrupt file, or weights of another architecture
+        raise InvalidInputError(f"pretrained: cannot load the emulator {emu_path}: {err}") from None
+    return emu.eval()
 
 
 @lru_cache(maxsize=8)

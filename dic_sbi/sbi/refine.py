@@ -192,7 +192,8 @@ def refine_posterior(
                                                      training=train, seed=rng, show_progress_bars=show_progress_bars)  # fmt: skip
                 rec.update(free_epochs=fsum["epochs"], free_best_validation_loss=fsum["best_validation_loss"])
         current = DICPosterior(new_inner, posterior.model, pair=posterior.pair, calcium_path_tau=posterior.calcium_path_tau,
-                               simulator=posterior.simulator, conditions=posterior.conditions, free_conductances=free)  # fmt: skip
+                               simulator=posterior.simulator, conditions=posterior.conditions, free_conductances=free,
+                               emulator=posterior.emulator)  # fmt: skip
         rec["seconds"] = time.perf_counter() - t0
         records.append(rec)
     return Refinement(current, total, records)

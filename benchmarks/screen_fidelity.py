@@ -1,0 +1,96 @@
+"""What ``infer``'s emulator screen buys, per firing class, against a perfect screen of the same candidates.
+
+For the first ``--observations`` spiking and bursting observations of a noise-free held-out set (new DIC targets,
+one cell each, seed not used in training; the set of ``benchmarks/class_fidelity.py``), ``max(K) × --cells``
+candidate cells are drawn from the posterior (its DIC samples and learned free-conductance law, as ``infer``
+draws them) and **all** are simulated with the posterior's protocol. For each K the first ``K × --cells``
+candidates are then screened two ways, with no new simulation:
+
+- ``emulator``: :func:`dic_sbi.sbi.emulator.screen_population` with the posterior's firing emulator, what
+  ``infer --screen K`` returns (K = 1 is the unscreened population);
+- ``perfect``: the faithful candidates first, i.e. what any screen of these candidates can reach at best
+  (``min(1, faithful / cells)``): what ``infer --match`` reaches on them by simulating.
+
+Fires alike: :func:`dic_sbi.spiketrains.fires_like` (class; rate ± 10 %; bursters also period ± 10 % and spikes
+per burst ± 1). Also the faithful kept cells' spread (mean std of ln ḡ) and the seconds the screen took.
+
+    python benchmarks/screen_fidelity.py --model da --screen 1,4,10,20 --out benchmarks/results/screen_fidelity_da.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dic_sbi.core.simulator import simulate
+from dic_sbi.sbi.emulator import screen_population
+from dic_sbi.sbi.evaluation import heldout_set, observed_features
+from dic_sbi.sbi.pretrained import load_pretrained, pretrained_info
+from dic_sbi.spiketrains import features_from_csr, fidelity_checks
+
+CLASS_CODES = {"spiking": 1, "bursting": 2}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, choices=("stg", "da"))
+    p.add_argument("--posterior", help="shipped name or path (default: the model's shipped posterior)")
+    p.add_argument("--screen", default="1,4,10,20", help="comma-separated K: cells drawn per cell kept")
+    p.add_argument("--observations", type=int, default=60, help="per firing class")
+    p.add_argument("--cells", type=int, default=64)
+    p.add_argument("--points", type=int, default=3000, help="held-out targets drawn (the classes are taken from them)")
+    p.add_argument("--seed", type=int, default=9100, help="held-out set (9100: class_fidelity.py's)")
+    p.add_argument("--out", required=True)
+    a = p.parse_args()
+    ks = sorted({int(v) for v in a.screen.split(",")})
+    where = a.posterior or a.model
+    t0 = time.perf_counter()
+    post, info = load_pretrained(where), pretrained_info(where)
+    if post.emulator is None:
+        p.error(f"--posterior: {where} has no firing emulator (dic-sbi train-emulator)")
+    proto = {k: info["protocol"][k] for k in ("duration", "transient", "dt")}
+    ho = heldout_set(a.model, n_points=a.points, cells_per_point=1, seed=a.seed, output=post.simulator.output, **proto)
+    rng = np.random.default_rng(a.seed + 1)
+    out: dict = {"model": a.model, "posterior": str(where), "settings": vars(a), "results": {},
+                 "emulator": info.get("emulator", {}).get("command"),
+                 "machine": f"{platform.machine()} {platform.processor() or ''}".strip()}  # fmt: skip
+    for cname, code in CLASS_CODES.items():
+        idx = np.flatnonzero(ho.klass == code)[: a.observations]
+        raw = ho.x[torch.as_tensor(idx)]
+        observed = observed_features(raw)
+        x = post.condition(raw, **post.conditions_among(noise_std=0.0))
+        rows = {k: {"emulator": [], "perfect": [], "spread": [], "seconds": []} for k in ks}
+        for i in range(idx.size):
+            obs = {k: v[i] for k, v in observed.items()}
+            g_all, d_all = post.sample((a.cells * ks[-1],), x=x[i : i + 1], seed=rng, return_dics=True)
+            g_all, d_all = g_all.numpy(), d_all.numpy()
+            r = simulate(post.model, g_all, progress=False, **proto)
+            _, ok_all, _ = fidelity_checks(features_from_csr(r.times, r.offsets, r.t_start, r.t_stop), obs)
+            where_of = {c.tobytes(): j for j, c in enumerate(g_all)}
+            for k in ks:
+                n_draw = a.cells * k
+                kept, _, summary = screen_population(lambda m: (g_all[:m], d_all[:m]), post.emulator, obs, a.cells, screen=k)
+                ok = ok_all[[where_of[c.tobytes()] for c in kept]]
+                rows[k]["emulator"].append(float(ok.mean()))
+                rows[k]["perfect"].append(min(1.0, float(ok_all[:n_draw].sum()) / a.cells))
+                rows[k]["seconds"].append(summary["seconds"])
+                if ok.sum() >= 2:
+                    rows[k]["spread"].append(float(np.log(kept[ok]).std(axis=0, ddof=1).mean()))
+        out["results"][cname] = {"n": int(idx.size), **{f"K={k}": {
+            "fidelity": round(float(np.mean(v["emulator"])), 4), "perfect_screen": round(float(np.mean(v["perfect"])), 4),
+            "faithful_log_std": round(float(np.mean(v["spread"])), 4) if v["spread"] else None,
+            "screen_seconds_median": round(float(np.median(v["seconds"])), 4)} for k, v in rows.items()}}  # fmt: skip
+        print(cname, out["results"][cname], f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
