@@ -771,7 +771,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "truncated-proposal round seeded by the shipped posterior; default: off)")
     sp.add_argument("--screen", type=_int_type("screen", 1), metavar="K",
                     help="draw K × -n posterior cells per train and keep the -n that the posterior's firing emulator "
-                         "finds likeliest to fire like the recording, without simulating (default: 10 when the "
+                         "finds likeliest to fire like the recording, without simulating (default: 20 when the "
                          "posterior has an emulator and --noise-std is 0; 1: the posterior's own draws)")
     sp.add_argument("--posterior", help="pretrained posterior (path written by dic-sbi train; default: shipped)")
     sp.add_argument("--train", help="comma-separated indices of the recording's spike trains (default all)")

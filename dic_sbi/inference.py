@@ -42,7 +42,7 @@ MAX_CELLS = 10_000_000
 #: Cells drawn per cell kept by ``infer``'s screen when the posterior has a firing emulator (benchmarks/README.md,
 #: *The emulator screen*), and the most a caller may ask for. The candidates of one train, ``screen × n``, may not
 #: exceed :data:`MAX_CELLS`; the default screen shrinks to fit.
-DEFAULT_SCREEN = 10
+DEFAULT_SCREEN = 20
 MAX_SCREEN = 100
 #: Bytes of output per cell and conductance, as written (CSV text and NIX float64), for the size estimate.
 _OUTPUT_BYTES_PER_VALUE = 24
