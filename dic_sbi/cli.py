@@ -274,7 +274,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                      transient=args.transient, dt=args.dt, noise_std=args.noise_std, training=training,
                      torch_threads=args.torch_threads, progress=not args.quiet, out=args.out,
                      overwrite=args.overwrite, checkpoint=args.checkpoint, methods=methods,
-                     seed_law_widening=args.seed_law_widening, wide_dic_box=args.wide_dic_box)  # fmt: skip
+                     seed_law_widening=args.seed_law_widening, wide_dic_box=args.wide_dic_box,
+                     screen=args.screen)  # fmt: skip
     print(result.markdown())
     print(f"wrote {result.out}/")
     return 0
@@ -973,6 +974,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--wide-dic-box", type=_wide_dic_box, default=None, metavar="conductance|GS_MIN,GS_MAX,GU_MIN,GU_MAX",
                     help="DIC box of dic_learned_wide's prior: 'conductance' = the box holding the conductance box's "
                     "cells (default: the model's published box)")
+    sp.add_argument("--screen", type=_int_type("screen", 1), default=1, metavar="K",
+                    help="with K > 1, also a <method>_screened row per method: K x the samples, screened by a firing "
+                    "emulator trained on the method's own simulations (what infer --screen K does); 1: none")
     sp.set_defaults(func=cmd_compare)
     return document_options(p)  # every option's help: its default and unit
 

@@ -15,6 +15,13 @@ settings and number of simulations (:func:`~dic_sbi.sbi.train_dic_posterior`,
   (:func:`~dic_sbi.models.widen_seed_law`, ``seed_law_widening`` times each free range's log-width, within the
   box): the seed law bounds how much of the degenerate set a DIC population can span, and this lifts the bound.
 
+With ``screen=K`` (K > 1), every method also gets a ``<method>_screened`` row: a firing emulator
+(:func:`~dic_sbi.sbi.emulator.train_emulator`) trained on the **same** simulations as the method (their cells and
+firing features; no simulation more), and for each observation ``K ×`` the samples drawn, of which the ones the
+emulator ranks likeliest to fire like the observation are kept (:func:`~dic_sbi.sbi.emulator.select_faithful`,
+what ``infer --screen K`` does). Every method is screened alike, so the screen's gain is not mistaken for the
+method's.
+
 They are evaluated on the same held-out observations, drawn two ways so that neither method plays at home:
 
 - ``dic_population``: DICs from ``DICPrior``, one compensated cell each (the DIC method's generative process);
@@ -195,6 +202,7 @@ def compare(
     methods: Sequence[str] = METHODS,
     seed_law_widening: float = 4.0,
     wide_dic_box: str | tuple[tuple[float, float], tuple[float, float]] | None = None,
+    screen: int = 1,
 ) -> ComparisonResult:
     """Compare DIC-space NPE with standard NPE over conductances (linear and log box priors).
 
@@ -244,6 +252,9 @@ def compare(
         that holds the conductance box's cells (:func:`~dic_sbi.sbi.priors.dic_image_box`), so that the method
         can represent the ``conductance_box`` observations; or ``((g_s_min, g_s_max), (g_u_min, g_u_max))``.
         The observation sets do not change.
+    screen
+        With K > 1, every method also gets a ``<method>_screened`` row: K × the samples drawn, screened by a
+        firing emulator trained on the method's own simulations (see the module's docstring). Default 1: none.
     """
     if torch_threads is not None:
         _positive_int(torch_threads, "torch_threads")
@@ -260,7 +271,7 @@ def compare(
             noise_std=noise_std, training=training, density_estimator=density_estimator,
             hidden_features=hidden_features, num_transforms=num_transforms, torch_threads=torch_threads,
             n_bootstrap=n_bootstrap, progress=progress, checkpoint=checkpoint, methods=methods,
-            seed_law_widening=seed_law_widening, wide_dic_box=wide_dic_box,
+            seed_law_widening=seed_law_widening, wide_dic_box=wide_dic_box, screen=screen,
         )  # fmt: skip
         if out is not None:
             result.write(out, overwrite=overwrite)
@@ -270,7 +281,9 @@ def compare(
 def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, calibration_simulations, duration,
              transient, dt, noise_std, training, density_estimator, hidden_features, num_transforms, torch_threads,
              n_bootstrap, progress, checkpoint, methods=METHODS, seed_law_widening=4.0,
-             wide_dic_box=None) -> ComparisonResult:  # fmt: skip
+             wide_dic_box=None, screen=1) -> ComparisonResult:  # fmt: skip
+    import torch
+
     from .models import widen_seed_law
     from .sbi import ConductancePrior, ConductanceSimulator, DICPosterior, DICPrior, DICSimulator
     from .sbi import train_conductance_posterior, train_dic_posterior, train_free_conductances
@@ -284,6 +297,7 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
     n_cal = max(n_observations, 50) if calibration_simulations is None else calibration_simulations
     n_cal = 0 if n_cal == 0 else _positive_int(n_cal, "calibration_simulations", minimum=2)
     n_bootstrap = _positive_int(n_bootstrap, "n_bootstrap")
+    screen = _positive_int(screen, "screen")
     protocol = {k: v for k, v in dict(duration=duration, transient=transient, dt=dt).items() if v is not None}
     protocol["noise_std"] = float(noise_std)
     dic_sim = DICSimulator(model, **protocol)
@@ -328,6 +342,8 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
         wide_law = models["dic_learned_wide"].seed_population
         config["wide_seed_law"] = {"free_ranges": {k: list(v) for k, v in wide_law.free_ranges.items()},
                                    "leak_range": list(wide_law.leak_range)}  # fmt: skip
+    if screen > 1:  # only then, so that earlier checkpoints stay valid
+        config["screen"] = screen
     store = _Checkpoint(checkpoint, config) if checkpoint is not None else None
 
     held = store.load("reference", kind="reference") if store is not None else None
@@ -343,24 +359,32 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
     for budget in budgets:
         for method in methods:
             mi = ALL_METHODS.index(method)
-            done = store.load(f"budget{budget}_{method}", budget=budget, method=method) if store is not None else None
-            if done is not None:
+            # The screened variant has its own checkpoint entry, so a run with a screen resumes an earlier one
+            # without it (the method is then trained again, from the same seeds, to be screened).
+            names = {method: f"budget{budget}_{method}"}
+            if screen > 1:
+                names[f"{method}_screened"] = f"budget{budget}_{method}_screened{screen}"
+            done = {name: store.load(key, budget=budget, method=name) if store is not None else None
+                    for name, key in names.items()}  # fmt: skip
+            if all(v is not None for v in done.values()):
                 if progress:
                     print(f"compare: {model.name} budget {budget} {method}: from checkpoint {store.folder}", flush=True)
-                rows += done["rows"]
-                per_obs += done["per_observation"]
+                for v in done.values():
+                    rows += v["rows"]
+                    per_obs += v["per_observation"]
                 continue
             # Seeds depend on (seed, budget, method) only, so a budget gives the same numbers whichever other
             # budgets run beside it, and a checkpointed run resumes to what an uninterrupted one would give.
             mseq = np.random.SeedSequence([seed, 1, budget, mi])
-            sim_seed, train_seed, sample_seed, cal_seed, boot_seed = (int(s.generate_state(1)[0]) for s in mseq.spawn(5))
+            (sim_seed, train_seed, sample_seed, cal_seed, boot_seed, screen_seed,
+             emulator_seed) = (int(s.generate_state(1)[0]) for s in mseq.spawn(7))  # fmt: skip
             prior, simulator, mmodel = priors[method], simulators[method], models[method]
             t0 = time.perf_counter()
             theta = prior.sample((budget,), seed=sim_seed)
-            if method in _LEARNED:
+            if isinstance(simulator, DICSimulator):  # the same x as simulator(theta), and the cells behind it
                 x, cells = simulator.simulate_with_cells(theta, seed=sim_seed)
             else:
-                x = simulator(theta, seed=sim_seed)
+                x, cells = simulator(theta, seed=sim_seed), theta.to(torch.float64).numpy()
             t_sim = time.perf_counter() - t0
             t0 = time.perf_counter()
             with warnings.catch_warnings():
@@ -382,39 +406,49 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                     run.posterior = DICPosterior(run.posterior.posterior, mmodel, pair=simulator.pair,
                                                  simulator=simulator, free_conductances=est)  # fmt: skip
             t_train = time.perf_counter() - t0
-            if not n_cal:
-                calib = {k: math.nan for k in _CALIBRATION}
-            elif method in _LEARNED:
-                calib = _conductance_calibration(run.posterior, n_cal, num_posterior_samples, proto["noise_std"], cal_seed)
-            else:
-                calib = _calibration(run.posterior, prior, simulator, n_cal, num_posterior_samples, cal_seed)
+            epochs = int((run.inference.summary.get("epochs_trained") or [0])[-1])
             if progress:
                 print(f"compare: {model.name} budget {budget} {method}: simulated {t_sim:.1f} s, "
                       f"trained {t_train:.1f} s", flush=True)  # fmt: skip
-            sample_rng = np.random.default_rng(sample_seed)
-            boot_rng = np.random.default_rng(boot_seed)
-            new_rows, new_obs = [], []
-            for set_name in OBSERVATION_SETS:
-                obs = observations[set_name]
-                draw = lambda i, o=obs: _sample(method, run.posterior, o["x"][i : i + 1], num_posterior_samples, sample_rng)  # noqa: E731
-                metrics = _evaluate(model, draw, obs, num_posterior_samples, sample_rng, proto)
-                for i in range(n_observations):
-                    new_obs.append({"model": model.name, "method": method, "budget": budget, "observation_set": set_name,
-                                    "observation": i, "observed_class": obs["classes"][i],
-                                    **{k: float(v[i]) for k, v in metrics.items()}})  # fmt: skip
-                row = _summary_row(model, metrics, n_bootstrap, boot_rng, method=method, budget=budget,
-                                   observation_set=set_name, n_observations=n_observations)  # fmt: skip
-                row["n_defined_coverage"] = int(np.sum(np.isfinite(metrics["coverage_logdet"])))
-                row.update(calib)
-                row["simulation_seconds"] = t_sim
-                row["training_seconds"] = t_train
-                row["epochs"] = int((run.inference.summary.get("epochs_trained") or [0])[-1])
-                new_rows.append(row)
-            if store is not None:
-                store.save(f"budget{budget}_{method}", {"budget": budget, "method": method, "rows": new_rows,
-                                                        "per_observation": new_obs})  # fmt: skip
-            rows += new_rows
-            per_obs += new_obs
+            for name, key in names.items():
+                if done[name] is not None:
+                    new_rows, new_obs = done[name]["rows"], done[name]["per_observation"]
+                elif name == method:
+                    if not n_cal:
+                        calib = {k: math.nan for k in _CALIBRATION}
+                    elif method in _LEARNED:
+                        calib = _conductance_calibration(run.posterior, n_cal, num_posterior_samples, proto["noise_std"],
+                                                         cal_seed)  # fmt: skip
+                    else:
+                        calib = _calibration(run.posterior, prior, simulator, n_cal, num_posterior_samples, cal_seed)
+                    sample_rng = np.random.default_rng(sample_seed)
+                    draw = lambda o, i, r=sample_rng: _sample(method, run.posterior, o["x"][i : i + 1],  # noqa: E731
+                                                              num_posterior_samples, r)  # fmt: skip
+                    new_rows, new_obs = _evaluate_method(
+                        model, name, budget, draw, observations, num_posterior_samples, sample_rng,
+                        np.random.default_rng(boot_seed), proto, n_bootstrap,
+                        {**calib, "simulation_seconds": t_sim, "training_seconds": t_train, "epochs": epochs},
+                    )  # fmt: skip
+                else:
+                    t0 = time.perf_counter()
+                    emu = _train_screen(cells, x, emulator_seed)
+                    t_emu = time.perf_counter() - t0
+                    if progress:
+                        print(f"compare: {model.name} budget {budget} {method}: emulator trained {t_emu:.1f} s", flush=True)
+                    sample_rng = np.random.default_rng(screen_seed)
+                    draw = lambda o, i, r=sample_rng, e=emu: _screened_sample(  # noqa: E731
+                        method, run.posterior, o, i, num_posterior_samples, screen, e, r)
+                    # The screen selects among posterior samples; it is no posterior, so it has no SBC or TARP.
+                    new_rows, new_obs = _evaluate_method(
+                        model, name, budget, draw, observations, num_posterior_samples, sample_rng,
+                        np.random.default_rng(boot_seed + 1), proto, n_bootstrap,
+                        {**{k: math.nan for k in _CALIBRATION}, "simulation_seconds": t_sim,
+                         "training_seconds": t_train + t_emu, "epochs": epochs, "screen": screen},
+                    )  # fmt: skip
+                if store is not None and done[name] is None:
+                    store.save(key, {"budget": budget, "method": name, "rows": new_rows, "per_observation": new_obs})
+                rows += new_rows
+                per_obs += new_obs
     return ComparisonResult(rows, per_obs, config, reference=reference)
 
 
@@ -458,8 +492,9 @@ class _Checkpoint:
 
     def __init__(self, folder: str | os.PathLike, config: dict[str, Any]):
         self.folder = Path(folder)
-        # Budgets may change between runs (add one, resume the rest); everything else must not.
-        self.settings = json.loads(json.dumps({k: v for k, v in config.items() if k != "budgets"}))
+        # Budgets may change between runs (add one, resume the rest), and so may the screen (its entries are
+        # named by it); everything else must not.
+        self.settings = json.loads(json.dumps({k: v for k, v in config.items() if k not in ("budgets", "screen")}))
         path = self.folder / "settings.json"
         if path.exists():
             try:
@@ -563,13 +598,64 @@ def _sample(method: str, posterior, x, n: int, rng: np.random.Generator) -> np.n
         return posterior.sample((n,), x=x, show_progress_bars=False).to(torch.float64).numpy()
 
 
+def _evaluate_method(model, method, budget, draw, observations, S, sample_rng, boot_rng, proto, n_bootstrap,
+                     extra: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Summary rows and per-observation rows of ``draw(obs, i)`` on every observation set."""
+    new_rows, new_obs = [], []
+    for set_name in OBSERVATION_SETS:
+        obs = observations[set_name]
+        metrics = _evaluate(model, lambda i, o=obs: draw(o, i), obs, S, sample_rng, proto)
+        n = len(obs["classes"])
+        for i in range(n):
+            new_obs.append({"model": model.name, "method": method, "budget": budget, "observation_set": set_name,
+                            "observation": i, "observed_class": obs["classes"][i],
+                            **{k: float(v[i]) for k, v in metrics.items()}})  # fmt: skip
+        row = _summary_row(model, metrics, n_bootstrap, boot_rng, method=method, budget=budget,
+                           observation_set=set_name, n_observations=n)  # fmt: skip
+        row["n_defined_coverage"] = int(np.sum(np.isfinite(metrics["coverage_logdet"])))
+        row.update(extra)
+        new_rows.append(row)
+    return new_rows, new_obs
+
+
+def _emulator_batch(n: int) -> int:
+    """Emulator batch size for ``n`` training cells: a few dozen steps per epoch at small budgets, 512 at large."""
+    return int(min(512, max(64, n // 40)))
+
+
+def _train_screen(cells: np.ndarray, x, seed: int):
+    """A firing emulator trained on a method's own simulations (cells and the firing features read from x)."""
+    from .sbi.emulator import train_emulator
+    from .sbi.evaluation import observed_features
+
+    try:
+        return train_emulator(cells, observed_features(x), batch_size=_emulator_batch(len(cells)), seed=seed)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"screen: cannot train the firing emulator on {len(cells)} simulations ({exc}); "
+                                "use a larger budget or screen=1") from None
+
+
+def _screened_sample(method: str, posterior, obs: dict, i: int, n: int, screen: int, emulator,
+                     rng: np.random.Generator) -> np.ndarray:
+    """``screen × n`` samples of ``method``, the ``n`` the emulator ranks likeliest to fire like observation i."""
+    from .sbi.emulator import select_faithful
+
+    g = _sample(method, posterior, obs["x"][i : i + 1], n * screen, rng)
+    keep, _ = select_faithful(g, emulator, _observed(obs, i), n)
+    return g[keep]
+
+
+def _observed(obs: dict, i: int) -> dict[str, Any]:
+    """The features of observation ``i`` that :func:`~dic_sbi.spiketrains.fires_like` compares."""
+    of = obs["features"]
+    return {"firing_class": obs["classes"][i], **{k: of[k][i] for k in ("mean_rate", "burst_period", "spikes_per_burst")}}
+
+
 def _faithful(feats: dict, obs: dict, i: int) -> tuple[np.ndarray, np.ndarray]:
     """(same class, faithful) masks of simulated cells against observation ``i``."""
     from .spiketrains import fires_like
 
-    of = obs["features"]
-    observed = {"firing_class": obs["classes"][i], **{k: of[k][i] for k in ("mean_rate", "burst_period", "spikes_per_burst")}}
-    return fires_like(feats, observed, TOLERANCES)
+    return fires_like(feats, _observed(obs, i), TOLERANCES)
 
 
 def _evaluate(model, draw, obs, S, rng, proto) -> dict[str, np.ndarray]:
@@ -718,7 +804,8 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     with open(path, "w", newline="") as fh:
         if not rows:
             return
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        # Columns of every row, in first-seen order (screened rows add ``screen``).
+        w = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, (float, np.floating)) else v) for k, v in r.items()})
@@ -736,7 +823,7 @@ def _plot(result: ComparisonResult, folder: Path) -> None:
     for si, s in enumerate(sets):
         for mi, metric in enumerate(metrics):
             ax = axes[si, mi]
-            for method in result.config.get("methods", list(METHODS)):
+            for method in dict.fromkeys(r["method"] for r in result.rows):  # screened variants included
                 rs = sorted((r for r in result.rows if r["observation_set"] == s and r["method"] == method),
                             key=lambda r: r["budget"])  # fmt: skip
                 b = np.array([r["budget"] for r in rs], dtype=float)
@@ -759,7 +846,7 @@ def _plot(result: ComparisonResult, folder: Path) -> None:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for method in result.config.get("methods", list(METHODS)):
+    for method in dict.fromkeys(r["method"] for r in result.rows):  # screened variants included
         rs = sorted((r for r in result.rows if r["method"] == method and r["observation_set"] == sets[0]),
                     key=lambda r: r["budget"])  # fmt: skip
         b = [r["budget"] for r in rs]

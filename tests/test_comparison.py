@@ -189,6 +189,37 @@ def test_wide_seed_law_method_runs_beside_the_others_without_changing_them(tmp_p
         compare("stg", (60,), 2, methods=())
 
 
+def test_screen_adds_screened_rows_without_changing_the_methods_and_resumes(tmp_path, monkeypatch):
+    """screen=K adds a <method>_screened row per method (emulator from the method's own simulations); the
+    unscreened rows are those of a run without a screen, and a checkpoint without a screen resumes into one."""
+    import dic_sbi.sbi.emulator as emulator_module
+
+    small = dict(TINY, calibration_simulations=0, num_posterior_samples=8)
+    methods = ("conductance_linear", "dic_learned")
+    ck = tmp_path / "ck"
+    plain = compare("stg", (200,), 2, seed=6, methods=methods, checkpoint=ck, **small)
+    ranked = []
+    real = emulator_module.select_faithful
+    monkeypatch.setattr(emulator_module, "select_faithful", lambda g, *a, **k: ranked.append(len(g)) or real(g, *a, **k))
+    out = tmp_path / "out"
+    screened = compare("stg", (200,), 2, seed=6, methods=methods, checkpoint=ck, screen=3, out=out, **small)
+    assert ranked == [24] * 8  # 3 x 8 candidates per observation, 2 observations x 2 sets x 2 methods
+    assert screened.config["screen"] == 3 and "screen" not in plain.config
+    for m in methods:
+        for s in OBSERVATION_SETS:
+            assert _same(screened.row(m, 200, s), plain.row(m, 200, s), skip=())  # from the checkpoint
+            row = screened.row(f"{m}_screened", 200, s)
+            assert row["screen"] == 3 and 0.0 <= row["fidelity"] <= row["same_class"] <= 1.0
+            assert math.isnan(row["sbc_ks_pval_min"])  # a screen is no posterior: no SBC
+    assert len(list(ck.glob("budget200_*_screened3.json"))) == 2
+    with open(out / "comparison.csv") as fh:
+        assert {r["method"] for r in csv.DictReader(fh)} == {*methods, *(f"{m}_screened" for m in methods)}
+    with pytest.raises(InvalidInputError, match="screen"):
+        compare("stg", (60,), 2, methods=("conductance_linear",), screen=0, **small)
+    with pytest.raises(InvalidInputError, match="emulator"):
+        compare("stg", (60,), 1, methods=("conductance_linear",), screen=2, **small)
+
+
 def test_dic_image_box_holds_the_conductance_boxs_cells():
     """The box holds ~99 % of fresh conductance-box cells per DIC, and far more than the published DIC box."""
     from dic_sbi.core import dics

@@ -13,7 +13,7 @@ from scipy import stats
 
 import dic_sbi
 import dic_sbi.data
-from dic_sbi.sbi.emulator import FiringEmulator, _log_interval, emulator_accuracy, screen_population, train_emulator
+from dic_sbi.sbi.emulator import FiringEmulator, _log_interval, emulator_accuracy, screen_population, select_faithful, train_emulator
 from dic_sbi.spiketrains import features_from_csr, fires_like
 
 PROTO = dict(duration=2000.0, transient=1000.0)
@@ -123,6 +123,9 @@ def test_screen_population_keeps_the_n_best_in_draw_order_with_their_dics(monkey
     assert calls == [6] and info["screen"] == 3 and info["drawn"] == 6
     np.testing.assert_array_equal(kept[:, 0], [5.0, 4.0])  # the two best, in draw order (rows 1, 5)
     np.testing.assert_array_equal(dk, d[[1, 5]])
+    keep, logp = select_faithful(g, emu, {"firing_class": "spiking", "mean_rate": 1.0}, 3)
+    np.testing.assert_array_equal(keep, [1, 3, 5])
+    assert logp[4] == -np.inf and logp[1] == 5.0
     with pytest.raises(dic_sbi.InvalidInputError, match="screen"):
         screen_population(draw, emu, {}, 2, screen=0)
 

@@ -11,7 +11,7 @@ from .diagnostics import (
     tarp_calibration,
 )
 from .embedding import ISIEmbedding, SequenceEmbedding, Standardize
-from .emulator import FiringEmulator, screen_population, train_emulator
+from .emulator import FiringEmulator, screen_population, select_faithful, train_emulator
 from .features import SUMMARY_NAMES, summary_statistics
 from .free_conductances import FreeConductanceEstimator, train_free_conductances
 from .posterior import DICPosterior
@@ -36,6 +36,7 @@ __all__ = [
     "FiringEmulator",
     "train_emulator",
     "screen_population",
+    "select_faithful",
     "TrainingRun",
     "train_dic_posterior",
     "train_conductance_posterior",

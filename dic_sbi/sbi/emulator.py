@@ -27,7 +27,7 @@ from torch import Tensor
 from ..errors import InvalidInputError
 from ..spiketrains.fidelity import FIDELITY_TOLERANCES
 
-__all__ = ["FiringEmulator", "train_emulator", "screen_population", "emulator_accuracy"]
+__all__ = ["FiringEmulator", "train_emulator", "screen_population", "select_faithful", "emulator_accuracy"]
 
 Array = NDArray[np.float64]
 
@@ -71,7 +71,10 @@ class FiringEmulator(torch.nn.Module):
         if g.ndim != 2 or g.shape[1] != self.settings["n_conductances"]:
             raise InvalidInputError(f"g: expected shape (n, {self.settings['n_conductances']}), got {g.shape}")
         with np.errstate(divide="ignore", invalid="ignore"):
-            lg = np.log(g)
+            return self._standardised(np.log(g))
+
+    def _standardised(self, lg: Array) -> Tensor:
+        """Network inputs for ``ln ḡ`` (non-finite entries, of invalid cells, map to the mean)."""
         z = (lg - self.g_mean.numpy()) / self.g_std.numpy()
         return torch.as_tensor(np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0), dtype=torch.float32)
 
@@ -207,7 +210,7 @@ def train_emulator(
     emu.g_std.copy_(torch.as_tensor(np.where(lg.std(axis=0) > 0, lg.std(axis=0), 1.0)))
     emu.y_mean.copy_(torch.as_tensor(ym))
     emu.y_std.copy_(torch.as_tensor(ys))
-    X = emu._inputs(np.exp(lg))
+    X = emu._standardised(lg)
     Y = torch.as_tensor(np.where(defined, (y - ym) / ys, 0.0), dtype=torch.float32)
     C = torch.as_tensor(code)
     bursting = C == 2
@@ -271,6 +274,17 @@ def emulator_accuracy(emu: FiringEmulator, g: Any, features: Mapping[str, Any]) 
     return out
 
 
+def select_faithful(
+    g: Any, emulator: FiringEmulator, observed: Mapping[str, Any], n: int, tolerances: Mapping[str, float] | None = None
+) -> tuple[NDArray[np.int64], Array]:
+    """Indices (ascending) of the ``n`` rows of ``g`` the emulator finds likeliest to fire like ``observed``, and
+    every row's emulated log-probability of fidelity (``-inf`` for invalid cells)."""
+    g = np.asarray(g, dtype=np.float64)
+    valid = np.isfinite(g).all(axis=1)
+    logp = np.where(valid, emulator.log_prob_faithful(np.where(valid[:, None], g, 1.0), observed, tolerances), -np.inf)
+    return np.sort(np.argsort(-logp, kind="stable")[: int(n)]), logp
+
+
 def screen_population(
     draw: Callable[[int], tuple[Array, Array]],
     emulator: FiringEmulator,
@@ -281,7 +295,7 @@ def screen_population(
     tolerances: Mapping[str, float] | None = None,
 ) -> tuple[Array, Array, dict[str, Any]]:
     """Draw ``screen × n`` cells with ``draw(k) -> (g (k, m), dics (k, 2))`` and keep the ``n`` the emulator
-    finds likeliest to fire like ``observed``.
+    finds likeliest to fire like ``observed`` (:func:`select_faithful`).
 
     Returns the kept cells, their DICs (in draw order among the kept) and a summary: ``screen``, ``drawn``,
     and the emulated probability of fidelity, mean over kept and over all drawn cells.
@@ -290,9 +304,7 @@ def screen_population(
         raise InvalidInputError(f"screen: expected an integer >= 1, got {screen!r}")
     t0 = time.perf_counter()
     g, d = draw(int(screen) * int(n))
-    valid = np.isfinite(g).all(axis=1)
-    logp = np.where(valid, emulator.log_prob_faithful(np.where(valid[:, None], g, 1.0), observed, tolerances), -np.inf)
-    keep = np.sort(np.argsort(-logp, kind="stable")[: int(n)])
+    keep, logp = select_faithful(g, emulator, observed, n, tolerances)
     summary = {"screen": int(screen), "drawn": int(g.shape[0]),
                "emulated_fidelity_kept": float(np.exp(logp[keep]).mean()),
                "emulated_fidelity_drawn": float(np.exp(logp).mean()),
