@@ -82,6 +82,8 @@ TOLERANCES: dict[str, float] = FIDELITY_TOLERANCES
 _METRICS = ("fidelity", "same_class", "validity", "coverage_log_std", "coverage_logdet", "dic_mae_g_s", "dic_mae_g_u",
             "sampling_seconds")  # fmt: skip
 _CALIBRATION = ("sbc_ks_pval_min", "sbc_c2st_ranks_max", "tarp_atc", "tarp_ks_pval", "calibration_n_dropped")
+#: The calibration columns of a row without calibration (skipped, or a screen, which is no posterior).
+_NO_CALIBRATION = dict.fromkeys(_CALIBRATION, math.nan)
 _MAX_DRAW_ROUNDS = 50
 _BATCH_RULE = "max(200, budget // 100)"
 
@@ -415,7 +417,7 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                     new_rows, new_obs = done[name]["rows"], done[name]["per_observation"]
                 elif name == method:
                     if not n_cal:
-                        calib = {k: math.nan for k in _CALIBRATION}
+                        calib = dict(_NO_CALIBRATION)
                     elif method in _LEARNED:
                         calib = _conductance_calibration(run.posterior, n_cal, num_posterior_samples, proto["noise_std"],
                                                          cal_seed)  # fmt: skip
@@ -442,7 +444,7 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                     new_rows, new_obs = _evaluate_method(
                         model, name, budget, draw, observations, num_posterior_samples, sample_rng,
                         np.random.default_rng(boot_seed + 1), proto, n_bootstrap,
-                        {**{k: math.nan for k in _CALIBRATION}, "simulation_seconds": t_sim,
+                        {**_NO_CALIBRATION, "simulation_seconds": t_sim,
                          "training_seconds": t_train + t_emu, "epochs": epochs, "screen": screen},
                     )  # fmt: skip
                 if store is not None and done[name] is None:
