@@ -242,8 +242,9 @@ def compare(
     checkpoint
         Folder keeping each finished method × budget (rows and per-observation metrics). A rerun with the same
         settings takes them from there instead of simulating and training again, so a run of hours can be
-        interrupted and resumed; other settings in the same folder are an error. Every method × budget is seeded
-        from ``(seed, budget, method)`` alone, so the resumed result equals an uninterrupted one.
+        interrupted and resumed, with more budgets, other methods or a screen; other settings in the same folder
+        are an error. Every method × budget is seeded from ``(seed, budget, method)`` alone, so the resumed result
+        equals an uninterrupted one.
     methods
         Methods to run, from :data:`ALL_METHODS` (default :data:`METHODS`).
     seed_law_widening
@@ -488,6 +489,17 @@ def _reference(model, observations, S, seq, proto, n_bootstrap, progress) -> lis
     return out
 
 
+_WIDE_SETTINGS = ("seed_law_widening", "wide_dic_box", "wide_seed_law")
+
+
+def _wide_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The widened seed law's settings (empty for a run without ``dic_learned_wide``); a missing ``wide_dic_box``
+    is the published box, a setting of its own."""
+    if "seed_law_widening" not in settings:
+        return {}
+    return {k: settings.get(k) for k in _WIDE_SETTINGS}
+
+
 class _Checkpoint:
     """One JSON file per finished method × budget (and one for the reference rows) in ``folder``, beside the
     settings they were run with."""
@@ -495,7 +507,9 @@ class _Checkpoint:
     def __init__(self, folder: str | os.PathLike, config: dict[str, Any]):
         self.folder = Path(folder)
         # Budgets may change between runs (add one, resume the rest), and so may the screen (its entries are
-        # named by it); everything else must not.
+        # named by it) and the methods (entries are named by method, seeded per method); everything else must
+        # not. The widened seed law's settings exist only in runs of dic_learned_wide: they must match when both
+        # runs hold them, and are added when a run brings them to a folder without them.
         self.settings = json.loads(json.dumps({k: v for k, v in config.items() if k not in ("budgets", "screen")}))
         path = self.folder / "settings.json"
         if path.exists():
@@ -503,16 +517,31 @@ class _Checkpoint:
                 held = json.loads(path.read_text())
             except (OSError, ValueError) as exc:
                 raise InvalidInputError(f"checkpoint: cannot read {path}: {exc}") from None
-            diff = sorted(k for k in set(held) | set(self.settings) if held.get(k) != self.settings.get(k))
+            new, old = _wide_settings(self.settings), _wide_settings(held)
+            keys = (set(held) | set(self.settings)) - {"methods", *_WIDE_SETTINGS}
+            diff = sorted(k for k in keys if held.get(k) != self.settings.get(k))
+            if new and old and new != old:
+                diff += sorted(k for k in set(new) | set(old) if new.get(k) != old.get(k))
             if diff:
                 raise InvalidInputError(f"checkpoint: {self.folder} holds a run with other settings ({', '.join(diff)}); "
                                         "use another folder or the same settings")  # fmt: skip
+            # The folder's settings then name every method it holds, and the wide law once a run brought it.
+            methods = list(held.get("methods", []))
+            methods += [m for m in self.settings["methods"] if m not in methods]
+            brought = {k: self.settings[k] for k in _WIDE_SETTINGS if k in self.settings} if new and not old else {}
+            merged = {**held, **brought, "methods": methods}
+            if merged != held:
+                self._write(path, merged)
         else:
             if self.folder.exists() and not self.folder.is_dir():
                 raise InvalidInputError(f"checkpoint: {self.folder} exists and is not a folder")
             self.folder.mkdir(parents=True, exist_ok=True)
-            with atomic_file(path) as tmp:
-                tmp.write_text(json.dumps(self.settings, indent=1))
+            self._write(path, self.settings)
+
+    @staticmethod
+    def _write(path: Path, settings: dict[str, Any]) -> None:
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(settings, indent=1))
 
     def _path(self, name: str) -> Path:
         return self.folder / f"{name}.json"

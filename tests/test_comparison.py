@@ -189,6 +189,45 @@ def test_wide_seed_law_method_runs_beside_the_others_without_changing_them(tmp_p
         compare("stg", (60,), 2, methods=())
 
 
+def test_checkpoint_takes_other_methods_and_keeps_the_wide_law_fixed(tmp_path, monkeypatch):
+    """A folder resumes with another set of methods (entries are per method, seeded per method): it trains only
+    the new ones and its settings then name them all; the widened law, once held, must match."""
+    import json
+
+    import dic_sbi.sbi as dsbi
+
+    small = dict(TINY, calibration_simulations=0, num_posterior_samples=6)
+    ck = tmp_path / "ck"
+    wide = compare("stg", (60,), 1, seed=8, methods=("dic_learned_wide",), checkpoint=ck, **small)
+    trained = []
+    real = dsbi.train_conductance_posterior
+    monkeypatch.setattr(dsbi, "train_conductance_posterior", lambda *a, **k: trained.append(1) or real(*a, **k))
+    monkeypatch.setattr(dsbi, "train_dic_posterior", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    both = compare("stg", (60,), 1, seed=8, methods=("conductance_linear", "dic_learned_wide"), checkpoint=ck, **small)
+    assert trained == [1]  # only the new method
+    for s in OBSERVATION_SETS:
+        assert _same(both.row("dic_learned_wide", 60, s), wide.row("dic_learned_wide", 60, s), skip=())
+    held = json.loads((ck / "settings.json").read_text())
+    assert held["methods"] == ["dic_learned_wide", "conductance_linear"] and held["seed_law_widening"] == 4.0
+    compare("stg", (60,), 1, seed=8, methods=("conductance_linear",), checkpoint=ck, **small)  # wide law not run
+    assert trained == [1]  # from the checkpoint
+    monkeypatch.undo()
+    with pytest.raises(InvalidInputError, match="seed_law_widening"):
+        compare("stg", (60,), 1, seed=8, methods=("dic_learned_wide",), seed_law_widening=2.0, checkpoint=ck, **small)
+    with pytest.raises(InvalidInputError, match="wide_dic_box"):
+        compare("stg", (60,), 1, seed=8, methods=("dic_learned_wide",), wide_dic_box="conductance", checkpoint=ck,
+                **small)  # fmt: skip
+
+    # A folder made without the wide law takes it from the first run that brings it.
+    ck2 = tmp_path / "ck2"
+    compare("stg", (60,), 1, seed=8, methods=("conductance_linear",), checkpoint=ck2, **small)
+    assert "seed_law_widening" not in json.loads((ck2 / "settings.json").read_text())
+    compare("stg", (60,), 1, seed=8, methods=("dic_learned_wide",), seed_law_widening=2.0, checkpoint=ck2, **small)
+    assert json.loads((ck2 / "settings.json").read_text())["seed_law_widening"] == 2.0
+    with pytest.raises(InvalidInputError, match="seed_law_widening"):
+        compare("stg", (60,), 1, seed=8, methods=("dic_learned_wide",), checkpoint=ck2, **small)
+
+
 def test_screen_adds_screened_rows_without_changing_the_methods_and_resumes(tmp_path, monkeypatch):
     """screen=K adds a <method>_screened row per method (emulator from the method's own simulations); the
     unscreened rows are those of a run without a screen, and a checkpoint without a screen resumes into one."""
