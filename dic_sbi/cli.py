@@ -452,7 +452,8 @@ def cmd_train_emulator(args: argparse.Namespace) -> int:
         meta = train_emulator_for(
             args.posterior, args.out, work_dir=args.work, num_simulations=args.num_simulations,
             focus_boxes=args.focus_box if args.focus_box else None, focus_simulations=args.focus_simulations,
-            members=args.members, width=args.width, depth=args.depth, epochs=args.epochs, seed=args.seed,
+            noisy_simulations=args.noisy_simulations, noisy_focus_simulations=args.noisy_focus_simulations,
+            noise_std=args.noise_std, members=args.members, width=args.width, depth=args.depth, epochs=args.epochs, seed=args.seed,
             chunk_size=args.chunk_size, torch_threads=args.torch_threads, quiet=args.quiet, overwrite=args.overwrite,
         )  # fmt: skip
     print(json.dumps(meta["emulator"]["accuracy"], indent=1))
@@ -773,7 +774,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--screen", type=_int_type("screen", 1), metavar="K",
                     help="draw K × -n posterior cells per train and keep the -n that the posterior's firing emulator "
                          "finds likeliest to fire like the recording, without simulating (default: 20 when the "
-                         "posterior has an emulator and --noise-std is 0; 1: the posterior's own draws)")
+                         "posterior has an emulator that knows --noise-std: 0 for a noise-free one, up to the "
+                         "largest σ trained on for a noise-aware one; 1: the posterior's own draws)")
     sp.add_argument("--posterior", help="pretrained posterior (path written by dic-sbi train; default: shipped)")
     sp.add_argument("--train", help="comma-separated indices of the recording's spike trains (default all)")
     sp.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -897,6 +899,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "boxes of the posterior's learned law)")
     sp.add_argument("--focus-simulations", type=_int_type("focus-simulations", 0), default=60_000,
                     help="simulations per focus box (default: %(default)s)")
+    sp.add_argument("--noisy-simulations", type=_int_type("noisy-simulations", 0), default=0,
+                    help="more simulations over the prior with a noisy current, σ drawn from --noise-std per cell: the "
+                         "emulator becomes noise-aware (σ an input) and infer screens noisy recordings too "
+                         "(default: %(default)s, noise-free only)")
+    sp.add_argument("--noisy-focus-simulations", type=_int_type("noisy-focus-simulations", 0), default=0,
+                    help="noisy simulations per focus box (default: %(default)s)")
+    sp.add_argument("--noise-std", type=_noise_arg, default=(0.5, 5.0), metavar="LOW,HIGH",
+                    help="σ (µA/cm²) of the noisy simulations, or a range drawn per simulation (default: 0.5,5)")
     sp.add_argument("--members", type=_int_type("members", 1), default=1, help="networks in the ensemble (default: %(default)s)")
     sp.add_argument("--width", type=_int_type("width", 1), default=256, help="hidden units per layer (default: %(default)s)")
     sp.add_argument("--depth", type=_int_type("depth", 1), default=3, help="hidden layers (default: %(default)s)")

@@ -444,8 +444,9 @@ def infer(
     screen
         Draw ``screen × n`` posterior cells per train and keep the ``n`` that the posterior's firing emulator
         finds likeliest to fire like the recording (:func:`~dic_sbi.sbi.emulator.screen_population`; no
-        simulation). ``None`` (default): :data:`DEFAULT_SCREEN` when the posterior has an emulator and
-        ``noise_std`` is 0 (the emulator is of noise-free firing), else 1;
+        simulation). ``None`` (default): :data:`DEFAULT_SCREEN` when the posterior has an emulator that
+        answers for ``noise_std`` (a noise-free one for 0 only; a noise-aware one, ``train-emulator
+        --noisy-simulations``, up to the largest σ it was trained on, and it is then told σ), else 1;
         1: no screen (the amortised posterior's own draws). The report gives each train's ``screening``.
     cancel
         A ``threading.Event``, checked between steps and between chunks of simulated cells: once set, ``infer``
@@ -541,15 +542,21 @@ def infer(
     sigma = float(sigma)
     known = post.conditions_among(noise_std=sigma)
     post.check_conditions(**known)  # a σ the posterior was not trained at: fail before any work
+    emu = post.emulator
+    # σ the emulator answers for: 0 for a noise-free one (whose screen under noise was measured to buy little or
+    # to hurt, benchmarks/README.md, so it is no default there), up to the largest σ trained on for a noise-aware one
+    emu_sigma = emu is not None and sigma <= emu.noise_range[1]
     if screen is None:
-        # The emulator is of noise-free firing; under noise its screen is unmeasured, so it is not the default there.
-        screen = max(1, min(DEFAULT_SCREEN, MAX_CELLS // int(n))) if post.emulator is not None and sigma == 0 else 1
+        screen = max(1, min(DEFAULT_SCREEN, MAX_CELLS // int(n))) if emu_sigma else 1
     elif screen * n > MAX_CELLS:
         raise InvalidInputError(f"screen: {screen} × {n} cells drawn per train is more than {MAX_CELLS:.0e}; give a smaller "
                                 "screen or n")  # fmt: skip
     elif screen > 1 and post.emulator is None:
         raise InvalidInputError(f"screen: {screen} needs a posterior with a firing emulator (dic-sbi train-emulator); "
                                 "this one has none, give screen=1")  # fmt: skip
+    elif screen > 1 and emu.noise_input and not emu_sigma:
+        raise InvalidInputError(f"screen: the posterior's firing emulator knows σ up to {emu.noise_range[1]:g}, not "
+                                f"{sigma:g}; give screen=1")  # fmt: skip
     sim = post.simulator
     window = (sim.transient, sim.duration) if sim is not None else (m.protocol.transient, m.protocol.duration)
     train_window = window[1] - window[0]
@@ -593,7 +600,8 @@ def infer(
 
         screening = None
         if screen > 1:
-            g, d, screening = screen_population(draw, post_i.emulator, obs, int(n), screen=int(screen))
+            g, d, screening = screen_population(draw, post_i.emulator, obs, int(n), screen=int(screen),
+                                                noise_std=sigma if post_i.emulator.noise_input else None)  # fmt: skip
         else:
             g, d = draw(int(n))
         seconds = time.perf_counter() - t0

@@ -480,6 +480,9 @@ def train_emulator_for(
     num_simulations: int = 40_000,
     focus_boxes: Sequence[tuple[tuple[float, float], tuple[float, float]]] | None = None,
     focus_simulations: int = 60_000,
+    noisy_simulations: int = 0,
+    noisy_focus_simulations: int = 0,
+    noise_std: float | tuple[float, float] = (0.5, 5.0),
     members: int = 1,
     width: int = 256,
     depth: int = 3,
@@ -491,15 +494,18 @@ def train_emulator_for(
     quiet: bool = False,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Give a pretrained posterior a :class:`~dic_sbi.sbi.FiringEmulator` of its model's noise-free firing, and save both.
+    """Give a pretrained posterior a :class:`~dic_sbi.sbi.FiringEmulator` of its model's firing, and save both.
 
     1. Noise-free campaigns over the posterior's :class:`~dic_sbi.sbi.DICPrior` with its protocol (summary
        features, no jitter; the stores keep every cell): ``num_simulations``, and ``focus_simulations`` per box
        of ``focus_boxes`` (default: the focus boxes of its learned law's campaigns, the bands where a firing class
        is rare under the prior and the emulator's tolerances are tightest; none when ``focus_simulations`` is 0).
-       Seeds ``seed``, ``seed + 1 + i``.
+       Seeds ``seed``, ``seed + 1 + i``. With ``noisy_simulations`` > 0 the emulator is *noise-aware*: that many
+       more over the prior and ``noisy_focus_simulations`` per focus box, each with a current noise σ drawn
+       uniformly from ``noise_std`` (stored per row; σ becomes an input), seeds ``seed + 1 + len(focus_boxes)``,
+       and on from there.
     2. :func:`~dic_sbi.sbi.train_emulator` on all but ``held_back`` of the cells (seed ``seed``), and its
-       accuracy on the rest (:func:`~dic_sbi.sbi.emulator.emulator_accuracy`).
+       accuracy on the rest (:func:`~dic_sbi.sbi.emulator.emulator_accuracy`; noise-free and noisy rows apart).
     3. ``out.pt``, ``out.json`` (with an ``emulator`` record: command, campaigns, training, accuracy),
        ``out.free.pt`` if the posterior has a learned law, and ``out.emulator.pt``.
     """
@@ -516,6 +522,12 @@ def train_emulator_for(
         raise InvalidInputError(f"seed: expected an int >= 0, got {seed!r}")
     if not 0 < float(held_back) < 0.5:
         raise InvalidInputError(f"held_back: expected a share in (0, 0.5), got {held_back!r}")
+    noisy = int(noisy_simulations) > 0 or int(noisy_focus_simulations) > 0
+    noise_range = tuple(float(v) for v in np.atleast_1d(noise_std))
+    noise_range = noise_range * 2 if len(noise_range) == 1 else noise_range  # one σ: the range (σ, σ)
+    if noisy and not (len(noise_range) == 2 and 0 <= noise_range[0] <= noise_range[1] and noise_range[1] > 0
+                      and bool(np.isfinite(noise_range).all())):
+        raise InvalidInputError(f"noise_std: expected a range (low, high) with 0 <= low <= high, high > 0, got {noise_std!r}")
     info = pretrained_info(posterior)
     post = load_pretrained(posterior)
     m = post.model
@@ -530,6 +542,12 @@ def train_emulator_for(
     started = time.perf_counter()
     campaigns = [("clean", int(num_simulations), 0.0, int(seed))]
     campaigns += [(f"focus{i}", int(focus_simulations), 0.0, int(seed) + 1 + i, box) for i, box in enumerate(focus_boxes)]
+    if noisy:
+        s0 = int(seed) + 1 + len(focus_boxes)
+        sig = noise_range if noise_range[0] < noise_range[1] else noise_range[0]  # a campaign's range needs low < high
+        campaigns += [("noisy", int(noisy_simulations), sig, s0)] if int(noisy_simulations) else []
+        campaigns += [(f"noisyfocus{i}", int(noisy_focus_simulations), sig, s0 + 1 + i, box)
+                      for i, box in enumerate(focus_boxes) if int(noisy_focus_simulations)]  # fmt: skip
     data, camp_meta, sim_seconds = _dic_campaigns(m, campaigns, Path(work_dir), fields=("conductances", "x"),
                                                   suffix="_emulator", output="summary", chunk_size=chunk_size,
                                                   quiet=quiet, **proto)  # fmt: skip
@@ -537,7 +555,9 @@ def train_emulator_for(
     order = np.random.default_rng(int(seed)).permutation(len(data["x"]))
     k = int(round(float(held_back) * len(order)))
     test, fit = order[:k], order[k:]
-    _log(f"training the firing emulator ({members} × {depth} × {width}) on {fit.size} simulations", quiet)
+    sigma = data["noise_std"] if noisy else None
+    _log(f"training the {'noise-aware ' if noisy else ''}firing emulator ({members} × {depth} × {width}) on {fit.size} "
+         "simulations", quiet)  # fmt: skip
 
     def on_epoch(member: int, epoch: int, total: int, loss: float) -> None:
         if not quiet and (epoch % 10 == 0 or epoch == total):
@@ -546,14 +566,27 @@ def train_emulator_for(
     t0 = time.perf_counter()
     with torch_threads_set(torch_threads):
         emu = train_emulator(data["conductances"][fit], {c: v[fit] for c, v in features.items()}, members=members,
-                             width=width, depth=depth, epochs=epochs, seed=int(seed), on_epoch=on_epoch)  # fmt: skip
+                             width=width, depth=depth, epochs=epochs, seed=int(seed), on_epoch=on_epoch,
+                             noise_std=None if sigma is None else sigma[fit])  # fmt: skip
     train_seconds = time.perf_counter() - t0
-    accuracy = emulator_accuracy(emu, data["conductances"][test], {c: v[test] for c, v in features.items()})
+
+    def accuracy_on(rows: np.ndarray) -> dict[str, Any]:
+        return emulator_accuracy(emu, data["conductances"][rows], {c: v[rows] for c, v in features.items()},
+                                 noise_std=None if sigma is None else sigma[rows])  # fmt: skip
+
+    clean_rows = test[data["noise_std"][test] == 0]
+    accuracy = {"held_back_rows": int(clean_rows.size), **accuracy_on(clean_rows)}
+    if noisy:  # noise-free and noisy recordings are told apart by users, so their accuracies are too
+        noisy_rows = test[data["noise_std"][test] > 0]
+        accuracy["noisy"] = {"held_back_rows": int(noisy_rows.size), "noise_std": list(noise_range), **accuracy_on(noisy_rows)}
     command = "dic-sbi train-emulator " + " ".join(
         (k if v is None else f"{k} {shlex.quote(str(v))}") for k, v in [
             ("--posterior", posterior), ("--out", out), ("--work", work_dir), ("--num-simulations", num_simulations),
             *[("--focus-box=" + ",".join(f"{v:g}" for r in b for v in r), None) for b in focus_boxes],
-            ("--focus-simulations", focus_simulations), ("--members", members), ("--width", width), ("--depth", depth),
+            ("--focus-simulations", focus_simulations),
+            *([("--noisy-simulations", noisy_simulations), ("--noisy-focus-simulations", noisy_focus_simulations),
+               ("--noise-std", ",".join(f"{v:g}" for v in noise_range))] if noisy else []),
+            ("--members", members), ("--width", width), ("--depth", depth),
             ("--epochs", epochs), ("--seed", seed), ("--chunk-size", chunk_size), ("--torch-threads", torch_threads)]
     )  # fmt: skip
     record = {
@@ -561,9 +594,10 @@ def train_emulator_for(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "campaigns": camp_meta,
         "training": {"rows": int(fit.size), "epochs": int(epochs), "seed": int(seed), "training_seconds": train_seconds,
+                     "noise_std": list(noise_range) if noisy else 0.0,
                      "simulation_seconds_this_run": sim_seconds,
                      "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs".strip()},
-        "accuracy": {"held_back_rows": int(test.size), **accuracy},
+        "accuracy": accuracy,
         "total_seconds": time.perf_counter() - started,
     }  # fmt: skip
     kept = {k: v for k, v in info.items() if k not in ("format", "model", "pair", "protocol", "features", "estimator", "prior")}

@@ -48,7 +48,7 @@ def test_log_prob_faithful_is_the_product_of_the_interval_probabilities(monkeypa
     sd = np.array([[[0.05, 0.1, 0.2]], [[0.3, 0.1, 0.1]]])
     log_class = np.log(np.array([[[0.1, 0.2, 0.7]], [[0.05, 0.05, 0.9]]]))
     shown = np.log(np.array([[0.8], [0.6]]))
-    monkeypatch.setattr(emu, "predict", lambda g: {"log_class": log_class, "mean": mean, "sd": sd,
+    monkeypatch.setattr(emu, "predict", lambda g, noise_std=None: {"log_class": log_class, "mean": mean, "sd": sd,
                                                    "log_period_shown": shown, "log_period_hidden": np.log1p(-np.exp(shown))})
     obs = {"firing_class": "bursting", "mean_rate": 5.2, "burst_period": 760.0, "spikes_per_burst": 7.0}
 
@@ -98,6 +98,51 @@ def test_trained_emulator_screens_cells_better_than_chance(stg_cells):
     assert np.mean(screened) > 2.5 * np.mean(chance) and np.mean(screened) > 0.25
 
 
+@pytest.fixture(scope="module")
+def stg_noisy(stg_cells):
+    """The same STG cells simulated again with current noise σ = 4 (noise turns some tonic trains irregular
+    enough to count as bursting, CV_ISI > 0.15), and a noise-aware emulator trained on both sets but the last
+    300 cells of each."""
+    g, f = stg_cells
+    r = dic_sbi.simulate("stg", g, progress=False, noise_std=4.0, seed=5, **PROTO)
+    fn = features_from_csr(r.times, r.offsets, r.t_start, r.t_stop)
+    fit = np.arange(len(g) - 300)
+    both = {k: np.concatenate([np.asarray(f[k])[fit], np.asarray(fn[k])[fit]]) for k in f}
+    sigma = np.concatenate([np.zeros(fit.size), np.full(fit.size, 4.0)])
+    # burst_weight 1: unweighted class probabilities, so that their means are the class shares
+    emu = train_emulator(np.concatenate([g[fit], g[fit]]), both, members=1, width=64, epochs=200, seed=0, noise_std=sigma,
+                         burst_weight=1.0)  # fmt: skip
+    return fn, emu
+
+
+def test_noise_aware_emulator_learns_what_noise_does_to_the_firing(stg_cells, stg_noisy):
+    """Told σ, the emulator predicts the class shares of noisy simulations of held-back cells, not those of their
+    noise-free ones, and keeps predicting the noise-free ones at σ = 0; σ outside what it knows is refused."""
+    g, f = stg_cells
+    fn, emu = stg_noisy
+    test = np.arange(len(g) - 300, len(g))
+    assert emu.noise_input and emu.noise_range == (0.0, 4.0) and emu.settings["noise_input"] is True
+    share = {s: np.exp(emu.predict(g[test], s)["log_class"]).mean(axis=(0, 1)) for s in (0.0, 4.0)}
+    truth = {s: np.array([np.mean(np.asarray(ff["firing_class"])[test] == c) for c in ("silent", "spiking", "bursting")])
+             for s, ff in ((0.0, f), (4.0, fn))}  # fmt: skip
+    assert truth[4.0][2] > truth[0.0][2] + 0.04  # what the test relies on: noise makes more cells irregular
+    for s in (0.0, 4.0):
+        np.testing.assert_allclose(share[s], truth[s], atol=0.03)
+    acc = emulator_accuracy(emu, g[test], {k: np.asarray(v)[test] for k, v in fn.items()}, noise_std=4.0)
+    assert acc["spiking"]["class"] > 0.8
+    per_row = emu.predict(g[test[:3]], np.array([0.0, 4.0, 0.0]))["mean"]
+    np.testing.assert_allclose(per_row[:, [0, 2]], emu.predict(g[test[[0, 2]]], 0.0)["mean"], rtol=1e-5, atol=1e-5)
+    for bad in (4.5, -1.0, np.nan, np.ones(2)):
+        with pytest.raises(dic_sbi.InvalidInputError, match="noise_std"):
+            emu.predict(g[test[:3]], bad)
+    plain = FiringEmulator(8)
+    assert not plain.noise_input and plain.noise_range == (0.0, 0.0) and "noise_input" not in plain.settings
+    with pytest.raises(dic_sbi.InvalidInputError, match="noise-free"):
+        plain.predict(g[:2], 1.0)
+    with pytest.raises(dic_sbi.InvalidInputError, match="noise_std"):
+        train_emulator(g, f, noise_std=np.zeros(len(g)), epochs=1)  # no noisy row: nothing to learn σ from
+
+
 def test_train_emulator_bad_input(stg_cells):
     g, f = stg_cells
     with pytest.raises(dic_sbi.InvalidInputError, match="one row"):
@@ -109,7 +154,7 @@ def test_train_emulator_bad_input(stg_cells):
 def test_screen_population_keeps_the_n_best_in_draw_order_with_their_dics(monkeypatch):
     emu = FiringEmulator(3, members=1)
     score = np.array([0.1, 5.0, -2.0, 3.0, np.nan, 4.0])
-    monkeypatch.setattr(emu, "log_prob_faithful", lambda g, obs, tol=None: g[:, 0])
+    monkeypatch.setattr(emu, "log_prob_faithful", lambda g, obs, tol=None, noise_std=None: g[:, 0])
     g = np.column_stack([score, np.ones(6), np.ones(6)])
     g[4] = np.nan  # an invalid candidate is never kept
     d = np.arange(12.0).reshape(6, 2)
@@ -183,6 +228,40 @@ def test_infer_screens_by_default_with_an_emulator(stg_with_emulator):
             dic_sbi.infer(rec, "stg", 40, posterior=str(path), screen=bad)
 
 
+def test_a_noise_aware_emulator_is_kept_and_screens_noisy_recordings_told_their_sigma(tmp_path, stg_noisy, monkeypatch):
+    """Saved with a posterior it comes back noise-aware; infer then screens a noisy recording by default, telling
+    the emulator the recording's σ, and refuses a screen at a σ beyond what the emulator was trained on."""
+    import dic_sbi.sbi.emulator as emulator_module
+    from dic_sbi.sbi.pretrained import load_pretrained, pretrained_info, save_pretrained
+
+    _, emu = stg_noisy
+    shipped = load_pretrained("stg")
+    post = dic_sbi.sbi.DICPosterior(shipped.posterior, "stg", simulator=shipped.simulator, conditions=shipped.conditions,
+                                    free_conductances=shipped.free_conductances, emulator=emu)  # fmt: skip
+    path = tmp_path / "stg_noisy_emu"
+    save_pretrained(post, path, estimator=pretrained_info("stg")["estimator"], info={"emulator": {"noise_input": False}})
+    assert pretrained_info(path)["emulator"]["noise_input"] is True  # the emulator's own setting, not a stale one
+    back = load_pretrained(path).emulator
+    assert back.noise_range == (0.0, 4.0)
+    cells = dic_sbi.degenerate_population("stg", [3.0], [6.0], 5, seed=0)[0]
+    np.testing.assert_allclose(back.predict(cells, 2.5)["mean"], emu.predict(cells, 2.5)["mean"], rtol=1e-6)
+    told = []
+    real = emulator_module.select_faithful
+    monkeypatch.setattr(emulator_module, "select_faithful",
+                        lambda *a, **k: told.append(k.get("noise_std")) or real(*a, **k))  # fmt: skip
+    rec = dic_sbi.data.example_recording("stg")
+    kw = dict(posterior=str(path), seed=0, preview=0, traces=0, trains=0)
+    noisy = dic_sbi.infer(rec, "stg", 20, noise_std=2.5, **kw)
+    s = noisy.report()["trains"][0]["screening"]
+    assert s["screen"] == dic_sbi.inference.DEFAULT_SCREEN and s["noise_std"] == 2.5 and told == [2.5]
+    clean = dic_sbi.infer(rec, "stg", 20, **kw)
+    assert clean.report()["trains"][0]["screening"]["drawn"] == 20 * dic_sbi.inference.DEFAULT_SCREEN and told[-1] == 0.0
+    loud = dic_sbi.infer(rec, "stg", 20, noise_std=5.0, **kw)  # beyond the emulator's σ: no screen by default
+    assert "screening" not in loud.report()["trains"][0]
+    with pytest.raises(dic_sbi.InvalidInputError, match="σ up to 4"):
+        dic_sbi.infer(rec, "stg", 20, noise_std=5.0, screen=3, **kw)
+
+
 def test_screen_needs_an_emulator():
     from dic_sbi.sbi.pretrained import load_pretrained
 
@@ -232,3 +311,28 @@ def test_cli_train_emulator_writes_a_posterior_that_infer_screens_with(tmp_path)
     res = dic_sbi.infer(dic_sbi.data.example_recording("da"), "da", 20, posterior=str(out), seed=0, preview=0, traces=0,
                         trains=0)  # fmt: skip
     assert res.report()["trains"][0]["screening"]["drawn"] == 20 * dic_sbi.inference.DEFAULT_SCREEN
+
+
+def test_cli_train_emulator_with_noisy_simulations_writes_a_noise_aware_emulator(tmp_path, capsys):
+    """--noisy-simulations adds a campaign with σ drawn per cell; the emulator takes σ, its accuracy is reported
+    for noise-free and noisy held-back cells apart, and the stored command reproduces the settings."""
+    from dic_sbi.cli import main
+    from dic_sbi.sbi.pretrained import load_pretrained
+
+    out = tmp_path / "stg_noisy"
+    argv = ["train-emulator", "--posterior", "stg", "--out", str(out), "--work", str(tmp_path / "work"),
+            "--num-simulations", "300", "--focus-simulations", "0", "--noisy-simulations", "300", "--noise-std", "1,3",
+            "--width", "16", "--epochs", "2", "--chunk-size", "150", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    rec = json.loads(out.with_suffix(".json").read_text())["emulator"]
+    assert rec["noise_input"] is True and rec["training"]["noise_std"] == [1.0, 3.0]
+    assert [c["noise_std"] for c in rec["campaigns"]] == [0.0, [1.0, 3.0]]
+    acc = rec["accuracy"]
+    assert acc["held_back_rows"] + acc["noisy"]["held_back_rows"] + rec["training"]["rows"] == 600
+    assert acc["noisy"]["held_back_rows"] > 0 and acc["noisy"]["noise_std"] == [1.0, 3.0]
+    assert "--noisy-simulations 300 --noisy-focus-simulations 0 --noise-std 1,3" in rec["command"]
+    lo, hi = load_pretrained(out).emulator.noise_range
+    assert lo == 0.0 and 2.5 < hi <= 3.0  # the largest σ drawn
+    capsys.readouterr()
+    assert main(argv[:-1] + ["--noise-std", "2,1", "--out", str(tmp_path / "bad"), "--quiet"]) != 0
+    assert "--noise-std: expected a range" in capsys.readouterr().err  # before any simulation

@@ -5,7 +5,10 @@ burst is a thin set of each DIC's degenerate fiber (burst period ± 10 % and spi
 its cells do not fire like the recording (DA bursters: a third do). ``infer --match`` fixes that by simulating
 candidates; a :class:`FiringEmulator` does it without simulation: an ensemble of MLPs from ``ln ḡ`` to the
 firing class and a Gaussian over ``ln`` mean rate, burst period and spikes per burst (and whether a bursting cell
-shows a period at all), trained on noise-free simulations of the model under the posterior's protocol.
+shows a period at all), trained on simulations of the model under the posterior's protocol: noise-free ones, and
+for a *noise-aware* emulator also simulations with a noisy current whose σ is a further input (the Gaussians then
+hold the spread a noise realisation adds, and the screen ranks cells by how likely a noisy simulation of them fires
+like the noisy recording).
 :func:`screen_population` then draws ``K × n`` cells of the posterior and keeps the ``n`` whose emulated
 probability of passing every tolerance of :func:`~dic_sbi.spiketrains.fires_like` is highest. Every kept cell
 keeps its DICs exactly (the screen only selects); the population is a sharper approximation of the noise-free
@@ -54,40 +57,76 @@ class FiringEmulator(torch.nn.Module):
     standardised by the training data's moments, stored as buffers so the state dict is the whole emulator.
     """
 
-    def __init__(self, n_conductances: int, *, width: int = 256, depth: int = 3, members: int = 1) -> None:
+    def __init__(self, n_conductances: int, *, width: int = 256, depth: int = 3, members: int = 1,
+                 noise_input: bool = False) -> None:
         super().__init__()
         if min(n_conductances, width, depth, members) < 1:
             raise InvalidInputError("FiringEmulator: n_conductances, width, depth and members must be >= 1")
         self.settings = {"n_conductances": int(n_conductances), "width": int(width), "depth": int(depth),
                          "members": int(members)}  # fmt: skip
-        self.nets = torch.nn.ModuleList(_mlp(n_conductances, width, depth) for _ in range(members))
+        if noise_input:  # only then, so that the settings of noise-free emulators stay as they were
+            self.settings["noise_input"] = True
+        n_in = n_conductances + int(bool(noise_input))
+        self.nets = torch.nn.ModuleList(_mlp(n_in, width, depth) for _ in range(members))
         self.register_buffer("g_mean", torch.zeros(n_conductances, dtype=torch.float64))
         self.register_buffer("g_std", torch.ones(n_conductances, dtype=torch.float64))
         self.register_buffer("y_mean", torch.zeros(3, dtype=torch.float64))
         self.register_buffer("y_std", torch.ones(3, dtype=torch.float64))
+        if noise_input:
+            # the largest σ trained on: inputs are σ / it, and a larger σ is refused (the emulator never saw one)
+            self.register_buffer("noise_max", torch.ones((), dtype=torch.float64))
 
-    def _inputs(self, g: Any) -> Tensor:
+    @property
+    def noise_input(self) -> bool:
+        """Whether the emulator takes the current noise σ (µA/cm²) as an input (trained on noisy simulations)."""
+        return bool(self.settings.get("noise_input", False))
+
+    @property
+    def noise_range(self) -> tuple[float, float]:
+        """The σ the emulator answers for: ``(0, largest σ trained on)``, or ``(0, 0)`` for a noise-free one."""
+        return (0.0, float(self.noise_max)) if self.noise_input else (0.0, 0.0)
+
+    def _inputs(self, g: Any, noise_std: Any = None) -> Tensor:
         g = np.asarray(g, dtype=np.float64)
         if g.ndim != 2 or g.shape[1] != self.settings["n_conductances"]:
             raise InvalidInputError(f"g: expected shape (n, {self.settings['n_conductances']}), got {g.shape}")
         with np.errstate(divide="ignore", invalid="ignore"):
-            return self._standardised(np.log(g))
+            return self._standardised(np.log(g), self._noise(noise_std, g.shape[0]))
 
-    def _standardised(self, lg: Array) -> Tensor:
-        """Network inputs for ``ln ḡ`` (non-finite entries, of invalid cells, map to the mean)."""
+    def _noise(self, noise_std: Any, n: int) -> Array | None:
+        """σ per row ``(n,)`` for a noise-aware emulator (``None`` otherwise), checked against what it knows."""
+        try:
+            sigma = np.broadcast_to(np.asarray(0.0 if noise_std is None else noise_std, dtype=np.float64), (n,))
+        except (TypeError, ValueError):
+            sigma = None
+        lo, hi = self.noise_range
+        if sigma is None or not np.isfinite(sigma).all() or (sigma < lo).any() or (sigma > hi * (1 + 1e-9)).any():
+            what = f"σ in [0, {hi:g}]" if self.noise_input else "σ = 0 (it is of noise-free firing; see train-emulator --noisy-simulations)"
+            raise InvalidInputError(f"noise_std: this firing emulator answers for {what}, got {noise_std!r}")
+        return np.array(sigma) if self.noise_input else None
+
+    def _standardised(self, lg: Array, sigma: Array | None = None) -> Tensor:
+        """Network inputs for ``ln ḡ`` (non-finite entries, of invalid cells, map to the mean) and, for a
+        noise-aware emulator, σ per row."""
         z = (lg - self.g_mean.numpy()) / self.g_std.numpy()
-        return torch.as_tensor(np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0), dtype=torch.float32)
+        z = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
+        if self.noise_input:
+            if sigma is None:
+                raise InvalidInputError("noise_std: a noise-aware firing emulator needs σ")
+            z = np.column_stack([z, sigma / float(self.noise_max)])
+        return torch.as_tensor(z, dtype=torch.float32)
 
     def forward(self, z: Tensor) -> Tensor:
         """Raw outputs ``(members, n, 10)`` for standardised ``ln ḡ`` ``z``."""
         return torch.stack([net(z) for net in self.nets])
 
     @torch.no_grad()
-    def predict(self, g: Any) -> dict[str, Array]:
+    def predict(self, g: Any, noise_std: Any = None) -> dict[str, Array]:
         """Per member (first axis): ``log_class`` ``(M, n, 3)`` log-probabilities of silent / spiking / bursting,
         ``mean`` and ``sd`` ``(M, n, 3)`` of ln (rate Hz, period ms, spikes per burst), ``log_period_shown``
-        and ``log_period_hidden`` ``(M, n)``."""
-        out = self.forward(self._inputs(g)).double()
+        and ``log_period_hidden`` ``(M, n)``; of a simulation with current noise ``noise_std`` (scalar or per
+        row; default 0, the only σ a noise-free emulator takes)."""
+        out = self.forward(self._inputs(g, noise_std)).double()
         ym, ys = self.y_mean.numpy(), self.y_std.numpy()
         logits = out[..., :3]
         logv = out[..., 6:9].clamp(*_LOGVAR)
@@ -100,16 +139,18 @@ class FiringEmulator(torch.nn.Module):
             "log_period_hidden": torch.nn.functional.logsigmoid(-shown).numpy(),
         }
 
-    def log_prob_faithful(self, g: Any, observed: Mapping[str, Any], tolerances: Mapping[str, float] | None = None) -> Array:
+    def log_prob_faithful(self, g: Any, observed: Mapping[str, Any], tolerances: Mapping[str, float] | None = None,
+                          noise_std: Any = None) -> Array:
         """Emulated log-probability that each cell of ``g`` fires like ``observed`` (:func:`~dic_sbi.spiketrains.fires_like`'s
-        rule: same class, rate within ``tolerances``; bursters also period and spikes per burst), ``(n,)``.
+        rule: same class, rate within ``tolerances``; bursters also period and spikes per burst), ``(n,)``, when
+        simulated with current noise ``noise_std`` (default 0).
 
         Within a member the features are taken as independent given ``ḡ``; the ensemble is a mixture."""
         tol = {**FIDELITY_TOLERANCES, **{k: v for k, v in (tolerances or {}).items() if v is not None}}
         klass = str(observed["firing_class"])
         if klass not in _CLASSES:
             raise InvalidInputError(f"observed: unknown firing class {klass!r}")
-        p = self.predict(g)
+        p = self.predict(g, noise_std)
         score = p["log_class"][..., _CLASSES.index(klass)].copy()
         if klass == "silent":
             return _mixture(score)
@@ -181,10 +222,15 @@ def train_emulator(
     learning_rate: float = 2e-3,
     burst_weight: float = 3.0,
     seed: int = 0,
+    noise_std: Any = None,
     on_epoch: Callable[[int, int, int, float], None] | None = None,
 ) -> FiringEmulator:
     """Train a :class:`FiringEmulator` on simulated cells ``g`` ``(n, k)`` and their ``features``
-    (:func:`~dic_sbi.spiketrains.features_from_csr` of noise-free simulations).
+    (:func:`~dic_sbi.spiketrains.features_from_csr` of their simulations).
+
+    ``noise_std`` ``(n,)``: each simulation's current noise σ; given, the emulator is noise-aware (σ is an input,
+    up to the largest σ given; include noise-free rows, σ = 0, for it to answer for noise-free recordings too).
+    ``None`` (default): the simulations are noise-free and so is the emulator.
 
     Each member minimises the class cross-entropy plus the Gaussian negative log-likelihood of the defined ln
     features plus, on bursting cells, the cross-entropy of "shows a burst period"; bursting rows weigh
@@ -197,11 +243,19 @@ def train_emulator(
     code, y, shown = _targets(features)
     with np.errstate(divide="ignore", invalid="ignore"):
         lg = np.log(g)
+    sigma = None
+    if noise_std is not None:
+        sigma = np.asarray(noise_std, dtype=np.float64)
+        if sigma.shape != (g.shape[0],) or not np.isfinite(sigma).all() or (sigma < 0).any() or sigma.max() <= 0:
+            raise InvalidInputError("noise_std: expected one σ >= 0 per simulated cell, some of them > 0")
     ok = np.isfinite(lg).all(axis=1) & (code >= 0)
     if ok.sum() < 100 or not (code[ok] > 0).any():
         raise InvalidInputError(f"features: {int(ok.sum())} usable rows (need >= 100, some firing)")
     lg, code, y, shown = lg[ok], code[ok], y[ok], shown[ok]
-    emu = FiringEmulator(g.shape[1], width=width, depth=depth, members=members)
+    emu = FiringEmulator(g.shape[1], width=width, depth=depth, members=members, noise_input=sigma is not None)
+    if sigma is not None:
+        sigma = sigma[ok]
+        emu.noise_max.fill_(float(sigma.max()))
     defined = np.isfinite(y)
     ym = np.array([y[defined[:, j], j].mean() if defined[:, j].any() else 0.0 for j in range(3)])
     ys = np.array([y[defined[:, j], j].std() if defined[:, j].sum() > 1 else 1.0 for j in range(3)])
@@ -210,7 +264,7 @@ def train_emulator(
     emu.g_std.copy_(torch.as_tensor(np.where(lg.std(axis=0) > 0, lg.std(axis=0), 1.0)))
     emu.y_mean.copy_(torch.as_tensor(ym))
     emu.y_std.copy_(torch.as_tensor(ys))
-    X = emu._standardised(lg)
+    X = emu._standardised(lg, sigma)
     Y = torch.as_tensor(np.where(defined, (y - ym) / ys, 0.0), dtype=torch.float32)
     C = torch.as_tensor(code)
     bursting = C == 2
@@ -251,12 +305,13 @@ def train_emulator(
     return emu.eval()
 
 
-def emulator_accuracy(emu: FiringEmulator, g: Any, features: Mapping[str, Any]) -> dict[str, Any]:
-    """On cells not used in training: per true class, the share whose emulated class is right and whose
-    ensemble-median feature falls within each :data:`~dic_sbi.spiketrains.FIDELITY_TOLERANCES` of the
-    simulated one (the ``fires_like`` tolerances, one at a time)."""
+def emulator_accuracy(emu: FiringEmulator, g: Any, features: Mapping[str, Any], noise_std: Any = None) -> dict[str, Any]:
+    """On cells not used in training (simulated with current noise ``noise_std``, default 0): per true class, the
+    share whose emulated class is right and whose ensemble-median feature falls within each
+    :data:`~dic_sbi.spiketrains.FIDELITY_TOLERANCES` of the simulated one (the ``fires_like`` tolerances, one at
+    a time)."""
     code, y, _ = _targets(features)
-    p = emu.predict(g)
+    p = emu.predict(g, noise_std)
     cls = _mixture(p["log_class"]).argmax(axis=-1)
     med = np.exp(np.median(p["mean"], axis=0))
     truth = np.exp(y)
@@ -275,13 +330,16 @@ def emulator_accuracy(emu: FiringEmulator, g: Any, features: Mapping[str, Any]) 
 
 
 def select_faithful(
-    g: Any, emulator: FiringEmulator, observed: Mapping[str, Any], n: int, tolerances: Mapping[str, float] | None = None
+    g: Any, emulator: FiringEmulator, observed: Mapping[str, Any], n: int, tolerances: Mapping[str, float] | None = None,
+    noise_std: float | None = None,
 ) -> tuple[NDArray[np.int64], Array]:
-    """Indices (ascending) of the ``n`` rows of ``g`` the emulator finds likeliest to fire like ``observed``, and
-    every row's emulated log-probability of fidelity (``-inf`` for invalid cells)."""
+    """Indices (ascending) of the ``n`` rows of ``g`` the emulator finds likeliest to fire like ``observed`` (when
+    simulated with current noise ``noise_std``, default 0), and every row's emulated log-probability of fidelity
+    (``-inf`` for invalid cells)."""
     g = np.asarray(g, dtype=np.float64)
     valid = np.isfinite(g).all(axis=1)
-    logp = np.where(valid, emulator.log_prob_faithful(np.where(valid[:, None], g, 1.0), observed, tolerances), -np.inf)
+    logp = emulator.log_prob_faithful(np.where(valid[:, None], g, 1.0), observed, tolerances, noise_std=noise_std)
+    logp = np.where(valid, logp, -np.inf)
     return np.sort(np.argsort(-logp, kind="stable")[: int(n)]), logp
 
 
@@ -293,9 +351,11 @@ def screen_population(
     *,
     screen: int,
     tolerances: Mapping[str, float] | None = None,
+    noise_std: float | None = None,
 ) -> tuple[Array, Array, dict[str, Any]]:
     """Draw ``screen × n`` cells with ``draw(k) -> (g (k, m), dics (k, 2))`` and keep the ``n`` the emulator
-    finds likeliest to fire like ``observed`` (:func:`select_faithful`).
+    finds likeliest to fire like ``observed`` (:func:`select_faithful`; ``noise_std``: the recording's current
+    noise σ, which a noise-aware emulator takes and a noise-free one refuses unless 0).
 
     Returns the kept cells, their DICs (in draw order among the kept) and a summary: ``screen``, ``drawn``,
     and the emulated probability of fidelity, mean over kept and over all drawn cells.
@@ -304,9 +364,10 @@ def screen_population(
         raise InvalidInputError(f"screen: expected an integer >= 1, got {screen!r}")
     t0 = time.perf_counter()
     g, d = draw(int(screen) * int(n))
-    keep, logp = select_faithful(g, emulator, observed, n, tolerances)
+    keep, logp = select_faithful(g, emulator, observed, n, tolerances, noise_std=noise_std)
     summary = {"screen": int(screen), "drawn": int(g.shape[0]),
                "emulated_fidelity_kept": float(np.exp(logp[keep]).mean()),
                "emulated_fidelity_drawn": float(np.exp(logp).mean()),
+               **({"noise_std": float(noise_std)} if noise_std else {}),
                "seconds": time.perf_counter() - t0}  # fmt: skip
     return g[keep], d[keep], summary

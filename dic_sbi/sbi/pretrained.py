@@ -134,7 +134,8 @@ def save_pretrained(
             meta["free_conductances"]["model"] = model_reference(free.model)
     emu = posterior.emulator
     if emu is not None:
-        meta["emulator"] = {**meta.get("emulator", {}), **emu.settings}
+        held = {k: v for k, v in meta.get("emulator", {}).items() if k != "noise_input"}  # the emulator's own, not stale
+        meta["emulator"] = {**held, **emu.settings}
     else:
         meta.pop("emulator", None)  # a stale block from info would name weights that are not written
     path = Path(path)
@@ -236,7 +237,7 @@ def _load_emulator(json_path: str, emu_path: str) -> Any:
     info = pretrained_info(json_path)["emulator"]
     try:
         emu = FiringEmulator(int(info["n_conductances"]), width=int(info["width"]), depth=int(info["depth"]),
-                             members=int(info["members"]))  # fmt: skip
+                             members=int(info["members"]), noise_input=bool(info.get("noise_input", False)))  # fmt: skip
         emu.load_state_dict(torch.load(emu_path, map_location="cpu", weights_only=True))
     except Exception as err:  # corrupt file, or weights of another architecture
         raise InvalidInputError(f"pretrained: cannot load the emulator {emu_path}: {err}") from None
