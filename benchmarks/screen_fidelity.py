@@ -14,9 +14,11 @@ candidates are then screened two ways, with no new simulation:
 Fires alike: :func:`dic_sbi.spiketrains.fires_like` (class; rate ± 10 %; bursters also period ± 10 % and spikes
 per burst ± 1). Also the faithful kept cells' spread (mean std of ln ḡ) and the seconds the screen took.
 
-``--noise-std σ`` measures it under noise (what ``infer`` does not do by default): the observations are simulated
-with noise σ, the posterior is told σ, and every candidate is simulated with fresh noise σ; the (noise-free)
-emulator still ranks them against the noisy recording's features.
+``--noise-std σ`` measures it under noise: the observations are simulated with noise σ, the posterior is told σ,
+and every candidate is simulated with fresh noise σ. A noise-aware emulator (``train-emulator
+--noisy-simulations``) is told σ too, as ``infer`` tells it; a noise-free one still ranks the candidates against
+the noisy recording's features as if they were simulated without noise (what ``infer --screen K`` does with it;
+not ``infer``'s default under noise).
 
     python benchmarks/screen_fidelity.py --model da --screen 1,4,10,20 --out benchmarks/results/screen_fidelity_da.json
 """
@@ -60,11 +62,12 @@ def main() -> None:
     if post.emulator is None:
         p.error(f"--posterior: {where} has no firing emulator (dic-sbi train-emulator)")
     proto = {k: info["protocol"][k] for k in ("duration", "transient", "dt")}
+    told = a.noise_std if post.emulator.noise_input else None  # the σ the emulator is told (infer's rule)
     ho = heldout_set(a.model, n_points=a.points, cells_per_point=1, seed=a.seed, output=post.simulator.output,
                      noise_std=a.noise_std, **proto)  # fmt: skip
     rng = np.random.default_rng(a.seed + 1)
     out: dict = {"model": a.model, "posterior": str(where), "settings": vars(a), "results": {},
-                 "emulator": info.get("emulator", {}).get("command"),
+                 "emulator": info.get("emulator", {}).get("command"), "emulator_noise_range": post.emulator.noise_range,
                  "machine": f"{platform.machine()} {platform.processor() or ''}".strip()}  # fmt: skip
     for cname, code in CLASS_CODES.items():
         idx = np.flatnonzero(ho.klass == code)[: a.observations]
@@ -81,7 +84,7 @@ def main() -> None:
             for k in ks:
                 n_draw = a.cells * k
                 t1 = time.perf_counter()
-                keep, _ = select_faithful(g_all[:n_draw], post.emulator, obs, a.cells)
+                keep, _ = select_faithful(g_all[:n_draw], post.emulator, obs, a.cells, noise_std=told)
                 seconds = time.perf_counter() - t1
                 kept, ok = g_all[keep], ok_all[keep]
                 rows[k]["emulator"].append(float(ok.mean()))

@@ -324,7 +324,8 @@ def population_fidelity(
     ``screen``: also score ``screened``, what ``infer`` returns with a screen: ``screen × n_cells`` cells of the
     learned law per observation (their own DIC samples), of which the ``n_cells`` that the posterior's
     :class:`~dic_sbi.sbi.FiringEmulator` finds likeliest to fire like it are kept
-    (:func:`~dic_sbi.sbi.emulator.screen_population`).
+    (:func:`~dic_sbi.sbi.emulator.screen_population`; a noise-aware emulator is told the held-out σ, as
+    ``infer`` tells it).
 
     Returns
     -------
@@ -365,7 +366,7 @@ def population_fidelity(
         methods["learned"], fallback = posterior.free_conductances.sample_cells(flat_t, xr, seed=rng)
     if int(screen) > 1:
         methods["screened"] = _screened_cells(posterior, x, t if at_true_dics else None, observed, int(n_cells),
-                                              int(screen), rng)  # fmt: skip
+                                              int(screen), rng, heldout.noise_std)  # fmt: skip
     out: dict[str, Any] = {"n_observations": int(B), "n_cells": int(n_cells), "noise_std": heldout.noise_std,
                            "dics": "true" if at_true_dics else "posterior"}  # fmt: skip
     klass = observed["firing_class"]
@@ -397,8 +398,9 @@ def population_fidelity(
 
 
 def _screened_cells(posterior: DICPosterior, x: torch.Tensor, true_t: NDArray | None, observed: dict[str, NDArray],
-                    n_cells: int, screen: int, rng: np.random.Generator) -> NDArray:
-    """``n_cells`` screened cells per row of ``x`` (observation-major), as ``infer`` makes them."""
+                    n_cells: int, screen: int, rng: np.random.Generator, noise_std: float = 0.0) -> NDArray:
+    """``n_cells`` screened cells per row of ``x`` (observation-major), as ``infer`` makes them (a noise-aware
+    emulator told the observations' σ)."""
     from .emulator import screen_population
 
     if posterior.emulator is None or posterior.free_conductances is None:
@@ -415,7 +417,8 @@ def _screened_cells(posterior: DICPosterior, x: torch.Tensor, true_t: NDArray | 
             g, _ = posterior.free_conductances.sample_cells(np.ascontiguousarray(t[:k, i, :]), x[i : i + 1], seed=rng)
             return g, t[:k, i, :]
 
-        g, _, _ = screen_population(draw, posterior.emulator, {k: v[i] for k, v in observed.items()}, n_cells, screen=screen)
+        g, _, _ = screen_population(draw, posterior.emulator, {k: v[i] for k, v in observed.items()}, n_cells, screen=screen,
+                                    noise_std=noise_std if posterior.emulator.noise_input else None)  # fmt: skip
         out.append(g)
     return np.concatenate(out)
 
