@@ -564,10 +564,12 @@ def train_emulator_for(
             _log(f"  member {member + 1}/{members}, epoch {epoch}/{total}: loss {loss:.4f}", quiet)
 
     t0 = time.perf_counter()
+    # noise_max: the emulator answers for the whole range σ was drawn from, not just up to the largest σ fitted
     with torch_threads_set(torch_threads):
         emu = train_emulator(data["conductances"][fit], {c: v[fit] for c, v in features.items()}, members=members,
                              width=width, depth=depth, epochs=epochs, seed=int(seed), on_epoch=on_epoch,
-                             noise_std=None if sigma is None else sigma[fit])  # fmt: skip
+                             noise_std=None if sigma is None else sigma[fit],
+                             noise_max=noise_range[1] if noisy else None)  # fmt: skip
     train_seconds = time.perf_counter() - t0
 
     def accuracy_on(rows: np.ndarray) -> dict[str, Any]:

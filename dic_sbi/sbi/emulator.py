@@ -223,14 +223,16 @@ def train_emulator(
     burst_weight: float = 3.0,
     seed: int = 0,
     noise_std: Any = None,
+    noise_max: float | None = None,
     on_epoch: Callable[[int, int, int, float], None] | None = None,
 ) -> FiringEmulator:
     """Train a :class:`FiringEmulator` on simulated cells ``g`` ``(n, k)`` and their ``features``
     (:func:`~dic_sbi.spiketrains.features_from_csr` of their simulations).
 
     ``noise_std`` ``(n,)``: each simulation's current noise σ; given, the emulator is noise-aware (σ is an input,
-    up to the largest σ given; include noise-free rows, σ = 0, for it to answer for noise-free recordings too).
-    ``None`` (default): the simulations are noise-free and so is the emulator.
+    up to ``noise_max``, default the largest σ given; include noise-free rows, σ = 0, for it to answer for
+    noise-free recordings too; give the top of the range the σ were drawn from as ``noise_max``, so that the
+    whole range is answered for). ``None`` (default): the simulations are noise-free and so is the emulator.
 
     Each member minimises the class cross-entropy plus the Gaussian negative log-likelihood of the defined ln
     features plus, on bursting cells, the cross-entropy of "shows a burst period"; bursting rows weigh
@@ -248,6 +250,8 @@ def train_emulator(
         sigma = np.asarray(noise_std, dtype=np.float64)
         if sigma.shape != (g.shape[0],) or not np.isfinite(sigma).all() or (sigma < 0).any() or sigma.max() <= 0:
             raise InvalidInputError("noise_std: expected one σ >= 0 per simulated cell, some of them > 0")
+        if noise_max is not None and not (np.isfinite(noise_max) and noise_max >= sigma.max()):
+            raise InvalidInputError(f"noise_max: expected a finite σ >= the largest σ given ({sigma.max():g}), got {noise_max!r}")
     ok = np.isfinite(lg).all(axis=1) & (code >= 0)
     if ok.sum() < 100 or not (code[ok] > 0).any():
         raise InvalidInputError(f"features: {int(ok.sum())} usable rows (need >= 100, some firing)")
@@ -255,7 +259,7 @@ def train_emulator(
     emu = FiringEmulator(g.shape[1], width=width, depth=depth, members=members, noise_input=sigma is not None)
     if sigma is not None:
         sigma = sigma[ok]
-        emu.noise_max.fill_(float(sigma.max()))
+        emu.noise_max.fill_(float(sigma.max() if noise_max is None else noise_max))
     defined = np.isfinite(y)
     ym = np.array([y[defined[:, j], j].mean() if defined[:, j].any() else 0.0 for j in range(3)])
     ys = np.array([y[defined[:, j], j].std() if defined[:, j].sum() > 1 else 1.0 for j in range(3)])
