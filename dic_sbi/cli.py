@@ -775,7 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="draw K × -n posterior cells per train and keep the -n that the posterior's firing emulator "
                          "finds likeliest to fire like the recording, without simulating (default: 20 when the "
                          "posterior has an emulator that knows --noise-std: 0 for a noise-free one, up to the "
-                         "largest σ trained on for a noise-aware one; 1: the posterior's own draws)")
+                         "top of the σ range trained on for a noise-aware one; 1: the posterior's own draws)")
     sp.add_argument("--posterior", help="pretrained posterior (path written by dic-sbi train; default: shipped)")
     sp.add_argument("--train", help="comma-separated indices of the recording's spike trains (default all)")
     sp.add_argument("--no-plots", action="store_true", help="skip the PNG plots")

@@ -446,7 +446,7 @@ def infer(
         finds likeliest to fire like the recording (:func:`~dic_sbi.sbi.emulator.screen_population`; no
         simulation). ``None`` (default): :data:`DEFAULT_SCREEN` when the posterior has an emulator that
         answers for ``noise_std`` (a noise-free one for 0 only; a noise-aware one, ``train-emulator
-        --noisy-simulations``, up to the largest σ it was trained on, and it is then told σ), else 1;
+        --noisy-simulations``, up to the top of the σ range it was trained on, and it is then told σ), else 1;
         1: no screen (the amortised posterior's own draws). The report gives each train's ``screening``.
     cancel
         A ``threading.Event``, checked between steps and between chunks of simulated cells: once set, ``infer``
@@ -544,7 +544,7 @@ def infer(
     post.check_conditions(**known)  # a σ the posterior was not trained at: fail before any work
     emu = post.emulator
     # σ the emulator answers for: 0 for a noise-free one (whose screen under noise was measured to buy little or
-    # to hurt, benchmarks/README.md, so it is no default there), up to the largest σ trained on for a noise-aware one
+    # to hurt, benchmarks/README.md, so it is no default there), up to its σ range's top for a noise-aware one
     emu_sigma = emu is not None and sigma <= emu.noise_range[1]
     if screen is None:
         screen = max(1, min(DEFAULT_SCREEN, MAX_CELLS // int(n))) if emu_sigma else 1

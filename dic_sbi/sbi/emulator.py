@@ -73,7 +73,7 @@ class FiringEmulator(torch.nn.Module):
         self.register_buffer("y_mean", torch.zeros(3, dtype=torch.float64))
         self.register_buffer("y_std", torch.ones(3, dtype=torch.float64))
         if noise_input:
-            # the largest σ trained on: inputs are σ / it, and a larger σ is refused (the emulator never saw one)
+            # the top of the σ range trained on: inputs are σ / it, and a larger σ is refused (never seen)
             self.register_buffer("noise_max", torch.ones((), dtype=torch.float64))
 
     @property
@@ -83,7 +83,7 @@ class FiringEmulator(torch.nn.Module):
 
     @property
     def noise_range(self) -> tuple[float, float]:
-        """The σ the emulator answers for: ``(0, largest σ trained on)``, or ``(0, 0)`` for a noise-free one."""
+        """The σ the emulator answers for: ``(0, top of the σ range trained on)``, or ``(0, 0)`` for a noise-free one."""
         return (0.0, float(self.noise_max)) if self.noise_input else (0.0, 0.0)
 
     def _inputs(self, g: Any, noise_std: Any = None) -> Tensor:
