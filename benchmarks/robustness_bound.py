@@ -12,6 +12,10 @@ results/information_stg.json):
   interval statistics, each scaled where it is defined), trained **only on spiking cells of that very condition**
   (the jitter sd or σ known exactly, which the posterior is not told for jitter) from ``--train`` new DIC-prior
   cells (``--classes``: the same for bursting cells, trained on bursting cells only);
+* ``mlp_spike_times``: the same MLP, also reading a least-squares polynomial fit of the raw spike times against
+  their index (Legendre, degree 4, over the first 129 spikes): under i.i.d. spike-time jitter that fit is the
+  efficient reader of the slow drift of the intervals, which interval statistics blur (each interval carries two
+  jitters);
 * ``period_knn``: the conditional median of (g_s, g_u) over the ``--k`` training cells with the nearest log mean
   ISI: what the period alone says;
 * ``shipped``: the shipped posterior's mean on the same cells.
@@ -39,29 +43,63 @@ from dic_sbi.core.simulator import simulate
 from dic_sbi.models import get_model
 from dic_sbi.sbi import DICPrior, Standardize
 from dic_sbi.sbi.evaluation import classes_of
-from dic_sbi.sbi.features import SUMMARY_NAMES, encode, feature_names
+from dic_sbi.sbi.features import SUMMARY_NAMES, encode, encode_isis, feature_names
 from dic_sbi.spiketrains import jitter_spike_times
 
 N_SUMMARY = len(SUMMARY_NAMES)
+MAX_ISIS = 128  # benchmarks/information.py's x_isi length
 #: Held-out conditions of benchmarks/information.py: name -> (current noise σ, spike-time jitter sd in ms).
 CONDITIONS = {"sigma_5": (5.0, 0.0), "jitter_0.5ms": (0.0, 0.5), "jitter_2ms": (0.0, 2.0)}
 CLASS_CODES = {"spiking": 1, "bursting": 2}
 
 
-def training_cells(model, n: int, sigma: float, jitter: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def training_cells(model, n: int, sigma: float, jitter: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` DIC-prior cells (one compensated cell per target), simulated with current noise ``sigma`` and their
-    spike times jittered by N(0, ``jitter``²) ms; returns DICs ``(n, 2)`` and ``intervals`` x ``(n, 35)``."""
+    spike times jittered by N(0, ``jitter``²) ms; returns DICs ``(n, 2)``, ``intervals`` x ``(n, 35)`` and the
+    ISI sequences ``(n, 1 + MAX_ISIS)`` (count, then log10 ISIs; ``information.py``'s ``x_isi`` layout)."""
     rng = np.random.default_rng(seed)
     t = DICPrior(model).sample((n,), seed=rng).double().numpy()
     g = degenerate_population(model, t[:, 0], t[:, 1], 1, seed=rng).reshape(n, -1)
-    xs = []
+    xs, seqs = [], []
     for a in range(0, n, 20000):
         r = simulate(model, g[a : a + 20000], noise_std=sigma, seed=rng, progress=False)
         times, offsets = r.times, r.offsets
         if jitter > 0:
             times, offsets = jitter_spike_times(times, offsets, jitter, r.t_start, r.t_stop, rng)
         xs.append(encode(times, offsets, r.t_start, r.t_stop, "intervals", 0))
-    return t, np.concatenate(xs)
+        seqs.append(encode_isis(times, offsets, MAX_ISIS))
+    return t, np.concatenate(xs), np.concatenate(seqs)
+
+
+def spike_time_fit(seq: np.ndarray, degree: int = 4) -> np.ndarray:
+    """Per train, the least-squares fit of spike time against spike index, t_k ≈ Σ_j c_j P_j(2k/n − 1) (Legendre
+    P_j, k = 0..n over the n ISIs of ``seq``'s rows: count, then log10 ISIs): ``(N, degree)`` columns c_2/c_1 ..
+    c_degree/c_1 (the shape of the interval drift, relative to the period) and log10 of the residual spread over
+    the mean ISI. Trains with fewer than degree + 3 ISIs get zeros."""
+    out = np.zeros((len(seq), degree))
+    counts = seq[:, 0].astype(int)
+    for n in np.unique(counts[counts >= degree + 3]):
+        rows = np.flatnonzero(counts == n)
+        isi = 10.0 ** seq[rows, 1 : 1 + n]
+        t = np.concatenate([np.zeros((len(rows), 1)), np.cumsum(isi, axis=1)], axis=1)  # (r, n + 1)
+        v = np.polynomial.legendre.legvander(np.linspace(-1.0, 1.0, n + 1), degree)  # (n + 1, degree + 1)
+        coef, *_ = np.linalg.lstsq(v, t.T, rcond=None)  # (degree + 1, r)
+        resid = t - (v @ coef).T
+        out[rows, : degree - 1] = (coef[2:] / coef[1]).T
+        dof = max(n + 1 - (degree + 1), 1)
+        out[rows, degree - 1] = np.log10(np.sqrt((resid**2).sum(1) / dof) / isi.mean(1) + 1e-12)
+    return out
+
+
+def scale_fit(f: np.ndarray, f_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scale the fit columns on the training rows: the tiny relative coefficients through arcsinh(v / median |v|),
+    then every column to unit spread (the package's ``Standardize`` floors spreads at 0.1, far above theirs)."""
+    a, b = f.copy(), f_test.copy()
+    for j in range(f.shape[1] - 1):
+        s = np.median(np.abs(a[:, j])) + 1e-300
+        a[:, j], b[:, j] = np.arcsinh(a[:, j] / s), np.arcsinh(b[:, j] / s)
+    m, sd = a.mean(0), a.std(0) + 1e-12
+    return (a - m) / sd, (b - m) / sd
 
 
 def period_knn(period: np.ndarray, y: np.ndarray, period_test: np.ndarray, k: int) -> np.ndarray:
@@ -93,11 +131,14 @@ def main() -> None:
     p.add_argument("--out", required=True)
     a = p.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmarks: held-out sets, the regression MLP
+    from information import MAX_ISIS as INFORMATION_MAX_ISIS
     from information import heldout_sets, pretrained_x
     from standardisation import fit_mlp
 
     from dic_sbi.sbi.pretrained import load_pretrained, pretrained_info
 
+    if INFORMATION_MAX_ISIS != MAX_ISIS:
+        raise SystemExit(f"MAX_ISIS {MAX_ISIS} differs from information.py's {INFORMATION_MAX_ISIS}")
     torch.set_num_threads(a.torch_threads)
     model = get_model(a.model)
     conditions = [c for c in a.conditions.split(",") if c]
@@ -120,7 +161,8 @@ def main() -> None:
         x_te = np.delete(ho["x"].numpy(), N_SUMMARY, axis=1)  # σ dropped: each estimator here knows its condition
         k_te = classes_of(x_te[:, :N_SUMMARY])
         t1 = time.perf_counter()
-        theta, x = training_cells(model, a.train, sigma, jitter, a.seed + 7000 + i)
+        theta, x, seq = training_cells(model, a.train, sigma, jitter, a.seed + 7000 + i)
+        seq_te = ho["x_isi"].numpy()[:, N_SUMMARY + 1 :]  # count, then log10 ISIs (σ column dropped)
         k = classes_of(x[:, :N_SUMMARY])
         out["conditions"][cond] = {"simulation_seconds": time.perf_counter() - t1}
         for cls in classes:
@@ -133,6 +175,10 @@ def main() -> None:
             row = {"n_train": int(s.sum()), "n_test": int(s_te.sum())}
             pred = fit_mlp(f(x[s]), theta[s], f(x_te[s_te]), a.epochs, a.seed + 11)
             row["mlp"] = np.abs(pred - theta_te).mean(0).round(3).tolist()
+            fit, fit_te = scale_fit(spike_time_fit(seq[s]), spike_time_fit(seq_te[s_te]))
+            pred = fit_mlp(np.concatenate([f(x[s]), fit], 1), theta[s],
+                           np.concatenate([f(x_te[s_te]), fit_te], 1), a.epochs, a.seed + 11)  # fmt: skip
+            row["mlp_spike_times"] = np.abs(pred - theta_te).mean(0).round(3).tolist()
             knn = period_knn(x[s, imean], theta[s], x_te[s_te, imean], a.k)
             row["period_knn"] = np.abs(knn - theta_te).mean(0).round(3).tolist()
             xs = torch.as_tensor(pretrained_x(post, ho["x"]).numpy()[s_te], dtype=torch.float32)
