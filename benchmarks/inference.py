@@ -99,7 +99,8 @@ def main() -> None:
         if post.emulator is not None:  # infer's default where the emulator knows σ: K × n cells drawn, n kept
             from dic_sbi.inference import DEFAULT_SCREEN
 
-            told = sigma if post.emulator.noise_input else 0.0  # a noise-free emulator's default is for σ = 0 only
+            # infer's rule: the emulator's default screen is for the σ it answers for (0 only for a noise-free one)
+            told = sigma if sigma <= post.emulator.noise_range[1] else 0.0
             timings[f"end to end, screened (K = {DEFAULT_SCREEN}, infer's default at σ = {told:g})"] = (
                 lambda told=told: dic_sbi.infer(path, model, args.n, seed=1, preview=0, traces=0, noise_std=told,
                                                 screen=DEFAULT_SCREEN)  # fmt: skip

@@ -47,16 +47,16 @@ from dic_sbi.sbi.features import SUMMARY_NAMES, encode, encode_isis, feature_nam
 from dic_sbi.spiketrains import jitter_spike_times
 
 N_SUMMARY = len(SUMMARY_NAMES)
-MAX_ISIS = 128  # benchmarks/information.py's x_isi length
 #: Held-out conditions of benchmarks/information.py: name -> (current noise σ, spike-time jitter sd in ms).
 CONDITIONS = {"sigma_5": (5.0, 0.0), "jitter_0.5ms": (0.0, 0.5), "jitter_2ms": (0.0, 2.0)}
 CLASS_CODES = {"spiking": 1, "bursting": 2}
 
 
-def training_cells(model, n: int, sigma: float, jitter: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def training_cells(model, n: int, sigma: float, jitter: float, seed: int,
+                   max_isis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """``n`` DIC-prior cells (one compensated cell per target), simulated with current noise ``sigma`` and their
     spike times jittered by N(0, ``jitter``²) ms; returns DICs ``(n, 2)``, ``intervals`` x ``(n, 35)`` and the
-    ISI sequences ``(n, 1 + MAX_ISIS)`` (count, then log10 ISIs; ``information.py``'s ``x_isi`` layout)."""
+    ISI sequences ``(n, 1 + max_isis)`` (count, then log10 ISIs; ``information.py``'s ``x_isi`` layout)."""
     rng = np.random.default_rng(seed)
     t = DICPrior(model).sample((n,), seed=rng).double().numpy()
     g = degenerate_population(model, t[:, 0], t[:, 1], 1, seed=rng).reshape(n, -1)
@@ -67,7 +67,7 @@ def training_cells(model, n: int, sigma: float, jitter: float, seed: int) -> tup
         if jitter > 0:
             times, offsets = jitter_spike_times(times, offsets, jitter, r.t_start, r.t_stop, rng)
         xs.append(encode(times, offsets, r.t_start, r.t_stop, "intervals", 0))
-        seqs.append(encode_isis(times, offsets, MAX_ISIS))
+        seqs.append(encode_isis(times, offsets, max_isis))
     return t, np.concatenate(xs), np.concatenate(seqs)
 
 
@@ -92,8 +92,8 @@ def spike_time_fit(seq: np.ndarray, degree: int = 4) -> np.ndarray:
 
 
 def scale_fit(f: np.ndarray, f_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Scale the fit columns on the training rows: the tiny relative coefficients through arcsinh(v / median |v|),
-    then every column to unit spread (the package's ``Standardize`` floors spreads at 0.1, far above theirs)."""
+    """Scale the fit columns on the training rows: the relative coefficients (~1e-4, far below the 0.1 spread floor
+    of the package's ``Standardize``) through arcsinh(v / median |v|), then every column to zero mean, unit spread."""
     a, b = f.copy(), f_test.copy()
     for j in range(f.shape[1] - 1):
         s = np.median(np.abs(a[:, j])) + 1e-300
@@ -131,14 +131,11 @@ def main() -> None:
     p.add_argument("--out", required=True)
     a = p.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling benchmarks: held-out sets, the regression MLP
-    from information import MAX_ISIS as INFORMATION_MAX_ISIS
-    from information import heldout_sets, pretrained_x
+    from information import MAX_ISIS, heldout_sets, pretrained_x
     from standardisation import fit_mlp
 
     from dic_sbi.sbi.pretrained import load_pretrained, pretrained_info
 
-    if INFORMATION_MAX_ISIS != MAX_ISIS:
-        raise SystemExit(f"MAX_ISIS {MAX_ISIS} differs from information.py's {INFORMATION_MAX_ISIS}")
     torch.set_num_threads(a.torch_threads)
     model = get_model(a.model)
     conditions = [c for c in a.conditions.split(",") if c]
@@ -161,7 +158,7 @@ def main() -> None:
         x_te = np.delete(ho["x"].numpy(), N_SUMMARY, axis=1)  # σ dropped: each estimator here knows its condition
         k_te = classes_of(x_te[:, :N_SUMMARY])
         t1 = time.perf_counter()
-        theta, x, seq = training_cells(model, a.train, sigma, jitter, a.seed + 7000 + i)
+        theta, x, seq = training_cells(model, a.train, sigma, jitter, a.seed + 7000 + i, MAX_ISIS)
         seq_te = ho["x_isi"].numpy()[:, N_SUMMARY + 1 :]  # count, then log10 ISIs (σ column dropped)
         k = classes_of(x[:, :N_SUMMARY])
         out["conditions"][cond] = {"simulation_seconds": time.perf_counter() - t1}
