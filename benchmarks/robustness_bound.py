@@ -16,6 +16,12 @@ results/information_stg.json):
   their index (Legendre, degree 4, over the first 129 spikes): under i.i.d. spike-time jitter that fit is the
   efficient reader of the slow drift of the intervals, which interval statistics blur (each interval carries two
   jitters);
+* ``mlp_sequence``: the same inputs and loss, plus every interval of the train read by a sequence net (sbi's
+  ``CausalCNNEmbedding`` through :class:`dic_sbi.SequenceEmbedding`, as ``benchmarks/information.py``'s
+  posterior uses it) on the first 128 log-ISIs, each minus the train's own mean log-ISI (the period is in the
+  summary; what is left is how the intervals vary, in order, which no summary statistic need capture);
+* ``mlp_<fraction>`` (``--learning-curve``): the MLP trained on that fraction of its training cells, to see
+  whether more of them would help;
 * ``period_knn``: the conditional median of (g_s, g_u) over the ``--k`` training cells with the nearest log mean
   ISI: what the period alone says;
 * ``shipped``: the shipped posterior's mean on the same cells.
@@ -50,6 +56,7 @@ N_SUMMARY = len(SUMMARY_NAMES)
 #: Held-out conditions of benchmarks/information.py: name -> (current noise σ, spike-time jitter sd in ms).
 CONDITIONS = {"sigma_5": (5.0, 0.0), "jitter_0.5ms": (0.0, 0.5), "jitter_2ms": (0.0, 2.0)}
 CLASS_CODES = {"spiking": 1, "bursting": 2}
+ESTIMATORS = ("mlp", "mlp_spike_times", "mlp_sequence", "period_knn", "shipped")
 
 
 def training_cells(model, n: int, sigma: float, jitter: float, seed: int,
@@ -102,6 +109,31 @@ def scale_fit(f: np.ndarray, f_test: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return (a - m) / sd, (b - m) / sd
 
 
+def centred_sequence(seq: np.ndarray, scale: float | None = None) -> tuple[np.ndarray, float]:
+    """``seq``'s rows (count, then 0-padded log10 ISIs) with each real log-ISI minus its train's mean log-ISI,
+    divided by ``scale`` (default: their spread over all real entries of ``seq``, so that the tiny variation of a
+    jittered tonic train reaches the sequence net at unit scale); returns the rows and the scale."""
+    n = seq[:, 0].astype(int)
+    mask = np.arange(seq.shape[1] - 1)[None, :] < n[:, None]
+    v = seq[:, 1:]
+    mean = (v * mask).sum(1) / np.maximum(n, 1)
+    c = (v - mean[:, None]) * mask
+    if scale is None:
+        scale = float(c[mask].std()) + 1e-12
+    return np.concatenate([seq[:, :1], c / scale], axis=1), scale
+
+
+def sequence_net(n_summary: int, max_isis: int) -> torch.nn.Module:
+    """sbi's causal CNN on the sequence, next to the ``n_summary`` scaled features, mapped to (g_s, g_u)."""
+    from sbi.neural_nets.embedding_nets import CausalCNNEmbedding
+
+    from dic_sbi.sbi.embedding import SequenceEmbedding
+
+    cnn = CausalCNNEmbedding(input_shape=(max_isis,), in_channels=2, num_conv_layers=5, pool_kernel_size=16,
+                             output_dim=32)  # fmt: skip
+    return SequenceEmbedding(cnn, 32, max_isis, n_summary=n_summary, output_dim=2, hidden=128)
+
+
 def period_knn(period: np.ndarray, y: np.ndarray, period_test: np.ndarray, k: int) -> np.ndarray:
     """Conditional median of ``y`` over the ``k`` training rows with the nearest ``period`` (1-D, sorted search)."""
     order = np.argsort(period)
@@ -127,6 +159,8 @@ def main() -> None:
     p.add_argument("--conditions", default=",".join(CONDITIONS))
     p.add_argument("--classes", default="spiking", help="firing classes scored, comma-separated: spiking, bursting")
     p.add_argument("--issue-results", help="information.py result file whose 'shipped' entry is the issue-time posterior")
+    p.add_argument("--estimators", default=",".join(ESTIMATORS), help="comma-separated, from " + ", ".join(ESTIMATORS))
+    p.add_argument("--learning-curve", default="", help="training fractions for mlp_<fraction>, e.g. 0.25,0.5")
     p.add_argument("--torch-threads", type=int, default=2)
     p.add_argument("--out", required=True)
     a = p.parse_args()
@@ -144,6 +178,15 @@ def main() -> None:
     classes = [c for c in a.classes.split(",") if c]
     if unknown := [c for c in classes if c not in CLASS_CODES]:
         p.error(f"--classes: unknown {unknown}; expected names from {list(CLASS_CODES)}")
+    estimators = [e for e in a.estimators.split(",") if e]
+    if unknown := [e for e in estimators if e not in ESTIMATORS]:
+        p.error(f"--estimators: unknown {unknown}; expected names from {list(ESTIMATORS)}")
+    try:
+        fractions = [float(v) for v in a.learning_curve.split(",") if v]
+    except ValueError:
+        p.error(f"--learning-curve: expected comma-separated fractions, got {a.learning_curve!r}")
+    if any(not 0 < v < 1 for v in fractions):
+        p.error(f"--learning-curve: fractions must lie in (0, 1), got {fractions}")
     t0 = time.perf_counter()
     held = heldout_sets(model, a.points, a.cells, a.seed + 1000)
     post = load_pretrained(a.model)
@@ -170,17 +213,31 @@ def main() -> None:
             with torch.no_grad():
                 f = lambda v: scale(torch.as_tensor(v, dtype=torch.float32)).numpy()  # noqa: E731
             row = {"n_train": int(s.sum()), "n_test": int(s_te.sum())}
-            pred = fit_mlp(f(x[s]), theta[s], f(x_te[s_te]), a.epochs, a.seed + 11)
-            row["mlp"] = np.abs(pred - theta_te).mean(0).round(3).tolist()
-            fit, fit_te = scale_fit(spike_time_fit(seq[s]), spike_time_fit(seq_te[s_te]))
-            pred = fit_mlp(np.concatenate([f(x[s]), fit], 1), theta[s],
-                           np.concatenate([f(x_te[s_te]), fit_te], 1), a.epochs, a.seed + 11)  # fmt: skip
-            row["mlp_spike_times"] = np.abs(pred - theta_te).mean(0).round(3).tolist()
-            knn = period_knn(x[s, imean], theta[s], x_te[s_te, imean], a.k)
-            row["period_knn"] = np.abs(knn - theta_te).mean(0).round(3).tolist()
-            xs = torch.as_tensor(pretrained_x(post, ho["x"]).numpy()[s_te], dtype=torch.float32)
-            sm = post.posterior.sample_batched((300,), x=xs, show_progress_bars=False).numpy().mean(0)
-            row["shipped"] = np.abs(sm - theta_te).mean(0).round(3).tolist()
+            mae = lambda pred: np.abs(pred - theta_te).mean(0).round(3).tolist()  # noqa: E731
+            if "mlp" in estimators:
+                row["mlp"] = mae(fit_mlp(f(x[s]), theta[s], f(x_te[s_te]), a.epochs, a.seed + 11))
+            for frac in fractions:  # the first rows of a random order: nested subsets, one seed
+                sub = np.flatnonzero(s)[np.random.default_rng(a.seed + 13).permutation(int(s.sum()))]
+                sub = sub[: int(round(frac * len(sub)))]
+                row[f"mlp_{frac:g}"] = mae(fit_mlp(f(x[sub]), theta[sub], f(x_te[s_te]), a.epochs, a.seed + 11))
+            if "mlp_spike_times" in estimators:
+                fit, fit_te = scale_fit(spike_time_fit(seq[s]), spike_time_fit(seq_te[s_te]))
+                row["mlp_spike_times"] = mae(fit_mlp(np.concatenate([f(x[s]), fit], 1), theta[s],
+                                                     np.concatenate([f(x_te[s_te]), fit_te], 1), a.epochs, a.seed + 11))  # fmt: skip
+            if "mlp_sequence" in estimators:
+                c, sc = centred_sequence(seq[s])
+                c_te, _ = centred_sequence(seq_te[s_te], sc)
+                torch.manual_seed(a.seed + 11)
+                net = sequence_net(len(names), MAX_ISIS)
+                t2 = time.perf_counter()
+                row["mlp_sequence"] = mae(fit_mlp(np.concatenate([f(x[s]), c], 1), theta[s],
+                                                  np.concatenate([f(x_te[s_te]), c_te], 1), a.epochs, a.seed + 11, net))  # fmt: skip
+                row["mlp_sequence_seconds"] = round(time.perf_counter() - t2, 1)
+            if "period_knn" in estimators:
+                row["period_knn"] = mae(period_knn(x[s, imean], theta[s], x_te[s_te, imean], a.k))
+            if "shipped" in estimators:
+                xs = torch.as_tensor(pretrained_x(post, ho["x"]).numpy()[s_te], dtype=torch.float32)
+                row["shipped"] = mae(post.posterior.sample_batched((300,), x=xs, show_progress_bars=False).numpy().mean(0))
             if issue is not None:
                 row["issue_time_posterior"] = issue[cond][cls]["mae_mean"]
                 row["bar"] = (0.9 * np.asarray(row["issue_time_posterior"])).round(3).tolist()

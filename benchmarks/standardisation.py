@@ -50,13 +50,17 @@ def cells(model, points: int, per_point: int, seed: int) -> tuple[np.ndarray, np
     return np.repeat(t, per_point, axis=0), np.concatenate(xs)
 
 
-def fit_mlp(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, epochs: int, seed: int) -> np.ndarray:
-    """L1 regression (3 hidden layers, GELU, one-cycle AdamW) on already-scaled inputs; predictions for x_test."""
+def fit_mlp(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, epochs: int, seed: int,
+            net: torch.nn.Module | None = None) -> np.ndarray:  # fmt: skip
+    """L1 regression (3 hidden layers, GELU, one-cycle AdamW) on already-scaled inputs; predictions for x_test.
+    ``net`` replaces the MLP (any module mapping rows of ``x`` to 2 outputs, built after seeding by the caller
+    or here), so other architectures train with the same loop, loss and schedule."""
     torch.manual_seed(seed)
     xt, yt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)
     ym, ys = yt.mean(0), yt.std(0)
-    net = torch.nn.Sequential(torch.nn.Linear(xt.shape[1], 256), torch.nn.GELU(), torch.nn.Linear(256, 256),
-                              torch.nn.GELU(), torch.nn.Linear(256, 128), torch.nn.GELU(), torch.nn.Linear(128, 2))  # fmt: skip
+    if net is None:
+        net = torch.nn.Sequential(torch.nn.Linear(xt.shape[1], 256), torch.nn.GELU(), torch.nn.Linear(256, 256),
+                                  torch.nn.GELU(), torch.nn.Linear(256, 128), torch.nn.GELU(), torch.nn.Linear(128, 2))  # fmt: skip
     opt = torch.optim.AdamW(net.parameters(), 2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * (len(xt) // 512 + 1))
     for _ in range(epochs):
@@ -68,8 +72,10 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, epochs: int, seed:
             loss.backward()
             opt.step()
             sched.step()
+    net.eval()
     with torch.no_grad():
-        return (net(torch.as_tensor(x_test, dtype=torch.float32)) * ys + ym).numpy()
+        xq = torch.as_tensor(x_test, dtype=torch.float32)
+        return (torch.cat([net(xq[a : a + 4096]) for a in range(0, len(xq), 4096)]) * ys + ym).numpy()
 
 
 def scalings(x: np.ndarray, bursting: np.ndarray) -> dict[str, Standardize]:
