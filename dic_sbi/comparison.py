@@ -240,11 +240,13 @@ def compare(
     overwrite
         Allow replacing a previous dic_sbi output in ``out``.
     checkpoint
-        Folder keeping each finished method × budget (rows and per-observation metrics). A rerun with the same
-        settings takes them from there instead of simulating and training again, so a run of hours can be
-        interrupted and resumed, with more budgets, other methods or a screen; other settings in the same folder
-        are an error. Every method × budget is seeded from ``(seed, budget, method)`` alone, so the resumed result
-        equals an uninterrupted one.
+        Folder keeping each finished method × budget (rows and per-observation metrics, and the trained
+        posterior as a pickle, ``<entry>.posterior.pt``). A rerun with the same settings takes them from there
+        instead of simulating and training again, so a run of hours can be interrupted and resumed, with more
+        budgets, other methods or a screen (which then simulates again for its emulator but does not retrain);
+        other settings in the same folder are an error. Every method × budget is seeded from
+        ``(seed, budget, method)`` alone, so the resumed result equals an uninterrupted one (for the learned laws,
+        to the last bits of threaded float sums, as between any two runs).
     methods
         Methods to run, from :data:`ALL_METHODS` (default :data:`METHODS`).
     seed_law_widening
@@ -363,7 +365,8 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
         for method in methods:
             mi = ALL_METHODS.index(method)
             # The screened variant has its own checkpoint entry, so a run with a screen resumes an earlier one
-            # without it (the method is then trained again, from the same seeds, to be screened).
+            # without it: the method's trained posterior is kept beside its entry, so only the simulations (which
+            # train the screen's emulator) are redone; entries from before posteriors were kept train it again.
             names = {method: f"budget{budget}_{method}"}
             if screen > 1:
                 names[f"{method}_screened"] = f"budget{budget}_{method}_screened{screen}"
@@ -389,30 +392,41 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
             else:
                 x, cells = simulator(theta, seed=sim_seed), theta.to(torch.float64).numpy()
             t_sim = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                # The harness reports its own progress (one line per method and budget), not sbi's bars.
-                settings = dict(train_settings, show_progress_bars=False,
-                                training={"training_batch_size": _batch_size(budget), **train_settings["training"]})  # fmt: skip
-                if method in ("dic",) + _LEARNED:
-                    run = train_dic_posterior(mmodel, budget, prior=prior, simulator=simulator, theta=theta, x=x,
-                                              seed=train_seed, **settings)  # fmt: skip
-                else:
-                    run = train_conductance_posterior(model, budget, scale=prior.scale, prior=prior, simulator=simulator,
-                                                      theta=theta, x=x, seed=train_seed, **settings)  # fmt: skip
-                if method in _LEARNED:
-                    est, _ = train_free_conductances(
-                        mmodel, theta, cells, x, pair=simulator.pair, seed=train_seed + 1, show_progress_bars=False,
-                        training={"training_batch_size": _batch_size(budget), **train_settings["training"]},
-                    )  # fmt: skip
-                    run.posterior = DICPosterior(run.posterior.posterior, mmodel, pair=simulator.pair,
-                                                 simulator=simulator, free_conductances=est)  # fmt: skip
-            t_train = time.perf_counter() - t0
-            epochs = int((run.inference.summary.get("epochs_trained") or [0])[-1])
-            if progress:
-                print(f"compare: {model.name} budget {budget} {method}: simulated {t_sim:.1f} s, "
-                      f"trained {t_train:.1f} s", flush=True)  # fmt: skip
+            kept = store.load_posterior(names[method]) if store is not None and done[method] is not None else None
+            if kept is not None:
+                posterior, t_train, epochs = kept["posterior"], kept["training_seconds"], kept["epochs"]
+                if progress:
+                    print(f"compare: {model.name} budget {budget} {method}: simulated {t_sim:.1f} s, posterior "
+                          f"from checkpoint {store.folder}", flush=True)  # fmt: skip
+            else:
+                t0 = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    # The harness reports its own progress (one line per method and budget), not sbi's bars.
+                    settings = dict(train_settings, show_progress_bars=False,
+                                    training={"training_batch_size": _batch_size(budget), **train_settings["training"]})  # fmt: skip
+                    if method in ("dic",) + _LEARNED:
+                        run = train_dic_posterior(mmodel, budget, prior=prior, simulator=simulator, theta=theta, x=x,
+                                                  seed=train_seed, **settings)  # fmt: skip
+                    else:
+                        run = train_conductance_posterior(model, budget, scale=prior.scale, prior=prior, simulator=simulator,
+                                                          theta=theta, x=x, seed=train_seed, **settings)  # fmt: skip
+                    if method in _LEARNED:
+                        est, _ = train_free_conductances(
+                            mmodel, theta, cells, x, pair=simulator.pair, seed=train_seed + 1, show_progress_bars=False,
+                            training={"training_batch_size": _batch_size(budget), **train_settings["training"]},
+                        )  # fmt: skip
+                        run.posterior = DICPosterior(run.posterior.posterior, mmodel, pair=simulator.pair,
+                                                     simulator=simulator, free_conductances=est)  # fmt: skip
+                t_train = time.perf_counter() - t0
+                posterior = run.posterior
+                epochs = int((run.inference.summary.get("epochs_trained") or [0])[-1])
+                if store is not None:
+                    store.save_posterior(names[method], {"posterior": posterior, "training_seconds": t_train,
+                                                         "epochs": epochs})  # fmt: skip
+                if progress:
+                    print(f"compare: {model.name} budget {budget} {method}: simulated {t_sim:.1f} s, "
+                          f"trained {t_train:.1f} s", flush=True)  # fmt: skip
             for name, key in names.items():
                 if done[name] is not None:
                     new_rows, new_obs = done[name]["rows"], done[name]["per_observation"]
@@ -420,12 +434,12 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                     if not n_cal:
                         calib = dict(_NO_CALIBRATION)
                     elif method in _LEARNED:
-                        calib = _conductance_calibration(run.posterior, n_cal, num_posterior_samples, proto["noise_std"],
+                        calib = _conductance_calibration(posterior, n_cal, num_posterior_samples, proto["noise_std"],
                                                          cal_seed)  # fmt: skip
                     else:
-                        calib = _calibration(run.posterior, prior, simulator, n_cal, num_posterior_samples, cal_seed)
+                        calib = _calibration(posterior, prior, simulator, n_cal, num_posterior_samples, cal_seed)
                     sample_rng = np.random.default_rng(sample_seed)
-                    draw = lambda o, i, r=sample_rng: _sample(method, run.posterior, o["x"][i : i + 1],  # noqa: E731
+                    draw = lambda o, i, r=sample_rng: _sample(method, posterior, o["x"][i : i + 1],  # noqa: E731
                                                               num_posterior_samples, r)  # fmt: skip
                     new_rows, new_obs = _evaluate_method(
                         model, name, budget, draw, observations, num_posterior_samples, sample_rng,
@@ -440,7 +454,7 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                         print(f"compare: {model.name} budget {budget} {method}: emulator trained {t_emu:.1f} s", flush=True)
                     sample_rng = np.random.default_rng(screen_seed)
                     draw = lambda o, i, r=sample_rng, e=emu: _screened_sample(  # noqa: E731
-                        method, run.posterior, o, i, num_posterior_samples, screen, e, r)
+                        method, posterior, o, i, num_posterior_samples, screen, e, r)
                     # The screen selects among posterior samples; it is no posterior, so it has no SBC or TARP.
                     new_rows, new_obs = _evaluate_method(
                         model, name, budget, draw, observations, num_posterior_samples, sample_rng,
@@ -562,6 +576,27 @@ class _Checkpoint:
     def save(self, name: str, payload: dict[str, Any]) -> None:
         with atomic_file(self._path(name)) as tmp:
             tmp.write_text(json.dumps(payload))
+
+    def load_posterior(self, name: str) -> dict[str, Any] | None:
+        """What :meth:`save_posterior` kept under ``name`` (``None`` if nothing, e.g. an entry from an older
+        version). A pickle: load checkpoints you made, as with any ``torch.load`` of a full object."""
+        import torch
+
+        path = self.folder / f"{name}.posterior.pt"
+        if not path.exists():
+            return None
+        try:
+            kept = torch.load(path, weights_only=False)
+            return {k: kept[k] for k in ("posterior", "training_seconds", "epochs")}
+        except Exception as exc:  # a truncated or foreign file: any unpickling error
+            raise InvalidInputError(f"checkpoint: {path} is damaged ({exc}); delete it to retrain") from None
+
+    def save_posterior(self, name: str, payload: dict[str, Any]) -> None:
+        """Keep a trained posterior beside entry ``name``, so a later run adding a screen need not retrain it."""
+        import torch
+
+        with atomic_file(self.folder / f"{name}.posterior.pt") as tmp:
+            torch.save(payload, tmp)
 
 
 # -- observations ---------------------------------------------------------------------------------------------

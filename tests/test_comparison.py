@@ -230,19 +230,36 @@ def test_checkpoint_takes_other_methods_and_keeps_the_wide_law_fixed(tmp_path, m
 
 def test_screen_adds_screened_rows_without_changing_the_methods_and_resumes(tmp_path, monkeypatch):
     """screen=K adds a <method>_screened row per method (emulator from the method's own simulations); the
-    unscreened rows are those of a run without a screen, and a checkpoint without a screen resumes into one."""
+    unscreened rows are those of a run without a screen, and a checkpoint without a screen resumes into one
+    without training again (the posteriors are kept beside their entries), to what a fresh run gives."""
+    import dic_sbi.sbi as dsbi
     import dic_sbi.sbi.emulator as emulator_module
 
     small = dict(TINY, calibration_simulations=0, num_posterior_samples=8)
     methods = ("conductance_linear", "dic_learned")
     ck = tmp_path / "ck"
     plain = compare("stg", (200,), 2, seed=6, methods=methods, checkpoint=ck, **small)
+    assert len(list(ck.glob("budget200_*.posterior.pt"))) == 2
     ranked = []
     real = emulator_module.select_faithful
     monkeypatch.setattr(emulator_module, "select_faithful", lambda g, *a, **k: ranked.append(len(g)) or real(g, *a, **k))
+
+    def boom(*a, **k):
+        raise AssertionError("trained although the posterior was checkpointed")
+
+    for name in ("train_dic_posterior", "train_conductance_posterior", "train_free_conductances"):
+        monkeypatch.setattr(dsbi, name, boom)
     out = tmp_path / "out"
     screened = compare("stg", (200,), 2, seed=6, methods=methods, checkpoint=ck, screen=3, out=out, **small)
     assert ranked == [24] * 8  # 3 x 8 candidates per observation, 2 observations x 2 sets x 2 methods
+    monkeypatch.undo()
+    fresh = compare("stg", (200,), 2, seed=6, methods=methods, screen=3, **small)
+    for s in OBSERVATION_SETS:
+        assert _same(screened.row("conductance_linear_screened", 200, s), fresh.row("conductance_linear_screened", 200, s))
+        # The learned law's cells differ between any two runs in the last bits (threaded float sums), which can
+        # flip a borderline cell's class in these 1.5-s trains; the DIC errors show the same posterior.
+        a, b = screened.row("dic_learned_screened", 200, s), fresh.row("dic_learned_screened", 200, s)
+        assert a["dic_mae_g_s"] == pytest.approx(b["dic_mae_g_s"], rel=1e-6)
     assert screened.config["screen"] == 3 and "screen" not in plain.config
     for m in methods:
         for s in OBSERVATION_SETS:
@@ -257,6 +274,10 @@ def test_screen_adds_screened_rows_without_changing_the_methods_and_resumes(tmp_
         compare("stg", (60,), 2, methods=("conductance_linear",), screen=0, **small)
     with pytest.raises(InvalidInputError, match="emulator"):
         compare("stg", (60,), 1, methods=("conductance_linear",), screen=2, **small)
+    (ck / "budget200_dic_learned.posterior.pt").write_bytes(b"not a pickle")
+    (ck / "budget200_dic_learned_screened3.json").unlink()
+    with pytest.raises(InvalidInputError, match="damaged"):
+        compare("stg", (200,), 2, seed=6, methods=methods, checkpoint=ck, screen=3, **small)
 
 
 def test_dic_image_box_holds_the_conductance_boxs_cells():
