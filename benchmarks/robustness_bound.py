@@ -216,9 +216,9 @@ def main() -> None:
             mae = lambda pred: np.abs(pred - theta_te).mean(0).round(3).tolist()  # noqa: E731
             if "mlp" in estimators:
                 row["mlp"] = mae(fit_mlp(f(x[s]), theta[s], f(x_te[s_te]), a.epochs, a.seed + 11))
-            for frac in fractions:  # the first rows of a random order: nested subsets, one seed
-                sub = np.flatnonzero(s)[np.random.default_rng(a.seed + 13).permutation(int(s.sum()))]
-                sub = sub[: int(round(frac * len(sub)))]
+            order = np.flatnonzero(s)[np.random.default_rng(a.seed + 13).permutation(int(s.sum()))]
+            for frac in fractions:  # the first rows of one random order: nested subsets
+                sub = order[: int(round(frac * len(order)))]
                 row[f"mlp_{frac:g}"] = mae(fit_mlp(f(x[sub]), theta[sub], f(x_te[s_te]), a.epochs, a.seed + 11))
             if "mlp_spike_times" in estimators:
                 fit, fit_te = scale_fit(spike_time_fit(seq[s]), spike_time_fit(seq_te[s_te]))

@@ -557,8 +557,8 @@ class _Checkpoint:
         with atomic_file(path) as tmp:
             tmp.write_text(json.dumps(settings, indent=1))
 
-    def _path(self, name: str) -> Path:
-        return self.folder / f"{name}.json"
+    def _path(self, name: str, suffix: str = ".json") -> Path:
+        return self.folder / f"{name}{suffix}"
 
     def load(self, name: str, **ids: Any) -> dict[str, Any] | None:
         """The payload saved under ``name`` (``None`` if there is none); ``ids`` must match what it holds."""
@@ -582,7 +582,7 @@ class _Checkpoint:
         version). A pickle: load checkpoints you made, as with any ``torch.load`` of a full object."""
         import torch
 
-        path = self.folder / f"{name}.posterior.pt"
+        path = self._path(name, ".posterior.pt")
         if not path.exists():
             return None
         try:
@@ -595,7 +595,7 @@ class _Checkpoint:
         """Keep a trained posterior beside entry ``name``, so a later run adding a screen need not retrain it."""
         import torch
 
-        with atomic_file(self.folder / f"{name}.posterior.pt") as tmp:
+        with atomic_file(self._path(name, ".posterior.pt")) as tmp:
             torch.save(payload, tmp)
 
 
