@@ -394,7 +394,7 @@ def _train(args: argparse.Namespace, training: dict) -> int:
         args.model, args.out, work_dir=args.work, num_simulations=args.num_simulations,
         noisy_simulations=args.noisy_simulations, noise_std=args.noise_std, seed=args.seed,
         estimator={"hidden_features": args.hidden_features, "num_transforms": args.num_transforms,
-                   "defined_scaling": args.defined_scaling},
+                   "defined_scaling": args.defined_scaling, "members": args.members},
         training=training, heldout_points=args.heldout_points, cells_per_point=args.cells_per_point,
         ppc_points=args.ppc_points, ppc_cells=args.ppc_cells, torch_threads=args.torch_threads, quiet=args.quiet,
         duration=args.duration, transient=args.transient, dt=args.dt, chunk_size=args.chunk_size,
@@ -812,6 +812,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "on the unlabelled mixture")
     sp.add_argument("--hidden-features", type=_int_type("hidden-features", 1), default=64)
     sp.add_argument("--num-transforms", type=_int_type("num-transforms", 1), default=5)
+    sp.add_argument("--members", type=_int_type("members", 1), default=1,
+                    help="networks trained on the same simulations (seeds SEED+2, SEED+1002, ...), shipped as their "
+                         "equal-weight mixture: better calibrated than one (default: %(default)s)")
     sp.add_argument("--max-epochs", type=_int_type("max-epochs", 1), help="cap on training epochs (default 300, early stopping)")
     sp.add_argument("--batch-size", type=_int_type("batch-size", 1), help="training batch size (default 512)")
     sp.add_argument("--features", choices=("summary", "intervals"), default="summary",

@@ -82,9 +82,13 @@ def train_pretrained(
         be a range ``(low, high)``: each noisy simulation draws its σ from it (with ``noise_input`` the posterior
         then takes any σ in it); the noisy held-out set uses σ = ``noise_std``, or ``high`` for a range.
     seed
-        Campaigns use ``seed`` and ``seed + 1``, training ``seed + 2``, held-out sets ``seed + 3`` and ``+ 4``.
+        Campaigns use ``seed`` and ``seed + 1``, training ``seed + 2`` (ensemble members: ``estimator``), held-out sets
+        ``seed + 3`` and ``+ 4``.
     estimator, training
-        Overrides of :data:`DEFAULT_ESTIMATOR` (``defined_scaling``: see :func:`~dic_sbi.sbi.train_dic_posterior`) and :data:`DEFAULT_TRAINING` (``NPE.train`` arguments).
+        Overrides of :data:`DEFAULT_ESTIMATOR` (``defined_scaling``: see :func:`~dic_sbi.sbi.train_dic_posterior`;
+        ``members``: train that many networks on the same simulations, member ``k`` with seed ``seed + 2 + 1000 k``,
+        and ship their equal-weight mixture, :class:`~dic_sbi.sbi.ensemble.MixtureEstimator`) and
+        :data:`DEFAULT_TRAINING` (``NPE.train`` arguments).
     heldout_points, cells_per_point, ppc_points, ppc_cells
         Held-out set size (targets × cells) and predictive check size (observations × simulated cells).
     noise_input
@@ -127,6 +131,12 @@ def train_pretrained(
         check_output(Path(out).with_suffix(suffix), kind="file", overwrite=overwrite, option="out",
                      overwrite_option="overwrite=True")  # fmt: skip
     est = {**DEFAULT_ESTIMATOR, **(estimator or {})}
+    members = est.get("members", 1)
+    if isinstance(members, bool) or not isinstance(members, (int, np.integer)) or members < 1:
+        raise InvalidInputError(f"estimator: members expected an int >= 1, got {members!r}")
+    members = int(members)
+    if members == 1:
+        est.pop("members", None)  # a single network is stored as before
     train_kwargs = {**DEFAULT_TRAINING, **(training or {})}
     work = Path(work_dir)
     started = time.perf_counter()
@@ -153,14 +163,23 @@ def train_pretrained(
     _log(f"training NPE ({est}) on {theta.shape[0]} simulations", quiet)
     t0 = time.perf_counter()
     simulator = DICSimulator(m, output=features, **protocol)
-    run = train_dic_posterior(
-        m, int(theta.shape[0]), simulator=simulator, theta=theta, x=x, seed=int(seed) + 2, training=train_kwargs,
-        torch_threads=torch_threads, show_progress_bars=not quiet, conditions=conditions, device=device, **est,
-    )  # fmt: skip
+    member_seeds = _member_seeds(seed, members)
+    runs = []
+    for k, member_seed in enumerate(member_seeds):
+        if members > 1:
+            _log(f"ensemble member {k + 1} of {members} (training seed {member_seed})", quiet)
+        runs.append(train_dic_posterior(
+            m, int(theta.shape[0]), simulator=simulator, theta=theta, x=x, seed=member_seed, training=train_kwargs,
+            torch_threads=torch_threads, show_progress_bars=not quiet, conditions=conditions, device=device,
+            **{k_: v for k_, v in est.items() if k_ != "members"},
+        ))  # fmt: skip
     train_seconds = time.perf_counter() - t0
-    summary = run.inference.summary
-    epochs = int(summary["epochs_trained"][-1]) if summary.get("epochs_trained") else 0
-    best_val = float(summary["best_validation_loss"][-1]) if summary.get("best_validation_loss") else None
+    run = runs[0] if members == 1 else _ensemble_run(runs)
+    epochs_each, best_each = [], []
+    for r in runs:
+        summary = r.inference.summary
+        epochs_each.append(int(summary["epochs_trained"][-1]) if summary.get("epochs_trained") else 0)
+        best_each.append(float(summary["best_validation_loss"][-1]) if summary.get("best_validation_loss") else None)
 
     metrics: dict[str, Any] = {}
     with_noise = [("noise_free", 0.0, int(seed) + 3)] + ([("noisy", heldout_sigma, int(seed) + 4)] if heldout_sigma > 0 else [])
@@ -190,9 +209,11 @@ def train_pretrained(
             "num_simulations": int(theta.shape[0]),
             "valid_simulations": int(torch.isfinite(x).all(dim=1).sum()),
             "settings": train_kwargs,
-            "seed": int(seed) + 2,
-            "epochs": epochs,
-            "best_validation_loss": best_val,
+            "seed": member_seeds[0],
+            "epochs": epochs_each[0],
+            "best_validation_loss": best_each[0],
+            **({"members": {"seeds": member_seeds, "epochs": epochs_each, "best_validation_loss": best_each}}
+               if members > 1 else {}),
             "simulation_seconds_this_run": sim_seconds,  # 0 when the stores were already complete
             "training_seconds": train_seconds,
             "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs".strip(),
@@ -205,6 +226,31 @@ def train_pretrained(
     save_pretrained(run.posterior, out, estimator=est, info=info, overwrite=overwrite)
     _log(f"wrote {out}.pt and {out}.json", quiet)
     return json.loads(Path(f"{out}.json").read_text())
+
+
+def _member_seeds(seed: int, members: int) -> list[int]:
+    """Training seeds of the ensemble's members: ``seed + 2`` for the first (a one-member ensemble is the single
+    network ``dic-sbi train`` has always trained), ``seed + 2 + 1000 k`` for member ``k``."""
+    return [int(seed) + 2 + 1000 * k for k in range(int(members))]
+
+
+def _ensemble_run(runs: list) -> Any:
+    """One :class:`~dic_sbi.sbi.training.TrainingRun` whose posterior is the equal-weight mixture of ``runs``'
+    networks (:class:`~dic_sbi.sbi.ensemble.MixtureEstimator`), trained on the same simulations."""
+    import dataclasses
+
+    from sbi.inference.posteriors import DirectPosterior
+
+    from .sbi import DICPosterior
+    from .sbi.ensemble import MixtureEstimator
+
+    first = runs[0]
+    inner = first.posterior.posterior
+    mixture = MixtureEstimator([r.posterior.posterior.posterior_estimator for r in runs]).eval()
+    post = first.posterior
+    ensemble = DICPosterior(DirectPosterior(posterior_estimator=mixture, prior=inner.prior), post.model, pair=post.pair,
+                            simulator=post.simulator, conditions=post.conditions)  # fmt: skip
+    return dataclasses.replace(first, posterior=ensemble)
 
 
 def _dic_campaigns(m: Any, campaigns: list, work: Path, *, fields: tuple[str, ...], suffix: str, output: str,
@@ -255,6 +301,8 @@ def _command(out, work, model, num, noisy, noise, seed, chunk_size, est, train, 
     opts += [(f"--{k}", f"{protocol[k]:g}") for k in ("duration", "transient", "dt") if protocol.get(k) is not None]
     if jitter is not None:
         opts.append(("--jitter", f"{jitter[0]:g},{jitter[1]:g}"))
+    if est.get("members", 1) > 1:
+        opts.append(("--members", est["members"]))
     flag = " --noise-input" if noise_input else " --no-noise-input"
     if est.get("defined_scaling"):
         flag += " --defined-scaling"

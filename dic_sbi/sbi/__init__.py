@@ -11,6 +11,7 @@ from .diagnostics import (
     tarp_calibration,
 )
 from .embedding import ISIEmbedding, SequenceEmbedding, Standardize
+from .ensemble import MixtureEstimator
 from .emulator import FiringEmulator, screen_population, select_faithful, train_emulator
 from .features import SUMMARY_NAMES, summary_statistics
 from .free_conductances import FreeConductanceEstimator, train_free_conductances
@@ -31,6 +32,7 @@ __all__ = [
     "SequenceEmbedding",
     "Standardize",
     "DICPosterior",
+    "MixtureEstimator",
     "FreeConductanceEstimator",
     "train_free_conductances",
     "FiringEmulator",

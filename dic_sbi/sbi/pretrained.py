@@ -96,7 +96,8 @@ def save_pretrained(
     path
         Destination without suffix (e.g. ``dic_sbi/data/pretrained/stg``).
     estimator
-        ``build_density_estimator`` settings: ``density_estimator``, ``hidden_features``, ``num_transforms``.
+        ``build_density_estimator`` settings: ``density_estimator``, ``hidden_features``, ``num_transforms``;
+        ``members`` (default 1) when the network is a :class:`~dic_sbi.sbi.ensemble.MixtureEstimator`.
     info
         Anything else to store (training budget, seeds, metrics, ...), JSON-serialisable.
     """
@@ -111,6 +112,12 @@ def save_pretrained(
     missing = {"density_estimator", "hidden_features", "num_transforms"} - set(estimator)
     if missing:
         raise InvalidInputError(f"estimator: missing {sorted(missing)}")
+    from .ensemble import MixtureEstimator
+
+    stored_members = int(estimator.get("members", 1))
+    members = len(net.members) if isinstance(net, MixtureEstimator) else 1
+    if stored_members != members:  # the JSON must rebuild the network the weights belong to
+        raise InvalidInputError(f"estimator: says members={stored_members}, but the posterior's network has {members}")
     meta = {
         "format": PRETRAINED_FORMAT,
         "model": model_reference(posterior.model),
@@ -264,7 +271,13 @@ def _load(json_path: str, pt_path: str, device: str) -> tuple[Any, DICPrior, dic
         hidden_features=est["hidden_features"], num_transforms=est["num_transforms"],
         n_conditions=len(info["features"].get("conditions") or {}), defined_scaling=bool(est.get("defined_scaling", False)),
     )  # fmt: skip
-    net = builder(theta, x)
+    members = int(est.get("members", 1))
+    if members > 1:  # an ensemble (dic-sbi train --members): its state dict holds every member
+        from .ensemble import MixtureEstimator
+
+        net = MixtureEstimator([builder(theta, x) for _ in range(members)])
+    else:
+        net = builder(theta, x)
     try:
         state = torch.load(pt_path, map_location="cpu", weights_only=True)
         net.load_state_dict(state)
