@@ -106,9 +106,14 @@ def main() -> None:
     p.add_argument("--law-pairs", type=int, default=0, help="also rank the learned law alone at the true DICs on this many new pairs")
     p.add_argument("--jitter", default="posterior", help="spike-time jitter of the pairs: 'posterior' (the mixture it was "
                    "trained on, default), 'none', or FRACTION,MAX_SD")
+    p.add_argument("--laws", default="learned,seed_law", help="which free-conductance laws to rank: learned, seed_law "
+                   "or both (the DIC ranks are the same for both: the same DIC samples)")
     p.add_argument("--torch-threads", type=int, default=2)
     p.add_argument("--out")
     a = p.parse_args()
+    laws = [v for v in a.laws.split(",") if v]
+    if not laws or set(laws) - {"learned", "seed_law"}:
+        p.error(f"--laws: expected learned and/or seed_law, got {a.laws!r}")
     warnings.filterwarnings("ignore")
     torch.set_num_threads(a.torch_threads)
     post = load_pretrained(a.posterior)
@@ -125,6 +130,8 @@ def main() -> None:
     if not seeds and not (a.law_pairs and a.law_seed is not None):
         p.error("--seeds none: give --law-pairs N and --law-seed S (nothing else to run)")
     for label, q in (("learned", post), ("seed_law", seed_law)):
+        if label not in laws:
+            continue
         for seed in seeds:
             t0 = time.perf_counter()
             c = conductance_calibration(q, n_pairs=a.pairs, num_posterior_samples=a.samples, seed=seed, return_ranks=True,
