@@ -104,6 +104,16 @@ def test_train_members_ships_a_reloadable_mixture(tmp_path):
     assert any(not torch.equal(first[k], second[k]) for k in first)  # two trainings, not one network twice
     again = evaluate_pretrained(out, quiet=True)
     assert again["noise_free"]["accuracy"] == info["metrics"]["noise_free"]["accuracy"]
+    # Per-recording refinement fine-tunes a copy of the whole mixture (its own likelihood as the loss).
+    from dic_sbi.sbi.refine import refine_posterior
+
+    x = post.simulator(post.prior.sample((1,), seed=3))
+    ref = refine_posterior(post, x, num_simulations=40, max_epochs=2, seed=0).posterior
+    refined = ref.posterior.posterior_estimator
+    assert isinstance(refined, MixtureEstimator) and refined is not net
+    assert any(not torch.equal(p, q) for p, q in zip(net.parameters(), refined.parameters()))
+    cells, dics = ref.sample((30,), x=x, seed=1, return_dics=True)
+    assert cells.shape == (30, 8) and torch.isfinite(dics).all()
     # The JSON must rebuild the network its weights belong to.
     with pytest.raises(InvalidInputError, match="members=1"):
         save_pretrained(post, tmp_path / "bad", estimator={k: v for k, v in info["estimator"].items() if k != "members"})
