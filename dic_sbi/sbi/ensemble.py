@@ -52,6 +52,7 @@ class MixtureEstimator(_estimator_base()):  # type: ignore[misc]
 
     @property
     def members(self) -> nn.ModuleList:
+        """The mixed estimators, in order (member ``k`` of ``dic-sbi train --members``)."""
         return self.net
 
     @property
