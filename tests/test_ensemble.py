@@ -100,6 +100,12 @@ def test_train_members_ships_a_reloadable_mixture(tmp_path):
     post = load_pretrained(out)
     net = post.posterior.posterior_estimator
     assert isinstance(net, MixtureEstimator) and len(net.members) == 2
+    from dic_sbi.sbi.ood import training_standardization
+
+    from dic_sbi.sbi.embedding import Standardize
+
+    scale = training_standardization(post)  # the OOD check reads the members' (shared) standardisation
+    assert isinstance(scale, Standardize) and scale is net.members[0]._embedding_net
     first, second = (dict(m.named_parameters()) for m in net.members)
     assert any(not torch.equal(first[k], second[k]) for k in first)  # two trainings, not one network twice
     again = evaluate_pretrained(out, quiet=True)
