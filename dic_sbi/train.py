@@ -244,13 +244,11 @@ def _ensemble_run(runs: list) -> Any:
     from .sbi import DICPosterior
     from .sbi.ensemble import MixtureEstimator
 
-    first = runs[0]
-    inner = first.posterior.posterior
+    post = runs[0].posterior  # every member shares its prior, model, simulator and conditions
     mixture = MixtureEstimator([r.posterior.posterior.posterior_estimator for r in runs]).eval()
-    post = first.posterior
-    ensemble = DICPosterior(DirectPosterior(posterior_estimator=mixture, prior=inner.prior), post.model, pair=post.pair,
-                            simulator=post.simulator, conditions=post.conditions)  # fmt: skip
-    return dataclasses.replace(first, posterior=ensemble)
+    ensemble = DICPosterior(DirectPosterior(posterior_estimator=mixture, prior=post.posterior.prior), post.model,
+                            pair=post.pair, simulator=post.simulator, conditions=post.conditions)  # fmt: skip
+    return dataclasses.replace(runs[0], posterior=ensemble)
 
 
 def _dic_campaigns(m: Any, campaigns: list, work: Path, *, fields: tuple[str, ...], suffix: str, output: str,

@@ -100,9 +100,8 @@ def test_train_members_ships_a_reloadable_mixture(tmp_path):
     post = load_pretrained(out)
     net = post.posterior.posterior_estimator
     assert isinstance(net, MixtureEstimator) and len(net.members) == 2
-    from dic_sbi.sbi.ood import training_standardization
-
     from dic_sbi.sbi.embedding import Standardize
+    from dic_sbi.sbi.ood import training_standardization
 
     scale = training_standardization(post)  # the OOD check reads the members' (shared) standardisation
     assert isinstance(scale, Standardize) and scale is net.members[0]._embedding_net

@@ -81,20 +81,15 @@ class MixtureEstimator(_estimator_base()):  # type: ignore[misc]
         n = sample_shape.numel()
         batch = condition.shape[0]
         choice = torch.randint(len(self.members), (n, batch), device=condition.device)
-        out = None
+        out = torch.empty((n, batch, *self.input_shape), device=condition.device)
         for k, member in enumerate(self.members):
             chosen = choice == k
             need = int(chosen.sum(0).max()) if n else 0
             if need == 0:
                 continue
-            draws = member.sample(torch.Size((need,)), condition, **kwargs)  # (need, batch, *event)
-            draws = draws.reshape(need, batch, *draws.shape[2:]) if draws.dim() > 2 else draws.reshape(need, batch, -1)
-            if out is None:
-                out = draws.new_empty((n, batch) + tuple(draws.shape[2:]))
+            draws = member.sample(torch.Size((need,)), condition, **kwargs)  # (need, batch, *input_shape)
             # The j-th draw chosen for member k in column b is its j-th sample for that column.
             order = torch.cumsum(chosen.long(), dim=0) - 1
             rows, cols = chosen.nonzero(as_tuple=True)
             out[rows, cols] = draws[order[rows, cols], cols]
-        if out is None:  # no draws asked for
-            out = self.members[0].sample(torch.Size((0,)), condition, **kwargs).reshape(0, batch, *self.input_shape)
         return out.reshape(*sample_shape, batch, *self.input_shape)
