@@ -217,7 +217,8 @@ def cmd_campaign(args: argparse.Namespace) -> int:
                           max_chunks=args.max_chunks, progress=not args.quiet)  # fmt: skip
     st = report.store
     print(json.dumps({"store": str(st.path), "model": spec.model, "prior": spec.prior, "num": spec.num,
-                      "chunks": st.n_chunks, "complete_chunks": len(st.complete_chunks()),
+                      **({"store_num": st.num} if st.num != spec.num else {}),  # a grown store serving its first chunks
+                      "chunks": spec.n_chunks, "complete_chunks": sum(k < spec.n_chunks for k in st.complete_chunks()),
                       "computed_now": len(report.computed), "found_complete": len(report.skipped),
                       "seconds": round(report.seconds, 2),
                       "simulations_per_second": round(report.simulations_per_second, 1)

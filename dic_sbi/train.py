@@ -271,7 +271,7 @@ def _dic_campaigns(m: Any, campaigns: list, work: Path, *, fields: tuple[str, ..
         _log(f"campaign {tag}: {num} simulations (noise σ = {noise}) into {path}", quiet)
         report = run_campaign(spec, path, progress=not quiet)
         seconds += report.seconds
-        data = CampaignStore.open(path).read(fields + (("noise_std",) if spec.noise_range else ()))
+        data = CampaignStore.open(path).read(fields + (("noise_std",) if spec.noise_range else ()), num=spec.num)
         if not spec.noise_range:
             data["noise_std"] = np.full(len(data["x"]), float(noise))
         parts.append(data)

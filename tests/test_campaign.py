@@ -266,9 +266,40 @@ def test_a_larger_num_grows_the_store_and_keeps_its_chunks(reference, tmp_path):
     assert report.computed == list(range(20, SPEC.n_chunks))
     _same(_content(path), _content(reference))
     assert CampaignStore.open(path).num == SPEC.num
-    with pytest.raises(InvalidInputError, match="num: stored 1500, asked 1000"):  # never shrinks (it would drop data)
-        run_campaign(CampaignSpec("stg", "dic", num=1000, chunk_size=50, seed=11, **PROTOCOL), path, progress=False)
     _same(_content(path), _content(reference))
+
+
+def test_a_smaller_num_is_served_by_the_first_chunks_of_a_grown_store(reference, tmp_path, capsys):
+    """A store grown beyond a campaign still serves it (the shipped commands stay reproducible from a grown store):
+    a whole number of chunks is read from its start, equal to a fresh run at that num; it never shrinks."""
+    path = tmp_path / "store"
+    shutil.copytree(reference, path)
+    small = CampaignSpec("stg", "dic", num=1000, chunk_size=50, seed=11, **PROTOCOL)
+    fresh = tmp_path / "fresh"
+    run_campaign(small, fresh, progress=False)
+    report = run_campaign(small, path, progress=False)
+    assert report.computed == [] and report.skipped == list(range(20))
+    got, want = CampaignStore.open(path).read(ALL, num=1000), CampaignStore.open(fresh).read(ALL)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+    assert CampaignStore.open(path).num == SPEC.num  # nothing dropped
+    _same(_content(path), _content(reference))
+    # chunks of the prefix that are missing are computed, and only those
+    CampaignStore.open(path).invalidate(3)
+    CampaignStore.open(path).invalidate(25)
+    report = run_campaign(small, path, progress=False)
+    assert report.computed == [3] and 25 in CampaignStore.open(path).pending_chunks()
+    with pytest.raises(InvalidInputError, match="multiple of 50"):  # a partial last chunk would differ
+        run_campaign(CampaignSpec("stg", "dic", num=1020, chunk_size=50, seed=11, **PROTOCOL), path, progress=False)
+    with pytest.raises(InvalidInputError, match="num: expected a multiple"):
+        CampaignStore.open(path).read(("theta",), num=1020)
+    first = [CampaignStore.open(q).read(("theta", "x"), num=1000) for q in (path, reference)]
+    _same(*first)  # chunk 3 recomputed the same
+    assert main(["simulate", "--model", "stg", "--prior", "dic", "--num", "1000", "--chunk-size", "50", "--seed", "11",
+                 "--duration", "300", "--transient", "100", "--store", str(path), "--quiet"]) == 0  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert (out["num"], out["store_num"], out["chunks"], out["complete_chunks"], out["computed_now"]) == (1000, 1500, 20, 20, 0)
 
 
 def test_cli_campaign_and_resume(tmp_path, capsys):

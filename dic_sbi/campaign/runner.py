@@ -282,6 +282,16 @@ def _open_or_create(path: Path, spec: CampaignSpec, overwrite: bool) -> Campaign
     if set(differ) == {"num"} and int(spec.num) > store.num:
         store.grow(int(spec.num))  # the same campaign with more simulations: the chunks already there stay valid
         return store
+    if set(differ) == {"num"} and int(spec.num) % store.chunk_size == 0:
+        # The same campaign with fewer simulations: its chunks are the store's first ones (chunk k depends only on
+        # (seed, k), and a whole number of chunks has no partial last chunk), so a grown store still serves the
+        # campaign it grew from; run_campaign computes and reads only those chunks.
+        return store
+    if set(differ) == {"num"}:
+        raise InvalidInputError(
+            f"store: {path} holds the same campaign with {store.num} simulations; fewer can be read from it only as "
+            f"a whole number of its chunks (a multiple of {store.chunk_size}), asked {spec.num}"
+        )
     if differ:
         what = ", ".join(f"{k}: stored {a!r}, asked {b!r}" for k, (a, b) in differ.items())
         raise InvalidInputError(
@@ -314,7 +324,8 @@ def run_campaign(
     store
         Directory of the store (created if absent; an existing one must hold the same ``spec``, except that a
         larger ``spec.num`` grows it: the chunks already computed are kept, since chunk ``k`` depends only on
-        ``(seed, k)``).
+        ``(seed, k)``; and a smaller one, a multiple of the chunk size, is the store's first chunks: only those
+        are computed, and ``CampaignStore.read(num=spec.num)`` reads them).
     scheduler
         ``None``: this process, chunk after chunk, each simulated with all cores. A ``dask.distributed``
         scheduler address (``"tcp://host:8786"``) or a ``distributed.Client``: chunks run as tasks on that
@@ -336,14 +347,15 @@ def run_campaign(
         raise InvalidInputError(f"max_chunks: expected None or an int >= 0, got {max_chunks!r}")
     path = Path(store)
     st = _open_or_create(path, spec, overwrite)
-    done = st.complete_chunks()
-    todo = st.pending_chunks()[: max_chunks if max_chunks is not None else None]
+    done = [k for k in st.complete_chunks() if k < spec.n_chunks]  # a larger store: this campaign is its first chunks
+    todo = [k for k in st.pending_chunks() if k < spec.n_chunks][: max_chunks if max_chunks is not None else None]
     report = CampaignReport(store=st, skipped=done)
     bar = None
     if progress:
         from .._progress import progress_bar
 
-        bar = progress_bar(total=spec.num, initial=st.n_complete_rows(), unit="sim", desc=f"campaign {spec.model}/{spec.prior}",
+        initial = sum(b - a for a, b in map(st.rows, done))
+        bar = progress_bar(total=spec.num, initial=initial, unit="sim", desc=f"campaign {spec.model}/{spec.prior}",
                    smoothing=0.05, dynamic_ncols=True)  # fmt: skip
     t0 = time.perf_counter()
     try:

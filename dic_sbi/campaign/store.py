@@ -284,9 +284,18 @@ class CampaignStore:
         for k in self.complete_chunks():
             yield self.read_chunk(k, fields, verify=verify)
 
-    def read(self, fields: Sequence[str] = ("theta", "x"), *, verify: bool = True) -> dict[str, NDArray[Any]]:
-        """Every complete row, concatenated in order (fits in memory only for small campaigns)."""
-        chunks = list(self.iter_chunks(fields, verify=verify))
+    def read(self, fields: Sequence[str] = ("theta", "x"), *, verify: bool = True,
+             num: int | None = None) -> dict[str, NDArray[Any]]:  # fmt: skip
+        """Every complete row, concatenated in order (fits in memory only for small campaigns).
+
+        ``num``: only the first ``num`` rows' chunks (a whole number of chunks: the same campaign with fewer
+        simulations, read from a store grown beyond it)."""
+        if num is not None and (isinstance(num, bool) or not isinstance(num, (int, np.integer)) or not 0 < num <= self.num
+                                or (num % self.chunk_size and num != self.num)):
+            raise InvalidInputError(f"num: expected a multiple of the chunk size {self.chunk_size} up to {self.num} "
+                                    f"(or {self.num}), got {num!r}")  # fmt: skip
+        limit = self.n_chunks if num is None else -(-int(num) // self.chunk_size)
+        chunks = [self.read_chunk(k, fields, verify=verify) for k in self.complete_chunks() if k < limit]
         out: dict[str, NDArray[Any]] = {}
         for name in fields:
             parts = [getattr(c, name) for c in chunks]
