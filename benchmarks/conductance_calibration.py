@@ -12,7 +12,9 @@ posterior's protocol, noise-free, with the same jitter), the law's draws at each
 coordinates (ln gleak and the free fractions u) and, compensated, in conductance space against the true cells, with
 the share of draws the compensation rejects. Each run also ranks the DICs of the same posterior samples against
 the pairs' true DICs (KS p as sbi's ``check_sbc``): a miss that the DICs already show is one of ``q(t | x)``, which
-every conductance depends on, not of the free-conductance law.
+every conductance depends on, not of the free-conductance law. ``--law-temperature SEED`` tries the obvious
+recalibration of the law's width: a temperature on its flow's base, fitted as the rms of the truths' base
+coordinates on the ``--law-pairs`` set, checked on new pairs against the law as it is.
 
     python benchmarks/conductance_calibration.py --posterior stg --pairs 500 --seeds 7001,7002 --law-pairs 3000 \
         --out benchmarks/results/conductance_calibration_stg_jitter.json
@@ -51,31 +53,57 @@ def rank_summary(ranks: Any, samples: int) -> dict:
             "expected_outer_10": round(float(((k < 0.05) | (k > 0.95)).mean()), 3)}
 
 
-def law_ranks(post, n: int, samples: int, seed: int, jitter=None) -> dict:
+def tempered_law_draws(free, t: np.ndarray, x: torch.Tensor, samples: int, temperature, seed: int) -> np.ndarray:
+    """``(N, samples, k)`` draws of ``w`` from the learned law at ``(t_i, x_i)`` with its flow's base N(0, I)
+    widened to N(0, diag(temperature²)) (a temperature on the base: the density stays exact), minus the law's
+    location offset as its own draws are."""
+    tt = np.repeat(np.asarray(t, dtype=float), samples, axis=0)
+    xx = torch.as_tensor(x, dtype=torch.float32).repeat_interleave(samples, dim=0)
+    net = free.net
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(int(seed))
+        flow = net.net(net._embedding_net(free._condition(tt, xx)))  # sbi's zuko wrapper: the conditional flow
+        w = flow.transform.inv(flow.base.sample() * torch.as_tensor(temperature, dtype=torch.float32))
+    w = w.to(torch.float64).numpy()
+    if free.w_offset is not None:
+        w = w - free.w_offset
+    return w.reshape(len(t), samples, -1)
+
+
+def cell_ranks(free, draws: np.ndarray, truths: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The law's draws ``(N, S, k)`` compensated at the true DICs ``t`` and ranked against the true cells (the
+    compensation of the true draws ``truths``): the law's calibration in conductance space without the DIC
+    posterior's samples. Returns the ranks of the pairs whose draws were all valid, those pairs, and the share
+    of draws the compensation rejects."""
+    from dic_sbi.core.populations import compensate
+
+    n, samples = draws.shape[:2]
+    gl, u = free.from_w(draws.reshape(-1, draws.shape[2]))
+    tt = np.repeat(t, samples, axis=0)
+    ok = np.isfinite(gl) & (gl > 0)
+    valid = np.zeros(ok.size, dtype=bool)
+    cells = np.full((ok.size, free.model.n_conductances), np.nan)
+    cells[ok], valid[ok] = compensate(free.model, tt[ok, 0], tt[ok, 1], gl[ok], u[ok], pair=free.pair)
+    true_gl, true_u = free.from_w(truths)
+    true_cells, true_ok = compensate(free.model, t[:, 0], t[:, 1], true_gl, true_u, pair=free.pair)
+    below = (cells.reshape(n, samples, -1) < true_cells[:, None, :]).sum(axis=1)
+    use = true_ok & (valid.reshape(n, samples).sum(axis=1) == samples)  # ranks on the full S draws
+    return below[use] / samples, use, 1.0 - float(valid.mean())
+
+
+def law_ranks(post, n: int, samples: int, seed: int, jitter=None, temperatures: dict | None = None) -> dict:
     """Mean rank of the true (ln gleak, u) among ``samples`` draws of ``post``'s learned law at the true DICs and
     x of ``n`` new noise-free pairs (spike-time jitter mixture ``jitter``;
     :func:`dic_sbi.train.law_ranks_at_truth`), and the share of draws the compensation rejects; with a jitter, also
-    on the unjittered and the jittered pairs apart."""
-    from dic_sbi.core.populations import compensate
+    on the unjittered and the jittered pairs apart. ``temperatures`` (``{label: per-coordinate temperature}``):
+    also rank, on the same pairs, draws of the law with its base widened so (:func:`tempered_law_draws`)."""
     from dic_sbi.train import law_ranks_at_truth
 
     free = post.free_conductances
     r = law_ranks_at_truth(post, pairs=n, samples=samples, seed=seed, chunk_size=n, jitter=jitter)
     d, w, t = r["samples"], r["truths"], r["dics"]
     ranks = (d < w[:, None, :]).mean(axis=1)  # (pairs, coordinates)
-    gl, u = free.from_w(d.reshape(-1, d.shape[2]))
-    tt = np.repeat(t, samples, axis=0)
-    ok = np.isfinite(gl) & (gl > 0)
-    valid = np.zeros(ok.size, dtype=bool)
-    cells = np.full((ok.size, free.model.n_conductances), np.nan)
-    cells[ok], valid[ok] = compensate(free.model, tt[ok, 0], tt[ok, 1], gl[ok], u[ok], pair=free.pair)
-    # The same draws as cells, ranked against the true cells (the compensation of the true draws at the true
-    # DICs): the law's calibration in conductance space without the DIC posterior's samples.
-    true_gl, true_u = free.from_w(w)
-    true_cells, true_ok = compensate(free.model, t[:, 0], t[:, 1], true_gl, true_u, pair=free.pair)
-    below = (cells.reshape(len(w), samples, -1) < true_cells[:, None, :]).sum(axis=1)
-    n_valid = valid.reshape(len(w), samples).sum(axis=1)
-    use = true_ok & (n_valid == samples)  # pairs with every draw valid: ranks on the full S draws
+    cranks, _, rejected = cell_ranks(free, d, w, t)
 
     def summary(sel):
         k = int(sel.sum())
@@ -89,10 +117,18 @@ def law_ranks(post, n: int, samples: int, seed: int, jitter=None) -> dict:
     base = {"rms": np.sqrt((z**2).mean(axis=0)).round(3).tolist(), "mean": z.mean(axis=0).round(3).tolist(),
             "chi2_share_below": {str(q): round(float((r2 < chi2.ppf(q, z.shape[1])).mean()), 3) for q in (0.25, 0.5, 0.75, 0.9)}}
     out = {"jitter": None if jitter is None else list(jitter), **summary(np.ones(len(w), dtype=bool)),
-           "rejected": round(1.0 - float(valid.mean()), 5),
-           "conductances_at_true_dics": rank_summary(below[use] / samples, samples), "base_space": base}
+           "rejected": round(rejected, 5), "conductances_at_true_dics": rank_summary(cranks, samples), "base_space": base}
     if jitter is not None:
         out["unjittered"], out["jittered"] = summary(~r["jittered"]), summary(r["jittered"])
+    for label, temp in (temperatures or {}).items():
+        dt = tempered_law_draws(free, t, torch.as_tensor(r["x"]), samples, temp, seed)
+        wr = (dt < w[:, None, :]).mean(axis=1)
+        cr, _, rej = cell_ranks(free, dt, w, t)
+        out.setdefault("tempered", {})[label] = {
+            "temperature": [round(float(v), 4) for v in np.broadcast_to(temp, (w.shape[1],))], "rejected": round(rej, 5),
+            "w": {**rank_summary(wr, samples), "ks_pvals": [round(float(kstest(wr[:, j], "uniform").pvalue), 5) for j in range(wr.shape[1])]},
+            "conductances_at_true_dics": {**rank_summary(cr, samples),
+                                          "ks_pvals": [round(float(kstest(cr[:, j], "uniform").pvalue), 5) for j in range(cr.shape[1])]}}  # fmt: skip
     return out
 
 
@@ -104,6 +140,10 @@ def main() -> None:
     p.add_argument("--seeds", default="7001,7002", help="comma-separated SBC seeds, or 'none' (the law alone only)")
     p.add_argument("--law-seed", type=int, help="seed of the --law-pairs set (default: the first SBC seed + 400)")
     p.add_argument("--law-pairs", type=int, default=0, help="also rank the learned law alone at the true DICs on this many new pairs")
+    p.add_argument("--law-temperature", type=int, metavar="SEED",
+                   help="with --law-pairs: a temperature on the law's base, fitted as the rms of the truths' base "
+                        "coordinates on the --law-pairs set, checked on as many new pairs (this seed) against the law "
+                        "as it is (temperature 1), in its own coordinates and in conductance space")
     p.add_argument("--jitter", default="posterior", help="spike-time jitter of the pairs: 'posterior' (the mixture it was "
                    "trained on, default), 'none', or FRACTION,MAX_SD")
     p.add_argument("--laws", default="learned,seed_law", help="which free-conductance laws to rank: learned, seed_law "
@@ -127,6 +167,8 @@ def main() -> None:
            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "runs": {}}  # fmt: skip
     out["names"] = list(post.model.conductance_names)
     seeds = [] if a.seeds == "none" else [int(v) for v in a.seeds.split(",")]
+    if a.law_temperature is not None and not a.law_pairs:
+        p.error("--law-temperature: give --law-pairs N too (the set the temperature is fitted on)")
     if not seeds and not (a.law_pairs and a.law_seed is not None):
         p.error("--seeds none: give --law-pairs N and --law-seed S (nothing else to run)")
     for label, q in (("learned", post), ("seed_law", seed_law)):
@@ -154,6 +196,16 @@ def main() -> None:
         seed = a.law_seed if a.law_seed is not None else seeds[0] + 400
         out["law_alone"] = law_ranks(post, a.law_pairs, a.samples, seed, jitter)
         print(f"learned law alone at the true DICs ({seed}): {out['law_alone']}", flush=True)
+        if a.law_temperature is not None:
+            fitted = np.asarray(out["law_alone"]["base_space"]["rms"])
+            out["law_temperature"] = {"fit_seed": seed, "check_seed": a.law_temperature,
+                                      **law_ranks(post, a.law_pairs, a.samples, a.law_temperature, jitter,
+                                                  temperatures={"1": np.ones_like(fitted), "fitted": fitted})}  # fmt: skip
+            for label, r in out["law_temperature"]["tempered"].items():
+                c = r["conductances_at_true_dics"]
+                print(f"temperature {label} {r['temperature']}: conductances at the true DICs, central 50 % "
+                      f"{min(c['central_50']):.3f}–{max(c['central_50']):.3f} (expected {c['expected_central_50']}), "
+                      f"outer 10 % {min(c['outer_10']):.3f}–{max(c['outer_10']):.3f}, min KS p {min(c['ks_pvals']):.2g}", flush=True)
     if a.out:
         with open(a.out, "w") as f:
             json.dump(out, f, indent=1)
