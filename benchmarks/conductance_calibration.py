@@ -53,6 +53,12 @@ def rank_summary(ranks: Any, samples: int) -> dict:
             "expected_outer_10": round(float(((k < 0.05) | (k > 0.95)).mean()), 3)}
 
 
+def uniform_ks(ranks: Any) -> list[float]:
+    """KS p against the uniform on [0, 1] of each column of ``(n, k)`` ranks (fractions of draws below the truth)."""
+    r = np.asarray(ranks, dtype=float)
+    return [round(float(kstest(r[:, j], "uniform").pvalue), 5) for j in range(r.shape[1])]
+
+
 def tempered_law_draws(free, t: np.ndarray, x: torch.Tensor, samples: int, temperature, seed: int) -> np.ndarray:
     """``(N, samples, k)`` draws of ``w`` from the learned law at ``(t_i, x_i)`` with its flow's base N(0, I)
     widened to N(0, diag(temperature²)) (a temperature on the base: the density stays exact), minus the law's
@@ -70,11 +76,11 @@ def tempered_law_draws(free, t: np.ndarray, x: torch.Tensor, samples: int, tempe
     return w.reshape(len(t), samples, -1)
 
 
-def cell_ranks(free, draws: np.ndarray, truths: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def cell_ranks(free, draws: np.ndarray, truths: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, float]:
     """The law's draws ``(N, S, k)`` compensated at the true DICs ``t`` and ranked against the true cells (the
     compensation of the true draws ``truths``): the law's calibration in conductance space without the DIC
-    posterior's samples. Returns the ranks of the pairs whose draws were all valid, those pairs, and the share
-    of draws the compensation rejects."""
+    posterior's samples. Returns the ranks of the pairs whose draws were all valid and the share of draws the
+    compensation rejects."""
     from dic_sbi.core.populations import compensate
 
     n, samples = draws.shape[:2]
@@ -88,7 +94,7 @@ def cell_ranks(free, draws: np.ndarray, truths: np.ndarray, t: np.ndarray) -> tu
     true_cells, true_ok = compensate(free.model, t[:, 0], t[:, 1], true_gl, true_u, pair=free.pair)
     below = (cells.reshape(n, samples, -1) < true_cells[:, None, :]).sum(axis=1)
     use = true_ok & (valid.reshape(n, samples).sum(axis=1) == samples)  # ranks on the full S draws
-    return below[use] / samples, use, 1.0 - float(valid.mean())
+    return below[use] / samples, 1.0 - float(valid.mean())
 
 
 def law_ranks(post, n: int, samples: int, seed: int, jitter=None, temperatures: dict | None = None) -> dict:
@@ -103,7 +109,7 @@ def law_ranks(post, n: int, samples: int, seed: int, jitter=None, temperatures: 
     r = law_ranks_at_truth(post, pairs=n, samples=samples, seed=seed, chunk_size=n, jitter=jitter)
     d, w, t = r["samples"], r["truths"], r["dics"]
     ranks = (d < w[:, None, :]).mean(axis=1)  # (pairs, coordinates)
-    cranks, _, rejected = cell_ranks(free, d, w, t)
+    cranks, rejected = cell_ranks(free, d, w, t)
 
     def summary(sel):
         k = int(sel.sum())
@@ -123,12 +129,11 @@ def law_ranks(post, n: int, samples: int, seed: int, jitter=None, temperatures: 
     for label, temp in (temperatures or {}).items():
         dt = tempered_law_draws(free, t, torch.as_tensor(r["x"]), samples, temp, seed)
         wr = (dt < w[:, None, :]).mean(axis=1)
-        cr, _, rej = cell_ranks(free, dt, w, t)
+        cr, rej = cell_ranks(free, dt, w, t)
         out.setdefault("tempered", {})[label] = {
             "temperature": [round(float(v), 4) for v in np.broadcast_to(temp, (w.shape[1],))], "rejected": round(rej, 5),
-            "w": {**rank_summary(wr, samples), "ks_pvals": [round(float(kstest(wr[:, j], "uniform").pvalue), 5) for j in range(wr.shape[1])]},
-            "conductances_at_true_dics": {**rank_summary(cr, samples),
-                                          "ks_pvals": [round(float(kstest(cr[:, j], "uniform").pvalue), 5) for j in range(cr.shape[1])]}}  # fmt: skip
+            "w": {**rank_summary(wr, samples), "ks_pvals": uniform_ks(wr)},
+            "conductances_at_true_dics": {**rank_summary(cr, samples), "ks_pvals": uniform_ks(cr)}}
     return out
 
 

@@ -279,15 +279,15 @@ def _open_or_create(path: Path, spec: CampaignSpec, overwrite: bool) -> Campaign
     if not path.exists():
         return CampaignStore.create(path, config, spec.shapes())
     differ = {k: (store.config.get(k), v) for k, v in config.items() if store.config.get(k) != v}
-    if set(differ) == {"num"} and int(spec.num) > store.num:
-        store.grow(int(spec.num))  # the same campaign with more simulations: the chunks already there stay valid
-        return store
-    if set(differ) == {"num"} and int(spec.num) % store.chunk_size == 0:
-        # The same campaign with fewer simulations: its chunks are the store's first ones (chunk k depends only on
-        # (seed, k), and a whole number of chunks has no partial last chunk), so a grown store still serves the
-        # campaign it grew from; run_campaign computes and reads only those chunks.
-        return store
     if set(differ) == {"num"}:
+        if int(spec.num) > store.num:
+            store.grow(int(spec.num))  # the same campaign with more simulations: the chunks already there stay valid
+            return store
+        if int(spec.num) % store.chunk_size == 0:
+            # The same campaign with fewer simulations: its chunks are the store's first ones (chunk k depends only
+            # on (seed, k), and a whole number of chunks has no partial last chunk), so a grown store still serves
+            # the campaign it grew from; run_campaign computes and reads only those chunks.
+            return store
         raise InvalidInputError(
             f"store: {path} holds the same campaign with {store.num} simulations; fewer can be read from it only as "
             f"a whole number of its chunks (a multiple of {store.chunk_size}), asked {spec.num}"
