@@ -34,7 +34,7 @@ def _training_data(info: dict, work: Path) -> tuple[torch.Tensor, torch.Tensor]:
     from dic_sbi.models import get_model
     from dic_sbi.sbi.features import with_conditions
     from dic_sbi.sbi.pretrained import training_jitter
-    from dic_sbi.train import _dic_campaigns
+    from dic_sbi.train import dic_campaigns
 
     m = get_model(info["model"])
     camps = []
@@ -42,7 +42,7 @@ def _training_data(info: dict, work: Path) -> tuple[torch.Tensor, torch.Tensor]:
         camps.append((tag, int(c["num"]), tuple(c["noise_std"]) if isinstance(c["noise_std"], list) else c["noise_std"], int(c["seed"])))
     jitter = training_jitter(info)
     proto = {k: info["protocol"][k] for k in ("duration", "transient", "dt")}
-    data, _, _ = _dic_campaigns(m, camps, work, fields=("theta", "x"), suffix="_jitter" if jitter else "",
+    data, _, _ = dic_campaigns(m, camps, work, fields=("theta", "x"), suffix="_jitter" if jitter else "",
                                 output=info["features"]["output"], chunk_size=int(info["training"]["campaigns"][0]["chunk_size"]),
                                 quiet=False, jitter=jitter, **proto)  # fmt: skip
     x = torch.as_tensor(data["x"], dtype=torch.float32)

@@ -12,7 +12,8 @@ posterior's protocol, noise-free, with the same jitter), the law's draws at each
 coordinates (ln gleak and the free fractions u) and, compensated, in conductance space against the true cells, with
 the share of draws the compensation rejects. Each run also ranks the DICs of the same posterior samples against
 the pairs' true DICs (KS p as sbi's ``check_sbc``): a miss that the DICs already show is one of ``q(t | x)``, which
-every conductance depends on, not of the free-conductance law. ``--law-temperature SEED`` tries the obvious
+every conductance depends on, not of the free-conductance law; ``dic_flattened`` reweights the pairs so that the
+DIC ranks are uniform and ranks the conductances again, which separates the two. ``--law-temperature SEED`` tries the obvious
 recalibration of the law's width: a temperature on its flow's base, fitted as the rms of the truths' base
 coordinates on the ``--law-pairs`` set, checked on new pairs against the law as it is.
 
@@ -57,6 +58,55 @@ def uniform_ks(ranks: Any) -> list[float]:
     """KS p against the uniform on [0, 1] of each column of ``(n, k)`` ranks (fractions of draws below the truth)."""
     r = np.asarray(ranks, dtype=float)
     return [round(float(kstest(r[:, j], "uniform").pvalue), 5) for j in range(r.shape[1])]
+
+
+def by_class(ranks: Any, dic_ranks: Any, classes: Any, samples: int) -> dict:
+    """The conductance and DIC rank summaries (with KS p) of the pairs of each firing class: where a miss sits
+    (``infer`` refuses silent recordings, so a miss on silent pairs alone is one no user meets)."""
+    r, d, k = np.asarray(ranks, dtype=float), np.asarray(dic_ranks, dtype=float), np.asarray(classes)
+    out = {}
+    for code, name in enumerate(("silent", "spiking", "bursting")):
+        m = k == code
+        if m.sum() >= 20:
+            out[name] = {"conductances": {**rank_summary(r[m], samples), "ks_pvals": uniform_ks(r[m])},
+                         "dics": {**rank_summary(d[m], samples), "ks_pvals": uniform_ks(d[m])}}  # fmt: skip
+    return out
+
+
+def dic_flattened(ranks: Any, dic_ranks: Any, bins: int = 5) -> dict:
+    """The conductance ranks reweighted so that the DIC ranks are uniform: is a conductance-space miss inherited
+    from ``q(t | x)``?
+
+    Each pair gets the weight 1 / (pairs in its cell of the ``bins`` × ``bins`` histogram of its two DIC ranks),
+    which makes the DIC ranks' joint histogram flat, as a calibrated ``q(t | x)`` would give. A conductance whose
+    weighted ranks are uniform is then calibrated given the DICs: its miss came from the DIC posterior (a conductance
+    set by the compensation moves with the DICs, so it inherits their tails). Weighted central-50 % and outer-10 %
+    shares and the weighted KS distance to the uniform, with an approximate p at the effective sample size
+    (Kish's n_eff = (Σw)² / Σw²); the unweighted distance next to it.
+    """
+    from scipy.stats import kstwo
+
+    r, d = np.asarray(ranks, dtype=float), np.asarray(dic_ranks, dtype=float)
+    cell = np.minimum((d * bins).astype(int), bins - 1)
+    key = cell[:, 0] * bins + cell[:, 1]
+    counts = np.bincount(key, minlength=bins * bins)
+    w = 1.0 / counts[key]
+    w /= w.sum()
+    n_eff = 1.0 / float((w**2).sum())
+
+    def distance(x: np.ndarray, wt: np.ndarray) -> float:
+        o = np.argsort(x)
+        x, cdf = x[o], np.cumsum(wt[o])
+        return float(np.max(np.maximum(np.abs(cdf - x), np.abs(cdf - wt[o] - x))))
+
+    flat = np.full(len(r), 1.0 / len(r))
+    d_w = [distance(r[:, j], w) for j in range(r.shape[1])]
+    return {"bins": bins, "smallest_cell": int(counts.min()), "n_eff": round(n_eff, 1),
+            "central_50": [round(float(w @ ((r[:, j] > 0.25) & (r[:, j] < 0.75))), 3) for j in range(r.shape[1])],
+            "outer_10": [round(float(w @ ((r[:, j] < 0.05) | (r[:, j] > 0.95))), 3) for j in range(r.shape[1])],
+            "ks_distance": [round(v, 4) for v in d_w],
+            "ks_distance_unweighted": [round(distance(r[:, j], flat), 4) for j in range(r.shape[1])],
+            "ks_pvals_approx": [round(float(kstwo.sf(v, int(round(n_eff)))), 5) for v in d_w]}  # fmt: skip
 
 
 def tempered_law_draws(free, t: np.ndarray, x: torch.Tensor, samples: int, temperature, seed: int) -> np.ndarray:
@@ -153,6 +203,8 @@ def main() -> None:
                    "trained on, default), 'none', or FRACTION,MAX_SD")
     p.add_argument("--laws", default="learned,seed_law", help="which free-conductance laws to rank: learned, seed_law "
                    "or both (the DIC ranks are the same for both: the same DIC samples)")
+    p.add_argument("--firing-only", action="store_true",
+                   help="rank only the pairs whose train fires (the recordings infer accepts; silent ones are refused)")
     p.add_argument("--torch-threads", type=int, default=2)
     p.add_argument("--out")
     a = p.parse_args()
@@ -169,7 +221,7 @@ def main() -> None:
     seed_law = DICPosterior(post.posterior, post.model, pair=post.pair, simulator=post.simulator, conditions=post.conditions,
                             training_jitter=post.training_jitter)  # fmt: skip
     out = {"posterior": a.posterior, "pairs": a.pairs, "samples": a.samples, "jitter": None if jitter is None else list(jitter),
-           "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "runs": {}}  # fmt: skip
+           "firing_only": a.firing_only, "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "runs": {}}  # fmt: skip
     out["names"] = list(post.model.conductance_names)
     seeds = [] if a.seeds == "none" else [int(v) for v in a.seeds.split(",")]
     if a.law_temperature is not None and not a.law_pairs:
@@ -182,7 +234,7 @@ def main() -> None:
         for seed in seeds:
             t0 = time.perf_counter()
             c = conductance_calibration(q, n_pairs=a.pairs, num_posterior_samples=a.samples, seed=seed, return_ranks=True,
-                                        jitter=jitter)  # fmt: skip
+                                        jitter=jitter, firing_only=a.firing_only)  # fmt: skip
             ranks = rank_summary(c["sbc_ranks"], a.samples)
             dic_ranks = np.asarray(c["dic_ranks"])
             # The DIC samples' ranks as sbi's check_sbc tests ranks: KS against the uniform on [0, S].
@@ -191,12 +243,15 @@ def main() -> None:
                                               "tarp_atc": round(c["tarp_atc"], 4), "tarp_ks_pval": c["tarp_ks_pval"],
                                               "n_pairs": c["n_pairs"], "ranks": ranks,
                                               "dics": {"ks_pvals": [round(v, 5) for v in dic_ks], **rank_summary(dic_ranks, a.samples)},
+                                              "dic_flattened": dic_flattened(c["sbc_ranks"], dic_ranks),
+                                              "by_class": by_class(c["sbc_ranks"], dic_ranks, c["classes"], a.samples),
                                               "seconds": time.perf_counter() - t0}  # fmt: skip
             r = out["runs"][f"{label}_{seed}"]
             print(f"{label:8s} seed {seed}: SBC KS p min {min(r['sbc_ks_pvals']):.2g} (Bonferroni {0.05 / len(r['sbc_ks_pvals']):.2g}), "
                   f"TARP ATC {r['tarp_atc']:+.3f}; central 50 % {min(ranks['central_50']):.2f}–{max(ranks['central_50']):.2f}, "
                   f"outer 10 % {min(ranks['outer_10']):.2f}–{max(ranks['outer_10']):.2f}; DICs (g_s, g_u): KS p "
-                  f"{r['dics']['ks_pvals']}, mean rank {r['dics']['mean_rank']}", flush=True)  # fmt: skip
+                  f"{r['dics']['ks_pvals']}, mean rank {r['dics']['mean_rank']}; DIC ranks flattened: min KS p "
+                  f"{min(r['dic_flattened']['ks_pvals_approx']):.2g} (n_eff {r['dic_flattened']['n_eff']:.0f})", flush=True)  # fmt: skip
     if a.law_pairs:
         seed = a.law_seed if a.law_seed is not None else seeds[0] + 400
         out["law_alone"] = law_ranks(post, a.law_pairs, a.samples, seed, jitter)

@@ -225,10 +225,35 @@ def class_rows(results: dict) -> list[str]:
     return out
 
 
+def gain_rows(results: dict, base: str = "summary") -> list[str]:
+    """Markdown rows of the ablation: for each held-out set and class, every feature set's MAE g_s / g_u as a
+    multiple of ``base``'s (below 1: the added information helps), i.e. which information each gain comes from."""
+    sets = results.get("sets", {})
+    if base not in sets:
+        raise SystemExit(f"--gains: the result file has no {base!r} set to compare with (sets: {list(sets)})")
+    names = [n for n in ("period", "summary", "+drift", "+variability", "+burst", "all") if n in sets]
+    names += [n for n in sets if n not in names]
+    out = []
+    for h in ("noise_free", "sigma_5", "jitter_0.5ms", "jitter_2ms"):
+        for c in ("spiking", "bursting"):
+            ref = sets[base][h].get(c)
+            if ref is None:
+                continue
+            cells = []
+            for n in names:
+                r = sets[n][h].get(c)
+                cells.append("–" if r is None else " / ".join(f"{v / b:.2f}" for v, b in zip(r["mae_mean"], ref["mae_mean"])))
+            out.append(f"| {h} | {c} | {ref['mae_mean'][0]:.2f} / {ref['mae_mean'][1]:.2f} | " + " | ".join(cells) + " |")
+    return ["| held-out set | class | " + base + " MAE g_s / g_u | " + " | ".join(names) + " |",
+            "|---|---|---|" + "---|" * len(names)] + out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", nargs="+", metavar="RESULT.json", help="print the Markdown rows of result files and exit")
     p.add_argument("--classes", action="store_true", help="with --table: per-class rows for every held-out set")
+    p.add_argument("--gains", action="store_true",
+                   help="with --table: each feature set's per-class MAE as a multiple of the summary set's")
     p.add_argument("--model", choices=("stg", "da"))
     p.add_argument("--train", type=int, default=30000, help="noise-free training simulations")
     p.add_argument("--noisy", type=int, default=15000, help="training simulations with σ ~ U(0.5, 5)")
@@ -253,6 +278,9 @@ def main() -> None:
     if a.table:
         for path in a.table:
             res = json.loads(Path(path).read_text())
+            if a.gains:
+                print("\n".join(gain_rows(res)))
+                continue
             if a.classes:
                 print("\n".join(class_rows(res)))
                 continue

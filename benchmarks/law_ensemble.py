@@ -37,7 +37,7 @@ from dic_sbi.sbi.evaluation import conductance_calibration
 from dic_sbi.sbi.features import with_conditions
 from dic_sbi.sbi.free_conductances import FreeConductanceEstimator
 from dic_sbi.sbi.pretrained import load_pretrained, pretrained_info
-from dic_sbi.train import _dic_campaigns, law_ranks_at_truth, recalibrate_free_conductances
+from dic_sbi.train import dic_campaigns, law_ranks_at_truth, recalibrate_free_conductances
 
 
 def main() -> None:
@@ -72,7 +72,7 @@ def main() -> None:
     proto = {k: info["protocol"][k] for k in ("duration", "transient", "dt")}
     out = {"posterior": a.posterior, "settings": vars(a), "machine": f"{platform.machine()} {platform.processor() or ''}".strip()}
     t0 = time.perf_counter()
-    data, _, sim_seconds = _dic_campaigns(post.model, campaigns, Path(a.work), fields=("theta", "conductances", "x"),
+    data, _, sim_seconds = dic_campaigns(post.model, campaigns, Path(a.work), fields=("theta", "conductances", "x"),
                                           suffix=a.store_suffix, output=info["features"]["output"], chunk_size=2000,
                                           quiet=False, jitter=jitter, **proto)  # fmt: skip
     x = torch.as_tensor(data["x"], dtype=torch.float32)

@@ -30,7 +30,7 @@ import numpy as np
 from .errors import DicSbiError, InvalidInputError
 from .models import ConductanceModel, get_model, model_reference
 
-__all__ = ["train_pretrained", "train_emulator_for", "DEFAULT_ESTIMATOR", "DEFAULT_TRAINING"]
+__all__ = ["train_pretrained", "train_emulator_for", "dic_campaigns", "DEFAULT_ESTIMATOR", "DEFAULT_TRAINING"]
 
 DEFAULT_ESTIMATOR = {"density_estimator": "nsf", "hidden_features": 64, "num_transforms": 5, "defined_scaling": False}
 DEFAULT_TRAINING = {"training_batch_size": 512, "learning_rate": 5e-4, "stop_after_epochs": 20, "max_num_epochs": 300}
@@ -148,7 +148,7 @@ def train_pretrained(
         from .spiketrains import check_jitter
 
         jitter = check_jitter(jitter)
-    data, camp_meta, sim_seconds = _dic_campaigns(m, campaigns, work, fields=("theta", "x"),
+    data, camp_meta, sim_seconds = dic_campaigns(m, campaigns, work, fields=("theta", "x"),
                                                   suffix="_jitter" if jitter else "", output=features,
                                                   chunk_size=chunk_size, quiet=quiet, jitter=jitter, **protocol)  # fmt: skip
     theta = torch.as_tensor(data["theta"], dtype=torch.float32)
@@ -251,7 +251,7 @@ def _ensemble_run(runs: list) -> Any:
     return dataclasses.replace(runs[0], posterior=ensemble)
 
 
-def _dic_campaigns(m: Any, campaigns: list, work: Path, *, fields: tuple[str, ...], suffix: str, output: str,
+def dic_campaigns(m: Any, campaigns: list, work: Path, *, fields: tuple[str, ...], suffix: str, output: str,
                    chunk_size: int, quiet: bool, jitter: tuple[float, float] | None = None,
                    **protocol: Any) -> tuple[dict[str, np.ndarray], list, float]:  # fmt: skip
     """Run (or resume) DIC-prior campaigns ``(tag, num, σ or (low, high), seed[, box])`` into
@@ -459,7 +459,7 @@ def train_free_conductances_for(
                           int(seed) + 1))  # fmt: skip
     campaigns += [(f"focus{i}", int(focus_simulations), 0.0, int(seed) + 5 + i, box) for i, box in enumerate(focus_boxes)]
     # Stores are named after the model: a widened seed law's ("stg-wide4_dic_clean_free") never mixes with another.
-    data, camp_meta, sim_seconds = _dic_campaigns(m_free, campaigns, work, fields=("theta", "conductances", "x"),
+    data, camp_meta, sim_seconds = dic_campaigns(m_free, campaigns, work, fields=("theta", "conductances", "x"),
                                                   suffix="_free_jitter" if jitter else "_free", output=output,
                                                   chunk_size=chunk_size, quiet=quiet, jitter=jitter, **proto)  # fmt: skip
     x = torch.as_tensor(data["x"], dtype=torch.float32)
@@ -594,7 +594,7 @@ def train_emulator_for(
         campaigns += [("noisy", int(noisy_simulations), sig, s0)] if int(noisy_simulations) else []
         campaigns += [(f"noisyfocus{i}", int(noisy_focus_simulations), sig, s0 + 1 + i, box)
                       for i, box in enumerate(focus_boxes) if int(noisy_focus_simulations)]  # fmt: skip
-    data, camp_meta, sim_seconds = _dic_campaigns(m, campaigns, Path(work_dir), fields=("conductances", "x"),
+    data, camp_meta, sim_seconds = dic_campaigns(m, campaigns, Path(work_dir), fields=("conductances", "x"),
                                                   suffix="_emulator", output="summary", chunk_size=chunk_size,
                                                   quiet=quiet, **proto)  # fmt: skip
     features = observed_features(data["x"])

@@ -385,6 +385,31 @@ def test_conductance_calibration_draws_pairs_with_the_training_jitter(monkeypatc
         conductance_calibration(post, n_pairs=20, num_posterior_samples=10, seed=1, jitter="training")
 
 
+def test_conductance_calibration_firing_only_ranks_the_firing_pairs(monkeypatch):
+    """``firing_only``: exactly the pairs whose (jittered) train spikes or bursts are ranked, as ``infer`` accepts."""
+    from dic_sbi.sbi.evaluation import classes_of, conductance_calibration
+    from dic_sbi.sbi.features import SUMMARY_NAMES
+    from dic_sbi.sbi.simulators import DICSimulator
+
+    seen = []
+    real = DICSimulator.simulate_with_cells
+
+    def spy(self, theta, *, seed=None, jitter_std=None):
+        out = real(self, theta, seed=seed, jitter_std=jitter_std)
+        seen.append(out[0])
+        return out
+
+    monkeypatch.setattr(DICSimulator, "simulate_with_cells", spy)
+    post = dic_sbi.sbi.pretrained.load_pretrained("da")
+    c = conductance_calibration(post, n_pairs=30, num_posterior_samples=10, seed=2, firing_only=True, return_ranks=True)
+    klass = classes_of(seen[-1][:, : len(SUMMARY_NAMES)])
+    assert 0 < (klass > 0).sum() < 30  # DA's prior draws silent cells too: the filter has something to do
+    assert c["firing_only"] and c["n_pairs"] == (klass > 0).sum() == len(c["sbc_ranks"])
+    assert c["classes"] == klass[klass > 0].tolist()  # each ranked pair's class, in order
+    everything = conductance_calibration(post, n_pairs=30, num_posterior_samples=10, seed=2)
+    assert not everything["firing_only"] and everything["n_pairs"] == 30
+
+
 def test_w_offset_shifts_draws_and_density_consistently():
     """An offset d on a law N(mu, 1) is the law N(mu - d, 1): same draws (seeded) and the same density."""
     sd = P.seed_distribution("stg")

@@ -433,6 +433,7 @@ def conductance_calibration(
     n_threads: int | None = None,
     return_ranks: bool = False,
     jitter: tuple[float, float] | None | str = "posterior",
+    firing_only: bool = False,
 ) -> dict[str, Any]:
     """SBC and TARP of a DIC posterior **in conductance space** (with its free-conductance law, if it has one).
 
@@ -446,6 +447,10 @@ def conductance_calibration(
     ``posterior.sample_batched`` gives the cells: ``q(t | x)`` then
     ``q(z | t, x)`` (or the seed law) and the compensation. ``sbi.diagnostics.run_sbc`` / ``check_sbc`` rank every
     conductance (log scale: ranks do not change); ``run_tarp`` / ``check_tarp`` on log-conductances.
+    ``firing_only``: rank only the pairs whose train fires (spiking or bursting): the recordings ``infer``
+    accepts. Selecting pairs by ``x`` keeps a calibrated posterior's ranks uniform, so it is a test too, of the
+    posterior where it is used; ``n_pairs`` are drawn either way and ``n_pairs`` in the result says how many
+    were ranked.
 
     Returns
     -------
@@ -453,7 +458,8 @@ def conductance_calibration(
         ``sbc_ks_pvals`` per conductance, ``sbc_c2st_ranks`` per conductance, ``tarp_atc``, ``tarp_ks_pval``,
         ``n_pairs`` used; with ``return_ranks``, also ``sbc_ranks``: ``(n_pairs, k)`` fractions of each pair's
         posterior samples below its true conductance (uniform on [0, 1] for a calibrated posterior), and
-        ``dic_ranks``: ``(n_pairs, 2)``, the same for the samples' DICs against the pairs' true DICs.
+        ``dic_ranks``: ``(n_pairs, 2)``, the same for the samples' DICs against the pairs' true DICs, and
+        ``classes``: each ranked pair's firing class code (0 silent, 1 spiking, 2 bursting).
     """
     from sbi.diagnostics import check_sbc, check_tarp, run_sbc, run_tarp
 
@@ -474,6 +480,11 @@ def conductance_calibration(
     x, g = sim.simulate_with_cells(t, seed=rng, jitter_std=jitter_sd)
     x = posterior.condition(x, **posterior.conditions_among(noise_std=float(noise_std)))
     keep = torch.isfinite(x).all(dim=1) & torch.as_tensor(np.isfinite(g).all(axis=1))
+    klass = classes_of(x[:, : len(SUMMARY_NAMES)])
+    if firing_only:
+        keep &= torch.as_tensor(klass > 0)
+        if not bool(keep.any()):
+            raise InvalidInputError(f"firing_only: none of the {int(n_pairs)} pairs fires; draw more pairs")
     log_g = torch.as_tensor(np.log(g[keep.numpy()]), dtype=torch.float32)
     x = x[keep]
 
@@ -502,10 +513,11 @@ def conductance_calibration(
                               use_batched_sampling=True, show_progress_bar=False, num_bins=max(2, log_g.shape[0] // 10))  # fmt: skip
         atc, ks = check_tarp(ecp, alpha)
     out = {"n_pairs": int(log_g.shape[0]), "num_posterior_samples": int(num_posterior_samples), "noise_std": float(noise_std),
-           "jitter": None if jitter is None else list(jitter),
+           "jitter": None if jitter is None else list(jitter), "firing_only": bool(firing_only),
            "sbc_ks_pvals": [float(v) for v in stats["ks_pvals"]], "sbc_c2st_ranks": [float(v) for v in stats["c2st_ranks"]],
            "tarp_atc": float(atc), "tarp_ks_pval": float(ks), "names": list(posterior.model.conductance_names)}  # fmt: skip
     if return_ranks:
         out["sbc_ranks"] = (ranks.to(torch.float64) / int(num_posterior_samples)).tolist()
         out["dic_ranks"] = dic_ranks.tolist()
+        out["classes"] = klass[keep.numpy()].tolist()
     return out
