@@ -43,8 +43,8 @@ def _training_data(info: dict, work: Path) -> tuple[torch.Tensor, torch.Tensor]:
     jitter = training_jitter(info)
     proto = {k: info["protocol"][k] for k in ("duration", "transient", "dt")}
     data, _, _ = dic_campaigns(m, camps, work, fields=("theta", "x"), suffix="_jitter" if jitter else "",
-                                output=info["features"]["output"], chunk_size=int(info["training"]["campaigns"][0]["chunk_size"]),
-                                quiet=False, jitter=jitter, **proto)  # fmt: skip
+                               output=info["features"]["output"], chunk_size=int(info["training"]["campaigns"][0]["chunk_size"]),
+                               quiet=False, jitter=jitter, **proto)  # fmt: skip
     x = torch.as_tensor(data["x"], dtype=torch.float32)
     if info["features"].get("conditions"):
         x = with_conditions(x, data["noise_std"][:, None])

@@ -73,8 +73,8 @@ def main() -> None:
     out = {"posterior": a.posterior, "settings": vars(a), "machine": f"{platform.machine()} {platform.processor() or ''}".strip()}
     t0 = time.perf_counter()
     data, _, sim_seconds = dic_campaigns(post.model, campaigns, Path(a.work), fields=("theta", "conductances", "x"),
-                                          suffix=a.store_suffix, output=info["features"]["output"], chunk_size=2000,
-                                          quiet=False, jitter=jitter, **proto)  # fmt: skip
+                                         suffix=a.store_suffix, output=info["features"]["output"], chunk_size=2000,
+                                         quiet=False, jitter=jitter, **proto)  # fmt: skip
     x = torch.as_tensor(data["x"], dtype=torch.float32)
     if post.conditions:
         x = with_conditions(x, data["noise_std"][:, None])

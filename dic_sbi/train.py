@@ -149,8 +149,8 @@ def train_pretrained(
 
         jitter = check_jitter(jitter)
     data, camp_meta, sim_seconds = dic_campaigns(m, campaigns, work, fields=("theta", "x"),
-                                                  suffix="_jitter" if jitter else "", output=features,
-                                                  chunk_size=chunk_size, quiet=quiet, jitter=jitter, **protocol)  # fmt: skip
+                                                 suffix="_jitter" if jitter else "", output=features,
+                                                 chunk_size=chunk_size, quiet=quiet, jitter=jitter, **protocol)  # fmt: skip
     theta = torch.as_tensor(data["theta"], dtype=torch.float32)
     x = torch.as_tensor(data["x"], dtype=torch.float32)
     conditions = {}
@@ -252,8 +252,8 @@ def _ensemble_run(runs: list) -> Any:
 
 
 def dic_campaigns(m: Any, campaigns: list, work: Path, *, fields: tuple[str, ...], suffix: str, output: str,
-                   chunk_size: int, quiet: bool, jitter: tuple[float, float] | None = None,
-                   **protocol: Any) -> tuple[dict[str, np.ndarray], list, float]:  # fmt: skip
+                  chunk_size: int, quiet: bool, jitter: tuple[float, float] | None = None,
+                  **protocol: Any) -> tuple[dict[str, np.ndarray], list, float]:  # fmt: skip
     """Run (or resume) DIC-prior campaigns ``(tag, num, σ or (low, high), seed[, box])`` into
     ``work/{model}_dic_{tag}{suffix}`` (``box``: the DIC prior's box, default the model's; ``jitter``: the
     campaigns' spike-time jitter, :class:`~dic_sbi.campaign.CampaignSpec`).
@@ -460,8 +460,8 @@ def train_free_conductances_for(
     campaigns += [(f"focus{i}", int(focus_simulations), 0.0, int(seed) + 5 + i, box) for i, box in enumerate(focus_boxes)]
     # Stores are named after the model: a widened seed law's ("stg-wide4_dic_clean_free") never mixes with another.
     data, camp_meta, sim_seconds = dic_campaigns(m_free, campaigns, work, fields=("theta", "conductances", "x"),
-                                                  suffix="_free_jitter" if jitter else "_free", output=output,
-                                                  chunk_size=chunk_size, quiet=quiet, jitter=jitter, **proto)  # fmt: skip
+                                                 suffix="_free_jitter" if jitter else "_free", output=output,
+                                                 chunk_size=chunk_size, quiet=quiet, jitter=jitter, **proto)  # fmt: skip
     x = torch.as_tensor(data["x"], dtype=torch.float32)
     if post.conditions:
         x = with_conditions(x, data["noise_std"][:, None])
@@ -595,8 +595,8 @@ def train_emulator_for(
         campaigns += [(f"noisyfocus{i}", int(noisy_focus_simulations), sig, s0 + 1 + i, box)
                       for i, box in enumerate(focus_boxes) if int(noisy_focus_simulations)]  # fmt: skip
     data, camp_meta, sim_seconds = dic_campaigns(m, campaigns, Path(work_dir), fields=("conductances", "x"),
-                                                  suffix="_emulator", output="summary", chunk_size=chunk_size,
-                                                  quiet=quiet, **proto)  # fmt: skip
+                                                 suffix="_emulator", output="summary", chunk_size=chunk_size,
+                                                 quiet=quiet, **proto)  # fmt: skip
     features = observed_features(data["x"])
     order = np.random.default_rng(int(seed)).permutation(len(data["x"]))
     k = int(round(float(held_back) * len(order)))
