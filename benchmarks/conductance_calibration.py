@@ -13,8 +13,8 @@ coordinates (ln gleak and the free fractions u) and, compensated, in conductance
 the share of draws the compensation rejects. Each run also ranks the DICs of the same posterior samples against
 the pairs' true DICs (KS p as sbi's ``check_sbc``): a miss that the DICs already show is one of ``q(t | x)``, which
 every conductance depends on, not of the free-conductance law; ``dic_flattened`` reweights the pairs so that the
-DIC ranks are uniform and ranks the conductances again, which separates the two. ``--law-temperature SEED`` tries the obvious
-recalibration of the law's width: a temperature on its flow's base, fitted as the rms of the truths' base
+DIC ranks are uniform and ranks the conductances again, which separates the two, and ``by_class`` ranks each
+firing class's pairs apart. ``--law-temperature SEED`` tries the obvious recalibration of the law's width: a temperature on its flow's base, fitted as the rms of the truths' base
 coordinates on the ``--law-pairs`` set, checked on new pairs against the law as it is.
 
     python benchmarks/conductance_calibration.py --posterior stg --pairs 500 --seeds 7001,7002 --law-pairs 3000 \
@@ -237,12 +237,12 @@ def main() -> None:
                                         jitter=jitter, firing_only=a.firing_only)  # fmt: skip
             ranks = rank_summary(c["sbc_ranks"], a.samples)
             dic_ranks = np.asarray(c["dic_ranks"])
-            # The DIC samples' ranks as sbi's check_sbc tests ranks: KS against the uniform on [0, S].
-            dic_ks = [float(kstest(dic_ranks[:, j] * a.samples, "uniform", args=(0, a.samples)).pvalue) for j in range(2)]
+            # The DIC samples' ranks as sbi's check_sbc tests ranks (KS against the uniform on [0, S], the same test
+            # as on the fractions against [0, 1]).
             out["runs"][f"{label}_{seed}"] = {"sbc_ks_pvals": [round(v, 5) for v in c["sbc_ks_pvals"]],
                                               "tarp_atc": round(c["tarp_atc"], 4), "tarp_ks_pval": c["tarp_ks_pval"],
                                               "n_pairs": c["n_pairs"], "ranks": ranks,
-                                              "dics": {"ks_pvals": [round(v, 5) for v in dic_ks], **rank_summary(dic_ranks, a.samples)},
+                                              "dics": {"ks_pvals": uniform_ks(dic_ranks), **rank_summary(dic_ranks, a.samples)},
                                               "dic_flattened": dic_flattened(c["sbc_ranks"], dic_ranks),
                                               "by_class": by_class(c["sbc_ranks"], dic_ranks, c["classes"], a.samples),
                                               "seconds": time.perf_counter() - t0}  # fmt: skip

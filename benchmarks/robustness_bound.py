@@ -222,8 +222,9 @@ def main() -> None:
                 row["n_train"] = int(s.sum())
             if "mlp" in estimators:
                 row["mlp"] = mae(fit_mlp(f(x[s]), theta[s], f(x_te[s_te]), a.epochs, a.seed + 11))
-            for frac in fractions:  # the first rows of one random order: nested subsets
+            if fractions:  # the first rows of one random order: nested subsets
                 order = np.flatnonzero(s)[np.random.default_rng(a.seed + 13).permutation(int(s.sum()))]
+            for frac in fractions:
                 sub = order[: int(round(frac * len(order)))]
                 row[f"mlp_{frac:g}"] = mae(fit_mlp(f(x[sub]), theta[sub], f(x_te[s_te]), a.epochs, a.seed + 11))
             if "mlp_spike_times" in estimators:

@@ -21,8 +21,9 @@ the noisy recording's features as if they were simulated without noise (what ``i
 not ``infer``'s default under noise). ``--ceiling R`` then also simulates each observation's own cell R more times
 with fresh noise: the share of those trains that fire like the recording is what the recorded cell itself
 reaches (the "recorded cell's own ceiling" the issues report ``--match`` against; a reference, not a bound: a
-population whose noisy firing sits closer to the recorded train than its own cell's does can exceed it). ``--recheck`` simulates the cells kept at the largest K once more with fresh noise, for the
-emulator's screen and for the perfect one: what each population reproduces on a new noisy run.
+population whose noisy firing sits closer to the recorded train than its own cell's does can exceed it).
+``--recheck`` simulates the cells kept at the largest K once more with fresh noise, for the emulator's screen and
+for the perfect one: what each population reproduces on a new noisy run.
 
     python benchmarks/screen_fidelity.py --model da --screen 1,4,10,20 --out benchmarks/results/screen_fidelity_da.json
 """

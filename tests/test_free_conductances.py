@@ -362,25 +362,33 @@ def test_conductance_calibration_returns_the_ranks_it_tested():
     assert "sbc_ranks" not in conductance_calibration(post, n_pairs=24, num_posterior_samples=20, seed=3)
 
 
-def test_conductance_calibration_draws_pairs_with_the_training_jitter(monkeypatch):
-    """By default the pairs' spike times get the posterior's training jitter mixture; ``jitter=None`` gives none."""
-    from dic_sbi.sbi.evaluation import conductance_calibration
+def _record_pair_simulations(monkeypatch) -> list[dict]:
+    """Record each ``DICSimulator.simulate_with_cells`` call (its ``jitter_std`` and the ``x`` it returns)."""
     from dic_sbi.sbi.simulators import DICSimulator
 
-    seen = []
+    seen: list[dict] = []
     real = DICSimulator.simulate_with_cells
 
     def spy(self, theta, *, seed=None, jitter_std=None):
-        seen.append(None if jitter_std is None else np.asarray(jitter_std))
-        return real(self, theta, seed=seed, jitter_std=jitter_std)
+        out = real(self, theta, seed=seed, jitter_std=jitter_std)
+        seen.append({"jitter_std": None if jitter_std is None else np.asarray(jitter_std), "x": out[0]})
+        return out
 
     monkeypatch.setattr(DICSimulator, "simulate_with_cells", spy)
+    return seen
+
+
+def test_conductance_calibration_draws_pairs_with_the_training_jitter(monkeypatch):
+    """By default the pairs' spike times get the posterior's training jitter mixture; ``jitter=None`` gives none."""
+    from dic_sbi.sbi.evaluation import conductance_calibration
+
+    seen = _record_pair_simulations(monkeypatch)
     post = dic_sbi.sbi.pretrained.load_pretrained("stg")
     conductance_calibration(post, n_pairs=40, num_posterior_samples=10, seed=1)
-    sd = seen[-1]
+    sd = seen[-1]["jitter_std"]
     assert sd.shape == (40,) and 0 < (sd > 0).sum() < 40 and sd.max() <= 3.0  # about half, sd ~ U(0, 3)
     assert conductance_calibration(post, n_pairs=20, num_posterior_samples=10, seed=1, jitter=None)["jitter"] is None
-    assert seen[-1] is None
+    assert seen[-1]["jitter_std"] is None
     with pytest.raises(dic_sbi.InvalidInputError, match="jitter"):
         conductance_calibration(post, n_pairs=20, num_posterior_samples=10, seed=1, jitter="training")
 
@@ -389,20 +397,11 @@ def test_conductance_calibration_firing_only_ranks_the_firing_pairs(monkeypatch)
     """``firing_only``: exactly the pairs whose (jittered) train spikes or bursts are ranked, as ``infer`` accepts."""
     from dic_sbi.sbi.evaluation import classes_of, conductance_calibration
     from dic_sbi.sbi.features import SUMMARY_NAMES
-    from dic_sbi.sbi.simulators import DICSimulator
 
-    seen = []
-    real = DICSimulator.simulate_with_cells
-
-    def spy(self, theta, *, seed=None, jitter_std=None):
-        out = real(self, theta, seed=seed, jitter_std=jitter_std)
-        seen.append(out[0])
-        return out
-
-    monkeypatch.setattr(DICSimulator, "simulate_with_cells", spy)
+    seen = _record_pair_simulations(monkeypatch)
     post = dic_sbi.sbi.pretrained.load_pretrained("da")
     c = conductance_calibration(post, n_pairs=30, num_posterior_samples=10, seed=2, firing_only=True, return_ranks=True)
-    klass = classes_of(seen[-1][:, : len(SUMMARY_NAMES)])
+    klass = classes_of(seen[-1]["x"][:, : len(SUMMARY_NAMES)])
     assert 0 < (klass > 0).sum() < 30  # DA's prior draws silent cells too: the filter has something to do
     assert c["firing_only"] and c["n_pairs"] == (klass > 0).sum() == len(c["sbc_ranks"])
     assert c["classes"] == klass[klass > 0].tolist()  # each ranked pair's class, in order
