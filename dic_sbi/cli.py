@@ -276,7 +276,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                      torch_threads=args.torch_threads, progress=not args.quiet, out=args.out,
                      overwrite=args.overwrite, checkpoint=args.checkpoint, methods=methods,
                      seed_law_widening=args.seed_law_widening, wide_dic_box=args.wide_dic_box,
-                     screen=args.screen)  # fmt: skip
+                     wide_dic_density=None if args.wide_dic_density == "uniform" else args.wide_dic_density, screen=args.screen)  # fmt: skip
     print(result.markdown())
     print(f"wrote {result.out}/")
     return 0
@@ -988,6 +988,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--wide-dic-box", type=_wide_dic_box, default=None, metavar="conductance|GS_MIN,GS_MAX,GU_MIN,GU_MAX",
                     help="DIC box of dic_learned_wide's prior: 'conductance' = the box holding the conductance box's "
                     "cells (default: the model's published box)")
+    sp.add_argument("--wide-dic-density", choices=("uniform", "conductance"), default="uniform",
+                    help="density of dic_learned_wide's DIC prior on its box: uniform, or 'conductance' = following "
+                    "the DICs of the conductance box's cells")
     sp.add_argument("--screen", type=_int_type("screen", 1), default=1, metavar="K",
                     help="with K > 1, also a <method>_screened row per method: K x the samples, screened by a firing "
                     "emulator trained on the method's own simulations (what infer --screen K does); 1: none")

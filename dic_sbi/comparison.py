@@ -41,6 +41,10 @@ to reproduce. Per method × budget × observation set (means over observations, 
   SBC (smallest KS p-value over dimensions, largest C2ST accuracy of the ranks) and TARP (ATC, KS p-value);
 - cost: simulation and training seconds of the budget, sampling seconds per observation.
 
+Every method is also compared with a baseline on the same observations (:func:`paired_differences`: the mean of
+the per-observation differences and its paired bootstrap interval, per class too), which is much tighter than
+setting two methods' intervals side by side: the observations' own difficulty, shared by both, cancels.
+
 Next to them, the same metrics for each observation's *true DIC population* (cells drawn at its exact DICs, no
 training): what a perfect DIC estimate would give (on box observations many exact DICs are unreachable by the
 compensation, so there it bounds nothing).
@@ -67,7 +71,8 @@ from .io.outputs import reserve_output, safe_output
 from .models import ConductanceModel, get_model
 from .spiketrains.fidelity import FIDELITY_TOLERANCES
 
-__all__ = ["compare", "ComparisonResult", "METHODS", "ALL_METHODS", "OBSERVATION_SETS", "TOLERANCES"]
+__all__ = ["compare", "ComparisonResult", "paired_differences", "METHODS", "ALL_METHODS", "OBSERVATION_SETS",
+           "TOLERANCES"]
 
 #: Methods run by default.
 METHODS: tuple[str, ...] = ("dic", "conductance_linear", "conductance_log", "dic_learned")
@@ -149,6 +154,18 @@ class ComparisonResult:
             for r in self.reference:
                 lines.append(f"| {r['observation_set']} | " + " | ".join(_ci_text(r[c], r[f'{c}_lo'], r[f'{c}_hi'])
                                                                           for c in cols[:4]) + " |")  # fmt: skip
+        all_paired = self.paired()
+        paired = [r for r in all_paired if r["class"] == "all"]
+        if paired:
+            lines += ["", f"Paired differences in fidelity against `{paired[0]['baseline']}` on the same observations "
+                      "(method − baseline; screened methods also against the baseline given the same screen):", "",
+                      "| set | budget | method | baseline | difference [95 %] | spiking | bursting |", "|" + "---|" * 7]
+            for r in paired:
+                by = {q["class"]: q["difference"] for q in all_paired if q["class"] != "all" and all(
+                    q[k] == r[k] for k in ("observation_set", "budget", "method", "baseline"))}
+                lines.append(f"| {r['observation_set']} | {r['budget']} | {r['method']} | {r['baseline']} | "
+                             f"{_ci_text(r['difference'], r['difference_lo'], r['difference_hi'])} | "
+                             f"{_num(by.get('spiking', math.nan))} | {_num(by.get('bursting', math.nan))} |")
         c = self.config
         note = (
             f"\nModel `{c.get('model')}`, {c.get('n_observations')} observations per set, "
@@ -157,9 +174,17 @@ class ComparisonResult:
         )
         return "\n".join(lines) + "\n" + note
 
+    def paired(self, baseline: str = "conductance_linear", *, metric: str = "fidelity",
+               n_bootstrap: int | None = None) -> list[dict[str, Any]]:
+        """Each method's paired difference in ``metric`` against ``baseline`` (:func:`paired_differences`; empty
+        when the baseline was not run)."""
+        n_boot = int(self.config.get("n_bootstrap", 2000)) if n_bootstrap is None else n_bootstrap
+        return paired_differences(self.per_observation, baseline, metric=metric, n_bootstrap=n_boot,
+                                  seed=int(self.config.get("seed", 0)))  # fmt: skip
+
     def write(self, out: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write ``comparison.csv``, ``comparison.md``, ``per_observation.csv``, ``reference.csv``, ``config.json``
-        and plots.
+        """Write ``comparison.csv``, ``comparison.md``, ``per_observation.csv``, ``reference.csv``, ``paired.csv``
+        (when ``conductance_linear`` was run: :meth:`paired`), ``config.json`` and plots.
 
         Atomic: everything goes to a staging folder beside ``out``, moved to ``out`` at the end. ``out`` must be
         new, empty, or (with ``overwrite=True``) a previous dic_sbi output holding nothing else
@@ -172,6 +197,9 @@ class ComparisonResult:
             _write_csv(staging / "per_observation.csv", self.per_observation)
             if self.reference:
                 _write_csv(staging / "reference.csv", self.reference)
+            paired = self.paired()
+            if paired:
+                _write_csv(staging / "paired.csv", paired)
             (staging / "comparison.md").write_text(self.markdown())
             (staging / "config.json").write_text(json.dumps(self.config, indent=1))
             _plot(self, staging)
@@ -204,6 +232,7 @@ def compare(
     methods: Sequence[str] = METHODS,
     seed_law_widening: float = 4.0,
     wide_dic_box: str | tuple[tuple[float, float], tuple[float, float]] | None = None,
+    wide_dic_density: str | None = None,
     screen: int = 1,
 ) -> ComparisonResult:
     """Compare DIC-space NPE with standard NPE over conductances (linear and log box priors).
@@ -257,6 +286,10 @@ def compare(
         that holds the conductance box's cells (:func:`~dic_sbi.sbi.priors.dic_image_box`), so that the method
         can represent the ``conductance_box`` observations; or ``((g_s_min, g_s_max), (g_u_min, g_u_max))``.
         The observation sets do not change.
+    wide_dic_density
+        Density of ``dic_learned_wide``'s DIC prior on that box: ``None`` uniform; ``"conductance"`` one that
+        follows the DICs of the conductance box's cells (:func:`~dic_sbi.sbi.priors.dic_image_weights`), so that
+        the simulations fall where the box's cells are instead of spreading evenly over the box.
     screen
         With K > 1, every method also gets a ``<method>_screened`` row: K × the samples drawn, screened by a
         firing emulator trained on the method's own simulations (see the module's docstring). Default 1: none.
@@ -276,7 +309,8 @@ def compare(
             noise_std=noise_std, training=training, density_estimator=density_estimator,
             hidden_features=hidden_features, num_transforms=num_transforms, torch_threads=torch_threads,
             n_bootstrap=n_bootstrap, progress=progress, checkpoint=checkpoint, methods=methods,
-            seed_law_widening=seed_law_widening, wide_dic_box=wide_dic_box, screen=screen,
+            seed_law_widening=seed_law_widening, wide_dic_box=wide_dic_box, wide_dic_density=wide_dic_density,
+            screen=screen,
         )  # fmt: skip
         if out is not None:
             result.write(out, overwrite=overwrite)
@@ -286,13 +320,13 @@ def compare(
 def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, calibration_simulations, duration,
              transient, dt, noise_std, training, density_estimator, hidden_features, num_transforms, torch_threads,
              n_bootstrap, progress, checkpoint, methods=METHODS, seed_law_widening=4.0,
-             wide_dic_box=None, screen=1) -> ComparisonResult:  # fmt: skip
+             wide_dic_box=None, wide_dic_density=None, screen=1) -> ComparisonResult:  # fmt: skip
     import torch
 
     from .models import widen_seed_law
     from .sbi import ConductancePrior, ConductanceSimulator, DICPosterior, DICPrior, DICSimulator
     from .sbi import train_conductance_posterior, train_dic_posterior, train_free_conductances
-    from .sbi.priors import check_dic_box, dic_image_box
+    from .sbi.priors import check_dic_box, dic_image_box, dic_image_weights
 
     model = get_model(model)
     budgets = _check_budgets(budgets)
@@ -317,10 +351,15 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
         wide_dic_box = dic_image_box(model)
     elif wide_dic_box is not None:
         wide_dic_box = check_dic_box(wide_dic_box)
+    if wide_dic_density not in (None, "conductance"):
+        raise InvalidInputError(f"wide_dic_density: expected None or 'conductance', got {wide_dic_density!r}")
+    weights = None
     if "dic_learned_wide" in methods:
         wide = widen_seed_law(model, seed_law_widening)
         models["dic_learned_wide"] = wide
-        priors["dic_learned_wide"] = DICPrior(wide, box=wide_dic_box)
+        if wide_dic_density == "conductance":  # the box's cells are the model's, not the widened law's
+            weights = dic_image_weights(model, wide_dic_box if wide_dic_box is not None else model.dic_box)
+        priors["dic_learned_wide"] = DICPrior(wide, box=wide_dic_box, weights=weights)
         simulators["dic_learned_wide"] = DICSimulator(wide, **protocol)
     obs_seq = np.random.SeedSequence(seed).spawn(3)[0]  # the observation sets' seed (unchanged since 0.1)
 
@@ -344,6 +383,8 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
         config["seed_law_widening"] = float(seed_law_widening)
         if wide_dic_box is not None:  # only then, so that earlier checkpoints stay valid
             config["wide_dic_box"] = [list(r) for r in wide_dic_box]
+        if weights is not None:  # likewise
+            config["wide_dic_density"] = wide_dic_density
         wide_law = models["dic_learned_wide"].seed_population
         config["wide_seed_law"] = {"free_ranges": {k: list(v) for k, v in wide_law.free_ranges.items()},
                                    "leak_range": list(wide_law.leak_range)}  # fmt: skip
@@ -469,6 +510,84 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
     return ComparisonResult(rows, per_obs, config, reference=reference)
 
 
+def paired_differences(
+    per_observation: Sequence[dict[str, Any]],
+    baseline: str = "conductance_linear",
+    *,
+    metric: str = "fidelity",
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Each method's per-observation ``metric`` minus the baseline's on the same observation, averaged, with a
+    paired bootstrap 95 % interval.
+
+    Two methods evaluated on the same observations share each observation's difficulty; the interval of their
+    difference is therefore much narrower than their two intervals side by side, and it is the one that says
+    whether one method is ahead. A screened method (``<method>_screened<K>``) is compared with ``baseline`` and,
+    when it was run, with ``<baseline>_screened<K>`` too (like for like).
+
+    Parameters
+    ----------
+    per_observation
+        Per-observation rows (:attr:`ComparisonResult.per_observation`; runs of the same model, seed, protocol
+        and observation count may be concatenated: their observations are the same).
+    baseline
+        The method compared against.
+    metric
+        A per-observation metric (default ``fidelity``).
+    n_bootstrap
+        Bootstrap resamples of the observations (the same resampling for every pair with the same observations).
+    seed
+        Seed of the bootstrap.
+
+    Returns
+    -------
+    list of dict
+        Per observation set × budget × method × baseline × class (``all``, then each observed class): the
+        number of observations with both values finite, the two means, ``difference`` and its ``_lo`` / ``_hi``.
+        Empty when the baseline is absent.
+    """
+    if metric not in _METRICS:
+        raise InvalidInputError(f"metric: expected one of {', '.join(_METRICS)}, got {metric!r}")
+    _positive_int(n_bootstrap, "n_bootstrap", 2)
+    table: dict[tuple[str, int, str], dict[int, tuple[float, str]]] = {}
+    for r in per_observation:
+        key = (str(r["observation_set"]), int(r["budget"]), str(r["method"]))
+        obs = table.setdefault(key, {})
+        i = int(r["observation"])
+        if i in obs:
+            raise InvalidInputError(f"per_observation: observation {i} appears twice for {key}")
+        obs[i] = (float(r[metric]) if r[metric] not in ("", None) else math.nan, str(r["observed_class"]))
+    out: list[dict[str, Any]] = []
+    for (set_name, budget, method), values in table.items():
+        if method == baseline or method.startswith(baseline + "_screened"):
+            continue
+        bases = [baseline]
+        if "_screened" in method:
+            bases.append(baseline + "_screened" + method.rsplit("_screened", 1)[1])
+        for base in bases:
+            ref = table.get((set_name, budget, base))
+            if ref is None:
+                continue
+            common = sorted(set(values) & set(ref))
+            for i in common:
+                if values[i][1] != ref[i][1]:
+                    raise InvalidInputError(f"per_observation: observation {i} of {set_name} has class {values[i][1]!r} "
+                                            f"for {method} but {ref[i][1]!r} for {base}: not the same observations")
+            a = np.array([values[i][0] for i in common])
+            b = np.array([ref[i][0] for i in common])
+            classes = np.array([values[i][1] for i in common])
+            for cls in ["all", *sorted(set(classes.tolist()))]:
+                keep = np.isfinite(a) & np.isfinite(b) & ((classes == cls) if cls != "all" else True)
+                d, lo, hi = _bootstrap((a - b)[keep], n_bootstrap, np.random.default_rng(seed))
+                out.append({"observation_set": set_name, "budget": budget, "method": method, "baseline": base,
+                            "class": cls, "metric": metric, "n_observations": int(keep.sum()),
+                            "method_mean": float(a[keep].mean()) if keep.any() else math.nan,
+                            "baseline_mean": float(b[keep].mean()) if keep.any() else math.nan,
+                            "difference": d, "difference_lo": lo, "difference_hi": hi})  # fmt: skip
+    return out
+
+
 def _summary_row(model, metrics: dict[str, np.ndarray], n_bootstrap: int, rng: np.random.Generator,
                  **ids: Any) -> dict[str, Any]:
     """``ids``, then every per-observation metric as its mean and bootstrap interval (``_lo``, ``_hi``)."""
@@ -503,7 +622,7 @@ def _reference(model, observations, S, seq, proto, n_bootstrap, progress) -> lis
     return out
 
 
-_WIDE_SETTINGS = ("seed_law_widening", "wide_dic_box", "wide_seed_law")
+_WIDE_SETTINGS = ("seed_law_widening", "wide_dic_box", "wide_dic_density", "wide_seed_law")
 
 
 def _wide_settings(settings: dict[str, Any]) -> dict[str, Any]:

@@ -8,12 +8,13 @@ from __future__ import annotations
 import csv
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from dic_sbi import get_model
 from dic_sbi.cli import main
-from dic_sbi.comparison import METHODS, OBSERVATION_SETS, compare
+from dic_sbi.comparison import METHODS, OBSERVATION_SETS, compare, paired_differences
 from dic_sbi.errors import InvalidInputError
 from dic_sbi.sbi import ConductancePrior
 from dic_sbi.sbi.priors import dic_image_box
@@ -23,8 +24,8 @@ torch.set_num_threads(1)
 TINY = dict(num_posterior_samples=20, calibration_simulations=10, duration=1500.0, transient=500.0,
             training=dict(max_num_epochs=5), n_bootstrap=200)  # fmt: skip
 ALWAYS_DEFINED = ("fidelity", "same_class", "validity", "dic_mae_g_s", "dic_mae_g_u", "sampling_seconds")
-OUTPUTS = ("comparison.csv", "comparison.md", "per_observation.csv", "reference.csv", "config.json", "metrics.png",
-           "cost.png")
+OUTPUTS = ("comparison.csv", "comparison.md", "per_observation.csv", "reference.csv", "paired.csv", "config.json",
+           "metrics.png", "cost.png")
 
 
 def test_compare_api_end_to_end(tmp_path, capsys):
@@ -59,6 +60,17 @@ def test_compare_api_end_to_end(tmp_path, capsys):
     if dic_set["n_unreachable"] == 0:  # cells drawn at the exact DICs: no DIC error
         assert dic_set["dic_mae_g_s"] < 1e-6 and dic_set["dic_mae_g_u"] < 1e-6
     assert "true DIC population" in result.markdown()
+    # Paired against linear-box NPE: the mean difference is the difference of the rows' means (every observation
+    # has both values), and the interval holds it.
+    paired = [r for r in result.paired() if r["class"] == "all"]
+    assert {(r["method"], r["observation_set"]) for r in paired} == {
+        (m, s) for m in METHODS if m != "conductance_linear" for s in OBSERVATION_SETS
+    }
+    for r in paired:
+        a, b = result.row(r["method"], 200, r["observation_set"]), result.row("conductance_linear", 200, r["observation_set"])
+        assert r["n_observations"] == 3 and r["difference"] == pytest.approx(a["fidelity"] - b["fidelity"], abs=1e-12)
+        assert r["difference_lo"] - 1e-12 <= r["difference"] <= r["difference_hi"] + 1e-12
+    assert "Paired differences in fidelity against `conductance_linear`" in result.markdown()
     for name in OUTPUTS:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     with open(out / "comparison.csv") as fh:
@@ -67,6 +79,47 @@ def test_compare_api_end_to_end(tmp_path, capsys):
         (m, "200", s) for m in METHODS for s in OBSERVATION_SETS
     }
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+
+
+def _obs_rows(method, values, classes, budget=100, set_name="dic_population"):
+    return [{"method": method, "budget": budget, "observation_set": set_name, "observation": i, "observed_class": c,
+             "fidelity": v} for i, (v, c) in enumerate(zip(values, classes))]  # fmt: skip
+
+
+def test_paired_differences_pair_observations_and_screens():
+    """The paired difference is the mean of per-observation differences (not of the rows' means when a value is
+    missing), per class too; its interval shrinks to the difference when that is constant; screened methods are
+    paired with the baseline and with the baseline under the same screen; mismatched observations are refused."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 0.8, 40)
+    classes = ["spiking"] * 30 + ["bursting"] * 10
+    rows = _obs_rows("conductance_linear", base, classes) + _obs_rows("dic_learned", base + 0.1, classes)
+    rows += _obs_rows("conductance_linear_screened", base + 0.15, classes)
+    rows += _obs_rows("dic_learned_screened", [float("nan")] + list(base[1:] + 0.2), classes)
+    out = paired_differences(rows, n_bootstrap=300)
+    got = {(r["method"], r["baseline"], r["class"]): r for r in out}
+    assert set(got) == {(m, b, c) for m, b in [("dic_learned", "conductance_linear"),
+                                               ("dic_learned_screened", "conductance_linear"),
+                                               ("dic_learned_screened", "conductance_linear_screened")]
+                        for c in ("all", "bursting", "spiking")}  # fmt: skip
+    for (m, b, c), r in got.items():
+        shift = {"dic_learned": 0.1, "conductance_linear": 0.2, "conductance_linear_screened": 0.05}[
+            b if m.endswith("screened") else m]
+        assert r["difference"] == pytest.approx(shift) and r["difference_lo"] == pytest.approx(shift)
+        assert r["difference_hi"] == pytest.approx(shift)
+        assert r["n_observations"] == {"all": 40, "spiking": 30, "bursting": 10}[c] - (m.endswith("screened") and c != "bursting")
+    # Differences that vary get an interval around their mean.
+    noisy = _obs_rows("conductance_linear", base, classes) + _obs_rows("dic_learned", base + rng.normal(0, 0.1, 40), classes)
+    r = paired_differences(noisy, n_bootstrap=500)[0]
+    assert r["difference_lo"] < r["difference"] < r["difference_hi"] and r["difference_hi"] - r["difference_lo"] < 0.15
+    assert paired_differences(rows, "conductance_log") == []
+    with pytest.raises(InvalidInputError, match="not the same observations"):
+        paired_differences(_obs_rows("conductance_linear", base, classes)
+                           + _obs_rows("dic", base, classes[::-1]))  # fmt: skip
+    with pytest.raises(InvalidInputError, match="twice"):
+        paired_differences(rows + _obs_rows("dic", base[:2], classes[:2]) * 2)
+    with pytest.raises(InvalidInputError, match="metric"):
+        paired_differences(rows, metric="speed")
 
 
 def test_observations_are_seeded_and_fire():
@@ -160,7 +213,7 @@ def test_checkpoint_resumes_and_budgets_are_independent(tmp_path, monkeypatch):
         compare("stg", (60,), 2, seed=3, checkpoint=ck, **small)
 
 
-def test_wide_seed_law_method_runs_beside_the_others_without_changing_them(tmp_path):
+def test_wide_seed_law_method_runs_beside_the_others_without_changing_them(tmp_path, monkeypatch):
     """dic_learned_wide runs on request; the other methods' numbers do not depend on whether it runs (seeds per
     method), and its cells keep their DICs while spanning the widened law."""
     small = dict(TINY, calibration_simulations=0, num_posterior_samples=10)
@@ -181,12 +234,30 @@ def test_wide_seed_law_method_runs_beside_the_others_without_changing_them(tmp_p
     wide_box = compare("stg", (60,), 1, seed=5, methods=("dic_learned_wide",), wide_dic_box="conductance", **small)
     assert wide_box.config["wide_dic_box"] == [list(r) for r in dic_image_box("stg")]
     assert "wide_dic_box" not in both.config
+    # The weighted DIC prior (following the box cells' DICs) is the one the method simulates from and trains on.
+    import dic_sbi.sbi as dsbi
+
+    priors = []
+    real = dsbi.train_dic_posterior
+    monkeypatch.setattr(dsbi, "train_dic_posterior", lambda *a, **k: priors.append(k["prior"]) or real(*a, **k))
+    dense = compare("stg", (60,), 1, seed=5, methods=("dic_learned_wide",), wide_dic_box="conductance",
+                    wide_dic_density="conductance", **small)  # fmt: skip
+    monkeypatch.undo()
+    assert len(priors) == 1 and priors[0].weights is not None and priors[0].box == wide_box_box(wide_box)
+    assert dense.config["wide_dic_density"] == "conductance" and "wide_dic_density" not in wide_box.config
+    assert 0.0 <= dense.row("dic_learned_wide", 60, "dic_population")["fidelity"] <= 1.0
+    with pytest.raises(InvalidInputError, match="wide_dic_density"):
+        compare("stg", (60,), 1, methods=("dic_learned_wide",), wide_dic_density="nope", **small)
     with pytest.raises(InvalidInputError, match="box"):
         compare("stg", (60,), 1, methods=("dic_learned_wide",), wide_dic_box="nope", **small)
     with pytest.raises(InvalidInputError, match="methods"):
         compare("stg", (60,), 2, methods=("dic", "nope"))
     with pytest.raises(InvalidInputError, match="methods"):
         compare("stg", (60,), 2, methods=())
+
+
+def wide_box_box(result):
+    return tuple(tuple(r) for r in result.config["wide_dic_box"])
 
 
 def test_checkpoint_takes_other_methods_and_keeps_the_wide_law_fixed(tmp_path, monkeypatch):

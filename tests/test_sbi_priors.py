@@ -158,3 +158,103 @@ def test_dic_prior_pickles_and_checks_input():
         DICPrior("da", box=((10, 15), (0, 0.2)))  # nothing reachable there
     with pytest.raises(InvalidInputError, match="box"):
         DICPrior("stg", box=((-1e20, 1e20), (0, 1)), reachable_only=False)
+
+
+@pytest.fixture(scope="module")
+def weighted_stg():
+    from dic_sbi.sbi.priors import dic_image_box, dic_image_weights
+
+    box = dic_image_box("stg", n=20_000)
+    return DICPrior("stg", box=box, weights=dic_image_weights("stg", box, bins=16, n=20_000)), box
+
+
+def test_weighted_dic_prior_is_a_normalised_density_on_the_same_region(weighted_stg):
+    """The weighted prior keeps the uniform one's support; its density integrates to 1 (midpoint rule on a grid
+    much finer than the weight cells), its samples follow it (per-cell frequencies, mean, variance), and sbi
+    accepts it."""
+    prior, box = weighted_stg
+    uniform = DICPrior("stg", box=box)
+    assert prior.region.area() == pytest.approx(uniform.region.area())
+    (s_lo, s_hi), (u_lo, u_hi) = box
+    n = 1600
+    s = s_lo + (np.arange(n) + 0.5) * (s_hi - s_lo) / n
+    u = u_lo + (np.arange(n) + 0.5) * (u_hi - u_lo) / n
+    grid = torch.as_tensor(np.stack(np.meshgrid(s, u, indexing="ij"), -1).reshape(-1, 2))
+    lp = prior.log_prob(grid)
+    assert torch.equal(torch.isfinite(lp), uniform.support.check(grid))  # same support, exactly
+    integral = float(torch.exp(lp[torch.isfinite(lp)]).sum()) * (s_hi - s_lo) * (u_hi - u_lo) / n**2
+    assert integral == pytest.approx(1.0, abs=5e-3)
+    theta = prior.sample((200_000,), seed=0)
+    assert theta.dtype == torch.float32 and bool(prior.support.check(theta).all())
+    assert bool(torch.isfinite(prior.log_prob(theta)).all())
+    assert torch.allclose(theta.double().mean(0), prior.mean.double(), atol=0.3)
+    assert torch.allclose(theta.double().var(0), prior.variance.double(), rtol=0.03)
+    # Frequency of each weight cell against its probability (its density times its area within the region).
+    i, j = prior._grid_cell(theta)
+    freq = np.bincount((i * 16 + j).numpy(), minlength=256) / theta.shape[0]
+    cell_prob = np.zeros(256)
+    gi, gj = prior._grid_cell(grid)
+    inside = torch.isfinite(lp)
+    np.add.at(cell_prob, (gi * 16 + gj)[inside].numpy(), torch.exp(lp[inside]).numpy() * (s_hi - s_lo) * (u_hi - u_lo) / n**2)
+    assert np.abs(freq - cell_prob).max() < 0.01
+    processed, numel, _ = process_prior(prior)
+    assert processed is prior and numel == 2
+    assert torch.equal(pickle.loads(pickle.dumps(prior)).sample((8,), seed=3), prior.sample((8,), seed=3))
+    assert torch.equal(prior.sample((8,), seed=3), prior.sample((8,), seed=3))
+    assert "weighted (16×16 grid)" in repr(prior)
+
+
+def test_image_weights_put_the_prior_where_the_box_cells_are(weighted_stg):
+    """A uniform prior on the DIC box of the conductance box puts ~4 % of its draws in the published box, where
+    ~17 % of the box's cells lie; the weighted prior puts about as many there as the box does."""
+    from dic_sbi.core import dics
+
+    prior, box = weighted_stg
+    uniform = DICPrior("stg", box=box)
+    g = ConductancePrior("stg", "linear").sample((20_000,), seed=7).double().numpy()
+    d = dics("stg", g)[:, 1:]
+
+    def published(t):
+        t = np.asarray(t)
+        return float(np.mean((np.abs(t[:, 0]) <= 20) & (t[:, 1] >= 0) & (t[:, 1] <= 20)))
+
+    cells, weighted, flat = published(d), published(prior.sample((50_000,), seed=1)), published(uniform.sample((50_000,), seed=1))
+    assert flat < 0.06 and 0.12 < cells < 0.22
+    assert abs(weighted - cells) < 0.03
+
+
+def test_weighted_dic_prior_checks_its_weights():
+    from dic_sbi.sbi.priors import dic_image_weights
+
+    with pytest.raises(InvalidInputError, match="weights"):
+        DICPrior("stg", weights=np.ones(4))
+    with pytest.raises(InvalidInputError, match="weights"):
+        DICPrior("stg", weights=np.array([[1.0, 0.0], [1.0, 1.0]]))  # a zero would empty part of the support
+    with pytest.raises(InvalidInputError, match="weights"):
+        DICPrior("stg", weights=np.array([[1.0, np.nan], [1.0, 1.0]]))
+    with pytest.raises(InvalidInputError, match="floor"):
+        dic_image_weights("stg", ((-20, 20), (0, 20)), floor=0.0)
+    with pytest.raises(InvalidInputError, match="bins"):
+        dic_image_weights("stg", ((-20, 20), (0, 20)), bins=0)
+    w = dic_image_weights("stg", ((-20, 20), (0, 20)), bins=4, n=2000)
+    assert w.shape == (4, 4) and w.sum() == pytest.approx(1.0) and w.min() >= 0.05 / 16
+
+
+def test_weighted_prior_travels_with_a_saved_posterior(tmp_path, weighted_stg):
+    """save_pretrained stores the weights and load_pretrained rebuilds the same prior, so the loaded posterior
+    has the weighted support and density, not the uniform one."""
+    from dic_sbi.sbi import train_dic_posterior
+    from dic_sbi.sbi.pretrained import load_pretrained, pretrained_info, save_pretrained
+
+    prior, _ = weighted_stg
+    run = train_dic_posterior("stg", 200, prior=prior, training={"max_num_epochs": 3}, seed=0, torch_threads=1,
+                              duration=1500.0, transient=500.0)  # fmt: skip
+    path = tmp_path / "weighted"
+    save_pretrained(run.posterior, path, estimator={"density_estimator": "nsf", "hidden_features": 50, "num_transforms": 5})
+    assert np.array_equal(np.asarray(pretrained_info(path)["prior"]["weights"]), prior.weights)
+    loaded = load_pretrained(path)
+    assert np.array_equal(loaded.prior.weights, prior.weights)
+    theta = prior.sample((100,), seed=5)
+    assert torch.equal(loaded.prior.log_prob(theta), prior.log_prob(theta))
+    x = run.x[:1]
+    torch.testing.assert_close(loaded.log_prob_dics(theta[:5], x=x), run.posterior.log_prob_dics(theta[:5], x=x))

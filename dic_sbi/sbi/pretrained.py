@@ -128,7 +128,8 @@ def save_pretrained(
                      "conditions": {k: list(v) for k, v in posterior.conditions.items()}},
         "estimator": dict(estimator),
         "prior": {"box": [list(b) for b in prior.box], "reachable_only": prior.reachable_only,
-                  "min_reachability": prior.min_reachability},
+                  "min_reachability": prior.min_reachability,
+                  **({"weights": prior.weights.tolist()} if prior.weights is not None else {})},
         **(info or {}),
     }  # fmt: skip
     free = posterior.free_conductances
@@ -259,7 +260,7 @@ def _load(json_path: str, pt_path: str, device: str) -> tuple[Any, DICPrior, dic
     model: ConductanceModel = get_model(info["model"])
     p = info["prior"]
     prior = DICPrior(model, box=tuple(tuple(b) for b in p["box"]), reachable_only=p["reachable_only"],
-                     min_reachability=p["min_reachability"])  # fmt: skip
+                     min_reachability=p["min_reachability"], weights=p.get("weights"))  # fmt: skip
     est = info["estimator"]
     k = len(info["features"]["names"])
     # Shapes only: every statistic the builder would fit on these batches is overwritten by the state dict.

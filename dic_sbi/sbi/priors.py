@@ -25,7 +25,7 @@ from ..errors import InvalidInputError
 from ..models import ConductanceModel, get_model
 from ._utils import Seed, torch_generator
 
-__all__ = ["ConductancePrior", "DICPrior", "DICRegion", "dic_image_box", "reachable_floor"]
+__all__ = ["ConductancePrior", "DICPrior", "DICRegion", "dic_image_box", "dic_image_weights", "reachable_floor"]
 
 #: Largest accepted conductance bound (mS/cm²); real ones stay below ~1e4, float32 overflows at ~3e38.
 MAX_CONDUCTANCE = 1e9
@@ -382,6 +382,55 @@ def dic_image_box(
     return check_dic_box(((float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1]))))
 
 
+def dic_image_weights(
+    model: str | ConductanceModel,
+    box: tuple[tuple[float, float], tuple[float, float]],
+    *,
+    bins: int = 32,
+    floor: float = 0.05,
+    n: int = 100_000,
+    seed: int = 0,
+) -> NDArray[np.float64]:
+    """Relative densities on a ``bins × bins`` grid over ``box`` that follow the DICs of the conductance box's cells.
+
+    :func:`dic_image_box` makes a DIC box hold the conductance box's cells, but a uniform prior on it spends most
+    simulations where those cells are rare (STG: ~4 % of a uniform draw on that box falls in the published box,
+    ~17 % of the box's cells do). These weights (``weights=`` of :class:`DICPrior`) put the DIC prior's mass where
+    the box's cells are: a histogram of their DICs, mixed with a uniform part ``floor`` so that every target of the
+    box keeps a positive density (the prior's support stays the whole region).
+
+    Parameters
+    ----------
+    model
+        Model name or object.
+    box
+        The DIC box of the grid (e.g. :func:`dic_image_box`).
+    bins
+        Cells of the grid per DIC axis.
+    floor
+        Weight of the uniform part, in (0, 1].
+    n
+        Cells drawn from the linear conductance box.
+    seed
+        Seed of the draw.
+    """
+    from ..core import dics
+
+    m = model if isinstance(model, ConductanceModel) else get_model(model)
+    (s_lo, s_hi), (u_lo, u_hi) = check_dic_box(box)
+    if not isinstance(bins, (int, np.integer)) or isinstance(bins, bool) or not 1 <= bins <= 1000:
+        raise InvalidInputError(f"bins: expected an int in [1, 1000], got {bins!r}")
+    if not (isinstance(floor, (int, float)) and 0.0 < float(floor) <= 1.0):
+        raise InvalidInputError(f"floor: expected a fraction in (0, 1], got {floor!r}")
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 100:
+        raise InvalidInputError(f"n: expected an int >= 100, got {n!r}")
+    g = ConductancePrior(m, "linear").sample((int(n),), seed=seed).to(torch.float64).numpy()
+    d = dics(m, g)[:, 1:]
+    counts, _, _ = np.histogram2d(d[:, 0], d[:, 1], bins=int(bins), range=((s_lo, s_hi), (u_lo, u_hi)))
+    hist = counts / max(counts.sum(), 1.0)  # fraction of the box's cells (those inside ``box``) per grid cell
+    return (1.0 - float(floor)) * hist + float(floor) / counts.size
+
+
 class DICPrior(Distribution):
     r"""Uniform prior over the DICs ``θ = (g_s, g_u)`` at the model's reference threshold, restricted to the
     targets the compensation can reach.
@@ -394,6 +443,11 @@ class DICPrior(Distribution):
     :func:`reachable_floor`). STG reaches its whole box (≥ 97 % everywhere); DA loses the corner g_s ≳ -1,
     g_u ≲ 0.5 (the published code silently drops those cells). Every sample of this prior can be turned into a cell, so :class:`DICSimulator` never fails on it.
 
+    With ``weights`` the density is piecewise constant instead of uniform: proportional to ``weights[i, j]`` on
+    cell ``(i, j)`` of an equal grid over the box (g_s along the rows, g_u along the columns), on the same region
+    (e.g. :func:`dic_image_weights`, which follows the DICs of the conductance box's cells). Every weight must be
+    positive, so the support stays the region.
+
     Arguments:
         model: Model name or object (with a seed population).
         box: ``((g_s_min, g_s_max), (g_u_min, g_u_max))``; default ``model.dic_box``.
@@ -401,6 +455,7 @@ class DICPrior(Distribution):
         min_reachability: Smallest acceptance rate of the compensation counted as reachable.
         resolution: Grid step (g_s) of the region's floor.
         n_draws: Monte Carlo draws per reachability estimate.
+        weights: Positive relative densities on a grid over the box, shape ``(n_s, n_u)``; default uniform.
 
     References:
         Drion, Franci, Dethier, Sepulchre (2015). Dynamic input conductances shape neuronal spiking. eNeuro 2.
@@ -420,6 +475,7 @@ class DICPrior(Distribution):
         min_reachability: float = 0.05,
         resolution: float = 0.25,
         n_draws: int = 400,
+        weights: ArrayLike | None = None,
         validate_args: bool | None = False,
     ) -> None:
         self.model = get_model(model)
@@ -445,7 +501,25 @@ class DICPrior(Distribution):
         if not area > 1e-12:  # a box with no room for float32 samples has no usable density
             raise InvalidInputError(f"box: the (reachable) region of {box!r} has area {area:g}; give a wider box")
         self._log_area = math.log(area)
+        self.weights: NDArray[np.float64] | None = None
+        if weights is not None:
+            w = np.asarray(weights, dtype=np.float64)
+            if w.ndim != 2 or min(w.shape) < 1 or not np.all(np.isfinite(w)) or not np.all(w > 0):
+                raise InvalidInputError(f"weights: expected a 2-D grid of finite positive relative densities, got shape "
+                                        f"{w.shape} with min {np.min(w) if w.size else 'none'}")  # fmt: skip
+            self.weights = w
+            self._pieces, self._piece_prob, log_norm = _weighted_pieces(self.region, self.box, w)
+            self._log_weights = torch.as_tensor(np.log(w) - log_norm)  # log density per grid cell
         super().__init__(batch_shape=torch.Size(), event_shape=torch.Size([2]), validate_args=validate_args)
+
+    def _grid_cell(self, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Grid indices ``(i, j)`` of ``value`` (clamped into the grid; used only inside the box)."""
+        (s_lo, s_hi), (u_lo, u_hi) = self.box
+        ns, nu = self.weights.shape
+        v = value.to(torch.float64)
+        i = torch.clamp(torch.floor((v[..., 0] - s_lo) / (s_hi - s_lo) * ns), 0, ns - 1).nan_to_num(0).long()
+        j = torch.clamp(torch.floor((v[..., 1] - u_lo) / (u_hi - u_lo) * nu), 0, nu - 1).nan_to_num(0).long()
+        return i, j
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)
     def support(self) -> constraints.Constraint:
@@ -458,6 +532,8 @@ class DICPrior(Distribution):
         """
         gen = torch_generator(seed)
         n = int(torch.Size(sample_shape).numel())
+        if self.weights is not None:
+            return self._sample_weighted(n, gen).reshape(self._extended_shape(torch.Size(sample_shape)))
         (s_lo, s_hi), (u_lo, u_hi) = self.box
         lo = torch.tensor([s_lo, u_lo], dtype=torch.float32)
         width = torch.tensor([s_hi - s_lo, u_hi - u_lo], dtype=torch.float32)
@@ -472,13 +548,41 @@ class DICPrior(Distribution):
             filled += cand.shape[0]
         return out.reshape(self._extended_shape(torch.Size(sample_shape)))
 
+    def _sample_weighted(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """``n`` draws of the weighted law: a piece (rectangle of the region within one grid cell) by its mass, then
+        uniform in it; a draw that float32 rounding puts outside the region is drawn again."""
+        out = torch.empty((n, 2), dtype=torch.float32)
+        filled = 0
+        s0, s1, u0, u1 = (torch.as_tensor(c) for c in self._pieces)
+        prob = torch.as_tensor(self._piece_prob)
+        while filled < n:
+            m = n - filled
+            k = torch.multinomial(prob, m, replacement=True, generator=gen)
+            r = torch.rand((m, 2), generator=gen, dtype=torch.float64)
+            cand = torch.stack([s0[k] + (s1[k] - s0[k]) * r[:, 0], u0[k] + (u1[k] - u0[k]) * r[:, 1]], dim=1)
+            cand = cand.to(torch.float32)
+            cand = cand[self.region.check(cand)]
+            out[filled : filled + cand.shape[0]] = cand
+            filled += cand.shape[0]
+        return out
+
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         value = _as_value(self, value)
         inside = self.region.check(value)
-        lp = torch.full(inside.shape, -self._log_area, dtype=value.dtype, device=value.device)
+        if self.weights is None:
+            lp = torch.full(inside.shape, -self._log_area, dtype=value.dtype, device=value.device)
+        else:
+            i, j = self._grid_cell(value)
+            lp = self._log_weights.to(value.device)[i, j].to(value.dtype)
         return torch.where(inside, lp, torch.full_like(lp, -math.inf))
 
     def _moments(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        if self.weights is not None:  # exact moments of the pieces (rectangles) by their masses
+            s0, s1, u0, u1 = self._pieces
+            p = self._piece_prob
+            m = np.array([np.sum(p * (s0 + s1) / 2), np.sum(p * (u0 + u1) / 2)])
+            m2 = np.array([np.sum(p * (s0 * s0 + s0 * s1 + s1 * s1) / 3), np.sum(p * (u0 * u0 + u0 * u1 + u1 * u1) / 3)])
+            return m, m2 - m * m
         # The region is a union of rectangles [s_k, s_k + h] × [c_k, u_hi]: exact moments of the uniform law.
         r = self.region
         s = r.knots.numpy()[:-1]
@@ -502,4 +606,35 @@ class DICPrior(Distribution):
     def __repr__(self) -> str:
         (s_lo, s_hi), (u_lo, u_hi) = self.box
         where = "reachable part of " if self.reachable_only else ""
-        return f"DICPrior({self.model.name!r}: uniform on the {where}g_s ∈ [{s_lo:g}, {s_hi:g}], g_u ∈ [{u_lo:g}, {u_hi:g}])"
+        law = "uniform" if self.weights is None else f"weighted ({self.weights.shape[0]}×{self.weights.shape[1]} grid)"
+        return f"DICPrior({self.model.name!r}: {law} on the {where}g_s ∈ [{s_lo:g}, {s_hi:g}], g_u ∈ [{u_lo:g}, {u_hi:g}])"
+
+
+def _weighted_pieces(
+    region: DICRegion, box: tuple[tuple[float, float], tuple[float, float]], w: NDArray[np.float64],
+) -> tuple[tuple[NDArray[np.float64], ...], NDArray[np.float64], float]:  # fmt: skip
+    """The region cut by the weight grid into rectangles ``(s0, s1, u0, u1)``, their probabilities and the log of
+    the normalising constant ``Σ w · area``: each g_s interval between the region's knots and the grid's edges has
+    one floor and one grid column, and each grid row cuts it into at most one rectangle above the floor."""
+    (s_lo, s_hi), (u_lo, u_hi) = box
+    ns, nu = w.shape
+    knots = region.knots.numpy()
+    edges = np.unique(np.concatenate([knots, np.linspace(s_lo, s_hi, ns + 1)]))
+    a, b = edges[:-1], edges[1:]
+    keep = b > a
+    a, b = a[keep], b[keep]
+    mid = 0.5 * (a + b)
+    floor = region.floor_at(torch.as_tensor(mid)).numpy()
+    col = np.clip(np.floor((mid - s_lo) / (s_hi - s_lo) * ns), 0, ns - 1).astype(int)
+    u_edges = np.linspace(u_lo, u_hi, nu + 1)
+    lo = np.maximum(u_edges[None, :-1], floor[:, None])  # (intervals, rows)
+    hi = np.broadcast_to(u_edges[None, 1:], lo.shape)
+    area = (b - a)[:, None] * np.clip(hi - lo, 0.0, None)
+    mass = w[col][:, :] * area
+    pick = mass > 0
+    ii, jj = np.nonzero(pick)
+    total = float(mass.sum())
+    if not total > 0:
+        raise InvalidInputError("weights: no mass on the prior's region")
+    pieces = (a[ii], b[ii], lo[ii, jj], hi[ii, jj])
+    return pieces, mass[pick] / total, math.log(total)
