@@ -276,7 +276,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                      torch_threads=args.torch_threads, progress=not args.quiet, out=args.out,
                      overwrite=args.overwrite, checkpoint=args.checkpoint, methods=methods,
                      seed_law_widening=args.seed_law_widening, wide_dic_box=args.wide_dic_box,
-                     wide_dic_density=None if args.wide_dic_density == "uniform" else args.wide_dic_density, screen=args.screen)  # fmt: skip
+                     wide_dic_density=None if args.wide_dic_density == "uniform" else args.wide_dic_density, screen=args.screen,
+                     replicate=args.replicate)  # fmt: skip
     print(result.markdown())
     print(f"wrote {result.out}/")
     return 0
@@ -994,6 +995,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--screen", type=_int_type("screen", 1), default=1, metavar="K",
                     help="with K > 1, also a <method>_screened row per method: K x the samples, screened by a firing "
                     "emulator trained on the method's own simulations (what infer --screen K does); 1: none")
+    sp.add_argument("--replicate", type=_int_type("replicate", 0), default=0, metavar="R",
+                    help="R > 0: other seeds for every method's simulations and training, the same observations "
+                    "(runs R = 0, 1, 2, ... measure how much a method moves between training runs)")
     sp.set_defaults(func=cmd_compare)
     return document_options(p)  # every option's help: its default and unit
 

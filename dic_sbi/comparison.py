@@ -234,6 +234,7 @@ def compare(
     wide_dic_box: str | tuple[tuple[float, float], tuple[float, float]] | None = None,
     wide_dic_density: str | None = None,
     screen: int = 1,
+    replicate: int = 0,
 ) -> ComparisonResult:
     """Compare DIC-space NPE with standard NPE over conductances (linear and log box priors).
 
@@ -293,6 +294,11 @@ def compare(
     screen
         With K > 1, every method also gets a ``<method>_screened`` row: K × the samples drawn, screened by a
         firing emulator trained on the method's own simulations (see the module's docstring). Default 1: none.
+    replicate
+        0 (default): the seeds above. ``r > 0`` draws every method's simulations, training, sampling and bootstrap
+        from other seeds, on the **same** observations: runs of replicates 0, 1, 2, ... of one comparison measure how
+        much a method's figures move from one training run to the next, which the bootstrap intervals (over
+        observations) do not hold.
     """
     if torch_threads is not None:
         _positive_int(torch_threads, "torch_threads")
@@ -310,7 +316,7 @@ def compare(
             hidden_features=hidden_features, num_transforms=num_transforms, torch_threads=torch_threads,
             n_bootstrap=n_bootstrap, progress=progress, checkpoint=checkpoint, methods=methods,
             seed_law_widening=seed_law_widening, wide_dic_box=wide_dic_box, wide_dic_density=wide_dic_density,
-            screen=screen,
+            screen=screen, replicate=replicate,
         )  # fmt: skip
         if out is not None:
             result.write(out, overwrite=overwrite)
@@ -320,7 +326,7 @@ def compare(
 def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, calibration_simulations, duration,
              transient, dt, noise_std, training, density_estimator, hidden_features, num_transforms, torch_threads,
              n_bootstrap, progress, checkpoint, methods=METHODS, seed_law_widening=4.0,
-             wide_dic_box=None, wide_dic_density=None, screen=1) -> ComparisonResult:  # fmt: skip
+             wide_dic_box=None, wide_dic_density=None, screen=1, replicate=0) -> ComparisonResult:  # fmt: skip
     import torch
 
     from .models import widen_seed_law
@@ -337,6 +343,7 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
     n_cal = 0 if n_cal == 0 else _positive_int(n_cal, "calibration_simulations", minimum=2)
     n_bootstrap = _positive_int(n_bootstrap, "n_bootstrap")
     screen = _positive_int(screen, "screen")
+    replicate = _positive_int(replicate, "replicate", minimum=0)
     protocol = {k: v for k, v in dict(duration=duration, transient=transient, dt=dt).items() if v is not None}
     protocol["noise_std"] = float(noise_std)
     dic_sim = DICSimulator(model, **protocol)
@@ -390,6 +397,8 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                                    "leak_range": list(wide_law.leak_range)}  # fmt: skip
     if screen > 1:  # only then, so that earlier checkpoints stay valid
         config["screen"] = screen
+    if replicate:  # likewise; replicates do not share a checkpoint folder
+        config["replicate"] = replicate
     store = _Checkpoint(checkpoint, config) if checkpoint is not None else None
 
     held = store.load("reference", kind="reference") if store is not None else None
@@ -422,7 +431,7 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                 continue
             # Seeds depend on (seed, budget, method) only, so a budget gives the same numbers whichever other
             # budgets run beside it, and a checkpointed run resumes to what an uninterrupted one would give.
-            mseq = np.random.SeedSequence([seed, 1, budget, mi])
+            mseq = np.random.SeedSequence([seed, 1, budget, mi] + ([replicate] if replicate else []))
             (sim_seed, train_seed, sample_seed, cal_seed, boot_seed, screen_seed,
              emulator_seed) = (int(s.generate_state(1)[0]) for s in mseq.spawn(7))  # fmt: skip
             prior, simulator, mmodel = priors[method], simulators[method], models[method]

@@ -122,6 +122,32 @@ def test_paired_differences_pair_observations_and_screens():
         paired_differences(rows, metric="speed")
 
 
+def test_replicates_retrain_on_the_same_observations(tmp_path):
+    """replicate=R draws every method's simulations and training from other seeds while the observations (and
+    their true DIC populations) stay the same; replicate 0 is the default run; replicates keep their own
+    checkpoint folders."""
+    small = dict(TINY, calibration_simulations=0, num_posterior_samples=10)
+    methods = ("conductance_linear",)
+    ck = tmp_path / "ck"
+    base = compare("stg", (100,), 3, seed=2, methods=methods, checkpoint=ck, **small)
+    zero = compare("stg", (100,), 3, seed=2, methods=methods, replicate=0, **small)
+    one = compare("stg", (100,), 3, seed=2, methods=methods, replicate=1, **small)
+    assert "replicate" not in base.config and one.config["replicate"] == 1
+    for s in OBSERVATION_SETS:  # equal up to float rounding (first and later runs of a process differ there)
+        a, b = base.row("conductance_linear", 100, s), zero.row("conductance_linear", 100, s)
+        assert all(math.isclose(a[k], b[k], rel_tol=1e-6) or (a[k] != a[k] and b[k] != b[k])
+                   for k in a if isinstance(a[k], float) and k not in SECONDS), s
+    for a, b in zip(base.reference, one.reference, strict=True):  # the same observations
+        assert _same(a, b)
+    key = lambda r: (r["observation_set"], r["observation"], r["observed_class"])  # noqa: E731
+    assert [key(r) for r in base.per_observation] == [key(r) for r in one.per_observation]
+    assert [r["dic_mae_g_s"] for r in base.per_observation] != [r["dic_mae_g_s"] for r in one.per_observation]
+    with pytest.raises(InvalidInputError, match="replicate"):
+        compare("stg", (100,), 3, seed=2, methods=methods, replicate=1, checkpoint=ck, **small)
+    with pytest.raises(InvalidInputError, match="replicate"):
+        compare("stg", (100,), 3, methods=methods, replicate=-1, **small)
+
+
 def test_observations_are_seeded_and_fire():
     import numpy as np
 
