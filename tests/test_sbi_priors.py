@@ -223,6 +223,16 @@ def test_image_weights_put_the_prior_where_the_box_cells_are(weighted_stg):
     assert abs(weighted - cells) < 0.03
 
 
+def test_constant_weights_are_the_uniform_prior():
+    """Equal weights give the uniform prior's density and moments (DA: a region with a cut corner)."""
+    uniform, flat = DICPrior("da"), DICPrior("da", weights=np.full((3, 5), 2.0))
+    theta = uniform.sample((1000,), seed=0)
+    torch.testing.assert_close(flat.log_prob(theta), uniform.log_prob(theta))
+    torch.testing.assert_close(flat.mean, uniform.mean)
+    torch.testing.assert_close(flat.variance, uniform.variance)
+    assert flat.log_prob(torch.tensor([[10.0, 0.1]])).item() == -math.inf  # the unreachable corner stays out
+
+
 def test_weighted_dic_prior_checks_its_weights():
     from dic_sbi.sbi.priors import dic_image_weights
 
