@@ -348,6 +348,14 @@ def check_dic_box(box: Any) -> tuple[tuple[float, float], tuple[float, float]]:
     return ((s_lo, s_hi), (u_lo, u_hi))
 
 
+def _box_cell_dics(model: ConductanceModel, n: int, seed: int) -> NDArray[np.float64]:
+    """``(g_s, g_u)`` of ``n`` cells drawn from the model's linear conductance box."""
+    from ..core import dics
+
+    g = ConductancePrior(model, "linear").sample((n,), seed=seed).to(torch.float64).numpy()
+    return dics(model, g)[:, 1:]
+
+
 def dic_image_box(
     model: str | ConductanceModel, *, coverage: float = 0.99, n: int = 100_000, seed: int = 0,
 ) -> tuple[tuple[float, float], tuple[float, float]]:  # fmt: skip
@@ -368,15 +376,12 @@ def dic_image_box(
     seed
         Seed of the draw.
     """
-    from ..core import dics
-
     m = model if isinstance(model, ConductanceModel) else get_model(model)
     if not (isinstance(coverage, (int, float)) and 0.0 < float(coverage) <= 1.0):
         raise InvalidInputError(f"coverage: expected a fraction in (0, 1], got {coverage!r}")
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 100:
         raise InvalidInputError(f"n: expected an int >= 100, got {n!r}")
-    g = ConductancePrior(m, "linear").sample((int(n),), seed=seed).to(torch.float64).numpy()
-    d = dics(m, g)[:, 1:]
+    d = _box_cell_dics(m, int(n), seed)
     tail = 50.0 * (1.0 - float(coverage))
     lo, hi = np.percentile(d, [tail, 100.0 - tail], axis=0)
     return check_dic_box(((float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1]))))
@@ -414,8 +419,6 @@ def dic_image_weights(
     seed
         Seed of the draw.
     """
-    from ..core import dics
-
     m = model if isinstance(model, ConductanceModel) else get_model(model)
     (s_lo, s_hi), (u_lo, u_hi) = check_dic_box(box)
     if not isinstance(bins, (int, np.integer)) or isinstance(bins, bool) or not 1 <= bins <= 1000:
@@ -424,8 +427,7 @@ def dic_image_weights(
         raise InvalidInputError(f"floor: expected a fraction in (0, 1], got {floor!r}")
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 100:
         raise InvalidInputError(f"n: expected an int >= 100, got {n!r}")
-    g = ConductancePrior(m, "linear").sample((int(n),), seed=seed).to(torch.float64).numpy()
-    d = dics(m, g)[:, 1:]
+    d = _box_cell_dics(m, int(n), seed)
     counts, _, _ = np.histogram2d(d[:, 0], d[:, 1], bins=int(bins), range=((s_lo, s_hi), (u_lo, u_hi)))
     hist = counts / max(counts.sum(), 1.0)  # fraction of the box's cells (those inside ``box``) per grid cell
     return (1.0 - float(floor)) * hist + float(floor) / counts.size
