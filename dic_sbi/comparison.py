@@ -71,8 +71,8 @@ from .io.outputs import reserve_output, safe_output
 from .models import ConductanceModel, get_model
 from .spiketrains.fidelity import FIDELITY_TOLERANCES
 
-__all__ = ["compare", "ComparisonResult", "paired_differences", "METHODS", "ALL_METHODS", "OBSERVATION_SETS",
-           "TOLERANCES"]
+__all__ = ["compare", "ComparisonResult", "paired_differences", "draw_observations", "METHODS", "ALL_METHODS",
+           "OBSERVATION_SETS", "TOLERANCES"]
 
 #: Methods run by default.
 METHODS: tuple[str, ...] = ("dic", "conductance_linear", "conductance_log", "dic_learned")
@@ -368,13 +368,8 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
             weights = dic_image_weights(model, wide_dic_box if wide_dic_box is not None else model.dic_box)
         priors["dic_learned_wide"] = DICPrior(wide, box=wide_dic_box, weights=weights)
         simulators["dic_learned_wide"] = DICSimulator(wide, **protocol)
-    obs_seq = np.random.SeedSequence(seed).spawn(3)[0]  # the observation sets' seed (unchanged since 0.1)
-
-    obs_rngs = [np.random.default_rng(s) for s in obs_seq.spawn(len(OBSERVATION_SETS))]
-    observations = {
-        "dic_population": _draw_firing(model, n_observations, obs_rngs[0], priors["dic"], dic_sim, proto),
-        "conductance_box": _draw_firing(model, n_observations, obs_rngs[1], priors["conductance_linear"], None, proto),
-    }
+    observations = _observation_sets(model, n_observations, seed, priors["dic"], priors["conductance_linear"], dic_sim,
+                                     proto)  # fmt: skip
     train_settings = dict(training=dict(training or {}), density_estimator=density_estimator,
                           hidden_features=hidden_features, num_transforms=num_transforms, torch_threads=torch_threads)  # fmt: skip
 
@@ -738,6 +733,42 @@ def _simulate_features(model: ConductanceModel, g: np.ndarray, proto: dict, rng:
     res = simulate(model, g, duration=proto["duration"], transient=proto["transient"], dt=proto["dt"],
                    noise_std=proto["noise_std"], seed=rng if proto["noise_std"] > 0 else None, progress=False)  # fmt: skip
     return features_from_csr(res.times, res.offsets, res.t_start, res.t_stop), summary_statistics(res)
+
+
+def draw_observations(
+    model: str | ConductanceModel,
+    n_observations: int,
+    *,
+    seed: int = 0,
+    duration: float | None = None,
+    transient: float | None = None,
+    dt: float | None = None,
+    noise_std: float = 0.0,
+) -> dict[str, dict[str, Any]]:
+    """The observation sets :func:`compare` evaluates on with the same model, count, seed and protocol.
+
+    Returns, per set of :data:`OBSERVATION_SETS`, the observations' conductances ``g``, features, ``x``, firing
+    ``classes`` and ``dics``, in the order of the ``observation`` index of :attr:`ComparisonResult.per_observation`,
+    so that a comparison's per-observation figures can be related to where each observation lies.
+    """
+    from .sbi import ConductancePrior, DICPrior, DICSimulator
+
+    model = get_model(model)
+    _positive_int(n_observations, "n_observations")
+    protocol = {k: v for k, v in dict(duration=duration, transient=transient, dt=dt).items() if v is not None}
+    dic_sim = DICSimulator(model, **protocol, noise_std=float(noise_std))
+    proto = dict(duration=dic_sim.duration, transient=dic_sim.transient, dt=dic_sim.dt, noise_std=dic_sim.noise_std)
+    return _observation_sets(model, n_observations, seed, DICPrior(model), ConductancePrior(model, "linear"), dic_sim,
+                             proto)  # fmt: skip
+
+
+def _observation_sets(model, n, seed, dic_prior, box_prior, dic_sim, proto) -> dict[str, dict[str, Any]]:
+    obs_seq = np.random.SeedSequence(seed).spawn(3)[0]  # the observation sets' seed (unchanged since 0.1)
+    obs_rngs = [np.random.default_rng(s) for s in obs_seq.spawn(len(OBSERVATION_SETS))]
+    return {
+        "dic_population": _draw_firing(model, n, obs_rngs[0], dic_prior, dic_sim, proto),
+        "conductance_box": _draw_firing(model, n, obs_rngs[1], box_prior, None, proto),
+    }
 
 
 def _draw_firing(model, n, rng, prior, dic_simulator, proto) -> dict[str, Any]:

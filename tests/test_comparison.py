@@ -14,7 +14,7 @@ import torch
 
 from dic_sbi import get_model
 from dic_sbi.cli import main
-from dic_sbi.comparison import METHODS, OBSERVATION_SETS, compare, paired_differences
+from dic_sbi.comparison import METHODS, OBSERVATION_SETS, compare, draw_observations, paired_differences
 from dic_sbi.errors import InvalidInputError
 from dic_sbi.sbi import ConductancePrior
 from dic_sbi.sbi.priors import dic_image_box
@@ -71,6 +71,12 @@ def test_compare_api_end_to_end(tmp_path, capsys):
         assert r["n_observations"] == 3 and r["difference"] == pytest.approx(a["fidelity"] - b["fidelity"], abs=1e-12)
         assert r["difference_lo"] - 1e-12 <= r["difference"] <= r["difference_hi"] + 1e-12
     assert "Paired differences in fidelity against `conductance_linear`" in result.markdown()
+    # draw_observations gives the observations behind the per-observation rows, in their order.
+    drawn = draw_observations("stg", 3, seed=0, duration=1500.0, transient=500.0)
+    for s in OBSERVATION_SETS:
+        rows_s = [r for r in result.per_observation if r["method"] == "dic" and r["observation_set"] == s]
+        assert [r["observed_class"] for r in sorted(rows_s, key=lambda r: r["observation"])] == drawn[s]["classes"]
+        assert drawn[s]["g"].shape == (3, get_model("stg").n_conductances)
     for name in OUTPUTS:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     with open(out / "comparison.csv") as fh:
