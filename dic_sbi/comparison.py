@@ -527,8 +527,8 @@ def paired_differences(
 
     Two methods evaluated on the same observations share each observation's difficulty; the interval of their
     difference is therefore much narrower than their two intervals side by side, and it is the one that says
-    whether one method is ahead. A screened method (``<method>_screened<K>``) is compared with ``baseline`` and,
-    when it was run, with ``<baseline>_screened<K>`` too (like for like).
+    whether one method is ahead. A screened method (``<method>_screened``) is compared with ``baseline`` and, when
+    it was run, with ``<baseline>_screened`` too (like for like).
 
     Parameters
     ----------

@@ -632,7 +632,7 @@ def _weighted_pieces(
     lo = np.maximum(u_edges[None, :-1], floor[:, None])  # (intervals, rows)
     hi = np.broadcast_to(u_edges[None, 1:], lo.shape)
     area = (b - a)[:, None] * np.clip(hi - lo, 0.0, None)
-    mass = w[col][:, :] * area
+    mass = w[col] * area
     pick = mass > 0
     ii, jj = np.nonzero(pick)
     total = float(mass.sum())
