@@ -139,6 +139,9 @@ class ComparisonResult:
 
     def markdown(self) -> str:
         """The main metrics as a Markdown table, ``mean [lo, hi]``."""
+        return self._markdown(self.paired())
+
+    def _markdown(self, all_paired: list[dict[str, Any]]) -> str:
         cols = ("fidelity", "validity", "coverage_log_std", "coverage_logdet", "dic_mae_g_s", "dic_mae_g_u")
         head = ["set", "budget", "method", *cols, "SBC min KS p", "TARP ATC", "sim s", "train s", "sample s/obs"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -154,15 +157,16 @@ class ComparisonResult:
             for r in self.reference:
                 lines.append(f"| {r['observation_set']} | " + " | ".join(_ci_text(r[c], r[f'{c}_lo'], r[f'{c}_hi'])
                                                                           for c in cols[:4]) + " |")  # fmt: skip
-        all_paired = self.paired()
         paired = [r for r in all_paired if r["class"] == "all"]
+        by_class: dict[tuple, dict[str, float]] = {}
+        for q in all_paired:
+            by_class.setdefault(_pair_key(q), {})[q["class"]] = q["difference"]
         if paired:
             lines += ["", f"Paired differences in fidelity against `{paired[0]['baseline']}` on the same observations "
                       "(method − baseline; screened methods also against the baseline given the same screen):", "",
                       "| set | budget | method | baseline | difference [95 %] | spiking | bursting |", "|" + "---|" * 7]
             for r in paired:
-                by = {q["class"]: q["difference"] for q in all_paired if q["class"] != "all" and all(
-                    q[k] == r[k] for k in ("observation_set", "budget", "method", "baseline"))}
+                by = by_class[_pair_key(r)]
                 lines.append(f"| {r['observation_set']} | {r['budget']} | {r['method']} | {r['baseline']} | "
                              f"{_ci_text(r['difference'], r['difference_lo'], r['difference_hi'])} | "
                              f"{_num(by.get('spiking', math.nan))} | {_num(by.get('bursting', math.nan))} |")
@@ -200,7 +204,7 @@ class ComparisonResult:
             paired = self.paired()
             if paired:
                 _write_csv(staging / "paired.csv", paired)
-            (staging / "comparison.md").write_text(self.markdown())
+            (staging / "comparison.md").write_text(self._markdown(paired))
             (staging / "config.json").write_text(json.dumps(self.config, indent=1))
             _plot(self, staging)
         self.out = out
@@ -344,11 +348,8 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
     n_bootstrap = _positive_int(n_bootstrap, "n_bootstrap")
     screen = _positive_int(screen, "screen")
     replicate = _positive_int(replicate, "replicate", minimum=0)
-    protocol = {k: v for k, v in dict(duration=duration, transient=transient, dt=dt).items() if v is not None}
-    protocol["noise_std"] = float(noise_std)
-    dic_sim = DICSimulator(model, **protocol)
+    protocol, dic_sim, proto = _protocol(model, duration, transient, dt, noise_std)
     g_sim = ConductanceSimulator(model, **protocol)
-    proto = dict(duration=dic_sim.duration, transient=dic_sim.transient, dt=dic_sim.dt, noise_std=dic_sim.noise_std)
     priors = {"dic": DICPrior(model), "conductance_linear": ConductancePrior(model, "linear"),
               "conductance_log": ConductancePrior(model, "log")}  # fmt: skip
     priors["dic_learned"] = priors["dic"]
@@ -751,15 +752,25 @@ def draw_observations(
     ``classes`` and ``dics``, in the order of the ``observation`` index of :attr:`ComparisonResult.per_observation`,
     so that a comparison's per-observation figures can be related to where each observation lies.
     """
-    from .sbi import ConductancePrior, DICPrior, DICSimulator
+    from .sbi import ConductancePrior, DICPrior
 
     model = get_model(model)
     _positive_int(n_observations, "n_observations")
-    protocol = {k: v for k, v in dict(duration=duration, transient=transient, dt=dt).items() if v is not None}
-    dic_sim = DICSimulator(model, **protocol, noise_std=float(noise_std))
-    proto = dict(duration=dic_sim.duration, transient=dic_sim.transient, dt=dic_sim.dt, noise_std=dic_sim.noise_std)
+    _, dic_sim, proto = _protocol(model, duration, transient, dt, noise_std)
     return _observation_sets(model, n_observations, seed, DICPrior(model), ConductancePrior(model, "linear"), dic_sim,
                              proto)  # fmt: skip
+
+
+def _protocol(model, duration, transient, dt, noise_std) -> tuple[dict[str, float], Any, dict[str, float]]:
+    """The simulators' arguments (the model's defaults where ``None``), a DIC simulator with them, and the full
+    protocol it runs."""
+    from .sbi import DICSimulator
+
+    protocol = {k: v for k, v in dict(duration=duration, transient=transient, dt=dt).items() if v is not None}
+    protocol["noise_std"] = float(noise_std)
+    dic_sim = DICSimulator(model, **protocol)
+    proto = dict(duration=dic_sim.duration, transient=dic_sim.transient, dt=dic_sim.dt, noise_std=dic_sim.noise_std)
+    return protocol, dic_sim, proto
 
 
 def _observation_sets(model, n, seed, dic_prior, box_prior, dic_sim, proto) -> dict[str, dict[str, Any]]:
@@ -1015,6 +1026,11 @@ def _num(v: Any) -> str:
     if isinstance(v, (float, np.floating)):
         return "—" if not np.isfinite(v) else f"{v:.3g}"
     return str(v)
+
+
+def _pair_key(r: dict[str, Any]) -> tuple:
+    """What a row of :func:`paired_differences` compares, without its class."""
+    return r["observation_set"], r["budget"], r["method"], r["baseline"]
 
 
 def _ci_text(m: float, lo: float, hi: float) -> str:

@@ -579,23 +579,15 @@ class DICPrior(Distribution):
         return torch.where(inside, lp, torch.full_like(lp, -math.inf))
 
     def _moments(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        if self.weights is not None:  # exact moments of the pieces (rectangles) by their masses
-            s0, s1, u0, u1 = self._pieces
-            p = self._piece_prob
-            m = np.array([np.sum(p * (s0 + s1) / 2), np.sum(p * (u0 + u1) / 2)])
-            m2 = np.array([np.sum(p * (s0 * s0 + s0 * s1 + s1 * s1) / 3), np.sum(p * (u0 * u0 + u0 * u1 + u1 * u1) / 3)])
-            return m, m2 - m * m
-        # The region is a union of rectangles [s_k, s_k + h] × [c_k, u_hi]: exact moments of the uniform law.
+        if self.weights is not None:  # the pieces (rectangles) by their masses
+            return _rectangle_moments(*self._pieces, self._piece_prob)
+        # The region is a union of rectangles [s_k, s_k + h] × [c_k, u_hi], each by its area under the uniform law.
         r = self.region
         s = r.knots.numpy()[:-1]
         h = (r.s_hi - r.s_lo) / r.floor.numel()
         c = r.floor.numpy()
-        U = r.u_hi
-        w = h * (U - c)
-        w = w / w.sum()
-        m = np.array([np.sum(w * (s + h / 2)), np.sum(w * (c + U) / 2)])
-        m2 = np.array([np.sum(w * (s * s + s * h + h * h / 3)), np.sum(w * (c * c + c * U + U * U) / 3)])
-        return m, m2 - m * m
+        w = h * (r.u_hi - c)
+        return _rectangle_moments(s, s + h, c, np.full_like(c, r.u_hi), w / w.sum())
 
     @property
     def mean(self) -> torch.Tensor:
@@ -610,6 +602,14 @@ class DICPrior(Distribution):
         where = "reachable part of " if self.reachable_only else ""
         law = "uniform" if self.weights is None else f"weighted ({self.weights.shape[0]}×{self.weights.shape[1]} grid)"
         return f"DICPrior({self.model.name!r}: {law} on the {where}g_s ∈ [{s_lo:g}, {s_hi:g}], g_u ∈ [{u_lo:g}, {u_hi:g}])"
+
+
+def _rectangle_moments(s0, s1, u0, u1, p) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Mean and variance of (g_s, g_u) under a mixture of uniform rectangles ``[s0, s1] × [u0, u1]`` with
+    probabilities ``p`` (exact)."""
+    m = np.array([np.sum(p * (s0 + s1) / 2), np.sum(p * (u0 + u1) / 2)])
+    m2 = np.array([np.sum(p * (s0 * s0 + s0 * s1 + s1 * s1) / 3), np.sum(p * (u0 * u0 + u0 * u1 + u1 * u1) / 3)])
+    return m, m2 - m * m
 
 
 def _weighted_pieces(
