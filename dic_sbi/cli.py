@@ -277,7 +277,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                      overwrite=args.overwrite, checkpoint=args.checkpoint, methods=methods,
                      seed_law_widening=args.seed_law_widening, wide_dic_box=args.wide_dic_box,
                      wide_dic_density=None if args.wide_dic_density == "uniform" else args.wide_dic_density, screen=args.screen,
-                     replicate=args.replicate)  # fmt: skip
+                     replicate=args.replicate, seed_law_tail=args.seed_law_tail)  # fmt: skip
     print(result.markdown())
     print(f"wrote {result.out}/")
     return 0
@@ -592,6 +592,20 @@ def _wide_dic_box(text: str) -> str | tuple[tuple[float, float], tuple[float, fl
 
 
 _wide_dic_box.__name__ = "DIC box"
+
+
+def _seed_law_tail(text: str) -> tuple[float, float]:
+    """``FACTOR,WEIGHT`` → ``(tail_factor, tail_weight)`` (FACTOR > 1, 0 < WEIGHT < 1; the rest checked by the model)."""
+    try:
+        factor, weight = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FACTOR,WEIGHT, got {text!r}") from None
+    if not (np.isfinite(factor) and factor > 1 and 0 < weight < 1):
+        raise argparse.ArgumentTypeError(f"expected FACTOR > 1 and 0 < WEIGHT < 1, got {text!r}")
+    return factor, weight
+
+
+_seed_law_tail.__name__ = "seed-law tail"
 
 
 def _jitter_type(text: str) -> tuple[float, float]:
@@ -986,6 +1000,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "dic_learned_wide (dic_learned on a widened seed law)")
     sp.add_argument("--seed-law-widening", type=_float_type("seed-law widening", minimum=1.0), default=4.0,
                     help="factor on the log-width of the seed law's ranges for dic_learned_wide")
+    sp.add_argument("--seed-law-tail", type=_seed_law_tail, default=None, metavar="FACTOR,WEIGHT",
+                    help="dic_learned_wide's seed law also draws each free conductance, with probability WEIGHT, "
+                    "from its range widened by FACTOR (> --seed-law-widening); default: no tail")
     sp.add_argument("--wide-dic-box", type=_wide_dic_box, default=None, metavar="conductance|GS_MIN,GS_MAX,GU_MIN,GU_MAX",
                     help="DIC box of dic_learned_wide's prior: 'conductance' = the box holding the conductance box's "
                     "cells (default: the model's published box)")

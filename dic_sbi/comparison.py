@@ -239,6 +239,7 @@ def compare(
     wide_dic_density: str | None = None,
     screen: int = 1,
     replicate: int = 0,
+    seed_law_tail: tuple[float, float] | None = None,
 ) -> ComparisonResult:
     """Compare DIC-space NPE with standard NPE over conductances (linear and log box priors).
 
@@ -286,6 +287,10 @@ def compare(
     seed_law_widening
         Factor on the log-width of the seed law's ranges for ``dic_learned_wide``
         (:func:`~dic_sbi.models.widen_seed_law`).
+    seed_law_tail
+        ``(tail_factor, tail_weight)``: ``dic_learned_wide``'s seed law also draws each free conductance, with
+        probability ``tail_weight``, from its range widened by ``tail_factor`` (a mixture of two uniforms,
+        :func:`~dic_sbi.models.widen_seed_law`); ``None`` (default): no tail.
     wide_dic_box
         DIC box of ``dic_learned_wide``'s prior: ``None`` the model's published box; ``"conductance"`` the box
         that holds the conductance box's cells (:func:`~dic_sbi.sbi.priors.dic_image_box`), so that the method
@@ -320,7 +325,7 @@ def compare(
             hidden_features=hidden_features, num_transforms=num_transforms, torch_threads=torch_threads,
             n_bootstrap=n_bootstrap, progress=progress, checkpoint=checkpoint, methods=methods,
             seed_law_widening=seed_law_widening, wide_dic_box=wide_dic_box, wide_dic_density=wide_dic_density,
-            screen=screen, replicate=replicate,
+            screen=screen, replicate=replicate, seed_law_tail=seed_law_tail,
         )  # fmt: skip
         if out is not None:
             result.write(out, overwrite=overwrite)
@@ -330,7 +335,7 @@ def compare(
 def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, calibration_simulations, duration,
              transient, dt, noise_std, training, density_estimator, hidden_features, num_transforms, torch_threads,
              n_bootstrap, progress, checkpoint, methods=METHODS, seed_law_widening=4.0,
-             wide_dic_box=None, wide_dic_density=None, screen=1, replicate=0) -> ComparisonResult:  # fmt: skip
+             wide_dic_box=None, wide_dic_density=None, screen=1, replicate=0, seed_law_tail=None) -> ComparisonResult:  # fmt: skip
     import torch
 
     from .models import widen_seed_law
@@ -363,7 +368,7 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
         raise InvalidInputError(f"wide_dic_density: expected None or 'conductance', got {wide_dic_density!r}")
     weights = None
     if "dic_learned_wide" in methods:
-        wide = widen_seed_law(model, seed_law_widening)
+        wide = widen_seed_law(model, seed_law_widening, **_tail_arguments(seed_law_tail))
         models["dic_learned_wide"] = wide
         if wide_dic_density == "conductance":  # the box's cells are the model's, not the widened law's
             weights = dic_image_weights(model, wide_dic_box if wide_dic_box is not None else model.dic_box)
@@ -391,6 +396,10 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
         wide_law = models["dic_learned_wide"].seed_population
         config["wide_seed_law"] = {"free_ranges": {k: list(v) for k, v in wide_law.free_ranges.items()},
                                    "leak_range": list(wide_law.leak_range)}  # fmt: skip
+        if wide_law.tail_ranges:  # only then, so that earlier checkpoints stay valid
+            config["seed_law_tail"] = [float(v) for v in seed_law_tail]
+            config["wide_seed_law"].update(tail_ranges={k: list(v) for k, v in wide_law.tail_ranges.items()},
+                                           tail_weight=wide_law.tail_weight)  # fmt: skip
     if screen > 1:  # only then, so that earlier checkpoints stay valid
         config["screen"] = screen
     if replicate:  # likewise; replicates do not share a checkpoint folder
@@ -627,7 +636,18 @@ def _reference(model, observations, S, seq, proto, n_bootstrap, progress) -> lis
     return out
 
 
-_WIDE_SETTINGS = ("seed_law_widening", "wide_dic_box", "wide_dic_density", "wide_seed_law")
+_WIDE_SETTINGS = ("seed_law_widening", "wide_dic_box", "wide_dic_density", "wide_seed_law", "seed_law_tail")
+
+
+def _tail_arguments(seed_law_tail: Any) -> dict[str, float]:
+    """``widen_seed_law``'s tail arguments from ``seed_law_tail = (tail_factor, tail_weight)`` or ``None``."""
+    if seed_law_tail is None:
+        return {}
+    try:
+        factor, weight = (float(v) for v in seed_law_tail)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"seed_law_tail: expected (tail_factor, tail_weight), got {seed_law_tail!r}") from None
+    return {"tail_factor": factor, "tail_weight": weight}
 
 
 def _wide_settings(settings: dict[str, Any]) -> dict[str, Any]:

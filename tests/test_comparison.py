@@ -277,6 +277,21 @@ def test_wide_seed_law_method_runs_beside_the_others_without_changing_them(tmp_p
     monkeypatch.undo()
     assert len(priors) == 1 and priors[0].weights is not None and priors[0].box == wide_box_box(wide_box)
     assert dense.config["wide_dic_density"] == "conductance" and "wide_dic_density" not in wide_box.config
+    # A seed law with a tail (a mixture of the × 2 and × 4 ranges) is the one the method simulates from.
+    monkeypatch.setattr(dsbi, "train_dic_posterior", lambda *a, **k: priors.append(k["prior"]) or real(*a, **k))
+    tailed = compare("stg", (60,), 1, seed=5, methods=("dic_learned_wide",), seed_law_widening=2.0,
+                     seed_law_tail=(4.0, 0.5), **small)  # fmt: skip
+    monkeypatch.undo()
+    assert priors[-1].model.name == "stg-wide2-tail4w0.5" and priors[-1].model.seed_population.tail_weight == 0.5
+    assert tailed.config["seed_law_tail"] == [4.0, 0.5] and tailed.config["wide_seed_law"]["tail_weight"] == 0.5
+    assert "seed_law_tail" not in both.config and "tail_ranges" not in both.config["wide_seed_law"]
+    with pytest.raises(InvalidInputError, match="tail"):
+        compare("stg", (60,), 1, methods=("dic_learned_wide",), seed_law_widening=4.0, seed_law_tail=(2.0, 0.5), **small)
+    from dic_sbi.cli import main
+
+    for bad in ("16", "16,1.5", "x,0.5"):
+        assert main(["compare", "--model", "stg", "--budgets", "60", "--observations", "1", "--methods",
+                     "dic_learned_wide", "--seed-law-tail", bad, "--out", str(tmp_path / "o")]) == 2  # fmt: skip
     assert 0.0 <= dense.row("dic_learned_wide", 60, "dic_population")["fidelity"] <= 1.0
     with pytest.raises(InvalidInputError, match="wide_dic_density"):
         compare("stg", (60,), 1, methods=("dic_learned_wide",), wide_dic_density="nope", **small)

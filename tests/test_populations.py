@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numba
 import numpy as np
 import pytest
@@ -192,10 +194,17 @@ def test_plot_reachability():
 # -- generative density -------------------------------------------------------------------------------------
 def _log_p_free(model: str, cell: np.ndarray, free_seed_values: np.ndarray) -> float:
     sd = P.seed_distribution(model)
+    sp = get_model(model).seed_population
     gl = cell[sd.leak]
     s = gl / sd.reference_leak
     lp = stats.gamma.logpdf(gl, a=sd.gamma_shape, scale=sd.gamma_scale)
-    lp += stats.uniform.logpdf(free_seed_values, loc=sd.free_low * s, scale=(sd.free_high - sd.free_low) * s).sum()
+    for name, value in zip(sp.free_ranges, free_seed_values):
+        (a, b), w = sp.free_ranges[name], sp.tail_weight
+        dens = stats.uniform.pdf(value, loc=a * s, scale=(b - a) * s)
+        if name in sp.tail_ranges:  # the mixture (1 - w) U(free range) + w U(tail range)
+            lo, hi = sp.tail_ranges[name]
+            dens = (1 - w) * dens + w * stats.uniform.pdf(value, loc=lo * s, scale=(hi - lo) * s)
+        lp += np.log(dens)
     return float(lp)
 
 
@@ -268,7 +277,8 @@ def test_log_density_change_of_variables(model, box):
             assert abs(empirical - quad) <= 5 * sigma + 0.01, (i, j, empirical, quad)
 
 
-@pytest.mark.parametrize("model, target", [("stg", (-10.0, 8.0)), ("stg", (3.0, -2.0)), ("stg", (10.0, 5.0)), ("da", (-3.0, 6.0)), ("da", (5.0, 8.0))])
+@pytest.mark.parametrize("model, target", [("stg", (-10.0, 8.0)), ("stg", (3.0, -2.0)), ("stg", (10.0, 5.0)), ("da", (-3.0, 6.0)), ("da", (5.0, 8.0)),
+                                           ("da-wide4-tail16w0.3", (5.0, 8.0)), ("stg-wide2-tail4w0.5", (10.0, 5.0))])  # fmt: skip
 def test_log_density_recovers_the_free_draws(model, target):
     m = get_model(model)
     plan = P._plan(m, "model")
@@ -279,7 +289,7 @@ def test_log_density_recovers_the_free_draws(model, target):
     pair = P._choose_pairs(m, plan.seed, t[:, 0], t[:, 1], None)
     cells, status = P._run_kernel(plan, gleak, uniforms, np.zeros(N, dtype=np.intp), t, pair, tol=P.DEFAULT_TOL, max_iter=30)
     ok = status == P.VALID
-    assert ok.mean() > 0.9
+    assert ok.mean() > (0.9 if "-wide" not in model else 0.2)  # wide DA seed laws: many draws give a negative seed conductance
     parts = P._density_parts(m, cells[ok], pair=None, calcium_path_tau="model", tol=P.DEFAULT_TOL, max_iter=30, support_rtol=1e-6)
     assert parts.on_support.all()
     s = gleak[ok, None] / plan.seed.reference_leak
@@ -433,4 +443,53 @@ def test_widen_seed_law_widens_within_the_box_and_keeps_the_dics():
     assert model_reference(named) == "stg-wide2" and same_kinetics(named, stg) and not same_kinetics(stg, get_model("da"))
     for unknown in ("stg-wide1", "stg-wide0.5", "nope-wide2", "stg-widex"):
         with pytest.raises(UnknownModelError, match="wide"):
+            get_model(unknown)
+
+
+def test_seed_law_tail_mixes_two_uniforms():
+    """A tail: each tailed free conductance ~ (1 - w) U(free range) + w U(tail range), checked against scipy."""
+    from dic_sbi.models import widen_seed_law
+
+    da = get_model("da")
+    mixed = widen_seed_law(da, 4, tail_factor=16, tail_weight=0.3)
+    wide4, wide16 = widen_seed_law(da, 4), widen_seed_law(da, 16)
+    sp = mixed.seed_population
+    assert mixed.name == "da-wide4-tail16w0.3" and get_model("da-wide4-tail16w0.3").seed_population == sp
+    assert sp.free_ranges == wide4.seed_population.free_ranges and sp.leak_range == wide4.seed_population.leak_range
+    assert sp.tail_ranges == wide16.seed_population.free_ranges and sp.tail_weight == 0.3
+    sd = P.seed_distribution(mixed)
+    u = sd.positions(np.random.default_rng(0).random((40_000, sd.free_index.size)))
+    for f, name in enumerate(sp.free_ranges):
+        value = sd.free_low[f] + (sd.free_high[f] - sd.free_low[f]) * u[:, f]
+        (a, b), (lo, hi) = sp.free_ranges[name], sp.tail_ranges[name]
+
+        def cdf(x, a=a, b=b, lo=lo, hi=hi):
+            return 0.7 * stats.uniform.cdf(x, a, b - a) + 0.3 * stats.uniform.cdf(x, lo, hi - lo)
+
+        assert stats.kstest(value, cdf).pvalue > 1e-3, name
+    # Without a tail the positions are the uniforms themselves (seed laws draw exactly as before).
+    v = np.random.default_rng(1).random((5, 2))
+    assert P.seed_distribution(wide4).positions(v) is v
+    # Cells keep their DICs exactly; Kd reaches beyond the × 4 range.
+    g = degenerate_population(mixed, 5.0, 8.0, 2000, seed=0)
+    d = dics(mixed, g)
+    assert np.allclose(d[:, 1], 5.0, atol=1e-6) and np.allclose(d[:, 2], 8.0, atol=1e-6)
+    kd = g[:, da.index("Kd")] * sp.reference_leak / g[:, da.index("leak")]
+    assert (kd > sp.free_ranges["Kd"][1] * 1.01).mean() > 0.1
+    assert np.all(np.isfinite(population_log_density(mixed, g)))
+    with pytest.raises(InvalidInputError, match="tail_factor"):
+        widen_seed_law(da, 4, tail_factor=2, tail_weight=0.3)
+    for bad in (0.0, 1.0, -0.1, True):
+        with pytest.raises(InvalidInputError, match="tail"):
+            widen_seed_law(da, 4, tail_factor=16, tail_weight=bad)
+    with pytest.raises(InvalidInputError, match="widens further"):
+        widen_seed_law(da, 16, tail_factor=32, tail_weight=0.3)  # × 16 already spans the box
+    with pytest.raises(InvalidInputError, match="contain the free range"):
+        dataclasses.replace(sp, tail_ranges={"Kd": (3.0, 50.0)})
+    with pytest.raises(InvalidInputError, match="not a free conductance"):
+        dataclasses.replace(sp, tail_ranges={"Na": (1.0, 100.0)})
+    with pytest.raises(InvalidInputError, match="together"):
+        dataclasses.replace(sp, tail_weight=0.0)
+    for unknown in ("da-wide4-tail2w0.3", "da-wide4-tail16w1.5", "da-wide16-tail32w0.3"):
+        with pytest.raises(UnknownModelError):
             get_model(unknown)

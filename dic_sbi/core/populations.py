@@ -4,7 +4,8 @@ Generative process (Fyon 2024, refined by Brandoit 2025), for a target ``t = (g_
 reference threshold V_ref:
 
 1. Free draws ``z``: ``gleak ~ Gamma`` with the mean and variance of ``U(leak_range)``; each free conductance
-   ``~ U(lo, hi) · gleak / reference_leak``; fixed conductances ``= value · gleak / reference_leak``.
+   ``~ U(lo, hi) · gleak / reference_leak`` (with a tail range, a mixture of the two uniforms: ``SeedPopulation``);
+   fixed conductances ``= value · gleak / reference_leak``.
 2. Seed: solve for the three ``seed_solve`` conductances so that ``DIC(V_ref) = seed_target`` (a spiking cell).
 3. Move: the model's :class:`~dic_sbi.models.base.CompensationRule` picks a pair ``P`` from the target; solve for
    the pair so that ``(g_s, g_u)(V_ref) = t`` (``g_f`` left free).
@@ -85,7 +86,11 @@ class SeedDistribution:
     reference_leak : float
         Leak at which the free ranges and fixed values are given.
     free_index, free_low, free_high
-        Free conductances and their uniform ranges at ``reference_leak``.
+        Free conductances and their ranges at ``reference_leak`` (with a tail, the tail range: the widest).
+    position_knots, position_cdf : (n_free, 4)
+        The law of each free conductance's position ``u ∈ [0, 1]`` in its range, piecewise uniform: its CDF is
+        linear between ``(position_knots[f, k], position_cdf[f, k])``. Uniform (knots 0, 0, 1, 1) unless the seed
+        law has a tail (:class:`~dic_sbi.models.base.SeedPopulation`); ``tailed`` says whether any has one.
     fixed_index, fixed_value
         Fixed conductances and their values at ``reference_leak``.
     seed_index, seed_target
@@ -107,6 +112,44 @@ class SeedDistribution:
     seed_target: Array
     pairs: NDArray[np.intp]
     pair_names: tuple[tuple[str, str], ...]
+    position_knots: Array = dataclasses.field(default_factory=lambda: np.zeros((0, 4)))
+    position_cdf: Array = dataclasses.field(default_factory=lambda: np.zeros((0, 4)))
+    tailed: bool = False
+
+    def positions(self, v: Array) -> Array:
+        """Positions ``u`` of the free conductances from uniforms ``v`` (``(N, n_free)``), by the inverse CDF;
+        ``v`` itself when no conductance has a tail (so untailed seed laws draw exactly as before)."""
+        if not self.tailed:
+            return v
+        return np.column_stack([np.interp(v[:, f], self.position_cdf[f], self.position_knots[f])
+                                for f in range(v.shape[1])]) if v.shape[1] else v  # fmt: skip
+
+    def log_position_density(self, u: Array) -> Array:
+        """``Σ_f log p(u_f)`` of positions ``u`` (``(N, n_free)``, in [0, 1]): 0 without a tail."""
+        out = np.zeros(u.shape[0])
+        if not self.tailed:
+            return out
+        for f in range(u.shape[1]):
+            k, c = self.position_knots[f], self.position_cdf[f]
+            dens = np.diff(c) / np.where(np.diff(k) > 0, np.diff(k), 1.0)
+            # Middle piece (the free range) first: a position on a boundary takes the free range's density.
+            piece = np.where((u[:, f] >= k[1]) & (u[:, f] <= k[2]), 1, np.where(u[:, f] < k[1], 0, 2))
+            with np.errstate(divide="ignore"):
+                out += np.log(dens[piece])
+        return out
+
+
+def _position_law(free_range: tuple[float, float], tail: tuple[float, float] | None, weight: float) -> tuple[Array, Array, Array]:
+    """Outer range, knots and CDF of one free conductance's position law (see :class:`SeedDistribution`)."""
+    a, b = free_range
+    if tail is None:
+        return np.array([a, b]), np.array([0.0, 0.0, 1.0, 1.0]), np.array([0.0, 0.0, 1.0, 1.0])
+    lo, hi = tail
+    ua, ub = (a - lo) / (hi - lo), (b - lo) / (hi - lo)
+    # Mixture (1 - w) U(a, b) + w U(lo, hi): CDF w·u outside the free range, plus (1 - w) across it.
+    knots = np.array([0.0, ua, ub, 1.0])
+    cdf = np.array([0.0, weight * ua, weight * ub + (1.0 - weight), 1.0])
+    return np.array([lo, hi]), knots, cdf
 
 
 def compensation_rule(model: str | ConductanceModel) -> CompensationRule:
@@ -166,20 +209,24 @@ def seed_distribution(model: str | ConductanceModel) -> SeedDistribution:
     mean, var = 0.5 * (a + b), (b - a) ** 2 / 12.0
     free = list(sp.free_ranges.items())
     fixed = list(sp.fixed.items())
+    laws = [_position_law(r, sp.tail_ranges.get(k), sp.tail_weight) for k, r in free]
     return SeedDistribution(
         leak=model.index("leak"),
         gamma_shape=mean**2 / var,
         gamma_scale=var / mean,
         reference_leak=float(sp.reference_leak),
         free_index=np.array([model.index(k) for k, _ in free], dtype=np.intp),
-        free_low=np.array([r[0] for _, r in free], dtype=float),
-        free_high=np.array([r[1] for _, r in free], dtype=float),
+        free_low=np.array([law[0][0] for law in laws], dtype=float),
+        free_high=np.array([law[0][1] for law in laws], dtype=float),
         fixed_index=np.array([model.index(k) for k, _ in fixed], dtype=np.intp),
         fixed_value=np.array([v for _, v in fixed], dtype=float),
         seed_index=np.array([model.index(k) for k in sp.seed_solve], dtype=np.intp),
         seed_target=np.asarray(sp.seed_target, dtype=float),
         pairs=np.array([[model.index(a), model.index(b)] for a, b in rule.pairs], dtype=np.intp),
         pair_names=tuple(tuple(p) for p in rule.pairs),
+        position_knots=np.array([law[1] for law in laws], dtype=float).reshape(len(free), 4),
+        position_cdf=np.array([law[2] for law in laws], dtype=float).reshape(len(free), 4),
+        tailed=bool(sp.tail_ranges),
     )
 
 
@@ -284,9 +331,9 @@ def _lin_tuple(lin: Linearization, leak: int) -> tuple:
 
 
 def _draw_free(seed: SeedDistribution, rng: np.random.Generator, size: int) -> tuple[Array, Array]:
+    """``size`` free draws of the seed law: gleak and the free conductances' positions in their ranges."""
     gleak = rng.gamma(seed.gamma_shape, seed.gamma_scale, size=size)
-    uniforms = rng.random((size, seed.free_index.size))
-    return gleak, uniforms
+    return gleak, seed.positions(rng.random((size, seed.free_index.size)))
 
 
 def _run_kernel(
@@ -426,6 +473,8 @@ class _ChunkRunner:
             rng.standard_gamma(sd.gamma_shape, out=gleak)
             gleak *= sd.gamma_scale
             rng.random(out=uniforms)
+            if sd.tailed:
+                uniforms[:] = sd.positions(uniforms)
             cells, status = self.cells[:m], self.status[:m]
             run_ranges(
                 population_kernel, -(-m // _KERNEL_BLOCK), gleak, uniforms, np.repeat(ids, counts).astype(np.intp), self.targets, self.target_pair,
@@ -669,7 +718,7 @@ def _density_parts(
         pair=cell_pair,
         seed_cells=seeds,
         uniforms=uniforms,
-        log_p_free=log_p_free,
+        log_p_free=log_p_free + sd.log_position_density(uniforms),
         log_det=log_det,
         on_support=on_support,
     )

@@ -119,17 +119,26 @@ def get_model(model: str | os.PathLike | ConductanceModel) -> ConductanceModel:
 
 #: Seed-law variants handed out by name (``"stg-wide4"``), one object per name: models key caches by identity.
 _WIDENED: dict[str, ConductanceModel] = {}
-_WIDE_NAME = re.compile(r"^(?P<base>.+)-wide(?P<factor>[0-9]+(?:\.[0-9]+)?)$")
+_NUM = r"[0-9]+(?:\.[0-9]+)?"
+_WIDE_NAME = re.compile(rf"^(?P<base>.+?)-wide(?P<factor>{_NUM})(?:-tail(?P<tail>{_NUM})w(?P<weight>0?\.[0-9]+))?$")
 
 
 def _widened(name: str) -> ConductanceModel | None:
-    """``"<registered name>-wide<factor>"``: the registered model with its seed law widened (:func:`widen_seed_law`)."""
+    """``"<registered name>-wide<factor>"`` (optionally ``"-tail<tail_factor>w<tail_weight>"``): the registered
+    model with its seed law widened (:func:`widen_seed_law`)."""
     match = _WIDE_NAME.match(name)
-    if match is None or match["base"] not in _REGISTRY or float(match["factor"]) <= 1:
+    if match is None or match["base"] not in _REGISTRY:
         return None
-    key = f"{match['base']}-wide{float(match['factor']):g}"
+    factor = float(match["factor"])
+    tail = dict(tail_factor=float(match["tail"]), tail_weight=float(match["weight"])) if match["tail"] else {}
+    if (factor <= 1 and not tail) or (tail and not (tail["tail_factor"] > factor and 0 < tail["tail_weight"] < 1)):
+        return None
+    key = f"{match['base']}-wide{factor:g}" + (f"-tail{tail['tail_factor']:g}w{tail['tail_weight']:g}" if tail else "")
     if key not in _WIDENED:
-        _WIDENED[key] = widen_seed_law(_REGISTRY[match["base"]], float(match["factor"]))
+        try:
+            _WIDENED[key] = widen_seed_law(_REGISTRY[match["base"]], factor, **tail)
+        except InvalidInputError:  # e.g. a tail that widens nothing further
+            return None
     if name != key:  # "stg-wide4.0" and "stg-wide4" are one model
         _WIDENED[name] = _WIDENED[key]
     return _WIDENED[name]

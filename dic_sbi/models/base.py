@@ -366,6 +366,11 @@ class SeedPopulation:
     ultraslow current), and a compensating pair needs two whose (g_s, g_u) columns are independent: with fewer
     than four conductances besides the leak the seed has no free conductance, and every cell of a population
     differs only by its leak.
+
+    ``tail_ranges`` (optional) gives some free conductances a wider range that contains their free range: each of
+    them is then drawn, independently and with probability ``tail_weight`` (in (0, 1)), uniformly from its tail
+    range instead of its free range. The law of each such conductance is that mixture of two uniforms (piecewise
+    constant), so a seed law can stay dense where most cells lie and still reach the rest of the box.
     """
 
     leak_range: tuple[float, float]
@@ -375,6 +380,8 @@ class SeedPopulation:
     seed_target: tuple[float, float, float]
     fixed: dict[str, float] = field(default_factory=dict)
     compensation: CompensationRule | None = None
+    tail_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    tail_weight: float = 0.0
 
     def __post_init__(self) -> None:
         a, b = _pair_of_numbers("SeedPopulation: leak_range", self.leak_range)
@@ -402,10 +409,35 @@ class SeedPopulation:
             raise InvalidInputError(f"SeedPopulation: compensation must be a CompensationRule or None, got {self.compensation!r}")
         object.__setattr__(self, "seed_solve", solve)
         object.__setattr__(self, "seed_target", tuple(float(t) for t in target))
+        self._check_tail()
+
+    def _check_tail(self) -> None:
+        w = self.tail_weight
+        if isinstance(w, bool) or not (isinstance(w, numbers.Real) and 0 <= w < 1):
+            raise InvalidInputError(f"SeedPopulation: tail_weight must be a number in [0, 1), got {w!r}")
+        if not isinstance(self.tail_ranges, dict):
+            raise InvalidInputError("SeedPopulation: tail_ranges must be a dict {free conductance name: (low, high)}")
+        if (w > 0) != bool(self.tail_ranges):
+            raise InvalidInputError("SeedPopulation: give tail_ranges and a tail_weight > 0 together, or neither")
+        tails = {}
+        for name, rng in self.tail_ranges.items():
+            if name not in self.free_ranges:
+                raise InvalidInputError(f"SeedPopulation: tail_ranges[{name!r}]: not a free conductance "
+                                        f"(free: {', '.join(self.free_ranges)})")  # fmt: skip
+            lo, hi = _pair_of_numbers(f"SeedPopulation: tail_ranges[{name!r}]", rng)
+            a, b = (float(v) for v in self.free_ranges[name])
+            if not (0 <= lo <= a and b <= hi and hi > lo):
+                raise InvalidInputError(f"SeedPopulation: tail_ranges[{name!r}] must contain the free range "
+                                        f"({a:g}, {b:g}) and be >= 0, got {rng!r}")  # fmt: skip
+            tails[name] = (lo, hi)
+        object.__setattr__(self, "tail_ranges", tails)
+        object.__setattr__(self, "tail_weight", float(w))
 
 
 
-def widen_seed_law(model: "ConductanceModel", factor: float) -> "ConductanceModel":
+def widen_seed_law(
+    model: "ConductanceModel", factor: float, *, tail_factor: float | None = None, tail_weight: float = 0.0
+) -> "ConductanceModel":
     """A copy of ``model`` whose seed law spans ``factor`` times the log-width of each range, within the box.
 
     Each free conductance's uniform range ``(a, b)`` and the leak range become
@@ -416,26 +448,47 @@ def widen_seed_law(model: "ConductanceModel", factor: float) -> "ConductanceMode
     a learned free-conductance law can reach). The copy is named ``"<name>-wide<factor>"``, the name
     :func:`~dic_sbi.get_model` resolves for a registered model; ``factor = 1`` returns ``model`` itself. (A copy of
     a model loaded from a file has no file reference: campaigns cannot reload it.)
+
+    With ``tail_factor`` (> ``factor``) and ``tail_weight`` in (0, 1), each free conductance whose range widened by
+    ``tail_factor`` is wider than by ``factor`` gets that range as its tail (:class:`SeedPopulation`): it is drawn
+    from the ``factor`` range with probability ``1 - tail_weight`` and from the ``tail_factor`` one otherwise
+    (the leak keeps the ``factor`` range). The copy is named ``"<name>-wide<factor>-tail<tail_factor>w<tail_weight>"``.
     """
     if isinstance(factor, bool) or not (isinstance(factor, numbers.Real) and np.isfinite(factor) and factor >= 1):
         raise InvalidInputError(f"widen_seed_law: factor must be a number >= 1, got {factor!r}")
+    if tail_factor is not None and (isinstance(tail_factor, bool) or not (
+            isinstance(tail_factor, numbers.Real) and np.isfinite(tail_factor) and tail_factor > factor)):
+        raise InvalidInputError(f"widen_seed_law: tail_factor must be a number > factor ({factor:g}), got {tail_factor!r}")
+    if (tail_factor is None) != (tail_weight == 0) or isinstance(tail_weight, bool) or not (
+            isinstance(tail_weight, numbers.Real) and 0 <= tail_weight < 1):
+        raise InvalidInputError("widen_seed_law: give tail_factor > factor with a tail_weight in (0, 1), or neither; "
+                                f"got tail_factor={tail_factor!r}, tail_weight={tail_weight!r}")  # fmt: skip
     sp = model.seed_population
     if sp is None:
         raise InvalidInputError(f"widen_seed_law: model {model.name!r} defines no seed population")
-    if factor == 1:
+    if factor == 1 and tail_factor is None:
         return model
 
-    def widen(name: str, lo: float, hi: float) -> tuple[float, float]:
+    def widen(name: str, lo: float, hi: float, by: float) -> tuple[float, float]:
         box_lo, box_hi = model.default_ranges[name]
         if lo <= 0 or hi <= lo:  # a zero-width or zero-based range has no log-width to widen
             return lo, hi
-        c, half = np.sqrt(lo * hi), 0.5 * float(factor) * np.log(hi / lo)
+        c, half = np.sqrt(lo * hi), 0.5 * float(by) * np.log(hi / lo)
         return float(max(min(c * np.exp(-half), lo), box_lo)), float(min(max(c * np.exp(half), hi), box_hi))
 
     # free_ranges hold values at reference_leak: they are clipped to the box as a cell with that leak would be.
-    free = {n: widen(n, *r) for n, r in sp.free_ranges.items()}
-    seed = replace(sp, free_ranges=free, leak_range=widen("leak", *sp.leak_range))
-    return replace(model, name=f"{model.name}-wide{float(factor):g}", seed_population=seed, source="")
+    free = {n: widen(n, *r, factor) for n, r in sp.free_ranges.items()}
+    name = f"{model.name}-wide{float(factor):g}"
+    tails: dict[str, tuple[float, float]] = {}
+    if tail_factor is not None:
+        tails = {n: t for n, r in sp.free_ranges.items() if (t := widen(n, *r, tail_factor)) != free[n]}
+        if not tails:
+            raise InvalidInputError(f"widen_seed_law: no free range of {model.name!r} widens further by {tail_factor:g} "
+                                    f"than by {factor:g} within the box: the tail would be empty")  # fmt: skip
+        name += f"-tail{float(tail_factor):g}w{float(tail_weight):g}"
+    seed = replace(sp, free_ranges=free, leak_range=widen("leak", *sp.leak_range, factor), tail_ranges=tails,
+                   tail_weight=float(tail_weight) if tails else 0.0)  # fmt: skip
+    return replace(model, name=name, seed_population=seed, source="")
 
 
 def same_kinetics(a: "ConductanceModel", b: "ConductanceModel") -> bool:
