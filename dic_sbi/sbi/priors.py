@@ -519,9 +519,7 @@ class DICPrior(Distribution):
         (s_lo, s_hi), (u_lo, u_hi) = self.box
         ns, nu = self.weights.shape
         v = value.to(torch.float64)
-        i = torch.clamp(torch.floor((v[..., 0] - s_lo) / (s_hi - s_lo) * ns), 0, ns - 1).nan_to_num(0).long()
-        j = torch.clamp(torch.floor((v[..., 1] - u_lo) / (u_hi - u_lo) * nu), 0, nu - 1).nan_to_num(0).long()
-        return i, j
+        return _grid_index(v[..., 0], s_lo, s_hi, ns), _grid_index(v[..., 1], u_lo, u_hi, nu)
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)
     def support(self) -> constraints.Constraint:
@@ -612,6 +610,11 @@ def _rectangle_moments(s0, s1, u0, u1, p) -> tuple[NDArray[np.float64], NDArray[
     return m, m2 - m * m
 
 
+def _grid_index(v: torch.Tensor, lo: float, hi: float, n: int) -> torch.Tensor:
+    """Index of the cell of ``n`` equal cells on ``[lo, hi]`` that holds each value (clamped into the grid)."""
+    return torch.clamp(torch.floor((v.to(torch.float64) - lo) / (hi - lo) * n), 0, n - 1).nan_to_num(0).long()
+
+
 def _weighted_pieces(
     region: DICRegion, box: tuple[tuple[float, float], tuple[float, float]], w: NDArray[np.float64],
 ) -> tuple[tuple[NDArray[np.float64], ...], NDArray[np.float64], float]:  # fmt: skip
@@ -627,7 +630,7 @@ def _weighted_pieces(
     a, b = a[keep], b[keep]
     mid = 0.5 * (a + b)
     floor = region.floor_at(torch.as_tensor(mid)).numpy()
-    col = np.clip(np.floor((mid - s_lo) / (s_hi - s_lo) * ns), 0, ns - 1).astype(int)
+    col = _grid_index(torch.as_tensor(mid), s_lo, s_hi, ns).numpy()
     u_edges = np.linspace(u_lo, u_hi, nu + 1)
     lo = np.maximum(u_edges[None, :-1], floor[:, None])  # (intervals, rows)
     hi = np.broadcast_to(u_edges[None, 1:], lo.shape)
