@@ -120,7 +120,7 @@ def get_model(model: str | os.PathLike | ConductanceModel) -> ConductanceModel:
 #: Seed-law variants handed out by name (``"stg-wide4"``), one object per name: models key caches by identity.
 _WIDENED: dict[str, ConductanceModel] = {}
 _NUM = r"[0-9]+(?:\.[0-9]+)?"
-_WIDE_NAME = re.compile(rf"^(?P<base>.+?)-wide(?P<factor>{_NUM})(?:-tail(?P<tail>{_NUM})w(?P<weight>0?\.[0-9]+))?$")
+_WIDE_NAME = re.compile(rf"^(?P<base>.+?)-wide(?P<factor>{_NUM})(?:-tail(?P<tail>{_NUM})w(?P<weight>{_NUM}(?:e-[0-9]+)?))?$")
 
 
 def _widened(name: str) -> ConductanceModel | None:
