@@ -493,3 +493,19 @@ def test_seed_law_tail_mixes_two_uniforms():
     for unknown in ("da-wide4-tail2w0.3", "da-wide4-tail16w1.5", "da-wide16-tail32w0.3"):
         with pytest.raises(UnknownModelError):
             get_model(unknown)
+
+
+def test_seed_law_pickled_before_tails_still_loads():
+    """A SeedPopulation pickled before tail_ranges / tail_weight existed (checkpoints, saved posteriors) loads
+    without a tail and draws as before."""
+    import pickle
+
+    sp = get_model("da").seed_population
+    state = {k: v for k, v in sp.__dict__.items() if k not in ("tail_ranges", "tail_weight")}
+    old = object.__new__(type(sp))
+    object.__setattr__(old, "__dict__", state)  # what an old pickle holds
+    loaded = pickle.loads(pickle.dumps(old))
+    assert loaded.tail_ranges == {} and loaded.tail_weight == 0.0 and loaded == sp
+    model = dataclasses.replace(get_model("da"), name="da-old-pickle", seed_population=loaded)
+    np.testing.assert_array_equal(degenerate_population(model, 5.0, 8.0, 20, seed=3),
+                                  degenerate_population("da", 5.0, 8.0, 20, seed=3))  # fmt: skip

@@ -411,6 +411,10 @@ class SeedPopulation:
         object.__setattr__(self, "seed_target", tuple(float(t) for t in target))
         self._check_tail()
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Seed laws pickled before tails existed (checkpoints, saved posteriors) have no tail: fill it in.
+        self.__dict__.update({"tail_ranges": {}, "tail_weight": 0.0, **state})
+
     def _check_tail(self) -> None:
         w = self.tail_weight
         if isinstance(w, bool) or not (isinstance(w, numbers.Real) and 0 <= w < 1):
