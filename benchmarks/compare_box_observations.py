@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     (s0, s1), (u0, u1) = model.dic_box
     d, g = obs["dics"], obs["g"]
     in_box = (d[:, 0] >= s0) & (d[:, 0] <= s1) & (d[:, 1] >= u0) & (d[:, 1] <= u1)
-    outside = {k: (g[:, names.index(k)] < lo) | (g[:, names.index(k)] > hi) for k, (lo, hi) in law.free_ranges.items()}
+    # The law's ranges hold values at its reference leak: a cell's free conductances scale with its own leak.
+    at_ref = g * (law.reference_leak / g[:, names.index("leak")])[:, None]
+    outside = {k: (at_ref[:, names.index(k)] < lo) | (at_ref[:, names.index(k)] > hi) for k, (lo, hi) in law.free_ranges.items()}
     any_out = np.any(np.stack(list(outside.values())), axis=0)
     classes = np.array(obs["classes"])
     print(f"model {model.name}, {args.obs_set}, budget {args.budget}; law x {args.widening:g}: "
