@@ -112,9 +112,9 @@ class SeedDistribution:
     seed_target: Array
     pairs: NDArray[np.intp]
     pair_names: tuple[tuple[str, str], ...]
-    position_knots: Array = dataclasses.field(default_factory=lambda: np.zeros((0, 4)))
-    position_cdf: Array = dataclasses.field(default_factory=lambda: np.zeros((0, 4)))
-    tailed: bool = False
+    position_knots: Array
+    position_cdf: Array
+    tailed: bool
 
     def positions(self, v: Array) -> Array:
         """Positions ``u`` of the free conductances from uniforms ``v`` (``(N, n_free)``), by the inverse CDF;

@@ -131,13 +131,13 @@ def _widened(name: str) -> ConductanceModel | None:
         return None
     factor = float(match["factor"])
     tail = dict(tail_factor=float(match["tail"]), tail_weight=float(match["weight"])) if match["tail"] else {}
-    if (factor <= 1 and not tail) or (tail and not (tail["tail_factor"] > factor and 0 < tail["tail_weight"] < 1)):
+    if factor <= 1 and not tail:  # "stg-wide1" would be stg itself under another name
         return None
     key = f"{match['base']}-wide{factor:g}" + (f"-tail{tail['tail_factor']:g}w{tail['tail_weight']:g}" if tail else "")
     if key not in _WIDENED:
         try:
             _WIDENED[key] = widen_seed_law(_REGISTRY[match["base"]], factor, **tail)
-        except InvalidInputError:  # e.g. a tail that widens nothing further
+        except InvalidInputError:  # a factor, tail factor or weight widen_seed_law refuses
             return None
     if name != key:  # "stg-wide4.0" and "stg-wide4" are one model
         _WIDENED[name] = _WIDENED[key]

@@ -518,8 +518,7 @@ class DICPrior(Distribution):
         """Grid indices ``(i, j)`` of ``value`` (clamped into the grid; used only inside the box)."""
         (s_lo, s_hi), (u_lo, u_hi) = self.box
         ns, nu = self.weights.shape
-        v = value.to(torch.float64)
-        return _grid_index(v[..., 0], s_lo, s_hi, ns), _grid_index(v[..., 1], u_lo, u_hi, nu)
+        return _grid_index(value[..., 0], s_lo, s_hi, ns), _grid_index(value[..., 1], u_lo, u_hi, nu)
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)
     def support(self) -> constraints.Constraint:
