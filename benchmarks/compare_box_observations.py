@@ -35,9 +35,9 @@ _SAME = ("model", "n_observations", "seed", "protocol")
 
 def _column(spec: str, budget: int, obs_set: str, n: int) -> tuple[str, np.ndarray, dict]:
     """Label, per-observation fidelity and config of one ``FOLDER:METHOD`` column."""
-    folder, sep, method = spec.rpartition(":")
-    if not sep or not folder or not method:
-        raise SystemExit(f"{spec}: expected FOLDER:METHOD")
+    folder, _, method = spec.rpartition(":")
+    if not method:
+        raise SystemExit(f"{spec}: expected FOLDER:METHOD, a method of that run")
     run = Path(folder)
     config = json.loads((run / "config.json").read_text())
     fid: dict[int, float] = {}
@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gs-thresholds", help="with --routed: also route by g_s < T (column J) for each T (comma-separated)")
     args = ap.parse_args(argv)
 
+    for spec in args.columns:
+        if not (Path(spec.rpartition(":")[0]) / "config.json").is_file():
+            raise SystemExit(f"{spec}: expected FOLDER:METHOD, FOLDER a dic-sbi compare output (config.json, per_observation.csv)")
     first = json.loads((Path(args.columns[0].rpartition(":")[0]) / "config.json").read_text())
     cols = [_column(c, args.budget, args.obs_set, first["n_observations"]) for c in args.columns]
     for label, _, config in cols:
