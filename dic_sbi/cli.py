@@ -277,7 +277,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                      overwrite=args.overwrite, checkpoint=args.checkpoint, methods=methods,
                      seed_law_widening=args.seed_law_widening, wide_dic_box=args.wide_dic_box,
                      wide_dic_density=None if args.wide_dic_density == "uniform" else args.wide_dic_density, screen=args.screen,
-                     replicate=args.replicate, seed_law_tail=args.seed_law_tail)  # fmt: skip
+                     replicate=args.replicate, seed_law_tail=args.seed_law_tail, members=args.members)  # fmt: skip
     print(result.markdown())
     print(f"wrote {result.out}/")
     return 0
@@ -1015,6 +1015,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--replicate", type=_int_type("replicate", 0), default=0, metavar="R",
                     help="R > 0: other seeds for every method's simulations and training, the same observations "
                     "(runs R = 0, 1, 2, ... measure how much a method moves between training runs)")
+    sp.add_argument("--members", type=_int_type("members", 1), default=1, metavar="K",
+                    help="K > 1: every method is an ensemble of K networks trained on its simulations (the DIC-space "
+                    "methods' free-conductance laws too), the equal-weight mixture; 1: one network")
     sp.set_defaults(func=cmd_compare)
     return document_options(p)  # every option's help: its default and unit
 

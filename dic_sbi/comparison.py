@@ -240,6 +240,7 @@ def compare(
     screen: int = 1,
     replicate: int = 0,
     seed_law_tail: tuple[float, float] | None = None,
+    members: int = 1,
 ) -> ComparisonResult:
     """Compare DIC-space NPE with standard NPE over conductances (linear and log box priors).
 
@@ -308,6 +309,11 @@ def compare(
         from other seeds, on the **same** observations: runs of replicates 0, 1, 2, ... of one comparison measure how
         much a method's figures move from one training run to the next, which the bootstrap intervals (over
         observations) do not hold.
+    members
+        K > 1 trains K networks per method on the same simulations (training seeds apart; the first is the
+        single network of ``members=1``) and uses their equal-weight mixture
+        (:func:`~dic_sbi.sbi.ensemble.mixture_posterior`; the DIC-space methods' learned free-conductance laws
+        too): an ensemble for every method alike, K times the training, no simulation more.
     """
     if torch_threads is not None:
         _positive_int(torch_threads, "torch_threads")
@@ -325,7 +331,7 @@ def compare(
             hidden_features=hidden_features, num_transforms=num_transforms, torch_threads=torch_threads,
             n_bootstrap=n_bootstrap, progress=progress, checkpoint=checkpoint, methods=methods,
             seed_law_widening=seed_law_widening, wide_dic_box=wide_dic_box, wide_dic_density=wide_dic_density,
-            screen=screen, replicate=replicate, seed_law_tail=seed_law_tail,
+            screen=screen, replicate=replicate, seed_law_tail=seed_law_tail, members=members,
         )  # fmt: skip
         if out is not None:
             result.write(out, overwrite=overwrite)
@@ -335,12 +341,14 @@ def compare(
 def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, calibration_simulations, duration,
              transient, dt, noise_std, training, density_estimator, hidden_features, num_transforms, torch_threads,
              n_bootstrap, progress, checkpoint, methods=METHODS, seed_law_widening=4.0,
-             wide_dic_box=None, wide_dic_density=None, screen=1, replicate=0, seed_law_tail=None) -> ComparisonResult:  # fmt: skip
+             wide_dic_box=None, wide_dic_density=None, screen=1, replicate=0, seed_law_tail=None,
+             members=1) -> ComparisonResult:  # fmt: skip
     import torch
 
     from .models import widen_seed_law
     from .sbi import ConductancePrior, ConductanceSimulator, DICPosterior, DICPrior, DICSimulator
     from .sbi import train_conductance_posterior, train_dic_posterior, train_free_conductances
+    from .sbi.ensemble import mixture_posterior
     from .sbi.priors import check_dic_box, dic_image_box, dic_image_weights
 
     model = get_model(model)
@@ -353,6 +361,7 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
     n_bootstrap = _positive_int(n_bootstrap, "n_bootstrap")
     screen = _positive_int(screen, "screen")
     replicate = _positive_int(replicate, "replicate", minimum=0)
+    members = _positive_int(members, "members")
     protocol, dic_sim, proto = _protocol(model, duration, transient, dt, noise_std)
     g_sim = ConductanceSimulator(model, **protocol)
     priors = {"dic": DICPrior(model), "conductance_linear": ConductancePrior(model, "linear"),
@@ -404,6 +413,8 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
         config["screen"] = screen
     if replicate:  # likewise; replicates do not share a checkpoint folder
         config["replicate"] = replicate
+    if members > 1:  # likewise
+        config["members"] = members
     store = _Checkpoint(checkpoint, config) if checkpoint is not None else None
 
     held = store.load("reference", kind="reference") if store is not None else None
@@ -460,19 +471,27 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                     # The harness reports its own progress (one line per method and budget), not sbi's bars.
                     settings = dict(train_settings, show_progress_bars=False,
                                     training={"training_batch_size": _batch_size(budget), **train_settings["training"]})  # fmt: skip
-                    if method in ("dic",) + _LEARNED:
-                        run = train_dic_posterior(mmodel, budget, prior=prior, simulator=simulator, theta=theta, x=x,
-                                                  seed=train_seed, **settings)  # fmt: skip
-                    else:
-                        run = train_conductance_posterior(model, budget, scale=prior.scale, prior=prior, simulator=simulator,
-                                                          theta=theta, x=x, seed=train_seed, **settings)  # fmt: skip
-                    if method in _LEARNED:
-                        est, _ = train_free_conductances(
-                            mmodel, theta, cells, x, pair=simulator.pair, seed=train_seed + 1, show_progress_bars=False,
-                            training={"training_batch_size": _batch_size(budget), **train_settings["training"]},
-                        )  # fmt: skip
-                        run.posterior = DICPosterior(run.posterior.posterior, mmodel, pair=simulator.pair,
-                                                     simulator=simulator, free_conductances=est)  # fmt: skip
+                    posts = []
+                    for k in range(members):
+                        # Member k trains from seed + 1000 k: member 0 is the single network of members=1.
+                        tseed = train_seed + 1000 * k
+                        if method in ("dic",) + _LEARNED:
+                            run = train_dic_posterior(mmodel, budget, prior=prior, simulator=simulator, theta=theta,
+                                                      x=x, seed=tseed, **settings)  # fmt: skip
+                        else:
+                            run = train_conductance_posterior(model, budget, scale=prior.scale, prior=prior,
+                                                              simulator=simulator, theta=theta, x=x, seed=tseed,
+                                                              **settings)  # fmt: skip
+                        if method in _LEARNED:
+                            est, _ = train_free_conductances(
+                                mmodel, theta, cells, x, pair=simulator.pair, seed=tseed + 1, show_progress_bars=False,
+                                training={"training_batch_size": _batch_size(budget), **train_settings["training"]},
+                            )  # fmt: skip
+                            run.posterior = DICPosterior(run.posterior.posterior, mmodel, pair=simulator.pair,
+                                                         simulator=simulator, free_conductances=est)  # fmt: skip
+                        posts.append(run.posterior)
+                    if members > 1:
+                        run.posterior = mixture_posterior(posts)
                 t_train = time.perf_counter() - t0
                 posterior = run.posterior
                 epochs = int((run.inference.summary.get("epochs_trained") or [0])[-1])

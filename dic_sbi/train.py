@@ -236,19 +236,12 @@ def _member_seeds(seed: int, members: int) -> list[int]:
 
 def _ensemble_run(runs: list) -> Any:
     """One :class:`~dic_sbi.sbi.training.TrainingRun` whose posterior is the equal-weight mixture of ``runs``'
-    networks (:class:`~dic_sbi.sbi.ensemble.MixtureEstimator`), trained on the same simulations."""
+    networks (:func:`~dic_sbi.sbi.ensemble.mixture_posterior`), trained on the same simulations."""
     import dataclasses
 
-    from sbi.inference.posteriors import DirectPosterior
+    from .sbi.ensemble import mixture_posterior
 
-    from .sbi import DICPosterior
-    from .sbi.ensemble import MixtureEstimator
-
-    post = runs[0].posterior  # every member shares its prior, model, simulator and conditions
-    mixture = MixtureEstimator([r.posterior.posterior.posterior_estimator for r in runs]).eval()
-    ensemble = DICPosterior(DirectPosterior(posterior_estimator=mixture, prior=post.posterior.prior), post.model,
-                            pair=post.pair, simulator=post.simulator, conditions=post.conditions)  # fmt: skip
-    return dataclasses.replace(runs[0], posterior=ensemble)
+    return dataclasses.replace(runs[0], posterior=mixture_posterior([r.posterior for r in runs]))
 
 
 def dic_campaigns(m: Any, campaigns: list, work: Path, *, fields: tuple[str, ...], suffix: str, output: str,

@@ -412,3 +412,35 @@ def test_dic_image_box_holds_the_conductance_boxs_cells():
     assert published.mean() < 0.3  # why the option exists: most box cells lie outside the published DIC box
     with pytest.raises(InvalidInputError, match="coverage"):
         dic_image_box(m, coverage=0.0)
+
+
+def test_members_make_every_method_an_ensemble(tmp_path):
+    """members=K: every method (NPE's network, the DIC-space method's posterior and its learned law) is a mixture
+    of K networks trained on the same simulations, saved as such in the checkpoint; the setting is recorded and a
+    checkpoint of another K is refused."""
+    from dic_sbi.sbi import DICPosterior, MixtureEstimator
+
+    small = dict(TINY, num_posterior_samples=10)
+    methods = ("conductance_linear", "dic_learned_wide")
+    ck = tmp_path / "ck"
+    two = compare("stg", (100,), 2, seed=2, methods=methods, members=2, checkpoint=ck, **small)
+    assert two.config["members"] == 2
+    for m in methods:
+        for s in OBSERVATION_SETS:
+            assert 0 <= two.row(m, 100, s)["fidelity"] <= 1
+    assert math.isfinite(two.row("dic_learned_wide", 100, OBSERVATION_SETS[0])["sbc_ks_pval_min"])
+    npe = torch.load(ck / "budget100_conductance_linear.posterior.pt", weights_only=False)["posterior"]
+    assert isinstance(npe.posterior_estimator, MixtureEstimator) and len(npe.posterior_estimator.members) == 2
+    dic = torch.load(ck / "budget100_dic_learned_wide.posterior.pt", weights_only=False)["posterior"]
+    assert isinstance(dic, DICPosterior) and isinstance(dic.posterior.posterior_estimator, MixtureEstimator)
+    assert isinstance(dic.free_conductances.net, MixtureEstimator) and dic.free_conductances.settings["members"] == 2
+    a, b = (dict(m.named_parameters()) for m in dic.free_conductances.net.members)
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # two trainings, not one network twice
+    one = compare("stg", (100,), 2, seed=2, methods=methods, **small)
+    assert "members" not in one.config
+    with pytest.raises(InvalidInputError, match="members"):
+        compare("stg", (100,), 2, seed=2, methods=methods, checkpoint=ck, **small)
+    with pytest.raises(InvalidInputError, match="members"):
+        compare("stg", (100,), 2, methods=methods, members=0, **small)
+    assert main(["compare", "--model", "stg", "--budgets", "100", "--out", str(tmp_path / "o"), "--members", "0"]) == 2
+    assert not (tmp_path / "o").exists()

@@ -122,3 +122,74 @@ def test_train_members_ships_a_reloadable_mixture(tmp_path):
     # The JSON must rebuild the network its weights belong to.
     with pytest.raises(InvalidInputError, match="members=1"):
         save_pretrained(post, tmp_path / "bad", estimator={k: v for k, v in info["estimator"].items() if k != "members"})
+
+
+def _law(seed: int, x_width: int):
+    """A small learned free-conductance law of STG trained (2 epochs) on 300 DIC-prior cells with random x."""
+    import dic_sbi
+    from dic_sbi.sbi.free_conductances import train_free_conductances
+
+    rng = np.random.default_rng(0)
+    t = np.column_stack([rng.uniform(1, 10, 300), rng.uniform(2, 12, 300)])
+    g = dic_sbi.degenerate_population("stg", t[:, 0], t[:, 1], 1, seed=rng)[:, 0]
+    x = torch.as_tensor(rng.standard_normal((300, x_width)), dtype=torch.float32)
+    est, _ = train_free_conductances("stg", t, g, x, training=dict(max_num_epochs=2), seed=seed,
+                                     show_progress_bars=False, hidden_features=16, num_transforms=1)  # fmt: skip
+    return est
+
+
+def test_mixed_learned_laws_and_posteriors(tmp_path):
+    """mixture_free_conductances: the law's density is the members' average (through the compensation's change of
+    variables, which they share), its cells keep their DICs, and it saves and reloads; mixture_posterior mixes
+    DICPosteriors with their laws, and refuses what cannot be mixed."""
+    import copy
+
+    import dic_sbi
+    from dic_sbi.sbi import DICPosterior, MixtureEstimator, mixture_free_conductances, mixture_posterior
+    from dic_sbi.sbi.pretrained import load_pretrained, save_pretrained
+
+    shipped = load_pretrained("stg")
+    a, b = _law(0, shipped.x_width), _law(1, shipped.x_width)
+    mix = mixture_free_conductances([a, b])
+    assert isinstance(mix.net, MixtureEstimator) and mix.settings["members"] == 2
+    t, x = np.array([[3.0, 5.0]]), torch.zeros((1, shipped.x_width))
+    gl, u = a.sample_draws(np.repeat(t, 40, axis=0), x, seed=4)
+    t40 = np.repeat(t, 40, axis=0)
+    want = np.logaddexp(a.log_prob_draws(gl, u, t40, x), b.log_prob_draws(gl, u, t40, x)) - np.log(2)
+    np.testing.assert_allclose(mix.log_prob_draws(gl, u, t40, x), want, rtol=1e-5)
+    with pytest.raises(InvalidInputError, match="mixture of flows"):
+        mix.base_coordinates(a.to_w(gl, u), t40, x)
+    shifted = copy.copy(b)
+    shifted.w_offset = np.zeros(b.n_draws_dim)
+    with pytest.raises(InvalidInputError, match="w_offset"):
+        mixture_free_conductances([a, shifted])
+    with pytest.raises(InvalidInputError, match="differ"):
+        mixture_free_conductances([a, _law(2, shipped.x_width + 1)])
+    with pytest.raises(InvalidInputError, match="at least 2"):
+        mixture_free_conductances([a])
+
+    posts = [DICPosterior(shipped.posterior, "stg", simulator=shipped.simulator, conditions=shipped.conditions,
+                          free_conductances=f) for f in (a, b)]  # fmt: skip
+    post = mixture_posterior(posts)
+    assert isinstance(post.posterior.posterior_estimator, MixtureEstimator)
+    assert isinstance(post.free_conductances.net, MixtureEstimator)
+    obs = shipped.condition(shipped.simulator(shipped.prior.sample((1,), seed=3)), noise_std=0.0)
+    cells, dics = post.sample((50,), x=obs, seed=1, return_dics=True)
+    np.testing.assert_allclose(dic_sbi.dics("stg", cells.numpy())[:, 1:], dics.double().numpy(), atol=1e-5)
+    save_pretrained(post, tmp_path / "mix", estimator={**pretrained_estimator(), "members": 2})
+    back = load_pretrained(tmp_path / "mix")
+    assert isinstance(back.free_conductances.net, MixtureEstimator) and len(back.free_conductances.net.members) == 2
+    np.testing.assert_allclose(back.free_conductances.log_prob_draws(gl, u, t40, x), mix.log_prob_draws(gl, u, t40, x),
+                               rtol=1e-6)  # fmt: skip
+    with pytest.raises(InvalidInputError, match="all sbi DirectPosterior or all DICPosterior"):
+        mixture_posterior([posts[0], shipped.posterior])
+    with pytest.raises(InvalidInputError, match="some have a learned"):
+        mixture_posterior([posts[0], DICPosterior(shipped.posterior, "stg", simulator=shipped.simulator,
+                                                  conditions=shipped.conditions)])  # fmt: skip
+
+
+def pretrained_estimator() -> dict:
+    """The shipped STG posterior's estimator settings (its JSON), to save a posterior built on its network."""
+    from dic_sbi.sbi.pretrained import pretrained_info
+
+    return dict(pretrained_info("stg")["estimator"])

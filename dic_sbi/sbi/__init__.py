@@ -11,7 +11,7 @@ from .diagnostics import (
     tarp_calibration,
 )
 from .embedding import ISIEmbedding, SequenceEmbedding, Standardize
-from .ensemble import MixtureEstimator
+from .ensemble import MixtureEstimator, mixture_free_conductances, mixture_posterior
 from .emulator import FiringEmulator, screen_population, select_faithful, train_emulator
 from .features import SUMMARY_NAMES, summary_statistics
 from .free_conductances import FreeConductanceEstimator, train_free_conductances
@@ -33,6 +33,8 @@ __all__ = [
     "Standardize",
     "DICPosterior",
     "MixtureEstimator",
+    "mixture_free_conductances",
+    "mixture_posterior",
     "FreeConductanceEstimator",
     "train_free_conductances",
     "FiringEmulator",

@@ -15,14 +15,14 @@ every member (``net.<k>.…``) for :func:`~dic_sbi.sbi.pretrained.save_pretraine
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidInputError
 
-__all__ = ["MixtureEstimator"]
+__all__ = ["MixtureEstimator", "mixture_free_conductances", "mixture_posterior"]
 
 
 def _estimator_base() -> type:
@@ -93,3 +93,64 @@ class MixtureEstimator(_estimator_base()):  # type: ignore[misc]
             rows, cols = chosen.nonzero(as_tuple=True)
             out[rows, cols] = draws[order[rows, cols], cols]
         return out.reshape(*sample_shape, batch, *self.input_shape)
+
+
+def mixture_free_conductances(laws: Sequence[Any]) -> Any:
+    """One :class:`~dic_sbi.sbi.free_conductances.FreeConductanceEstimator` whose flow is the equal-weight mixture of
+    ``laws``' flows (learned free-conductance laws trained on the same simulations with different seeds).
+
+    The laws must share model, ``x`` width, compensating pair and architecture, and carry no location offset (a
+    shift of each member is not a shift of their mixture). The mixture samples and evaluates densities as a single
+    law does; it has no single base space (``base_coordinates`` refuses it).
+    """
+    from .free_conductances import FreeConductanceEstimator
+
+    laws = list(laws)
+    if len(laws) < 2 or not all(isinstance(f, FreeConductanceEstimator) for f in laws):
+        raise InvalidInputError(f"laws: a mixture needs at least 2 FreeConductanceEstimator, got {laws!r}")
+    first = laws[0]
+    for f in laws[1:]:
+        if (f.model != first.model or f.x_dim != first.x_dim or f.pair != first.pair
+                or f.calcium_path_tau != first.calcium_path_tau or f.settings != first.settings):  # fmt: skip
+            raise InvalidInputError("laws: the laws to mix differ in model, x width, pair or architecture")
+    if any(f.w_offset is not None for f in laws):
+        raise InvalidInputError("laws: a law with a location offset (w_offset) cannot be mixed; mix before recalibrating")
+    net = MixtureEstimator([f.net for f in laws])
+    return FreeConductanceEstimator(net, first.model, x_dim=first.x_dim, pair=first.pair,
+                                    calcium_path_tau=first.calcium_path_tau,
+                                    settings={**first.settings, "members": len(laws)})  # fmt: skip
+
+
+def mixture_posterior(posteriors: Sequence[Any]) -> Any:
+    """One posterior whose networks are the equal-weight mixtures of ``posteriors``' networks.
+
+    ``posteriors``: trained on the same simulations with different seeds, either sbi ``DirectPosterior`` (standard
+    NPE) or :class:`~dic_sbi.sbi.DICPosterior` (whose learned free-conductance laws, if any, are mixed too:
+    :func:`mixture_free_conductances`). The first one gives the prior, model, pair, simulator, conditions,
+    training jitter and firing emulator.
+    """
+    from sbi.inference.posteriors import DirectPosterior
+
+    from .posterior import DICPosterior
+
+    posteriors = list(posteriors)
+    if len(posteriors) < 2:
+        raise InvalidInputError(f"posteriors: a mixture needs at least 2, got {len(posteriors)}")
+    first = posteriors[0]
+    if all(type(p) is DirectPosterior for p in posteriors):
+        mixture = MixtureEstimator([p.posterior_estimator for p in posteriors]).eval()
+        return DirectPosterior(posterior_estimator=mixture, prior=first.prior)
+    if not all(isinstance(p, DICPosterior) for p in posteriors):
+        raise InvalidInputError("posteriors: expected all sbi DirectPosterior or all DICPosterior, got "
+                                + ", ".join(type(p).__name__ for p in posteriors))  # fmt: skip
+    if not all(type(p.posterior) is DirectPosterior for p in posteriors):
+        raise InvalidInputError("posteriors: each DICPosterior must wrap an sbi DirectPosterior (an NPE network) to be mixed")
+    laws = [p.free_conductances for p in posteriors]
+    if any(f is None for f in laws) and not all(f is None for f in laws):
+        raise InvalidInputError("posteriors: some have a learned free-conductance law and some do not")
+    mixture = MixtureEstimator([p.posterior.posterior_estimator for p in posteriors]).eval()
+    return DICPosterior(DirectPosterior(posterior_estimator=mixture, prior=first.posterior.prior), first.model,
+                        pair=first.pair, calcium_path_tau=first.calcium_path_tau, simulator=first.simulator,
+                        conditions=first.conditions,
+                        free_conductances=None if laws[0] is None else mixture_free_conductances(laws),
+                        emulator=first.emulator, training_jitter=first.training_jitter)  # fmt: skip

@@ -252,6 +252,9 @@ class FreeConductanceEstimator:
     def base_coordinates(self, w: Array, t: Array, x: Tensor) -> Array:
         """The flow's base-space coordinates ``(N, n_draws_dim)`` of ``w`` ``(N, n_draws_dim)`` at ``(t_i, x_i)``
         (``x``: one row, or one per row): the inverse of sampling, ``N(0, I)`` for a law calibrated at such pairs."""
+        if not hasattr(self.net, "inverse_transform"):
+            raise InvalidInputError("base_coordinates: this law is a mixture of flows (mixture_free_conductances), "
+                                    "which has no single base space; use one of its members")  # fmt: skip
         w = torch.as_tensor(self._flow_w(np.asarray(w, dtype=float)), dtype=torch.float32)
         with torch.no_grad():
             return self.net.inverse_transform(w, self._condition(t, x)).to(torch.float64).numpy()

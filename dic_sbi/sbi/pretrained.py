@@ -222,12 +222,18 @@ def _load_free(json_path: str, free_path: str) -> Any:
     # Estimators saved before "passes" was stored are fully autoregressive (None).
     settings = {"hidden_features": int(info["hidden_features"]), "num_transforms": int(info["num_transforms"]),
                 "passes": info.get("passes")}
+    members = int(info.get("members", 1))  # a mixture of laws (mixture_free_conductances): every member's weights
     model = get_model(info.get("model", pretrained_info(json_path)["model"]))
     gen = torch.Generator().manual_seed(0)
     # Shapes only: the state dict overwrites every statistic fitted on these batches.
     w = torch.randn((64, seed_distribution(model).free_index.size + 1), generator=gen)
     cond = torch.randn((64, int(info["x_dim"]) + 2), generator=gen)
     net = build_free_conductance_net(w, cond, **settings)
+    if members > 1:
+        from .ensemble import MixtureEstimator
+
+        net = MixtureEstimator([net] + [build_free_conductance_net(w, cond, **settings) for _ in range(members - 1)])
+        settings["members"] = members
     try:
         net.load_state_dict(torch.load(free_path, map_location="cpu", weights_only=True))
     except Exception as err:  # corrupt file, or weights of another architecture
