@@ -71,8 +71,8 @@ from .io.outputs import reserve_output, safe_output
 from .models import ConductanceModel, get_model
 from .spiketrains.fidelity import FIDELITY_TOLERANCES
 
-__all__ = ["compare", "ComparisonResult", "paired_differences", "draw_observations", "METHODS", "ALL_METHODS",
-           "OBSERVATION_SETS", "TOLERANCES"]
+__all__ = ["compare", "ComparisonResult", "paired_differences", "draw_observations", "checkpoint_calibration", "METHODS",
+           "ALL_METHODS", "OBSERVATION_SETS", "TOLERANCES"]
 
 #: Methods run by default.
 METHODS: tuple[str, ...] = ("dic", "conductance_linear", "conductance_log", "dic_learned")
@@ -518,7 +518,8 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                     new_rows, new_obs = _evaluate_method(
                         model, name, budget, draw, observations, num_posterior_samples, sample_rng,
                         np.random.default_rng(boot_seed), proto, n_bootstrap,
-                        {**calib, "simulation_seconds": t_sim, "training_seconds": t_train, "epochs": epochs},
+                        {**{k: calib[k] for k in _CALIBRATION}, "simulation_seconds": t_sim, "training_seconds": t_train,
+                         "epochs": epochs},
                     )  # fmt: skip
                 else:
                     t0 = time.perf_counter()
@@ -714,6 +715,13 @@ class _Checkpoint:
                 raise InvalidInputError(f"checkpoint: {self.folder} exists and is not a folder")
             self.folder.mkdir(parents=True, exist_ok=True)
             self._write(path, self.settings)
+
+    @classmethod
+    def reader(cls, folder: str | os.PathLike) -> "_Checkpoint":
+        """A checkpoint folder opened to read only (``__init__`` checks the settings against a run's and writes them)."""
+        self = cls.__new__(cls)
+        self.folder = Path(folder)
+        return self
 
     @staticmethod
     def _write(path: Path, settings: dict[str, Any]) -> None:
@@ -983,7 +991,9 @@ def _evaluate(model, draw, obs, S, rng, proto) -> dict[str, np.ndarray]:
     return out
 
 
-def _calibration(posterior, prior, simulator, n: int, S: int, seed: int) -> dict[str, float]:
+def _calibration(posterior, prior, simulator, n: int, S: int, seed: int) -> dict[str, Any]:
+    """SBC / TARP of a posterior in its own parameter space, as the harness's columns (and ``sbc_ks_pvals``, one
+    per parameter, which the tables leave out)."""
     from .sbi import simulation_based_calibration, tarp_calibration
 
     rng = np.random.default_rng(seed)
@@ -999,18 +1009,63 @@ def _calibration(posterior, prior, simulator, n: int, S: int, seed: int) -> dict
         "tarp_atc": float(tarp.atc),
         "tarp_ks_pval": float(tarp.ks_pval),
         "calibration_n_dropped": int(sbc.n_dropped),
+        "sbc_ks_pvals": [float(v) for v in sbc.ks_pvals],
     }
 
 
-def _conductance_calibration(posterior, n: int, S: int, noise_std: float, seed: int) -> dict[str, float]:
-    """SBC / TARP of a conductance posterior made through DICs, in conductance space, as the harness's columns."""
+def _conductance_calibration(posterior, n: int, S: int, noise_std: float, seed: int) -> dict[str, Any]:
+    """SBC / TARP of a conductance posterior made through DICs, in conductance space, as the harness's columns
+    (and ``sbc_ks_pvals``)."""
     from .sbi.evaluation import conductance_calibration
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         c = conductance_calibration(posterior, n_pairs=n, num_posterior_samples=S, noise_std=noise_std, seed=seed)
     return {"sbc_ks_pval_min": min(c["sbc_ks_pvals"]), "sbc_c2st_ranks_max": max(c["sbc_c2st_ranks"]),
-            "tarp_atc": c["tarp_atc"], "tarp_ks_pval": c["tarp_ks_pval"], "calibration_n_dropped": n - c["n_pairs"]}  # fmt: skip
+            "tarp_atc": c["tarp_atc"], "tarp_ks_pval": c["tarp_ks_pval"], "calibration_n_dropped": n - c["n_pairs"],
+            "sbc_ks_pvals": [float(v) for v in c["sbc_ks_pvals"]]}  # fmt: skip
+
+
+def checkpoint_calibration(checkpoint: str | os.PathLike, method: str, budget: int, *, n_pairs: int, seed: int,
+                           num_posterior_samples: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """The harness's calibration of one trained method again, on other and more pairs.
+
+    Loads the posterior that a ``dic-sbi compare --checkpoint`` run kept for ``method`` at ``budget`` and runs
+    SBC / TARP as the comparison does, in the same space (conductances; DICs for ``dic``), on ``n_pairs`` new
+    prior-predictive pairs drawn from ``seed`` with the run's protocol and priors. The comparison calibrates on
+    ``max(n_observations, 50)`` pairs; a miscalibration too small to show there may show at thousands.
+    ``num_posterior_samples`` defaults to the run's. The checkpoint is a pickle: load only folders you made.
+
+    Returns
+    -------
+    dict
+        The harness's calibration columns (``sbc_ks_pval_min``, ``sbc_c2st_ranks_max``, ``tarp_atc``,
+        ``tarp_ks_pval``, ``calibration_n_dropped``), ``sbc_ks_pvals`` (one per parameter), ``parameters``
+        (their names), ``n_pairs`` and ``seed``.
+    """
+    from .sbi import ConductancePrior, ConductanceSimulator, DICPrior, DICSimulator
+
+    folder = Path(checkpoint)
+    try:
+        settings = json.loads((folder / "settings.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"checkpoint: {folder} is no dic-sbi compare checkpoint folder ({exc})") from None
+    if method not in settings.get("methods", ()):
+        raise InvalidInputError(f"method: {method!r} is not in {folder} (it holds {', '.join(settings.get('methods', ()))})")
+    n_pairs = _positive_int(n_pairs, "n_pairs", minimum=2)
+    S = _positive_int(num_posterior_samples or settings["num_posterior_samples"], "num_posterior_samples", minimum=2)
+    held = _Checkpoint.reader(folder).load_posterior(f"budget{int(budget)}_{method}")
+    if held is None:
+        raise InvalidInputError(f"checkpoint: {folder} keeps no trained posterior of {method} at budget {budget}")
+    posterior, model, proto = held["posterior"], get_model(settings["model"]), dict(settings["protocol"])
+    if method in _LEARNED:  # the posterior carries its own (possibly widened) model, prior and simulator
+        out, names = _conductance_calibration(posterior, n_pairs, S, proto["noise_std"], seed), model.conductance_names
+    elif method == "dic":
+        out, names = _calibration(posterior, DICPrior(model), DICSimulator(model, **proto), n_pairs, S, seed), ("g_s", "g_u")
+    else:
+        prior, sim = ConductancePrior(model, method.removeprefix("conductance_")), ConductanceSimulator(model, **proto)
+        out, names = _calibration(posterior, prior, sim, n_pairs, S, seed), model.conductance_names
+    return {**out, "parameters": list(names), "n_pairs": n_pairs, "seed": int(seed)}
 
 
 def _bootstrap(v: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float, float]:

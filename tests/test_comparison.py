@@ -436,6 +436,21 @@ def test_members_make_every_method_an_ensemble(tmp_path):
     assert isinstance(dic.free_conductances.net, MixtureEstimator) and dic.free_conductances.settings["members"] == 2
     a, b = (dict(m.named_parameters()) for m in dic.free_conductances.net.members)
     assert any(not torch.equal(a[k], b[k]) for k in a)  # two trainings, not one network twice
+    # The kept posteriors calibrated again on other pairs, as the harness calibrates them.
+    from dic_sbi.comparison import checkpoint_calibration
+
+    npe_cal = checkpoint_calibration(ck, "conductance_linear", 100, n_pairs=12, seed=1)
+    assert npe_cal["parameters"] == list(get_model("stg").conductance_names) and len(npe_cal["sbc_ks_pvals"]) == 8
+    assert npe_cal["n_pairs"] == 12 and min(npe_cal["sbc_ks_pvals"]) == npe_cal["sbc_ks_pval_min"]
+    assert checkpoint_calibration(ck, "conductance_linear", 100, n_pairs=12, seed=1)["sbc_ks_pvals"] == npe_cal["sbc_ks_pvals"]
+    wide_cal = checkpoint_calibration(ck, "dic_learned_wide", 100, n_pairs=12, seed=1, num_posterior_samples=8)
+    assert len(wide_cal["sbc_ks_pvals"]) == 8 and 0 <= wide_cal["sbc_ks_pval_min"] <= 1
+    with pytest.raises(InvalidInputError, match="not in"):
+        checkpoint_calibration(ck, "dic", 100, n_pairs=12, seed=1)
+    with pytest.raises(InvalidInputError, match="no trained posterior"):
+        checkpoint_calibration(ck, "conductance_linear", 200, n_pairs=12, seed=1)
+    with pytest.raises(InvalidInputError, match="no dic-sbi compare checkpoint"):
+        checkpoint_calibration(tmp_path, "conductance_linear", 100, n_pairs=12, seed=1)
     one = compare("stg", (100,), 2, seed=2, methods=methods, **small)
     assert "members" not in one.config
     with pytest.raises(InvalidInputError, match="members"):
