@@ -4,7 +4,8 @@ The comparison calibrates each method on ``max(n_observations, 50)`` prior-predi
 runs); a miscalibration too small to show there may show at thousands. This runs
 :func:`dic_sbi.comparison.checkpoint_calibration` for each method at ``--pairs`` pairs and each of ``--seeds``,
 prints the KS p of every parameter's SBC ranks, their minimum against the Bonferroni line 0.05 / k, and TARP's
-ATC, and writes them to ``--out`` (JSON) with the machine::
+ATC, and writes them to ``--out`` (JSON) with the machine. Several folders (replicates of one comparison) calibrate
+the equal-weight mixture of their posteriors::
 
     python benchmarks/compare_calibration.py CHECKPOINT --budget 10000 --methods dic_learned_wide,conductance_linear \
         --pairs 2000 --seeds 12,13 --out benchmarks/results/compare_calibration_stg_ens.json
@@ -25,7 +26,8 @@ from dic_sbi.comparison import checkpoint_calibration
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("checkpoint", type=Path, help="a dic-sbi compare --checkpoint folder")
+    ap.add_argument("checkpoint", type=Path, nargs="+",
+                    help="a dic-sbi compare --checkpoint folder; several: the mixture of their posteriors (e.g. replicates)")
     ap.add_argument("--budget", type=int, required=True)
     ap.add_argument("--methods", required=True, help="comma-separated methods kept in the folder")
     ap.add_argument("--pairs", type=int, default=2000)
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"TARP ATC {c['tarp_atc']:+.4f}; " + ", ".join(f"{n} {p:.3g}" for n, p in zip(c["parameters"], c["sbc_ks_pvals"])),
                   flush=True)  # fmt: skip
     if args.out:
-        args.out.write_text(json.dumps({"checkpoint": str(args.checkpoint), "rows": rows,
+        args.out.write_text(json.dumps({"checkpoint": [str(c) for c in args.checkpoint], "rows": rows,
                                         "machine": f"{platform.machine()} {platform.processor()}, torch threads {args.torch_threads}"},
                                        indent=1) + "\n")  # fmt: skip
 

@@ -1026,15 +1026,17 @@ def _conductance_calibration(posterior, n: int, S: int, noise_std: float, seed: 
             "sbc_ks_pvals": [float(v) for v in c["sbc_ks_pvals"]]}  # fmt: skip
 
 
-def checkpoint_calibration(checkpoint: str | os.PathLike, method: str, budget: int, *, n_pairs: int, seed: int,
-                           num_posterior_samples: int | None = None) -> dict[str, Any]:  # fmt: skip
+def checkpoint_calibration(checkpoint: str | os.PathLike | Sequence[str | os.PathLike], method: str, budget: int, *,
+                           n_pairs: int, seed: int, num_posterior_samples: int | None = None) -> dict[str, Any]:  # fmt: skip
     """The harness's calibration of one trained method again, on other and more pairs.
 
     Loads the posterior that a ``dic-sbi compare --checkpoint`` run kept for ``method`` at ``budget`` and runs
     SBC / TARP as the comparison does, in the same space (conductances; DICs for ``dic``), on ``n_pairs`` new
     prior-predictive pairs drawn from ``seed`` with the run's protocol and priors. The comparison calibrates on
     ``max(n_observations, 50)`` pairs; a miscalibration too small to show there may show at thousands.
-    ``num_posterior_samples`` defaults to the run's. The checkpoint is a pickle: load only folders you made.
+    ``num_posterior_samples`` defaults to the run's. Several folders (e.g. replicates of one comparison, same model
+    and protocol): the equal-weight mixture of their posteriors (:func:`~dic_sbi.sbi.ensemble.mixture_posterior`),
+    with the first one's settings. The checkpoint is a pickle: load only folders you made.
 
     Returns
     -------
@@ -1044,20 +1046,30 @@ def checkpoint_calibration(checkpoint: str | os.PathLike, method: str, budget: i
         (their names), ``n_pairs`` and ``seed``.
     """
     from .sbi import ConductancePrior, ConductanceSimulator, DICPrior, DICSimulator
+    from .sbi.ensemble import mixture_posterior
 
-    folder = Path(checkpoint)
-    try:
-        settings = json.loads((folder / "settings.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"checkpoint: {folder} is no dic-sbi compare checkpoint folder ({exc})") from None
-    if method not in settings.get("methods", ()):
-        raise InvalidInputError(f"method: {method!r} is not in {folder} (it holds {', '.join(settings.get('methods', ()))})")
+    folders = [Path(checkpoint)] if isinstance(checkpoint, (str, os.PathLike)) else [Path(c) for c in checkpoint]
+    if not folders:
+        raise InvalidInputError("checkpoint: give at least one folder")
+    posteriors, settings = [], {}
+    for folder in folders:
+        try:
+            held_settings = json.loads((folder / "settings.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"checkpoint: {folder} is no dic-sbi compare checkpoint folder ({exc})") from None
+        if method not in held_settings.get("methods", ()):
+            raise InvalidInputError(f"method: {method!r} is not in {folder} (it holds {', '.join(held_settings.get('methods', ()))})")
+        settings = settings or held_settings
+        if any(held_settings[k] != settings[k] for k in ("model", "protocol")):
+            raise InvalidInputError(f"checkpoint: {folder} holds another model or protocol than {folders[0]}")
+        held = _Checkpoint.reader(folder).load_posterior(f"budget{int(budget)}_{method}")
+        if held is None:
+            raise InvalidInputError(f"checkpoint: {folder} keeps no trained posterior of {method} at budget {budget}")
+        posteriors.append(held["posterior"])
     n_pairs = _positive_int(n_pairs, "n_pairs", minimum=2)
     S = _positive_int(num_posterior_samples or settings["num_posterior_samples"], "num_posterior_samples", minimum=2)
-    held = _Checkpoint.reader(folder).load_posterior(f"budget{int(budget)}_{method}")
-    if held is None:
-        raise InvalidInputError(f"checkpoint: {folder} keeps no trained posterior of {method} at budget {budget}")
-    posterior, model, proto = held["posterior"], get_model(settings["model"]), dict(settings["protocol"])
+    posterior = posteriors[0] if len(posteriors) == 1 else mixture_posterior(posteriors)
+    model, proto = get_model(settings["model"]), dict(settings["protocol"])
     if method in _LEARNED:  # the posterior carries its own (possibly widened) model, prior and simulator
         out, names = _conductance_calibration(posterior, n_pairs, S, proto["noise_std"], seed), model.conductance_names
     elif method == "dic":

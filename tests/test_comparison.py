@@ -445,6 +445,10 @@ def test_members_make_every_method_an_ensemble(tmp_path):
     assert checkpoint_calibration(ck, "conductance_linear", 100, n_pairs=12, seed=1)["sbc_ks_pvals"] == npe_cal["sbc_ks_pvals"]
     wide_cal = checkpoint_calibration(ck, "dic_learned_wide", 100, n_pairs=12, seed=1, num_posterior_samples=8)
     assert len(wide_cal["sbc_ks_pvals"]) == 8 and 0 <= wide_cal["sbc_ks_pval_min"] <= 1
+    mixed = checkpoint_calibration([ck, ck], "conductance_linear", 100, n_pairs=12, seed=1)  # a mixture of folders
+    assert len(mixed["sbc_ks_pvals"]) == 8 and 0 <= mixed["sbc_ks_pval_min"] <= 1
+    with pytest.raises(InvalidInputError, match="at least one"):
+        checkpoint_calibration([], "conductance_linear", 100, n_pairs=12, seed=1)
     with pytest.raises(InvalidInputError, match="not in"):
         checkpoint_calibration(ck, "dic", 100, n_pairs=12, seed=1)
     with pytest.raises(InvalidInputError, match="no trained posterior"):
