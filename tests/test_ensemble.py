@@ -146,6 +146,7 @@ def test_mixed_learned_laws_and_posteriors(tmp_path):
 
     import dic_sbi
     from dic_sbi.sbi import DICPosterior, MixtureEstimator, mixture_free_conductances, mixture_posterior
+    from dic_sbi.sbi.free_conductances import FreeConductanceEstimator
     from dic_sbi.sbi.pretrained import load_pretrained, save_pretrained
 
     shipped = load_pretrained("stg")
@@ -167,6 +168,10 @@ def test_mixed_learned_laws_and_posteriors(tmp_path):
         mixture_free_conductances([a, _law(2, shipped.x_width + 1)])
     with pytest.raises(InvalidInputError, match="at least 2"):
         mixture_free_conductances([a])
+    # Laws unpickled apart (replicates of a comparison) hold equal copies of one model: they mix.
+    assert mixture_free_conductances([a, copy.deepcopy(b)]).model is a.model
+    with pytest.raises(InvalidInputError, match="differ"):
+        mixture_free_conductances([a, FreeConductanceEstimator(b.net, "stg-wide2", x_dim=b.x_dim, settings=b.settings)])
 
     posts = [DICPosterior(shipped.posterior, "stg", simulator=shipped.simulator, conditions=shipped.conditions,
                           free_conductances=f) for f in (a, b)]  # fmt: skip

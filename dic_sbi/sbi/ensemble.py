@@ -103,6 +103,7 @@ def mixture_free_conductances(laws: Sequence[Any]) -> Any:
     shift of each member is not a shift of their mixture). The mixture samples and evaluates densities as a single
     law does; it has no single base space (``base_coordinates`` refuses it).
     """
+    from ..models.base import same_kinetics
     from .free_conductances import FreeConductanceEstimator
 
     laws = list(laws)
@@ -110,7 +111,9 @@ def mixture_free_conductances(laws: Sequence[Any]) -> Any:
         raise InvalidInputError(f"laws: a mixture needs at least 2 FreeConductanceEstimator, got {laws!r}")
     first = laws[0]
     for f in laws[1:]:
-        if (f.model != first.model or f.x_dim != first.x_dim or f.pair != first.pair
+        # Models compare by identity; laws unpickled apart hold equal copies: the same kinetics and seed law suffice.
+        same_model = same_kinetics(f.model, first.model) and f.model.seed_population == first.model.seed_population
+        if (not same_model or f.x_dim != first.x_dim or f.pair != first.pair
                 or f.calcium_path_tau != first.calcium_path_tau or f.settings != first.settings):  # fmt: skip
             raise InvalidInputError("laws: the laws to mix differ in model, x width, pair or architecture")
     if any(f.w_offset is not None for f in laws):
