@@ -33,13 +33,15 @@ from dic_sbi.models import widen_seed_law
 _SAME = ("model", "n_observations", "seed", "protocol")
 
 
-def _column(spec: str, budget: int, obs_set: str, n: int) -> tuple[str, np.ndarray, dict]:
+def _column(spec: str, budget: int, obs_set: str) -> tuple[str, np.ndarray, dict]:
     """Label, per-observation fidelity and config of one ``FOLDER:METHOD`` column."""
     folder, _, method = spec.rpartition(":")
-    if not method:
-        raise SystemExit(f"{spec}: expected FOLDER:METHOD, a method of that run")
     run = Path(folder)
+    if not method or not (run / "config.json").is_file():
+        raise SystemExit(f"{spec}: expected FOLDER:METHOD, FOLDER a dic-sbi compare output (config.json, "
+                         "per_observation.csv) and METHOD one of its methods")  # fmt: skip
     config = json.loads((run / "config.json").read_text())
+    n = config["n_observations"]
     fid: dict[int, float] = {}
     with open(run / "per_observation.csv", newline="") as fh:
         for r in csv.DictReader(fh):
@@ -60,11 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gs-thresholds", help="with --routed: also route by g_s < T (column J) for each T (comma-separated)")
     args = ap.parse_args(argv)
 
-    for spec in args.columns:
-        if not (Path(spec.rpartition(":")[0]) / "config.json").is_file():
-            raise SystemExit(f"{spec}: expected FOLDER:METHOD, FOLDER a dic-sbi compare output (config.json, per_observation.csv)")
-    first = json.loads((Path(args.columns[0].rpartition(":")[0]) / "config.json").read_text())
-    cols = [_column(c, args.budget, args.obs_set, first["n_observations"]) for c in args.columns]
+    cols = [_column(c, args.budget, args.obs_set) for c in args.columns]
+    first = cols[0][2]
     for label, _, config in cols:
         if any(config[k] != first[k] for k in _SAME):
             raise SystemExit(f"{label}: another model, observation count, seed or protocol than {cols[0][0]}")

@@ -228,12 +228,12 @@ def _load_free(json_path: str, free_path: str) -> Any:
     # Shapes only: the state dict overwrites every statistic fitted on these batches.
     w = torch.randn((64, seed_distribution(model).free_index.size + 1), generator=gen)
     cond = torch.randn((64, int(info["x_dim"]) + 2), generator=gen)
-    net = build_free_conductance_net(w, cond, **settings)
+    nets = [build_free_conductance_net(w, cond, **settings) for _ in range(members)]
+    net = nets[0]
     if members > 1:
         from .ensemble import MixtureEstimator
 
-        net = MixtureEstimator([net] + [build_free_conductance_net(w, cond, **settings) for _ in range(members - 1)])
-        settings["members"] = members
+        net, settings["members"] = MixtureEstimator(nets), members
     try:
         net.load_state_dict(torch.load(free_path, map_location="cpu", weights_only=True))
     except Exception as err:  # corrupt file, or weights of another architecture
