@@ -77,7 +77,7 @@ __all__ = ["compare", "ComparisonResult", "paired_differences", "draw_observatio
 #: Methods run by default.
 METHODS: tuple[str, ...] = ("dic", "conductance_linear", "conductance_log", "dic_learned")
 #: Every method, in seed order (a method's seeds depend on its index here, so adding one changes no other's).
-ALL_METHODS: tuple[str, ...] = METHODS + ("dic_learned_wide",)
+ALL_METHODS: tuple[str, ...] = METHODS + ("dic_learned_wide", "dic_box")
 _LEARNED = ("dic_learned", "dic_learned_wide")
 OBSERVATION_SETS: tuple[str, ...] = ("dic_population", "conductance_box")
 #: Tolerances of a faithful sample (:data:`~dic_sbi.spiketrains.FIDELITY_TOLERANCES`).
@@ -348,6 +348,7 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
     from .models import widen_seed_law
     from .sbi import ConductancePrior, ConductanceSimulator, DICPosterior, DICPrior, DICSimulator
     from .sbi import train_conductance_posterior, train_dic_posterior, train_free_conductances
+    from .sbi.box_dic import train_box_dic_posterior
     from .sbi.ensemble import mixture_posterior
     from .sbi.priors import check_dic_box, dic_image_box, dic_image_weights
 
@@ -367,8 +368,10 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
     priors = {"dic": DICPrior(model), "conductance_linear": ConductancePrior(model, "linear"),
               "conductance_log": ConductancePrior(model, "log")}  # fmt: skip
     priors["dic_learned"] = priors["dic"]
-    simulators = {"dic": dic_sim, "conductance_linear": g_sim, "conductance_log": g_sim, "dic_learned": dic_sim}
-    models = dict.fromkeys(METHODS, model)
+    priors["dic_box"] = priors["conductance_linear"]  # the box's own cells, re-expressed through their DICs
+    simulators = {"dic": dic_sim, "conductance_linear": g_sim, "conductance_log": g_sim, "dic_learned": dic_sim,
+                  "dic_box": g_sim}  # fmt: skip
+    models = dict.fromkeys(METHODS + ("dic_box",), model)
     if wide_dic_box == "conductance":
         wide_dic_box = dic_image_box(model)
     elif wide_dic_box is not None:
@@ -475,6 +478,16 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                     for k in range(members):
                         # Member k trains from seed + 1000 k: member 0 is the single network of members=1.
                         tseed = train_seed + 1000 * k
+                        if method == "dic_box":
+                            post, fit = train_box_dic_posterior(
+                                model, theta, x, prior=prior, simulator=simulator, seed=tseed,
+                                hidden_features=hidden_features, num_transforms=num_transforms,
+                                density_estimator=density_estimator, torch_threads=torch_threads,
+                                show_progress_bars=False, training=settings["training"],
+                            )  # fmt: skip
+                            posts.append(post)
+                            epochs = fit["dic_epochs"]
+                            continue
                         if method in ("dic",) + _LEARNED:
                             run = train_dic_posterior(mmodel, budget, prior=prior, simulator=simulator, theta=theta,
                                                       x=x, seed=tseed, **settings)  # fmt: skip
@@ -490,11 +503,9 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                             run.posterior = DICPosterior(run.posterior.posterior, mmodel, pair=simulator.pair,
                                                          simulator=simulator, free_conductances=est)  # fmt: skip
                         posts.append(run.posterior)
-                    if members > 1:
-                        run.posterior = mixture_posterior(posts)
+                        epochs = int((run.inference.summary.get("epochs_trained") or [0])[-1])
                 t_train = time.perf_counter() - t0
-                posterior = run.posterior
-                epochs = int((run.inference.summary.get("epochs_trained") or [0])[-1])
+                posterior = posts[0] if members == 1 else mixture_posterior(posts)
                 if store is not None:
                     store.save_posterior(names[method], {"posterior": posterior, "training_seconds": t_train,
                                                          "epochs": epochs})  # fmt: skip
@@ -869,7 +880,7 @@ def _sample(method: str, posterior, x, n: int, rng: np.random.Generator) -> np.n
 
     from .core import degenerate_population
 
-    if method in _LEARNED:
+    if method in _LEARNED + ("dic_box",):
         return posterior.sample((n,), x=x, seed=rng).numpy()
     if method == "dic":
         t = posterior.sample_dics((n,), x=x, seed=rng).to(torch.float64).numpy()
@@ -1075,7 +1086,8 @@ def checkpoint_calibration(checkpoint: str | os.PathLike | Sequence[str | os.Pat
     elif method == "dic":
         out, names = _calibration(posterior, DICPrior(model), DICSimulator(model, **proto), n_pairs, S, seed), ("g_s", "g_u")
     else:
-        prior, sim = ConductancePrior(model, method.removeprefix("conductance_")), ConductanceSimulator(model, **proto)
+        scale = "linear" if method == "dic_box" else method.removeprefix("conductance_")  # dic_box: the linear box's cells
+        prior, sim = ConductancePrior(model, scale), ConductanceSimulator(model, **proto)
         out, names = _calibration(posterior, prior, sim, n_pairs, S, seed), model.conductance_names
     return {**out, "parameters": list(names), "n_pairs": n_pairs, "seed": int(seed)}
 

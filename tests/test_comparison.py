@@ -463,3 +463,21 @@ def test_members_make_every_method_an_ensemble(tmp_path):
         compare("stg", (100,), 2, methods=methods, members=0, **small)
     assert main(["compare", "--model", "stg", "--budgets", "100", "--out", str(tmp_path / "o"), "--members", "0"]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_dic_box_runs_on_the_box_cells(tmp_path):
+    """dic_box: the DIC-space posterior trained on the conductance box's own cells (dic_sbi.sbi.box_dic), a method
+    of the harness like the others: rows on both observation sets, conductance-space SBC / TARP on box pairs,
+    kept in the checkpoint and calibrated again from it."""
+    from dic_sbi.comparison import checkpoint_calibration
+    from dic_sbi.sbi.box_dic import BoxDICPosterior
+
+    ck = tmp_path / "ck"
+    r = compare("da", (150,), 2, seed=1, methods=("dic_box",), checkpoint=ck, **TINY)
+    for s in OBSERVATION_SETS:
+        row = r.row("dic_box", 150, s)
+        assert 0 <= row["fidelity"] <= 1 and 0 <= row["sbc_ks_pval_min"] <= 1 and math.isfinite(row["dic_mae_g_s"])
+    post = torch.load(ck / "budget150_dic_box.posterior.pt", weights_only=False)["posterior"]
+    assert isinstance(post, BoxDICPosterior) and post.pair == ("ERG", "CaL")
+    cal = checkpoint_calibration(ck, "dic_box", 150, n_pairs=12, seed=1, num_posterior_samples=8)
+    assert cal["parameters"] == list(get_model("da").conductance_names) and len(cal["sbc_ks_pvals"]) == 7

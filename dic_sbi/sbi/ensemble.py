@@ -128,12 +128,13 @@ def mixture_posterior(posteriors: Sequence[Any]) -> Any:
     """One posterior whose networks are the equal-weight mixtures of ``posteriors``' networks.
 
     ``posteriors``: trained on the same simulations with different seeds, either sbi ``DirectPosterior`` (standard
-    NPE) or :class:`~dic_sbi.sbi.DICPosterior` (whose learned free-conductance laws, if any, are mixed too:
-    :func:`mixture_free_conductances`). The first one gives the prior, model, pair, simulator, conditions,
+    NPE), :class:`~dic_sbi.sbi.DICPosterior` (whose learned free-conductance laws, if any, are mixed too:
+    :func:`mixture_free_conductances`) or :class:`~dic_sbi.sbi.box_dic.BoxDICPosterior` (both factors mixed). The first one gives the prior, model, pair, simulator, conditions,
     training jitter and firing emulator.
     """
     from sbi.inference.posteriors import DirectPosterior
 
+    from .box_dic import BoxDICPosterior
     from .posterior import DICPosterior
 
     posteriors = list(posteriors)
@@ -143,8 +144,15 @@ def mixture_posterior(posteriors: Sequence[Any]) -> Any:
     if all(type(p) is DirectPosterior for p in posteriors):
         mixture = MixtureEstimator([p.posterior_estimator for p in posteriors]).eval()
         return DirectPosterior(posterior_estimator=mixture, prior=first.prior)
+    if all(isinstance(p, BoxDICPosterior) for p in posteriors):
+        if any(p.pair != first.pair or p.x_dim != first.x_dim or p.model.name != first.model.name for p in posteriors):
+            raise InvalidInputError("posteriors: the BoxDICPosterior to mix differ in model, pair or x width")
+        dic = MixtureEstimator([p.dic_posterior.posterior_estimator for p in posteriors]).eval()
+        return BoxDICPosterior(DirectPosterior(posterior_estimator=dic, prior=first.dic_posterior.prior),
+                               MixtureEstimator([p.fiber_net for p in posteriors]).eval(), first.model, pair=first.pair,
+                               x_dim=first.x_dim, prior=first.prior, max_rounds=first.max_rounds)  # fmt: skip
     if not all(isinstance(p, DICPosterior) for p in posteriors):
-        raise InvalidInputError("posteriors: expected all sbi DirectPosterior or all DICPosterior, got "
+        raise InvalidInputError("posteriors: expected all sbi DirectPosterior, all DICPosterior or all BoxDICPosterior, got "
                                 + ", ".join(type(p).__name__ for p in posteriors))  # fmt: skip
     if not all(type(p.posterior) is DirectPosterior for p in posteriors):
         raise InvalidInputError("posteriors: each DICPosterior must wrap an sbi DirectPosterior (an NPE network) to be mixed")

@@ -311,8 +311,6 @@ def train_free_conductances(
     estimator, summary
         The :class:`FreeConductanceEstimator` and what training did (rows used, epochs, validation loss).
     """
-    from sbi.inference import NPE
-
     from ..core.populations import free_draws
 
     model = get_model(model)
@@ -336,25 +334,51 @@ def train_free_conductances(
         if init.model.name != model.name or init.pair != pair or init.x_dim != xa.shape[1]:
             raise InvalidInputError("init: an estimator of another model, compensating pair or feature layout")
         settings = dict(init.settings)
+    net, fit = fit_conditional_flow(w, cond, settings, training=training, seed=seed, device=device,
+                                    show_progress_bars=show_progress_bars, x_names=x_names,
+                                    init=None if init is None else init.net)  # fmt: skip
+    summary = {"rows": int(keep.sum()), "dropped": int((~keep).sum()), **fit, **settings}
+    est = FreeConductanceEstimator(net, model, x_dim=xa.shape[1], pair=pair, settings=settings)
+    return est, summary
+
+
+def fit_conditional_flow(
+    w: Tensor,
+    condition: Tensor,
+    settings: dict[str, Any],
+    *,
+    training: dict | None = None,
+    seed: Seed = None,
+    device: str = "cpu",
+    show_progress_bars: bool = True,
+    x_names: Sequence[str] | None = None,
+    init: Any = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Fit a :func:`build_free_conductance_net` flow ``q(w | condition)`` with sbi's ``NPE`` loop.
+
+    ``settings``: the net's ``hidden_features``, ``num_transforms`` and ``passes``; ``training``: keyword arguments
+    of ``NPE.train`` (default batch 512, learning rate 5e-4, at most 200 epochs, early stopping after 20);
+    ``init``: start from a copy of this network instead. Returns the network (on the CPU, in eval mode) and
+    ``epochs`` and ``best_validation_loss``.
+    """
+    from sbi.inference import NPE
+
     gen = numpy_rng(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(gen.integers(0, 2**62)))
 
         def builder(theta: Tensor, xx: Tensor) -> Any:
-            if init is not None:  # a copy: the estimator given stays as it is
-                return copy.deepcopy(init.net).train()
+            if init is not None:  # a copy: the network given stays as it is
+                return copy.deepcopy(init).train()
             return build_free_conductance_net(theta, xx, **settings, x_names=x_names)
 
         inference = NPE(prior=None, density_estimator=builder, device=device, show_progress_bars=show_progress_bars)
-        inference.append_simulations(w, cond)
+        inference.append_simulations(w, condition)
         opts = dict(training_batch_size=512, learning_rate=5e-4, max_num_epochs=200, stop_after_epochs=20)
         opts.update(training or {})
         net = inference.train(**opts)
-    net = net.to("cpu").eval()
-    summary = {"rows": int(keep.sum()), "dropped": int((~keep).sum()), "epochs": int(inference.summary["epochs_trained"][-1]),
-               "best_validation_loss": float(inference.summary["best_validation_loss"][-1]), **settings}  # fmt: skip
-    est = FreeConductanceEstimator(net, model, x_dim=xa.shape[1], pair=pair, settings=settings)
-    return est, summary
+    return net.to("cpu").eval(), {"epochs": int(inference.summary["epochs_trained"][-1]),
+                                  "best_validation_loss": float(inference.summary["best_validation_loss"][-1])}  # fmt: skip
 
 
 def location_offsets(samples: Array, truths: Array) -> Array:

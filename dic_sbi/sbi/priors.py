@@ -427,9 +427,19 @@ def dic_image_weights(
         raise InvalidInputError(f"floor: expected a fraction in (0, 1], got {floor!r}")
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 100:
         raise InvalidInputError(f"n: expected an int >= 100, got {n!r}")
-    d = _box_cell_dics(m, int(n), seed)
+    return histogram_weights(_box_cell_dics(m, int(n), seed), ((s_lo, s_hi), (u_lo, u_hi)), bins=int(bins),
+                             floor=float(floor))  # fmt: skip
+
+
+def histogram_weights(
+    dics: ArrayLike, box: tuple[tuple[float, float], tuple[float, float]], *, bins: int = 32, floor: float = 0.05
+) -> NDArray[np.float64]:
+    """``weights=`` of :class:`DICPrior` that follow DIC values ``(N, 2)``: their histogram on a ``bins × bins``
+    grid over ``box`` (values outside it are not counted), mixed with a uniform part ``floor``."""
+    d = np.asarray(dics, dtype=float).reshape(-1, 2)
+    (s_lo, s_hi), (u_lo, u_hi) = check_dic_box(box)
     counts, _, _ = np.histogram2d(d[:, 0], d[:, 1], bins=int(bins), range=((s_lo, s_hi), (u_lo, u_hi)))
-    hist = counts / max(counts.sum(), 1.0)  # fraction of the box's cells (those inside ``box``) per grid cell
+    hist = counts / max(counts.sum(), 1.0)  # fraction of the values inside ``box`` per grid cell
     return (1.0 - float(floor)) * hist + float(floor) / counts.size
 
 

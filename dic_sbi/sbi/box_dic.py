@@ -1,0 +1,286 @@
+"""A DIC-space conductance posterior trained on the conductance box's own cells (issue 17).
+
+:class:`~dic_sbi.sbi.DICPosterior` turns DICs into cells through the seed law (a leak, a few free conductances,
+a seed solve, the compensating pair): its cells lie on a lower-dimensional part of the conductance box, so a
+recording made by a cell off that part (DA: a different NMDA, fast DIC or CaN) can only be approached. Here the
+factorisation is over the whole box:
+
+    q(ḡ | x) = q(g_s, g_u | x) · q(g_other | g_s, g_u, x),  the pair solved (:func:`~dic_sbi.core.fiber.solve_pair`),
+
+``g_other`` being every conductance but a compensating pair, each in logit coordinates of its box range. Both
+factors are trained on the simulations of standard NPE over the linear box (the same prior, the same cells);
+every sample has its DICs exactly and lies in the box (draws whose solved pair leaves the box are redrawn: the
+posterior is truncated to the prior's support, as sbi's are).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import Tensor
+
+from ..errors import InvalidInputError
+from ..models import ConductanceModel, get_model
+from ._utils import Seed, numpy_rng
+from .free_conductances import fit_conditional_flow
+from .priors import ConductancePrior, DICPrior
+
+Array = NDArray[np.float64]
+
+MAX_ROUNDS = 200
+_EPS = 1e-7
+
+
+class BoxDICPosterior:
+    """``q(ḡ | x)`` on the linear conductance box through the DICs: ``q(g_s, g_u | x) · q(g_other | g_s, g_u, x)``.
+
+    Arguments:
+        dic_posterior: sbi posterior over ``(g_s, g_u)`` (trained on the box cells' DICs).
+        fiber_net: sbi conditional flow over ``w = logit((g_other - low) / (high - low))`` given ``(x, g_s, g_u)``.
+        model: Model name or object.
+        pair: The two conductances solved for the DICs (:func:`~dic_sbi.core.fiber.box_pair`).
+        x_dim: Columns of ``x``.
+        prior: The :class:`ConductancePrior` (linear box) the training cells were drawn from.
+        max_rounds: Redraws of samples whose solved pair leaves the box, before they are returned as NaN.
+    """
+
+    def __init__(self, dic_posterior: Any, fiber_net: Any, model: str | ConductanceModel, *, pair: tuple[str, str],
+                 x_dim: int, prior: ConductancePrior, max_rounds: int = MAX_ROUNDS) -> None:  # fmt: skip
+        from ..core.fiber import pair_indices
+
+        self.dic_posterior = dic_posterior
+        self.fiber_net = fiber_net.eval()
+        self.model = get_model(model)
+        self.pair = tuple(pair)
+        self._pair_idx = pair_indices(self.model, self.pair)
+        self.others = np.array([i for i in range(self.model.n_conductances) if i not in self._pair_idx], dtype=np.intp)
+        self.x_dim = int(x_dim)
+        if prior.scale != "linear":
+            raise InvalidInputError(f"prior: expected the linear conductance box, got a {prior.scale!r} one")
+        self.prior = prior
+        self.low = prior.low.to(torch.float64).numpy()
+        self.high = prior.high.to(torch.float64).numpy()
+        self.max_rounds = int(max_rounds)
+        self._default_x: Tensor | None = None
+        self.last_unsolved = 0
+
+    # -- sbi's interface ----------------------------------------------------------------------------------------
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.model.channels)
+
+    @property
+    def default_x(self) -> Tensor | None:
+        return self._default_x
+
+    def set_default_x(self, x: Tensor) -> "BoxDICPosterior":
+        self._default_x = self._rows(x)[:1]
+        return self
+
+    def _rows(self, x: Tensor | None) -> Tensor:
+        if x is None:
+            if self._default_x is None:
+                raise InvalidInputError("x: give an observation or set one with set_default_x")
+            return self._default_x
+        x = torch.as_tensor(x, dtype=torch.float32)
+        if x.shape[-1] != self.x_dim:
+            raise InvalidInputError(f"x: expected {self.x_dim} columns, got {x.shape[-1]}")
+        return x.reshape(-1, self.x_dim)
+
+    def sample(self, sample_shape: torch.Size | tuple = torch.Size(), x: Tensor | None = None, *, seed: Seed = None,
+               show_progress_bars: bool = False, return_dics: bool = False) -> Tensor | tuple[Tensor, Tensor]:  # fmt: skip
+        """``sample_shape + (n_conductances,)`` float64 cells for one observation (NaN rows: never solved in the
+        box within ``max_rounds`` redraws; :attr:`last_unsolved` counts them)."""
+        x = self._rows(x)
+        if x.shape[0] != 1:
+            raise InvalidInputError(f"x: expected one observation, got {x.shape[0]}; use sample_batched")
+        shape = torch.Size(sample_shape)
+        g, t = self._draw(x.expand(shape.numel(), -1), numpy_rng(seed))
+        g, t = g.reshape(shape + (g.shape[-1],)), t.reshape(shape + (2,))
+        return (g, t) if return_dics else g
+
+    def sample_batched(self, sample_shape: torch.Size | tuple, x: Tensor, *, seed: Seed = None,
+                       show_progress_bars: bool = False, return_dics: bool = False,
+                       **kwargs: Any) -> Tensor | tuple[Tensor, Tensor]:  # fmt: skip
+        """``sample_shape + (B, n_conductances)`` cells for each row of ``x`` ``(B, k)`` (as ``sbi.diagnostics``'
+        ``run_sbc`` / ``run_tarp`` call it; sbi's sampling options are accepted and unused)."""
+        x = self._rows(x)
+        shape = torch.Size(sample_shape)
+        n, B = shape.numel(), x.shape[0]
+        g, t = self._draw(x.repeat(n, 1), numpy_rng(seed))  # sample-major: row i·B + b is sample i of x_b
+        g, t = g.reshape(shape + (B, g.shape[-1])), t.reshape(shape + (B, 2))
+        return (g, t) if return_dics else g
+
+    def sample_dics(self, sample_shape: torch.Size | tuple = torch.Size(), x: Tensor | None = None, *,
+                    seed: Seed = None, show_progress_bars: bool = False) -> Tensor:  # fmt: skip
+        """DICs ``sample_shape + (2,)`` from ``q(g_s, g_u | x)`` alone (float32)."""
+        x = self._rows(x)
+        shape = torch.Size(sample_shape)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(numpy_rng(seed).integers(0, 2**62)))
+            t = self.dic_posterior.sample((shape.numel(),), x=x[:1], show_progress_bars=False)
+        return t.reshape(shape + (2,)).to(torch.float32)
+
+    # -- the two factors and the solve --------------------------------------------------------------------------
+    def _draw(self, x: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+        """One cell per row of ``x``: DICs, then the other conductances, then the pair; redrawn until in the box."""
+        from ..core.fiber import solve_pair
+
+        m = x.shape[0]
+        cells = np.full((m, self.model.n_conductances), np.nan)
+        dics = np.full((m, 2), np.nan)
+        todo = np.arange(m)
+        for _ in range(self.max_rounds):
+            if todo.size == 0:
+                break
+            xr = x[torch.as_tensor(todo)]
+            with torch.random.fork_rng(devices=[]), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.manual_seed(int(rng.integers(0, 2**62)))
+                if bool((xr == xr[:1]).all()):  # one observation: one call, no batching over x
+                    t = self.dic_posterior.sample((todo.size,), x=xr[:1], show_progress_bars=False)
+                else:
+                    t = self.dic_posterior.sample_batched((1,), x=xr, show_progress_bars=False)[0]
+                t = t.to(torch.float64)
+                cond = torch.cat([xr, t.to(torch.float32)], dim=1)
+                w = self.fiber_net.sample((1,), condition=cond)[0].to(torch.float64).numpy()
+            g = np.zeros((todo.size, self.model.n_conductances))
+            lo, hi = self.low[self.others], self.high[self.others]
+            g[:, self.others] = lo + (hi - lo) / (1.0 + np.exp(-w))
+            tn = t.numpy()
+            g, solved = solve_pair(self.model, g, tn[:, 0], tn[:, 1], pair=self.pair)
+            inside = solved & np.all((g >= self.low) & (g <= self.high), axis=1)
+            cells[todo[inside]], dics[todo[inside]] = g[inside], tn[inside]
+            todo = todo[~inside]
+        self.last_unsolved = int(todo.size)
+        return torch.as_tensor(cells), torch.as_tensor(dics)
+
+    def acceptance(self, x: Tensor, *, n: int = 1000, seed: Seed = None) -> float:
+        """Fraction of one round's draws for ``x`` whose solved pair lies in the box (the truncation's mass)."""
+        from ..core.fiber import solve_pair
+
+        x = self._rows(x)[:1]
+        rng = numpy_rng(seed)
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(int(rng.integers(0, 2**62)))
+            t = self.dic_posterior.sample((n,), x=x, show_progress_bars=False).to(torch.float64)
+            w = self.fiber_net.sample((1,), condition=torch.cat([x.expand(n, -1), t.to(torch.float32)], 1))[0]
+        g = np.zeros((n, self.model.n_conductances))
+        lo, hi = self.low[self.others], self.high[self.others]
+        g[:, self.others] = lo + (hi - lo) / (1.0 + np.exp(-w.to(torch.float64).numpy()))
+        g, solved = solve_pair(self.model, g, t[:, 0].numpy(), t[:, 1].numpy(), pair=self.pair)
+        return float(np.mean(solved & np.all((g >= self.low) & (g <= self.high), axis=1)))
+
+    def __repr__(self) -> str:
+        return (f"BoxDICPosterior({self.model.name!r}, pair {self.pair}, q(g_s, g_u | x) · q({len(self.others)} other "
+                f"conductances | g_s, g_u, x) on the linear box)")
+
+
+def box_dic_prior(model: str | ConductanceModel, dics: Array, *, margin: float = 0.05) -> DICPrior:
+    """The DIC prior the box's cells induce: a box holding ``dics`` ``(N, 2)`` with ``margin`` of its width on
+    each side, its density a histogram of them (:func:`~dic_sbi.sbi.priors.dic_image_weights`'s rule)."""
+    from .priors import check_dic_box, histogram_weights
+
+    lo, hi = np.min(dics, axis=0), np.max(dics, axis=0)
+    pad = margin * (hi - lo)
+    box = check_dic_box(((lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1])))
+    return DICPrior(model, box=box, reachable_only=False, weights=histogram_weights(dics, box))
+
+
+def train_box_dic_posterior(
+    model: str | ConductanceModel,
+    conductances: Any,
+    x: Any,
+    *,
+    pair: tuple[str, str] | None = None,
+    prior: ConductancePrior | None = None,
+    hidden_features: int = 50,
+    num_transforms: int = 5,
+    fiber_hidden_features: int = 64,
+    fiber_num_transforms: int = 5,
+    density_estimator: str = "nsf",
+    training: dict | None = None,
+    seed: Seed = None,
+    torch_threads: int | None = None,
+    show_progress_bars: bool = True,
+    defined_scaling: bool = False,
+    simulator: Any = None,
+) -> tuple[BoxDICPosterior, dict[str, Any]]:
+    """Train a :class:`BoxDICPosterior` on simulations of the linear conductance box: cells ``(N, n)``, ``x`` ``(N, k)``.
+
+    The DIC posterior is sbi's NPE on the cells' DICs (prior :func:`box_dic_prior`), the fiber law a conditional
+    flow over the other conductances (:func:`~dic_sbi.sbi.free_conductances.fit_conditional_flow`); rows with a
+    non-finite ``x`` or a cell outside the box are dropped. ``training``: keyword arguments of ``NPE.train`` for
+    both; ``hidden_features``, ``num_transforms``, ``density_estimator``, ``defined_scaling`` and ``torch_threads``
+    as in :func:`~dic_sbi.sbi.train_conductance_posterior` (the DIC factor is trained as that is);
+    ``simulator``: the :class:`~dic_sbi.sbi.ConductanceSimulator` that made ``x`` (its feature layout; default
+    the model's default one).
+
+    Returns
+    -------
+    posterior, summary
+        The posterior and what training did (rows, epochs of each factor, the pair).
+    """
+    from ..core import dics as cell_dics
+    from ..core.fiber import box_pair
+    from .training import _train_npe
+
+    from .simulators import ConductanceSimulator
+
+    model = get_model(model)
+    prior = ConductancePrior(model, "linear") if prior is None else prior
+    simulator = ConductanceSimulator(model) if simulator is None else simulator
+    x_names = getattr(simulator, "names", None)
+    pair = box_pair(model) if pair is None else tuple(pair)
+    g = np.asarray(torch.as_tensor(conductances).detach().cpu().numpy(), dtype=float)
+    xa = torch.as_tensor(x, dtype=torch.float32).detach().cpu()
+    if g.ndim != 2 or g.shape[1] != model.n_conductances or xa.ndim != 2 or xa.shape[0] != g.shape[0]:
+        raise InvalidInputError(f"conductances, x: expected (N, {model.n_conductances}) and (N, k), got {g.shape} and "
+                                f"{tuple(xa.shape)}")  # fmt: skip
+    low, high = prior.low.to(torch.float64).numpy(), prior.high.to(torch.float64).numpy()
+    keep = torch.isfinite(xa).all(dim=1).numpy() & np.isfinite(g).all(axis=1) & np.all((g >= low) & (g <= high), axis=1)
+    if keep.sum() < 20:
+        raise InvalidInputError(f"x: only {int(keep.sum())} usable rows (finite x, cells in the box); need more simulations")
+    g, xa = g[keep], xa[torch.as_tensor(keep)]
+    t = cell_dics(model, g)[:, 1:]
+    dic_prior = box_dic_prior(model, t)
+    gen = numpy_rng(seed)
+    dic_post, _, _, inference = _train_npe(
+        dic_prior, simulator, int(keep.sum()), density_estimator=density_estimator, embedding_net=None,
+        hidden_features=hidden_features, num_transforms=num_transforms, training=training, num_workers=1,
+        simulation_batch_size=None, seed=int(gen.integers(0, 2**62)), show_progress_bars=show_progress_bars,
+        theta=torch.as_tensor(t, dtype=torch.float32), x=xa, torch_threads=torch_threads, defined_scaling=defined_scaling,
+    )  # fmt: skip
+    threads = torch.get_num_threads()
+    if torch_threads is not None:
+        torch.set_num_threads(int(torch_threads))
+    try:
+        pi = _indices(model, pair)
+        others = [i for i in range(model.n_conductances) if i not in pi]
+        u = np.clip((g[:, others] - low[others]) / (high[others] - low[others]), _EPS, 1 - _EPS)
+        w = torch.as_tensor(np.log(u) - np.log1p(-u), dtype=torch.float32)
+        settings = dict(hidden_features=int(fiber_hidden_features), num_transforms=int(fiber_num_transforms), passes=2)
+        fiber, fit = fit_conditional_flow(w, torch.cat([xa, torch.as_tensor(t, dtype=torch.float32)], 1), settings,
+                                          training={**dict(training_batch_size=512), **(training or {})},
+                                          seed=int(gen.integers(0, 2**62)), show_progress_bars=show_progress_bars,
+                                          x_names=x_names if defined_scaling else None)  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    post = BoxDICPosterior(dic_post, fiber, model, pair=pair, x_dim=xa.shape[1], prior=prior)
+    summary = {"rows": int(keep.sum()), "dropped": int((~keep).sum()), "pair": list(pair),
+               "dic_epochs": int(inference.summary["epochs_trained"][-1]), "fiber_epochs": fit["epochs"],
+               "fiber_best_validation_loss": fit["best_validation_loss"]}  # fmt: skip
+    return post, summary
+
+
+def _indices(model: ConductanceModel, pair: tuple[str, str]) -> tuple[int, int]:
+    from ..core.fiber import pair_indices
+
+    return pair_indices(model, pair)
+
+
+__all__ = ["BoxDICPosterior", "train_box_dic_posterior", "box_dic_prior"]
