@@ -284,7 +284,10 @@ def compare(
         ``(seed, budget, method)`` alone, so the resumed result equals an uninterrupted one (for the learned laws,
         to the last bits of threaded float sums, as between any two runs).
     methods
-        Methods to run, from :data:`ALL_METHODS` (default :data:`METHODS`).
+        Methods to run, from :data:`ALL_METHODS` (default :data:`METHODS`). ``dic_box`` is the DIC-space
+        posterior trained on the linear conductance box's own cells (:mod:`dic_sbi.sbi.box_dic`: the prior and
+        simulations of ``conductance_linear``, re-expressed as DICs and the conductances off the compensating
+        pair); it is calibrated in conductance space on box pairs.
     seed_law_widening
         Factor on the log-width of the seed law's ranges for ``dic_learned_wide``
         (:func:`~dic_sbi.models.widen_seed_law`).

@@ -16,7 +16,7 @@ posterior is truncated to the prior's support, as sbi's are).
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -226,7 +226,7 @@ def train_box_dic_posterior(
         The posterior and what training did (rows, epochs of each factor, the pair).
     """
     from ..core import dics as cell_dics
-    from ..core.fiber import box_pair
+    from ..core.fiber import box_pair, pair_indices
     from .training import _train_npe
 
     from .simulators import ConductanceSimulator
@@ -259,7 +259,7 @@ def train_box_dic_posterior(
     if torch_threads is not None:
         torch.set_num_threads(int(torch_threads))
     try:
-        pi = _indices(model, pair)
+        pi = pair_indices(model, pair)
         others = [i for i in range(model.n_conductances) if i not in pi]
         u = np.clip((g[:, others] - low[others]) / (high[others] - low[others]), _EPS, 1 - _EPS)
         w = torch.as_tensor(np.log(u) - np.log1p(-u), dtype=torch.float32)
@@ -275,12 +275,6 @@ def train_box_dic_posterior(
                "dic_epochs": int(inference.summary["epochs_trained"][-1]), "fiber_epochs": fit["epochs"],
                "fiber_best_validation_loss": fit["best_validation_loss"]}  # fmt: skip
     return post, summary
-
-
-def _indices(model: ConductanceModel, pair: tuple[str, str]) -> tuple[int, int]:
-    from ..core.fiber import pair_indices
-
-    return pair_indices(model, pair)
 
 
 __all__ = ["BoxDICPosterior", "train_box_dic_posterior", "box_dic_prior"]
