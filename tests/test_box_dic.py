@@ -148,3 +148,29 @@ def test_training_refuses_too_few_rows():
         train_box_dic_posterior("da", theta, torch.zeros(10, 17), show_progress_bars=False)
     with pytest.raises(InvalidInputError, match="expected"):
         train_box_dic_posterior("da", theta[:, :3], torch.zeros(10, 17), show_progress_bars=False)
+
+
+def test_linear_fiber_coordinates_and_bad_settings(trained):
+    """fiber_coordinates="linear": the flow over the positions themselves, draws outside the box redrawn; every
+    sample is still a box cell with its DICs exactly."""
+    from dic_sbi.sbi.box_dic import BoxDICPosterior, train_box_dic_posterior
+
+    _, _, x, prior = trained
+    theta = prior.sample((300,), seed=0)
+    post, summary = train_box_dic_posterior("da", theta, x, prior=prior, seed=2, fiber_coordinates="linear",
+                                            fiber_passes=None, training=dict(max_num_epochs=2),
+                                            simulator=ConductanceSimulator("da", duration=1500.0, transient=500.0),
+                                            show_progress_bars=False)  # fmt: skip
+    assert post.coordinates == "linear"
+    g, t = post.sample((100,), x=x[:1], seed=1, return_dics=True)
+    ok = torch.isfinite(g).all(dim=1)
+    assert ok.float().mean() > 0.9
+    assert bool(((g[ok] >= prior.low.double()) & (g[ok] <= prior.high.double())).all())
+    np.testing.assert_allclose(dics("da", g[ok].numpy())[:, 1:], t[ok].numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(post.from_w(post.to_w(theta.double().numpy()[:, post.others])),
+                               theta.double().numpy()[:, post.others], rtol=1e-9)  # fmt: skip
+    with pytest.raises(InvalidInputError, match="fiber_coordinates"):
+        train_box_dic_posterior("da", theta, x, fiber_coordinates="log", show_progress_bars=False)
+    with pytest.raises(InvalidInputError, match="coordinates"):
+        BoxDICPosterior(post.dic_posterior, post.fiber_net, "da", pair=post.pair, x_dim=post.x_dim, prior=prior,
+                        coordinates="log")  # fmt: skip

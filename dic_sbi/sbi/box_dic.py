@@ -33,6 +33,16 @@ Array = NDArray[np.float64]
 
 MAX_ROUNDS = 200
 _EPS = 1e-7
+#: Coordinates of the fiber flow over the other conductances.
+COORDINATES = ("logit", "linear")
+
+
+def _to_w(others: Array, low: Array, high: Array, coordinates: str) -> Array:
+    u = (np.asarray(others, dtype=float) - low) / (high - low)
+    if coordinates == "linear":
+        return u
+    u = np.clip(u, _EPS, 1.0 - _EPS)
+    return np.log(u) - np.log1p(-u)
 
 
 class BoxDICPosterior:
@@ -46,10 +56,13 @@ class BoxDICPosterior:
         x_dim: Columns of ``x``.
         prior: The :class:`ConductancePrior` (linear box) the training cells were drawn from.
         max_rounds: Redraws of samples whose solved pair leaves the box, before they are returned as NaN.
+        coordinates: The fiber flow's coordinates of each other conductance: ``"logit"`` (of its position in its box
+            range: every draw inside the range) or ``"linear"`` (the position itself; draws outside are redrawn).
     """
 
     def __init__(self, dic_posterior: Any, fiber_net: Any, model: str | ConductanceModel, *, pair: tuple[str, str],
-                 x_dim: int, prior: ConductancePrior, max_rounds: int = MAX_ROUNDS) -> None:  # fmt: skip
+                 x_dim: int, prior: ConductancePrior, max_rounds: int = MAX_ROUNDS,
+                 coordinates: str = "logit") -> None:  # fmt: skip
         from ..core.fiber import pair_indices
 
         self.dic_posterior = dic_posterior
@@ -65,6 +78,9 @@ class BoxDICPosterior:
         self.low = prior.low.to(torch.float64).numpy()
         self.high = prior.high.to(torch.float64).numpy()
         self.max_rounds = int(max_rounds)
+        if coordinates not in COORDINATES:
+            raise InvalidInputError(f"coordinates: expected one of {', '.join(COORDINATES)}, got {coordinates!r}")
+        self.coordinates = coordinates
         self._default_x: Tensor | None = None
         self.last_unsolved = 0
 
@@ -126,6 +142,16 @@ class BoxDICPosterior:
         return t.reshape(shape + (2,)).to(torch.float32)
 
     # -- the two factors and the solve --------------------------------------------------------------------------
+    def to_w(self, others: Array) -> Array:
+        """The fiber flow's coordinates of the other conductances ``(N, n_others)`` (inside their box ranges)."""
+        return _to_w(others, self.low[self.others], self.high[self.others], self.coordinates)
+
+    def from_w(self, w: Array) -> Array:
+        """Inverse of :meth:`to_w` (linear coordinates may land outside the box: those draws are redrawn)."""
+        lo, hi = self.low[self.others], self.high[self.others]
+        u = 1.0 / (1.0 + np.exp(-w)) if self.coordinates == "logit" else w
+        return lo + (hi - lo) * u
+
     def _draw(self, x: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
         """One cell per row of ``x``: DICs, then the other conductances, then the pair; redrawn until in the box."""
         from ..core.fiber import solve_pair
@@ -149,8 +175,7 @@ class BoxDICPosterior:
                 cond = torch.cat([xr, t.to(torch.float32)], dim=1)
                 w = self.fiber_net.sample((1,), condition=cond)[0].to(torch.float64).numpy()
             g = np.zeros((todo.size, self.model.n_conductances))
-            lo, hi = self.low[self.others], self.high[self.others]
-            g[:, self.others] = lo + (hi - lo) / (1.0 + np.exp(-w))
+            g[:, self.others] = self.from_w(w)
             tn = t.numpy()
             g, solved = solve_pair(self.model, g, tn[:, 0], tn[:, 1], pair=self.pair)
             inside = solved & np.all((g >= self.low) & (g <= self.high), axis=1)
@@ -170,10 +195,12 @@ class BoxDICPosterior:
             t = self.dic_posterior.sample((n,), x=x, show_progress_bars=False).to(torch.float64)
             w = self.fiber_net.sample((1,), condition=torch.cat([x.expand(n, -1), t.to(torch.float32)], 1))[0]
         g = np.zeros((n, self.model.n_conductances))
-        lo, hi = self.low[self.others], self.high[self.others]
-        g[:, self.others] = lo + (hi - lo) / (1.0 + np.exp(-w.to(torch.float64).numpy()))
+        g[:, self.others] = self.from_w(w.to(torch.float64).numpy())
         g, solved = solve_pair(self.model, g, t[:, 0].numpy(), t[:, 1].numpy(), pair=self.pair)
         return float(np.mean(solved & np.all((g >= self.low) & (g <= self.high), axis=1)))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"coordinates": "logit", **state})  # posteriors pickled before coordinates existed
 
     def __repr__(self) -> str:
         return (f"BoxDICPosterior({self.model.name!r}, pair {self.pair}, q(g_s, g_u | x) · q({len(self.others)} other "
@@ -202,6 +229,8 @@ def train_box_dic_posterior(
     num_transforms: int = 5,
     fiber_hidden_features: int = 64,
     fiber_num_transforms: int = 5,
+    fiber_passes: int | None = 2,
+    fiber_coordinates: str = "logit",
     density_estimator: str = "nsf",
     training: dict | None = None,
     seed: Seed = None,
@@ -218,7 +247,8 @@ def train_box_dic_posterior(
     both; ``hidden_features``, ``num_transforms``, ``density_estimator``, ``defined_scaling`` and ``torch_threads``
     as in :func:`~dic_sbi.sbi.train_conductance_posterior` (the DIC factor is trained as that is);
     ``simulator``: the :class:`~dic_sbi.sbi.ConductanceSimulator` that made ``x`` (its feature layout; default
-    the model's default one).
+    the model's default one). ``fiber_*``: the fiber flow's width, depth, coupling passes (``None``: fully
+    autoregressive) and coordinates (:class:`BoxDICPosterior`).
 
     Returns
     -------
@@ -236,6 +266,8 @@ def train_box_dic_posterior(
     simulator = ConductanceSimulator(model) if simulator is None else simulator
     x_names = getattr(simulator, "names", None)
     pair = box_pair(model) if pair is None else tuple(pair)
+    if fiber_coordinates not in COORDINATES:
+        raise InvalidInputError(f"fiber_coordinates: expected one of {', '.join(COORDINATES)}, got {fiber_coordinates!r}")
     g = np.asarray(torch.as_tensor(conductances).detach().cpu().numpy(), dtype=float)
     xa = torch.as_tensor(x, dtype=torch.float32).detach().cpu()
     if g.ndim != 2 or g.shape[1] != model.n_conductances or xa.ndim != 2 or xa.shape[0] != g.shape[0]:
@@ -261,16 +293,17 @@ def train_box_dic_posterior(
     try:
         pi = pair_indices(model, pair)
         others = [i for i in range(model.n_conductances) if i not in pi]
-        u = np.clip((g[:, others] - low[others]) / (high[others] - low[others]), _EPS, 1 - _EPS)
-        w = torch.as_tensor(np.log(u) - np.log1p(-u), dtype=torch.float32)
-        settings = dict(hidden_features=int(fiber_hidden_features), num_transforms=int(fiber_num_transforms), passes=2)
+        w = torch.as_tensor(_to_w(g[:, others], low[others], high[others], fiber_coordinates), dtype=torch.float32)
+        settings = dict(hidden_features=int(fiber_hidden_features), num_transforms=int(fiber_num_transforms),
+                        passes=None if fiber_passes is None else int(fiber_passes))
         fiber, fit = fit_conditional_flow(w, torch.cat([xa, torch.as_tensor(t, dtype=torch.float32)], 1), settings,
                                           training={**dict(training_batch_size=512), **(training or {})},
                                           seed=int(gen.integers(0, 2**62)), show_progress_bars=show_progress_bars,
                                           x_names=x_names if defined_scaling else None)  # fmt: skip
     finally:
         torch.set_num_threads(threads)
-    post = BoxDICPosterior(dic_post, fiber, model, pair=pair, x_dim=xa.shape[1], prior=prior)
+    post = BoxDICPosterior(dic_post, fiber, model, pair=pair, x_dim=xa.shape[1], prior=prior,
+                           coordinates=fiber_coordinates)
     summary = {"rows": int(keep.sum()), "dropped": int((~keep).sum()), "pair": list(pair),
                "dic_epochs": int(inference.summary["epochs_trained"][-1]), "fiber_epochs": fit["epochs"],
                "fiber_best_validation_loss": fit["best_validation_loss"]}  # fmt: skip

@@ -145,12 +145,14 @@ def mixture_posterior(posteriors: Sequence[Any]) -> Any:
         mixture = MixtureEstimator([p.posterior_estimator for p in posteriors]).eval()
         return DirectPosterior(posterior_estimator=mixture, prior=first.prior)
     if all(isinstance(p, BoxDICPosterior) for p in posteriors):
-        if any(p.pair != first.pair or p.x_dim != first.x_dim or p.model.name != first.model.name for p in posteriors):
-            raise InvalidInputError("posteriors: the BoxDICPosterior to mix differ in model, pair or x width")
+        if any(p.pair != first.pair or p.x_dim != first.x_dim or p.model.name != first.model.name
+               or p.coordinates != first.coordinates for p in posteriors):  # fmt: skip
+            raise InvalidInputError("posteriors: the BoxDICPosterior to mix differ in model, pair, x width or coordinates")
         dic = MixtureEstimator([p.dic_posterior.posterior_estimator for p in posteriors]).eval()
         return BoxDICPosterior(DirectPosterior(posterior_estimator=dic, prior=first.dic_posterior.prior),
                                MixtureEstimator([p.fiber_net for p in posteriors]).eval(), first.model, pair=first.pair,
-                               x_dim=first.x_dim, prior=first.prior, max_rounds=first.max_rounds)  # fmt: skip
+                               x_dim=first.x_dim, prior=first.prior, max_rounds=first.max_rounds,
+                               coordinates=first.coordinates)  # fmt: skip
     if not all(isinstance(p, DICPosterior) for p in posteriors):
         raise InvalidInputError("posteriors: expected all sbi DirectPosterior, all DICPosterior or all BoxDICPosterior, got "
                                 + ", ".join(type(p).__name__ for p in posteriors))  # fmt: skip
