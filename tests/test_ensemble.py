@@ -186,7 +186,7 @@ def test_mixed_learned_laws_and_posteriors(tmp_path):
     assert isinstance(back.free_conductances.net, MixtureEstimator) and len(back.free_conductances.net.members) == 2
     np.testing.assert_allclose(back.free_conductances.log_prob_draws(gl, u, t40, x), mix.log_prob_draws(gl, u, t40, x),
                                rtol=1e-6)  # fmt: skip
-    with pytest.raises(InvalidInputError, match="all sbi DirectPosterior or all DICPosterior"):
+    with pytest.raises(InvalidInputError, match="all sbi DirectPosterior, all DICPosterior or all BoxDICPosterior"):
         mixture_posterior([posts[0], shipped.posterior])
     with pytest.raises(InvalidInputError, match="some have a learned"):
         mixture_posterior([posts[0], DICPosterior(shipped.posterior, "stg", simulator=shipped.simulator,
