@@ -7,7 +7,8 @@ factorisation is over the whole box:
 
     q(ḡ | x) = q(g_s, g_u | x) · q(g_other | g_s, g_u, x),  the pair solved (:func:`~dic_sbi.core.fiber.solve_pair`),
 
-``g_other`` being every conductance but a compensating pair, each in logit coordinates of its box range. Both
+``g_other`` being every conductance but a compensating pair, each in logit (default) or linear coordinates of its
+position in its box range. Both
 factors are trained on the simulations of standard NPE over the linear box (the same prior, the same cells);
 every sample has its DICs exactly and lies in the box (draws whose solved pair leaves the box are redrawn: the
 posterior is truncated to the prior's support, as sbi's are).
@@ -50,7 +51,8 @@ class BoxDICPosterior:
 
     Arguments:
         dic_posterior: sbi posterior over ``(g_s, g_u)`` (trained on the box cells' DICs).
-        fiber_net: sbi conditional flow over ``w = logit((g_other - low) / (high - low))`` given ``(x, g_s, g_u)``.
+        fiber_net: sbi conditional flow over ``w`` given ``(x, g_s, g_u)``: the other conductances' positions
+            ``(g_other - low) / (high - low)`` in ``coordinates`` (:meth:`to_w`).
         model: Model name or object.
         pair: The two conductances solved for the DICs (:func:`~dic_sbi.core.fiber.box_pair`).
         x_dim: Columns of ``x``.
