@@ -22,38 +22,47 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dic_sbi.comparison import _Checkpoint, _evaluate, draw_observations
+from dic_sbi.comparison import _bootstrap, _Checkpoint, _evaluate, draw_observations
 from dic_sbi.core import dics
-from dic_sbi.core.fiber import solve_pair
 from dic_sbi.models import get_model
 
 
-def _npe_cells(npe, x, n, seed):
+def load_runs(folder: Path, budget: int):
+    """The settings of a ``dic-sbi compare --checkpoint`` folder, its ``dic_box`` and linear-box NPE posteriors at
+    ``budget``, the model and the protocol."""
+    settings = json.loads((folder / "settings.json").read_text())
+    reader = _Checkpoint.reader(folder)
+    box = reader.load_posterior(f"budget{budget}_dic_box")["posterior"]
+    npe = reader.load_posterior(f"budget{budget}_conductance_linear")["posterior"]
+    return settings, box, npe, get_model(settings["model"]), dict(settings["protocol"])
+
+
+def npe_cells(npe, x, n: int, seed: int) -> np.ndarray:
+    """``n`` cells of NPE for one observation, torch seeded with ``seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return npe.sample((n,), x=x, show_progress_bars=False).to(torch.float64).numpy()
 
 
+def paired(f: np.ndarray, base: np.ndarray, seed: int) -> tuple[float, float, float]:
+    """Mean per-observation difference ``f - base`` and its paired-bootstrap 95 % interval (2 000 resamples)."""
+    return _bootstrap(f - base, 2000, np.random.default_rng(seed))
+
+
 def _fiber_others(box, t, x, seed):
     """Conductances off the pair from ``q(o | t, x)``, one per row of ``t``."""
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        cond = torch.cat([x.expand(t.shape[0], -1), torch.as_tensor(t, dtype=torch.float32)], dim=1)
-        w = box.fiber_net.sample((1,), condition=cond)[0].to(torch.float64).numpy()
-    lo, hi = box.low[box.others], box.high[box.others]
-    return lo + (hi - lo) / (1.0 + np.exp(-w))
+        return box.sample_others(t, x)
 
 
 def _assemble(box, t, others, S):
     """Cells from DICs and other conductances, the pair solved; the first ``S`` inside the box (NaN rows if fewer)."""
-    g = np.zeros((t.shape[0], box.model.n_conductances))
-    g[:, box.others] = others
-    g, ok = solve_pair(box.model, g, t[:, 0], t[:, 1], pair=box.pair)
-    ok &= np.all((g >= box.low) & (g <= box.high), axis=1)
+    g, ok = box.cells_of(t, others)
     out = np.full((S, g.shape[1]), np.nan)
     kept = g[ok][:S]
     out[: kept.shape[0]] = kept
-    return out, float(ok.mean())
+    return out
 
 
 def main() -> None:
@@ -66,20 +75,15 @@ def main() -> None:
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     folder = Path(args.checkpoint)
-    settings = json.loads((folder / "settings.json").read_text())
-    reader = _Checkpoint.reader(folder)
-    box = reader.load_posterior(f"budget{args.budget}_dic_box")["posterior"]
-    npe = reader.load_posterior(f"budget{args.budget}_conductance_linear")["posterior"]
-    model, proto = get_model(settings["model"]), dict(settings["protocol"])
+    settings, box, npe, model, proto = load_runs(folder, args.budget)
     S, K = int(settings["num_posterior_samples"]), int(args.oversample)
-    oi = model.n_conductances
     obs_sets = draw_observations(model, settings["n_observations"], seed=settings["seed"], **proto)
     rng = np.random.default_rng(args.seed)
 
     def variants(obs, i):
         x = obs["x"][i : i + 1]
         s = int(rng.integers(0, 2**31))
-        g_npe = _npe_cells(npe, x, S * K, s)
+        g_npe = npe_cells(npe, x, S * K, s)
         t_box = box.sample_dics((S * K,), x=x, seed=s + 1).to(torch.float64).numpy()
         t_npe = dics(model, g_npe)[:, 1:]
         t_true = np.repeat(np.asarray(obs["dics"][i], dtype=float)[None], S * K, axis=0)
@@ -87,10 +91,10 @@ def main() -> None:
         return {
             "npe": g_npe[:S],
             "dic_box": box.sample((S,), x=x, seed=s + 2).numpy(),
-            "t_box + o_npe": _assemble(box, t_box, o_npe, S)[0],
-            "t_npe + o_box": _assemble(box, t_npe, _fiber_others(box, t_npe, x, s + 3), S)[0],
-            "t_true + o_box": _assemble(box, t_true, _fiber_others(box, t_true, x, s + 4), S)[0],
-            "t_true + o_npe": _assemble(box, t_true, o_npe, S)[0],
+            "t_box + o_npe": _assemble(box, t_box, o_npe, S),
+            "t_npe + o_box": _assemble(box, t_npe, _fiber_others(box, t_npe, x, s + 3), S),
+            "t_true + o_box": _assemble(box, t_true, _fiber_others(box, t_true, x, s + 4), S),
+            "t_true + o_npe": _assemble(box, t_true, o_npe, S),
         }
 
     names = ["npe", "dic_box", "t_box + o_npe", "t_npe + o_box", "t_true + o_box", "t_true + o_npe"]
@@ -105,13 +109,10 @@ def main() -> None:
         for v in names:
             m = _evaluate(model, lambda i, v=v: cells[i][v], obs, S, np.random.default_rng(args.seed + 7), proto)
             fid[v] = m["fidelity"]
-        base = fid["npe"]
-        boot = np.random.default_rng(11).integers(0, n, size=(2000, n))
         rows = {}
         for v in names:
-            d = fid[v] - base
-            lo, hi = np.quantile(d[boot].mean(axis=1), [0.025, 0.975]) if v != "npe" else (0.0, 0.0)
-            rows[v] = {"fidelity": float(np.mean(fid[v])), "minus_npe": float(d.mean()), "lo": float(lo), "hi": float(hi),
+            d, lo, hi = paired(fid[v], fid["npe"], 11)
+            rows[v] = {"fidelity": float(np.mean(fid[v])), "minus_npe": d, "lo": lo, "hi": hi,
                        "valid_rows": float(np.mean([np.isfinite(c[v]).all(axis=1).mean() for c in cells]))}  # fmt: skip
         out["sets"][set_name] = rows
         print(f"\n{model.name}, budget {args.budget}, {set_name} ({n} observations, {S} samples, "
@@ -119,7 +120,7 @@ def main() -> None:
         print("| variant | fidelity | − NPE [95 %] | rows kept |\n|---|---|---|---|")
         for v, r in rows.items():
             print(f"| {v} | {r['fidelity']:.3f} | {r['minus_npe']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] | {r['valid_rows']:.2f} |")
-    print(f"\nmachine: {out['machine']}; {oi} conductances, pair {box.pair}")
+    print(f"\nmachine: {out['machine']}; {model.n_conductances} conductances, pair {box.pair}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dic_sbi.comparison import ALL_METHODS, _batch_size, _Checkpoint, _evaluate, draw_observations
+from box_dic_factors import load_runs, npe_cells, paired  # noqa: E402  (a sibling benchmark: the same runs)
+from dic_sbi.comparison import _batch_size, _evaluate, _method_seeds, draw_observations
 from dic_sbi.core import dics
-from dic_sbi.models import get_model
 from dic_sbi.sbi import ConductancePrior, ConductanceSimulator
 from dic_sbi.sbi.box_dic import BoxDICPosterior, _to_w
 from dic_sbi.sbi.free_conductances import fit_conditional_flow
@@ -42,16 +42,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.torch_threads)
     folder = Path(args.checkpoint)
-    settings = json.loads((folder / "settings.json").read_text())
-    reader = _Checkpoint.reader(folder)
-    box = reader.load_posterior(f"budget{args.budget}_dic_box")["posterior"]
-    npe = reader.load_posterior(f"budget{args.budget}_conductance_linear")["posterior"]
-    model, proto = get_model(settings["model"]), dict(settings["protocol"])
+    settings, box, npe, model, proto = load_runs(folder, args.budget)
     S = int(settings["num_posterior_samples"])
-    # The dic_box run's simulations, from the harness's seeds (seed, 1, budget, method index).
-    mseq = np.random.SeedSequence([settings["seed"], 1, args.budget, ALL_METHODS.index("dic_box")]
-                                  + ([settings["replicate"]] if settings.get("replicate") else []))  # fmt: skip
-    sim_seed = int(mseq.spawn(7)[0].generate_state(1)[0])
+    # The dic_box run's simulations, from the harness's own seeds.
+    sim_seed = _method_seeds(settings["seed"], args.budget, "dic_box", settings.get("replicate", 0))[0]
     prior = ConductancePrior(model, "linear")
     sim = ConductanceSimulator(model, duration=proto["duration"], transient=proto["transient"], dt=proto["dt"],
                                noise_std=proto["noise_std"])  # fmt: skip
@@ -70,20 +64,13 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
 
-    def npe_draw(i: int) -> np.ndarray:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(rng.integers(0, 2**31)))
-            return npe.sample((S,), x=obs["x"][i : i + 1], show_progress_bars=False).to(torch.float64).numpy()
-
-    base = fidelity(npe_draw)
-    boot = np.random.default_rng(1).integers(0, n, size=(2000, n))
+    base = fidelity(lambda i: npe_cells(npe, obs["x"][i : i + 1], S, int(rng.integers(0, 2**31))))
     rows = {"npe": {"fidelity": float(base.mean())}}
 
     def record(name: str, f: np.ndarray, **extra) -> None:
-        d = f - base
-        lo, hi = np.quantile(d[boot].mean(axis=1), [0.025, 0.975])
-        rows[name] = {"fidelity": float(f.mean()), "minus_npe": float(d.mean()), "lo": float(lo), "hi": float(hi), **extra}
-        print(f"{name}: fidelity {f.mean():.3f}, − NPE {d.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] {extra}", flush=True)
+        d, lo, hi = paired(f, base, 1)
+        rows[name] = {"fidelity": float(f.mean()), "minus_npe": d, "lo": lo, "hi": hi, **extra}
+        print(f"{name}: fidelity {f.mean():.3f}, − NPE {d:+.3f} [{lo:+.3f}, {hi:+.3f}] {extra}", flush=True)
 
     print(f"{model.name}, budget {args.budget}, {args.set}: NPE {base.mean():.3f} ({t_sim:.0f} s of simulation)", flush=True)
     record("dic_box (the run's)", fidelity(lambda i: box.sample((S,), x=obs["x"][i : i + 1], seed=i).numpy()))

@@ -435,7 +435,6 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
     per_obs: list[dict[str, Any]] = []
     for budget in budgets:
         for method in methods:
-            mi = ALL_METHODS.index(method)
             # The screened variant has its own checkpoint entry, so a run with a screen resumes an earlier one
             # without it: the method's trained posterior is kept beside its entry, so only the simulations (which
             # train the screen's emulator) are redone; entries from before posteriors were kept train it again.
@@ -453,9 +452,8 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                 continue
             # Seeds depend on (seed, budget, method) only, so a budget gives the same numbers whichever other
             # budgets run beside it, and a checkpointed run resumes to what an uninterrupted one would give.
-            mseq = np.random.SeedSequence([seed, 1, budget, mi] + ([replicate] if replicate else []))
             (sim_seed, train_seed, sample_seed, cal_seed, boot_seed, screen_seed,
-             emulator_seed) = (int(s.generate_state(1)[0]) for s in mseq.spawn(7))  # fmt: skip
+             emulator_seed) = _method_seeds(seed, budget, method, replicate)  # fmt: skip
             prior, simulator, mmodel = priors[method], simulators[method], models[method]
             t0 = time.perf_counter()
             theta = prior.sample((budget,), seed=sim_seed)
@@ -556,6 +554,14 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                 rows += new_rows
                 per_obs += new_obs
     return ComparisonResult(rows, per_obs, config, reference=reference)
+
+
+def _method_seeds(seed: int, budget: int, method: str, replicate: int = 0) -> tuple[int, ...]:
+    """The seeds of one method × budget of :func:`compare` (simulation, training, sampling, calibration, bootstrap,
+    screen, emulator): they depend on ``(seed, budget, method, replicate)`` alone, so a benchmark can regenerate a
+    run's simulations (``ConductancePrior.sample((budget,), seed=sim_seed)`` and the simulator at ``sim_seed``)."""
+    mseq = np.random.SeedSequence([seed, 1, budget, ALL_METHODS.index(method)] + ([replicate] if replicate else []))
+    return tuple(int(s.generate_state(1)[0]) for s in mseq.spawn(7))
 
 
 def paired_differences(

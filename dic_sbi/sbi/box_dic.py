@@ -154,10 +154,28 @@ class BoxDICPosterior:
         u = 1.0 / (1.0 + np.exp(-w)) if self.coordinates == "logit" else w
         return lo + (hi - lo) * u
 
-    def _draw(self, x: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
-        """One cell per row of ``x``: DICs, then the other conductances, then the pair; redrawn until in the box."""
+    def sample_others(self, t: Array | Tensor, x: Tensor) -> Array:
+        """The other conductances ``(N, n_others)``, one draw of ``q(g_other | t_i, x_i)`` per row of ``t``
+        (``x``: one row, or one per row), from torch's global generator (callers seed or fork it)."""
+        t = torch.as_tensor(t).to(torch.float32).reshape(-1, 2)
+        x = self._rows(x)
+        cond = torch.cat([x.expand(t.shape[0], -1) if x.shape[0] == 1 else x, t], dim=1)
+        with torch.no_grad():
+            return self.from_w(self.fiber_net.sample((1,), condition=cond)[0].to(torch.float64).numpy())
+
+    def cells_of(self, t: Array, others: Array) -> tuple[Array, NDArray[np.bool_]]:
+        """Cells from DICs ``t`` ``(N, 2)`` and the other conductances ``(N, n_others)``, the pair solved, and
+        ``(N,)`` True where the cell was solved and lies in the box."""
         from ..core.fiber import solve_pair
 
+        t = np.asarray(t, dtype=float)
+        g = np.zeros((t.shape[0], self.model.n_conductances))
+        g[:, self.others] = others
+        g, solved = solve_pair(self.model, g, t[:, 0], t[:, 1], pair=self.pair)
+        return g, solved & np.all((g >= self.low) & (g <= self.high), axis=1)
+
+    def _draw(self, x: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+        """One cell per row of ``x``: DICs, then the other conductances, then the pair; redrawn until in the box."""
         m = x.shape[0]
         cells = np.full((m, self.model.n_conductances), np.nan)
         dics = np.full((m, 2), np.nan)
@@ -173,14 +191,9 @@ class BoxDICPosterior:
                     t = self.dic_posterior.sample((todo.size,), x=xr[:1], show_progress_bars=False)
                 else:
                     t = self.dic_posterior.sample_batched((1,), x=xr, show_progress_bars=False)[0]
-                t = t.to(torch.float64)
-                cond = torch.cat([xr, t.to(torch.float32)], dim=1)
-                w = self.fiber_net.sample((1,), condition=cond)[0].to(torch.float64).numpy()
-            g = np.zeros((todo.size, self.model.n_conductances))
-            g[:, self.others] = self.from_w(w)
-            tn = t.numpy()
-            g, solved = solve_pair(self.model, g, tn[:, 0], tn[:, 1], pair=self.pair)
-            inside = solved & np.all((g >= self.low) & (g <= self.high), axis=1)
+                tn = t.to(torch.float64).numpy()
+                others = self.sample_others(t, xr)
+            g, inside = self.cells_of(tn, others)
             cells[todo[inside]], dics[todo[inside]] = g[inside], tn[inside]
             todo = todo[~inside]
         self.last_unsolved = int(todo.size)
@@ -188,18 +201,12 @@ class BoxDICPosterior:
 
     def acceptance(self, x: Tensor, *, n: int = 1000, seed: Seed = None) -> float:
         """Fraction of one round's draws for ``x`` whose solved pair lies in the box (the truncation's mass)."""
-        from ..core.fiber import solve_pair
-
         x = self._rows(x)[:1]
-        rng = numpy_rng(seed)
         with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(int(rng.integers(0, 2**62)))
-            t = self.dic_posterior.sample((n,), x=x, show_progress_bars=False).to(torch.float64)
-            w = self.fiber_net.sample((1,), condition=torch.cat([x.expand(n, -1), t.to(torch.float32)], 1))[0]
-        g = np.zeros((n, self.model.n_conductances))
-        g[:, self.others] = self.from_w(w.to(torch.float64).numpy())
-        g, solved = solve_pair(self.model, g, t[:, 0].numpy(), t[:, 1].numpy(), pair=self.pair)
-        return float(np.mean(solved & np.all((g >= self.low) & (g <= self.high), axis=1)))
+            torch.manual_seed(int(numpy_rng(seed).integers(0, 2**62)))
+            t = self.dic_posterior.sample((n,), x=x, show_progress_bars=False)
+            others = self.sample_others(t, x)
+        return float(np.mean(self.cells_of(t.to(torch.float64).numpy(), others)[1]))
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update({"coordinates": "logit", **state})  # posteriors pickled before coordinates existed
