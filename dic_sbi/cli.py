@@ -999,7 +999,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated methods, among dic, conductance_linear, conductance_log, dic_learned, "
                     "dic_learned_wide (dic_learned on a widened seed law), dic_box (DIC-space posterior trained on "
                     "the linear conductance box's own cells: q(g_s, g_u | x) · q(other conductances | g_s, g_u, x), "
-                    "the pair solved)")
+                    "the pair solved), dic_box_npe (dic_box whose fiber law is standard NPE's density, trained on the "
+                    "same simulations, on the fiber of the drawn DICs)")
     sp.add_argument("--seed-law-widening", type=_float_type("seed-law widening", minimum=1.0), default=4.0,
                     help="factor on the log-width of the seed law's ranges for dic_learned_wide")
     sp.add_argument("--seed-law-tail", type=_seed_law_tail, default=None, metavar="FACTOR,WEIGHT",

@@ -77,7 +77,9 @@ __all__ = ["compare", "ComparisonResult", "paired_differences", "draw_observatio
 #: Methods run by default.
 METHODS: tuple[str, ...] = ("dic", "conductance_linear", "conductance_log", "dic_learned")
 #: Every method, in seed order (a method's seeds depend on its index here, so adding one changes no other's).
-ALL_METHODS: tuple[str, ...] = METHODS + ("dic_learned_wide", "dic_box")
+ALL_METHODS: tuple[str, ...] = METHODS + ("dic_learned_wide", "dic_box", "dic_box_npe")
+#: The DIC-space posteriors trained on the linear box's own cells (:mod:`dic_sbi.sbi.box_dic`).
+_BOX_DIC: tuple[str, ...] = ("dic_box", "dic_box_npe")
 _LEARNED = ("dic_learned", "dic_learned_wide")
 OBSERVATION_SETS: tuple[str, ...] = ("dic_population", "conductance_box")
 #: Tolerances of a faithful sample (:data:`~dic_sbi.spiketrains.FIDELITY_TOLERANCES`).
@@ -287,7 +289,8 @@ def compare(
         Methods to run, from :data:`ALL_METHODS` (default :data:`METHODS`). ``dic_box`` is the DIC-space
         posterior trained on the linear conductance box's own cells (:mod:`dic_sbi.sbi.box_dic`: the prior and
         simulations of ``conductance_linear``, re-expressed as DICs and the conductances off the compensating
-        pair); it is calibrated in conductance space on box pairs.
+        pair); it is calibrated in conductance space on box pairs. ``dic_box_npe`` is ``dic_box`` whose fiber law is
+        standard NPE's density (trained on the same simulations) restricted to the fiber of the drawn DICs.
     seed_law_widening
         Factor on the log-width of the seed law's ranges for ``dic_learned_wide``
         (:func:`~dic_sbi.models.widen_seed_law`).
@@ -371,10 +374,11 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
     priors = {"dic": DICPrior(model), "conductance_linear": ConductancePrior(model, "linear"),
               "conductance_log": ConductancePrior(model, "log")}  # fmt: skip
     priors["dic_learned"] = priors["dic"]
-    priors["dic_box"] = priors["conductance_linear"]  # the box's own cells, re-expressed through their DICs
+    for name in _BOX_DIC:  # the box's own cells, re-expressed through their DICs
+        priors[name] = priors["conductance_linear"]
     simulators = {"dic": dic_sim, "conductance_linear": g_sim, "conductance_log": g_sim, "dic_learned": dic_sim,
-                  "dic_box": g_sim}  # fmt: skip
-    models = dict.fromkeys(METHODS + ("dic_box",), model)
+                  **dict.fromkeys(_BOX_DIC, g_sim)}  # fmt: skip
+    models = dict.fromkeys(METHODS + _BOX_DIC, model)
     if wide_dic_box == "conductance":
         wide_dic_box = dic_image_box(model)
     elif wide_dic_box is not None:
@@ -479,9 +483,10 @@ def _compare(model, budgets, n_observations, *, seed, num_posterior_samples, cal
                     for k in range(members):
                         # Member k trains from seed + 1000 k: member 0 is the single network of members=1.
                         tseed = train_seed + 1000 * k
-                        if method == "dic_box":
+                        if method in _BOX_DIC:
                             post, fit = train_box_dic_posterior(
                                 model, theta, x, prior=prior, simulator=simulator, seed=tseed,
+                                fiber_density="npe" if method == "dic_box_npe" else None,
                                 hidden_features=hidden_features, num_transforms=num_transforms,
                                 density_estimator=density_estimator, torch_threads=torch_threads,
                                 show_progress_bars=False, training=settings["training"],
@@ -889,7 +894,7 @@ def _sample(method: str, posterior, x, n: int, rng: np.random.Generator) -> np.n
 
     from .core import degenerate_population
 
-    if method in _LEARNED + ("dic_box",):
+    if method in _LEARNED + _BOX_DIC:
         return posterior.sample((n,), x=x, seed=rng).numpy()
     if method == "dic":
         t = posterior.sample_dics((n,), x=x, seed=rng).to(torch.float64).numpy()
@@ -1095,7 +1100,7 @@ def checkpoint_calibration(checkpoint: str | os.PathLike | Sequence[str | os.Pat
     elif method == "dic":
         out, names = _calibration(posterior, DICPrior(model), DICSimulator(model, **proto), n_pairs, S, seed), ("g_s", "g_u")
     else:
-        scale = "linear" if method == "dic_box" else method.removeprefix("conductance_")  # dic_box: the linear box's cells
+        scale = "linear" if method in _BOX_DIC else method.removeprefix("conductance_")  # the linear box's cells
         prior, sim = ConductancePrior(model, scale), ConductanceSimulator(model, **proto)
         out, names = _calibration(posterior, prior, sim, n_pairs, S, seed), model.conductance_names
     return {**out, "parameters": list(names), "n_pairs": n_pairs, "seed": int(seed)}

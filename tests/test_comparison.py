@@ -481,3 +481,20 @@ def test_dic_box_runs_on_the_box_cells(tmp_path):
     assert isinstance(post, BoxDICPosterior) and post.pair == ("ERG", "CaL")
     cal = checkpoint_calibration(ck, "dic_box", 150, n_pairs=12, seed=1, num_posterior_samples=8)
     assert cal["parameters"] == list(get_model("da").conductance_names) and len(cal["sbc_ks_pvals"]) == 7
+
+
+def test_dic_box_npe_reweights_the_fiber_by_npe(tmp_path):
+    """dic_box_npe: dic_box whose fiber law is the NPE density trained on the same simulations, restricted to the
+    fiber; a harness method with rows, calibration and a checkpoint like the others."""
+    from dic_sbi.comparison import checkpoint_calibration
+    from dic_sbi.sbi.box_dic import BoxDICPosterior
+
+    ck = tmp_path / "ck"
+    r = compare("da", (150,), 2, seed=1, methods=("dic_box_npe",), checkpoint=ck, **TINY)
+    for s in OBSERVATION_SETS:
+        row = r.row("dic_box_npe", 150, s)
+        assert 0 <= row["fidelity"] <= 1 and 0 <= row["sbc_ks_pval_min"] <= 1 and math.isfinite(row["dic_mae_g_s"])
+    post = torch.load(ck / "budget150_dic_box_npe.posterior.pt", weights_only=False)["posterior"]
+    assert isinstance(post, BoxDICPosterior) and post.fiber_density is not None
+    cal = checkpoint_calibration(ck, "dic_box_npe", 150, n_pairs=12, seed=1, num_posterior_samples=8)
+    assert len(cal["sbc_ks_pvals"]) == 7

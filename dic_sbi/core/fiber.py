@@ -137,3 +137,38 @@ def solve_pair(
     solved = done & np.all(g >= 0, axis=1)
     g[~done] = np.nan
     return g, solved
+
+
+def pair_log_jacobian(
+    model: str | ConductanceModel,
+    conductances: ArrayLike,
+    *,
+    pair: tuple[str, str],
+    calcium_path_tau: CalciumPathTau = "model",
+    rel_step: float = 1e-6,
+) -> Array:
+    """``log |det ∂(g_s, g_u) / ∂(g_a, g_b)|`` of each cell ``(N, n_conductances)``: how the DICs change with the
+    compensating pair ``(a, b)``, every other conductance held (central differences of the DICs at the model's
+    reference threshold, exact for a model without calcium up to rounding).
+
+    A density over the other conductances given the DICs, ``q(g_other | g_s, g_u)``, and a density over whole cells
+    ``q(ḡ)`` differ by this factor (:class:`~dic_sbi.sbi.box_dic.BoxDICPosterior`'s reweighted fiber law). Rows
+    that are not finite, or where the DICs do not depend on the pair, give NaN / ``-inf``.
+    """
+    model = get_model(model)
+    g = np.array(conductances, dtype=float)
+    if g.ndim != 2 or g.shape[1] != model.n_conductances:
+        raise InvalidInputError(f"conductances: expected shape (N, {model.n_conductances}), got {g.shape}")
+    a, b = pair_indices(model, pair)
+    leak = model.index("leak")
+    lin = linearize(model, _check_voltage(model, None), calcium_path_tau=calcium_path_tau)
+    jac = np.empty((g.shape[0], 2, 2))
+    for col, k in enumerate((a, b)):
+        h = rel_step * np.maximum(np.abs(g[:, k]), 1.0)
+        up, down = g.copy(), g.copy()
+        up[:, k] += h
+        down[:, k] -= h
+        with np.errstate(invalid="ignore", divide="ignore"):
+            jac[:, :, col] = (lin.raw(up)[:, 1:] - lin.raw(down)[:, 1:]) / (2 * h[:, None] * g[:, leak, None])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(np.abs(jac[:, 0, 0] * jac[:, 1, 1] - jac[:, 0, 1] * jac[:, 1, 0]))

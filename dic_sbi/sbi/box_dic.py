@@ -12,6 +12,15 @@ position in its box range. Both
 factors are trained on the simulations of standard NPE over the linear box (the same prior, the same cells);
 every sample has its DICs exactly and lies in the box (draws whose solved pair leaves the box are redrawn: the
 posterior is truncated to the prior's support, as sbi's are).
+
+With a ``fiber_density`` (a conductance-space posterior on the same box, e.g. standard NPE trained on the same
+simulations), the second factor is that density restricted to the fiber of the drawn DICs,
+
+    q(g_other | g_s, g_u, x) ∝ q_density(ḡ | x) · |∂(g_s, g_u) / ∂(pair)|⁻¹,
+
+sampled by importance resampling with the fiber flow as proposal (``fiber_proposals`` per sample). The whole
+posterior is then ``q_density(ḡ | x) · q(g_s, g_u | x) / q_density(g_s, g_u | x)``: the density's own DIC marginal
+replaced by the DIC posterior's (:meth:`BoxDICPosterior.log_prob`).
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ from .priors import ConductancePrior, DICPrior
 Array = NDArray[np.float64]
 
 MAX_ROUNDS = 200
+#: Fiber-flow proposals per sample when the fiber law is a conductance density restricted to the fiber.
+FIBER_PROPOSALS = 32
 _EPS = 1e-7
 #: Coordinates of the fiber flow over the other conductances.
 COORDINATES = ("logit", "linear")
@@ -60,11 +71,16 @@ class BoxDICPosterior:
         max_rounds: Redraws of samples whose solved pair leaves the box, before they are returned as NaN.
         coordinates: The fiber flow's coordinates of each other conductance: ``"logit"`` (of its position in its box
             range: every draw inside the range) or ``"linear"`` (the position itself; draws outside are redrawn).
+        fiber_density: An sbi posterior over whole cells of the same box and ``x`` (``log_prob_batched``), e.g.
+            standard NPE on the same simulations: the fiber law becomes that density on the fiber, the fiber flow
+            its importance proposal (module docstring). ``None``: the fiber flow is the law.
+        fiber_proposals: Proposals per sample with a ``fiber_density``.
     """
 
     def __init__(self, dic_posterior: Any, fiber_net: Any, model: str | ConductanceModel, *, pair: tuple[str, str],
                  x_dim: int, prior: ConductancePrior, max_rounds: int = MAX_ROUNDS,
-                 coordinates: str = "logit") -> None:  # fmt: skip
+                 coordinates: str = "logit", fiber_density: Any = None,
+                 fiber_proposals: int = FIBER_PROPOSALS) -> None:  # fmt: skip
         from ..core.fiber import pair_indices
 
         self.dic_posterior = dic_posterior
@@ -83,6 +99,13 @@ class BoxDICPosterior:
         if coordinates not in COORDINATES:
             raise InvalidInputError(f"coordinates: expected one of {', '.join(COORDINATES)}, got {coordinates!r}")
         self.coordinates = coordinates
+        if fiber_density is not None and not hasattr(fiber_density, "log_prob_batched"):
+            raise InvalidInputError(f"fiber_density: expected an sbi posterior with log_prob_batched, got "
+                                    f"{type(fiber_density).__name__}")  # fmt: skip
+        if not (isinstance(fiber_proposals, (int, np.integer)) and fiber_proposals >= 1):
+            raise InvalidInputError(f"fiber_proposals: expected an int >= 1, got {fiber_proposals!r}")
+        self.fiber_density = fiber_density
+        self.fiber_proposals = int(fiber_proposals)
         self._default_x: Tensor | None = None
         self.last_unsolved = 0
 
@@ -174,6 +197,108 @@ class BoxDICPosterior:
         g, solved = solve_pair(self.model, g, t[:, 0], t[:, 1], pair=self.pair)
         return g, solved & np.all((g >= self.low) & (g <= self.high), axis=1)
 
+    def fiber_log_prob(self, others: Array, t: Array, x: Tensor) -> Array:
+        """``log q(g_other | t_i, x_i)`` of the fiber flow, a density over the other conductances themselves (the
+        coordinates' Jacobian included), one per row (``x``: one row, or one per row)."""
+        others = np.asarray(others, dtype=float)
+        lo, hi = self.low[self.others], self.high[self.others]
+        u = (others - lo) / (hi - lo)
+        t = torch.as_tensor(t).to(torch.float32).reshape(-1, 2)
+        x = self._rows(x)
+        cond = torch.cat([x.expand(t.shape[0], -1) if x.shape[0] == 1 else x, t], dim=1)
+        with torch.no_grad():
+            w = torch.as_tensor(self.to_w(others), dtype=torch.float32)[None]
+            lq = self.fiber_net.log_prob(w, condition=cond)[0].to(torch.float64).numpy()
+        if self.coordinates == "logit":
+            u = np.clip(u, _EPS, 1.0 - _EPS)
+            return lq - np.sum(np.log(u) + np.log1p(-u) + np.log(hi - lo), axis=1)
+        return lq - np.sum(np.log(hi - lo))
+
+    def _log_weights(self, g: Array, others: Array, t: Array, x: Tensor) -> Array:
+        """Importance log-weights of fiber-flow proposals ``g`` (in the box) for the fiber density:
+        ``log q_density(g | x) - log |∂t / ∂pair| - log q_flow(g_other | t, x)``."""
+        from ..core.fiber import pair_log_jacobian
+
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ld = self.fiber_density.log_prob_batched(torch.as_tensor(g, dtype=torch.float32)[None], x=x,
+                                                     norm_posterior=False)[0].to(torch.float64).numpy()  # fmt: skip
+        return ld - pair_log_jacobian(self.model, g, pair=self.pair) - self.fiber_log_prob(others, t, x)
+
+    def _proposals(self, t: Array, x: Tensor, M: int) -> tuple[Array, Array, NDArray[np.bool_], Array]:
+        """``M`` fiber-flow proposals per row of ``t`` ``(m, 2)`` (row-major: row r's are ``r·M … r·M + M - 1``):
+        the cells, their DICs, whether each lies in the box, and their importance log-weights (``-inf`` outside)."""
+        x = self._rows(x)
+        tt = np.repeat(np.asarray(t, dtype=float), M, axis=0)
+        xx = x.expand(tt.shape[0], -1) if x.shape[0] == 1 else x.repeat_interleave(M, dim=0)
+        others = self.sample_others(tt, xx)
+        g, ok = self.cells_of(tt, others)
+        lw = np.full(tt.shape[0], -np.inf)
+        if ok.any():
+            lw[ok] = self._log_weights(g[ok], others[ok], tt[ok], xx[torch.as_tensor(ok)])
+        return g, tt, ok, lw
+
+    def _fiber_cells(self, t: Array, x: Tensor) -> tuple[Array, NDArray[np.bool_]]:
+        """One cell per row of DICs ``t`` ``(m, 2)`` and ``x`` (one row, or one per row): the fiber law's draw, the
+        pair solved, and whether it lies in the box (torch's global generator: callers seed or fork it)."""
+        if self.fiber_density is None:
+            return self.cells_of(t, self.sample_others(t, x))
+        M, m = self.fiber_proposals, t.shape[0]
+        g, _, _, lw = self._proposals(t, x, M)
+        lw = lw.reshape(m, M)
+        # Importance resampling, one of M per row, by the Gumbel-max trick on torch's generator (seeded by callers).
+        gumbel = -torch.log(-torch.log(torch.rand(m, M, dtype=torch.float64).clamp_min(1e-300))).numpy()
+        pick = np.argmax(lw + gumbel, axis=1)
+        inside = np.isfinite(lw).any(axis=1)
+        return g.reshape(m, M, -1)[np.arange(m), pick], inside
+
+    def log_prob(self, theta: Tensor, x: Tensor | None = None, *, proposals: int = 256, seed: Seed = None) -> Tensor:
+        """Estimated ``log q(ḡ | x)`` of cells ``theta`` ``(N, n_conductances)`` for one observation (``-inf``
+        outside the box; float64).
+
+        With a ``fiber_density``: ``log q_density(ḡ | x) + log q(t | x) - log q_density(t | x)``, ``t`` the cell's
+        DICs, the density's DIC marginal estimated by importance sampling with ``proposals`` fiber-flow draws on
+        ``t``'s fiber. Without: ``log q(t | x) + log q_flow(g_other | t, x) + log |∂t / ∂pair|`` less the log of
+        the box's acceptance (:meth:`acceptance`, at least 1 000 draws). Either way an estimate (seeded by ``seed``),
+        whose error falls as ``proposals`` grows; the finite-proposal sampler approaches it as
+        ``fiber_proposals`` grows.
+        """
+        from ..core import dics as cell_dics
+        from ..core.fiber import pair_log_jacobian
+
+        x = self._rows(x)
+        if x.shape[0] != 1:
+            raise InvalidInputError(f"x: expected one observation, got {x.shape[0]}")
+        if not (isinstance(proposals, (int, np.integer)) and proposals >= 1):
+            raise InvalidInputError(f"proposals: expected an int >= 1, got {proposals!r}")
+        g = np.asarray(torch.as_tensor(theta, dtype=torch.float64), dtype=float).reshape(-1, self.model.n_conductances)
+        out = np.full(g.shape[0], -np.inf)
+        inside = np.isfinite(g).all(axis=1) & np.all((g >= self.low) & (g <= self.high), axis=1)
+        if not inside.any():
+            return torch.as_tensor(out)
+        gi = g[inside]
+        t = cell_dics(self.model, gi)[:, 1:]
+        rng = numpy_rng(seed)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lq_t = self.dic_posterior.log_prob(torch.as_tensor(t, dtype=torch.float32), x=x).to(torch.float64).numpy()
+        if self.fiber_density is None:
+            lp = lq_t + self.fiber_log_prob(gi[:, self.others], t, x) + pair_log_jacobian(self.model, gi, pair=self.pair)
+            n = max(int(proposals), 1000)
+            out[inside] = lp - np.log(max(self.acceptance(x, n=n, seed=rng), 1.0 / n))
+            return torch.as_tensor(out)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(rng.integers(0, 2**62)))
+            _, _, _, lw = self._proposals(t, x, int(proposals))
+        lw = lw.reshape(t.shape[0], int(proposals))
+        top = np.max(lw, axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            log_marginal = (top + np.log(np.mean(np.exp(lw - np.where(np.isfinite(top), top, 0.0)), axis=1, keepdims=True)))[:, 0]
+            ld = self.fiber_density.log_prob_batched(torch.as_tensor(gi, dtype=torch.float32)[None], x=x,
+                                                     norm_posterior=False)[0].to(torch.float64).numpy()  # fmt: skip
+        out[inside] = ld + lq_t - log_marginal
+        return torch.as_tensor(out)
+
     def _draw(self, x: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
         """One cell per row of ``x``: DICs, then the other conductances, then the pair; redrawn until in the box."""
         m = x.shape[0]
@@ -191,9 +316,8 @@ class BoxDICPosterior:
                     t = self.dic_posterior.sample((todo.size,), x=xr[:1], show_progress_bars=False)
                 else:
                     t = self.dic_posterior.sample_batched((1,), x=xr, show_progress_bars=False)[0]
+                g, inside = self._fiber_cells(t.to(torch.float64).numpy(), xr)
                 tn = t.to(torch.float64).numpy()
-                others = self.sample_others(t, xr)
-            g, inside = self.cells_of(tn, others)
             cells[todo[inside]], dics[todo[inside]] = g[inside], tn[inside]
             todo = todo[~inside]
         self.last_unsolved = int(todo.size)
@@ -205,15 +329,16 @@ class BoxDICPosterior:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(int(numpy_rng(seed).integers(0, 2**62)))
             t = self.dic_posterior.sample((n,), x=x, show_progress_bars=False)
-            others = self.sample_others(t, x)
-        return float(np.mean(self.cells_of(t.to(torch.float64).numpy(), others)[1]))
+            return float(np.mean(self._fiber_cells(t.to(torch.float64).numpy(), x)[1]))
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"coordinates": "logit", **state})  # posteriors pickled before coordinates existed
+        # Posteriors pickled before these existed.
+        self.__dict__.update({"coordinates": "logit", "fiber_density": None, "fiber_proposals": FIBER_PROPOSALS, **state})
 
     def __repr__(self) -> str:
-        return (f"BoxDICPosterior({self.model.name!r}, pair {self.pair}, q(g_s, g_u | x) · q({len(self.others)} other "
-                f"conductances | g_s, g_u, x) on the linear box)")
+        fiber = (f"q({len(self.others)} other conductances | g_s, g_u, x)" if self.fiber_density is None else
+                 f"the density on the fiber ({self.fiber_proposals} proposals)")  # fmt: skip
+        return f"BoxDICPosterior({self.model.name!r}, pair {self.pair}, q(g_s, g_u | x) · {fiber} on the linear box)"
 
 
 def box_dic_prior(model: str | ConductanceModel, dics: Array, *, margin: float = 0.05) -> DICPrior:
@@ -240,6 +365,8 @@ def train_box_dic_posterior(
     fiber_num_transforms: int = 5,
     fiber_passes: int | None = 2,
     fiber_coordinates: str = "logit",
+    fiber_density: str | Any | None = None,
+    fiber_proposals: int = FIBER_PROPOSALS,
     density_estimator: str = "nsf",
     training: dict | None = None,
     seed: Seed = None,
@@ -257,7 +384,9 @@ def train_box_dic_posterior(
     as in :func:`~dic_sbi.sbi.train_conductance_posterior` (the DIC factor is trained as that is);
     ``simulator``: the :class:`~dic_sbi.sbi.ConductanceSimulator` that made ``x`` (its feature layout; default
     the model's default one). ``fiber_*``: the fiber flow's width, depth, coupling passes (``None``: fully
-    autoregressive) and coordinates (:class:`BoxDICPosterior`).
+    autoregressive) and coordinates (:class:`BoxDICPosterior`); ``fiber_density``: ``"npe"`` trains standard NPE on
+    the same rows (the same settings as the DIC factor) and makes the fiber law that density on the fiber, with
+    ``fiber_proposals`` fiber-flow proposals per sample; a trained conductance posterior is used as given.
 
     Returns
     -------
@@ -277,6 +406,8 @@ def train_box_dic_posterior(
     pair = box_pair(model) if pair is None else tuple(pair)
     if fiber_coordinates not in COORDINATES:
         raise InvalidInputError(f"fiber_coordinates: expected one of {', '.join(COORDINATES)}, got {fiber_coordinates!r}")
+    if isinstance(fiber_density, str) and fiber_density != "npe":
+        raise InvalidInputError(f"fiber_density: expected 'npe', a trained conductance posterior or None, got {fiber_density!r}")
     g = np.asarray(torch.as_tensor(conductances).detach().cpu().numpy(), dtype=float)
     xa = torch.as_tensor(x, dtype=torch.float32).detach().cpu()
     if g.ndim != 2 or g.shape[1] != model.n_conductances or xa.ndim != 2 or xa.shape[0] != g.shape[0]:
@@ -311,11 +442,21 @@ def train_box_dic_posterior(
                                           x_names=x_names if defined_scaling else None)  # fmt: skip
     finally:
         torch.set_num_threads(threads)
+    density_epochs = None
+    if isinstance(fiber_density, str):  # standard NPE on the same rows, trained as the DIC factor is
+        fiber_density, _, _, dens_inf = _train_npe(
+            prior, simulator, int(keep.sum()), density_estimator=density_estimator, embedding_net=None,
+            hidden_features=hidden_features, num_transforms=num_transforms, training=training, num_workers=1,
+            simulation_batch_size=None, seed=int(gen.integers(0, 2**62)), show_progress_bars=show_progress_bars,
+            theta=torch.as_tensor(g, dtype=torch.float32), x=xa, torch_threads=torch_threads,
+            defined_scaling=defined_scaling,
+        )  # fmt: skip
+        density_epochs = int(dens_inf.summary["epochs_trained"][-1])
     post = BoxDICPosterior(dic_post, fiber, model, pair=pair, x_dim=xa.shape[1], prior=prior,
-                           coordinates=fiber_coordinates)
+                           coordinates=fiber_coordinates, fiber_density=fiber_density, fiber_proposals=fiber_proposals)
     summary = {"rows": int(keep.sum()), "dropped": int((~keep).sum()), "pair": list(pair),
                "dic_epochs": int(inference.summary["epochs_trained"][-1]), "fiber_epochs": fit["epochs"],
-               "fiber_best_validation_loss": fit["best_validation_loss"]}  # fmt: skip
+               "fiber_best_validation_loss": fit["best_validation_loss"], "density_epochs": density_epochs}  # fmt: skip
     return post, summary
 
 

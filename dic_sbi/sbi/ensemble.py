@@ -129,7 +129,8 @@ def mixture_posterior(posteriors: Sequence[Any]) -> Any:
 
     ``posteriors``: trained on the same simulations with different seeds, either sbi ``DirectPosterior`` (standard
     NPE), :class:`~dic_sbi.sbi.DICPosterior` (whose learned free-conductance laws, if any, are mixed too:
-    :func:`mixture_free_conductances`) or :class:`~dic_sbi.sbi.box_dic.BoxDICPosterior` (both factors mixed). The
+    :func:`mixture_free_conductances`) or :class:`~dic_sbi.sbi.box_dic.BoxDICPosterior` (both factors, and the fiber
+    densities if any, mixed). The
     first one gives the prior, model, pair, simulator, conditions, training jitter and firing emulator. For the
     two-factor posteriors each factor is its own mixture: a draw's DIC member and its second factor's member are
     chosen independently.
@@ -150,11 +151,17 @@ def mixture_posterior(posteriors: Sequence[Any]) -> Any:
         if any(p.pair != first.pair or p.x_dim != first.x_dim or p.model.name != first.model.name
                or p.coordinates != first.coordinates for p in posteriors):  # fmt: skip
             raise InvalidInputError("posteriors: the BoxDICPosterior to mix differ in model, pair, x width or coordinates")
+        dens = [p.fiber_density for p in posteriors]
+        if any(d is None for d in dens) and not all(d is None for d in dens):
+            raise InvalidInputError("posteriors: some BoxDICPosterior have a fiber density and some do not")
+        if dens[0] is not None:  # the densities are mixed too (they must be sbi DirectPosterior to be)
+            dens[0] = mixture_posterior(dens)
         dic = MixtureEstimator([p.dic_posterior.posterior_estimator for p in posteriors]).eval()
         return BoxDICPosterior(DirectPosterior(posterior_estimator=dic, prior=first.dic_posterior.prior),
                                MixtureEstimator([p.fiber_net for p in posteriors]).eval(), first.model, pair=first.pair,
                                x_dim=first.x_dim, prior=first.prior, max_rounds=first.max_rounds,
-                               coordinates=first.coordinates)  # fmt: skip
+                               coordinates=first.coordinates, fiber_density=dens[0],
+                               fiber_proposals=first.fiber_proposals)  # fmt: skip
     if not all(isinstance(p, DICPosterior) for p in posteriors):
         raise InvalidInputError("posteriors: expected all sbi DirectPosterior, all DICPosterior or all BoxDICPosterior, got "
                                 + ", ".join(type(p).__name__ for p in posteriors))  # fmt: skip
