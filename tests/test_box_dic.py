@@ -174,3 +174,129 @@ def test_linear_fiber_coordinates_and_bad_settings(trained):
     with pytest.raises(InvalidInputError, match="coordinates"):
         BoxDICPosterior(post.dic_posterior, post.fiber_net, "da", pair=post.pair, x_dim=post.x_dim, prior=prior,
                         coordinates="log")  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["da", "stg"])
+def test_pair_log_jacobian_against_dics(name):
+    """log |∂(g_s, g_u) / ∂pair| against central differences of :func:`dics` itself (an independent path: the
+    full DIC computation, a coarser step), for DA (linear) and STG (calcium through the other conductances)."""
+    from dic_sbi.core.fiber import pair_indices, pair_log_jacobian
+
+    m = get_model(name)
+    pair = box_pair(m)
+    g = _box_cells(name, 20, 6)
+    jac = np.empty((20, 2, 2))
+    for col, k in enumerate(pair_indices(m, pair)):
+        h = 1e-4 * np.maximum(g[:, k], 1.0)
+        up, down = g.copy(), g.copy()
+        up[:, k] += h
+        down[:, k] -= h
+        jac[:, :, col] = (dics(m, up)[:, 1:] - dics(m, down)[:, 1:]) / (2 * h[:, None])
+    np.testing.assert_allclose(pair_log_jacobian(m, g, pair=pair), np.log(np.abs(np.linalg.det(jac))), atol=1e-6)
+    with pytest.raises(InvalidInputError, match="shape"):
+        pair_log_jacobian(m, g[:, :3], pair=pair)
+
+
+@pytest.fixture(scope="module")
+def with_density(trained):
+    """The trained posterior with a standard NPE on the same simulations as its fiber density."""
+    from dic_sbi.sbi import train_conductance_posterior
+    from dic_sbi.sbi.box_dic import BoxDICPosterior
+
+    post, _, x, prior = trained
+    theta = prior.sample((300,), seed=0)
+    run = train_conductance_posterior("da", 300, scale="linear", prior=prior, theta=theta, x=x, seed=3,
+                                      training=dict(max_num_epochs=3), show_progress_bars=False)  # fmt: skip
+    return BoxDICPosterior(post.dic_posterior, post.fiber_net, "da", pair=post.pair, x_dim=post.x_dim, prior=prior,
+                           fiber_density=run.posterior, fiber_proposals=16), run.posterior, x, prior  # fmt: skip
+
+
+def test_fiber_density_samples_box_cells_with_exact_dics(with_density):
+    """With a fiber density, samples are still box cells with their DICs exactly, seeded, batched; they follow the
+    density: more NPE log-density on average than the plain fiber flow's samples of the same DICs."""
+    dens, npe, x, prior = with_density
+    g, t = dens.sample((300,), x=x[:1], seed=3, return_dics=True)
+    ok = torch.isfinite(g).all(dim=1)
+    assert ok.float().mean() > 0.9
+    assert bool(((g[ok] >= prior.low.double()) & (g[ok] <= prior.high.double())).all())
+    np.testing.assert_allclose(dics("da", g[ok].numpy())[:, 1:], t[ok].numpy(), rtol=0, atol=1e-6)
+    assert torch.equal(dens.sample((40,), x=x[:1], seed=4), dens.sample((40,), x=x[:1], seed=4))
+    assert dens.sample_batched((5,), x=x[:3], seed=2).shape == (5, 3, 7)
+    # The resampling moves the draws towards the density: compare with the plain flow's draws on the same DICs.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        plain, ok_p = dens.cells_of(t[ok].numpy(), dens.sample_others(t[ok], x[:1]))
+    lp = lambda c: npe.log_prob(torch.as_tensor(c, dtype=torch.float32), x=x[:1], norm_posterior=False).mean()  # noqa: E731
+    assert float(lp(g[ok])) > float(lp(plain[ok_p]))
+    assert "density on the fiber" in repr(dens)
+    with pytest.raises(InvalidInputError, match="fiber_density"):
+        type(dens)(dens.dic_posterior, dens.fiber_net, "da", pair=dens.pair, x_dim=dens.x_dim, prior=prior,
+                   fiber_density=object())  # fmt: skip
+    with pytest.raises(InvalidInputError, match="fiber_proposals"):
+        type(dens)(dens.dic_posterior, dens.fiber_net, "da", pair=dens.pair, x_dim=dens.x_dim, prior=prior,
+                   fiber_density=npe, fiber_proposals=0)  # fmt: skip
+
+
+def test_log_prob_against_brute_force_marginal(with_density, trained):
+    """``log_prob`` with a fiber density is ``log q_density(θ) + log q(t) - log Z(t)``, ``Z(t)`` the density's
+    mass on the fiber of ``t`` (its DIC marginal): the estimate (defensive importance sampling, 2 048 draws) against
+    plain Monte Carlo over the other conductances' box (20 000 uniform draws per fiber). Without a density, the
+    fiber flow's density over the conductances carries its coordinates' Jacobian (against finite differences of
+    ``to_w``); outside the box log_prob is -inf."""
+    from dic_sbi.core.fiber import pair_log_jacobian
+
+    dens, npe, x, prior = with_density
+    post = trained[0]
+    torch.manual_seed(1)
+    g = npe.sample((5,), x=x[:1], show_progress_bars=False).double().numpy()
+    t = dics("da", g)[:, 1:]
+
+    def log_density(cells):
+        return npe.log_prob_batched(torch.as_tensor(cells, dtype=torch.float32)[None], x=x[:1],
+                                    norm_posterior=False)[0].double().numpy()  # fmt: skip
+
+    lq_t = dens.dic_posterior.log_prob(torch.as_tensor(t, dtype=torch.float32), x=x[:1]).double().numpy()
+    estimated = log_density(g) + lq_t - dens.log_prob(g, x=x[:1], seed=1, proposals=2048).numpy()
+    rng = np.random.default_rng(0)
+    lo, hi = dens.low[dens.others], dens.high[dens.others]
+    for i in range(5):
+        others = lo + (hi - lo) * rng.random((20000, lo.size))
+        cells, ok = dens.cells_of(np.repeat(t[i : i + 1], 20000, axis=0), others)
+        w = np.zeros(20000)
+        w[ok] = np.exp(log_density(cells[ok]) - pair_log_jacobian("da", cells[ok], pair=dens.pair)) * np.prod(hi - lo)
+        assert abs(estimated[i] - np.log(w.mean())) < 0.25, (i, estimated[i], np.log(w.mean()))
+    # The flow's density over the other conductances: its density over w times |dw/do| (diagonal map).
+    o = g[:, post.others]
+    h = 1e-6 * (post.high - post.low)[post.others]
+    dw = (post.to_w(o + h) - post.to_w(o - h)) / (2 * h)
+    cond = torch.cat([x[:1].expand(5, -1), torch.as_tensor(t, dtype=torch.float32)], 1)
+    with torch.no_grad():
+        lw = post.fiber_net.log_prob(torch.as_tensor(post.to_w(o), dtype=torch.float32)[None], condition=cond)[0]
+    np.testing.assert_allclose(post.fiber_log_prob(o, t, x[:1]), lw.double().numpy() + np.log(np.abs(dw)).sum(1),
+                               atol=1e-4)  # fmt: skip
+    assert np.isfinite(post.log_prob(g, x=x[:1], seed=0).numpy()).all()
+    out = g[:2].copy()
+    out[:, 0] = float(prior.high[0]) * 2
+    assert torch.isinf(dens.log_prob(out, x=x[:1], seed=0)).all() and torch.isinf(post.log_prob(out, x=x[:1])).all()
+    with pytest.raises(InvalidInputError, match="one observation"):
+        dens.log_prob(g[:2], x=x[:2])
+
+
+def test_training_with_a_density_and_mixing(trained):
+    """train_box_dic_posterior(fiber_density="npe") trains NPE on the same rows; mixtures mix the densities too."""
+    from dic_sbi.sbi import mixture_posterior
+    from dic_sbi.sbi.box_dic import train_box_dic_posterior
+
+    _, _, x, prior = trained
+    theta = prior.sample((300,), seed=0)
+    post, summary = train_box_dic_posterior("da", theta, x, prior=prior, seed=4, fiber_density="npe",
+                                            fiber_proposals=8, training=dict(max_num_epochs=2),
+                                            simulator=ConductanceSimulator("da", duration=1500.0, transient=500.0),
+                                            show_progress_bars=False)  # fmt: skip
+    assert post.fiber_density is not None and post.fiber_proposals == 8 and summary["density_epochs"] >= 1
+    mix = mixture_posterior([post, post])
+    assert mix.fiber_density is not None and mix.sample((5,), x=x[:1], seed=0).shape == (5, 7)
+    with pytest.raises(InvalidInputError, match="have a fiber density and some do not"):
+        mixture_posterior([post, trained[0]])
+    with pytest.raises(InvalidInputError, match="fiber_density"):
+        train_box_dic_posterior("da", theta, x, fiber_density="flow", show_progress_bars=False)

@@ -44,6 +44,8 @@ Array = NDArray[np.float64]
 MAX_ROUNDS = 200
 #: Fiber-flow proposals per sample when the fiber law is a conductance density restricted to the fiber.
 FIBER_PROPOSALS = 32
+#: Weight of the uniform component in :meth:`BoxDICPosterior.log_prob`'s proposal (defensive importance sampling).
+LOG_PROB_DEFENSIVE = 0.5
 _EPS = 1e-7
 #: Coordinates of the fiber flow over the other conductances.
 COORDINATES = ("logit", "linear")
@@ -214,28 +216,38 @@ class BoxDICPosterior:
             return lq - np.sum(np.log(u) + np.log1p(-u) + np.log(hi - lo), axis=1)
         return lq - np.sum(np.log(hi - lo))
 
-    def _log_weights(self, g: Array, others: Array, t: Array, x: Tensor) -> Array:
-        """Importance log-weights of fiber-flow proposals ``g`` (in the box) for the fiber density:
-        ``log q_density(g | x) - log |∂t / ∂pair| - log q_flow(g_other | t, x)``."""
+    def _log_weights(self, g: Array, others: Array, t: Array, x: Tensor, defensive: float = 0.0) -> Array:
+        """Importance log-weights of proposals ``g`` (in the box) for the fiber density:
+        ``log q_density(g | x) - log |∂t / ∂pair| - log q_proposal(g_other | t, x)`` (:meth:`_proposals`)."""
         from ..core.fiber import pair_log_jacobian
 
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ld = self.fiber_density.log_prob_batched(torch.as_tensor(g, dtype=torch.float32)[None], x=x,
                                                      norm_posterior=False)[0].to(torch.float64).numpy()  # fmt: skip
-        return ld - pair_log_jacobian(self.model, g, pair=self.pair) - self.fiber_log_prob(others, t, x)
+        lq = self.fiber_log_prob(others, t, x)
+        if defensive > 0:
+            log_uniform = -np.sum(np.log(self.high[self.others] - self.low[self.others]))
+            lq = np.logaddexp(np.log1p(-defensive) + lq, np.log(defensive) + log_uniform)
+        return ld - pair_log_jacobian(self.model, g, pair=self.pair) - lq
 
-    def _proposals(self, t: Array, x: Tensor, M: int) -> tuple[Array, Array, NDArray[np.bool_], Array]:
-        """``M`` fiber-flow proposals per row of ``t`` ``(m, 2)`` (row-major: row r's are ``r·M … r·M + M - 1``):
-        the cells, their DICs, whether each lies in the box, and their importance log-weights (``-inf`` outside)."""
+    def _proposals(self, t: Array, x: Tensor, M: int, defensive: float = 0.0) -> tuple[Array, Array, NDArray[np.bool_], Array]:
+        """``M`` proposals per row of ``t`` ``(m, 2)`` (row-major: row r's are ``r·M … r·M + M - 1``): the cells,
+        their DICs, whether each lies in the box, and their importance log-weights (``-inf`` outside). The proposal
+        is the fiber flow, or with ``defensive`` > 0 its mixture with the uniform law over the other conductances'
+        box ranges (weight ``defensive``: bounded weights wherever the flow misses the density's mass)."""
         x = self._rows(x)
         tt = np.repeat(np.asarray(t, dtype=float), M, axis=0)
         xx = x.expand(tt.shape[0], -1) if x.shape[0] == 1 else x.repeat_interleave(M, dim=0)
         others = self.sample_others(tt, xx)
+        if defensive > 0:
+            lo, hi = self.low[self.others], self.high[self.others]
+            uniform = torch.rand(tt.shape[0], dtype=torch.float64).numpy() < defensive
+            others[uniform] = lo + (hi - lo) * torch.rand(int(uniform.sum()), lo.size, dtype=torch.float64).numpy()
         g, ok = self.cells_of(tt, others)
         lw = np.full(tt.shape[0], -np.inf)
         if ok.any():
-            lw[ok] = self._log_weights(g[ok], others[ok], tt[ok], xx[torch.as_tensor(ok)])
+            lw[ok] = self._log_weights(g[ok], others[ok], tt[ok], xx[torch.as_tensor(ok)], defensive)
         return g, tt, ok, lw
 
     def _fiber_cells(self, t: Array, x: Tensor) -> tuple[Array, NDArray[np.bool_]]:
@@ -257,8 +269,8 @@ class BoxDICPosterior:
         outside the box; float64).
 
         With a ``fiber_density``: ``log q_density(ḡ | x) + log q(t | x) - log q_density(t | x)``, ``t`` the cell's
-        DICs, the density's DIC marginal estimated by importance sampling with ``proposals`` fiber-flow draws on
-        ``t``'s fiber. Without: ``log q(t | x) + log q_flow(g_other | t, x) + log |∂t / ∂pair|`` less the log of
+        DICs, the density's DIC marginal estimated by importance sampling with ``proposals`` draws on ``t``'s fiber
+        (half from the fiber flow, half uniform over the other conductances' ranges). Without: ``log q(t | x) + log q_flow(g_other | t, x) + log |∂t / ∂pair|`` less the log of
         the box's acceptance (:meth:`acceptance`, at least 1 000 draws). Either way an estimate (seeded by ``seed``),
         whose error falls as ``proposals`` grows; the finite-proposal sampler approaches it as
         ``fiber_proposals`` grows.
@@ -289,7 +301,7 @@ class BoxDICPosterior:
             return torch.as_tensor(out)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(rng.integers(0, 2**62)))
-            _, _, _, lw = self._proposals(t, x, int(proposals))
+            _, _, _, lw = self._proposals(t, x, int(proposals), defensive=LOG_PROB_DEFENSIVE)
         lw = lw.reshape(t.shape[0], int(proposals))
         top = np.max(lw, axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
