@@ -231,9 +231,9 @@ class BoxDICPosterior:
             lq = np.logaddexp(np.log1p(-defensive) + lq, np.log(defensive) + log_uniform)
         return ld - pair_log_jacobian(self.model, g, pair=self.pair) - lq
 
-    def _proposals(self, t: Array, x: Tensor, M: int, defensive: float = 0.0) -> tuple[Array, Array, NDArray[np.bool_], Array]:
-        """``M`` proposals per row of ``t`` ``(m, 2)`` (row-major: row r's are ``r·M … r·M + M - 1``): the cells,
-        their DICs, whether each lies in the box, and their importance log-weights (``-inf`` outside). The proposal
+    def _proposals(self, t: Array, x: Tensor, M: int, defensive: float = 0.0) -> tuple[Array, Array]:
+        """``M`` proposals per row of ``t`` ``(m, 2)`` (row-major: row r's are ``r·M … r·M + M - 1``): the cells
+        and their importance log-weights (``-inf`` outside the box). The proposal
         is the fiber flow, or with ``defensive`` > 0 its mixture with the uniform law over the other conductances'
         box ranges (weight ``defensive``: bounded weights wherever the flow misses the density's mass)."""
         x = self._rows(x)
@@ -248,7 +248,7 @@ class BoxDICPosterior:
         lw = np.full(tt.shape[0], -np.inf)
         if ok.any():
             lw[ok] = self._log_weights(g[ok], others[ok], tt[ok], xx[torch.as_tensor(ok)], defensive)
-        return g, tt, ok, lw
+        return g, lw
 
     def _fiber_cells(self, t: Array, x: Tensor) -> tuple[Array, NDArray[np.bool_]]:
         """One cell per row of DICs ``t`` ``(m, 2)`` and ``x`` (one row, or one per row): the fiber law's draw, the
@@ -256,7 +256,7 @@ class BoxDICPosterior:
         if self.fiber_density is None:
             return self.cells_of(t, self.sample_others(t, x))
         M, m = self.fiber_proposals, t.shape[0]
-        g, _, _, lw = self._proposals(t, x, M)
+        g, lw = self._proposals(t, x, M)
         lw = lw.reshape(m, M)
         # Importance resampling, one of M per row, by the Gumbel-max trick on torch's generator (seeded by callers).
         gumbel = -torch.log(-torch.log(torch.rand(m, M, dtype=torch.float64).clamp_min(1e-300))).numpy()
@@ -270,10 +270,10 @@ class BoxDICPosterior:
 
         With a ``fiber_density``: ``log q_density(ḡ | x) + log q(t | x) - log q_density(t | x)``, ``t`` the cell's
         DICs, the density's DIC marginal estimated by importance sampling with ``proposals`` draws on ``t``'s fiber
-        (half from the fiber flow, half uniform over the other conductances' ranges). Without: ``log q(t | x) + log q_flow(g_other | t, x) + log |∂t / ∂pair|`` less the log of
-        the box's acceptance (:meth:`acceptance`, at least 1 000 draws). Either way an estimate (seeded by ``seed``),
-        whose error falls as ``proposals`` grows; the finite-proposal sampler approaches it as
-        ``fiber_proposals`` grows.
+        (half from the fiber flow, half uniform over the other conductances' ranges). Without:
+        ``log q(t | x) + log q_flow(g_other | t, x) + log |∂t / ∂pair|`` less the log of the box's acceptance
+        (:meth:`acceptance`, at least 1 000 draws). Either way an estimate (seeded by ``seed``) whose error falls as
+        ``proposals`` grows; the sampler's finite ``fiber_proposals`` approach it as they grow.
         """
         from ..core import dics as cell_dics
         from ..core.fiber import pair_log_jacobian
@@ -301,7 +301,7 @@ class BoxDICPosterior:
             return torch.as_tensor(out)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(rng.integers(0, 2**62)))
-            _, _, _, lw = self._proposals(t, x, int(proposals), defensive=LOG_PROB_DEFENSIVE)
+            _, lw = self._proposals(t, x, int(proposals), defensive=LOG_PROB_DEFENSIVE)
         lw = lw.reshape(t.shape[0], int(proposals))
         top = np.max(lw, axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
