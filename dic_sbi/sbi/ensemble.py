@@ -130,10 +130,9 @@ def mixture_posterior(posteriors: Sequence[Any]) -> Any:
     ``posteriors``: trained on the same simulations with different seeds, either sbi ``DirectPosterior`` (standard
     NPE), :class:`~dic_sbi.sbi.DICPosterior` (whose learned free-conductance laws, if any, are mixed too:
     :func:`mixture_free_conductances`) or :class:`~dic_sbi.sbi.box_dic.BoxDICPosterior` (both factors, and the fiber
-    densities if any, mixed). The
-    first one gives the prior, model, pair, simulator, conditions, training jitter and firing emulator. For the
-    two-factor posteriors each factor is its own mixture: a draw's DIC member and its second factor's member are
-    chosen independently.
+    densities if any, mixed). The first one gives the prior, model, pair, simulator, conditions, training jitter and
+    firing emulator. For the two-factor posteriors each factor is its own mixture: a draw's DIC member and its
+    second factor's member are chosen independently.
     """
     from sbi.inference.posteriors import DirectPosterior
 
