@@ -300,3 +300,19 @@ def test_training_with_a_density_and_mixing(trained):
         mixture_posterior([post, trained[0]])
     with pytest.raises(InvalidInputError, match="fiber_density"):
         train_box_dic_posterior("da", theta, x, fiber_density="flow", show_progress_bars=False)
+
+
+def test_fiber_density_in_chunks(with_density, monkeypatch):
+    """Proposals are evaluated in chunks of rows (sbi's run_sbc asks for 10⁵–10⁶ cells at once): with a tiny chunk,
+    samples and log_prob are still box cells with exact DICs and finite densities."""
+    import dic_sbi.sbi.box_dic as box_dic
+
+    dens, _, x, prior = with_density
+    monkeypatch.setattr(box_dic, "PROPOSAL_CHUNK", 40)  # 16 proposals: 2 rows per chunk
+    g, t = dens.sample((25,), x=x[:1], seed=3, return_dics=True)
+    ok = torch.isfinite(g).all(dim=1)
+    assert ok.float().mean() > 0.9
+    assert bool(((g[ok] >= prior.low.double()) & (g[ok] <= prior.high.double())).all())
+    np.testing.assert_allclose(dics("da", g[ok].numpy())[:, 1:], t[ok].numpy(), rtol=0, atol=1e-6)
+    assert dens.sample_batched((3,), x=x[:5], seed=1).shape == (3, 5, 7)
+    assert np.isfinite(dens.log_prob(g[ok][:5], x=x[:1], seed=0, proposals=16).numpy()).all()

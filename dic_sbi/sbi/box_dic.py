@@ -46,6 +46,8 @@ MAX_ROUNDS = 200
 FIBER_PROPOSALS = 32
 #: Weight of the uniform component in :meth:`BoxDICPosterior.log_prob`'s proposal (defensive importance sampling).
 LOG_PROB_DEFENSIVE = 0.5
+#: Proposals evaluated at once (memory: a few hundred bytes each).
+PROPOSAL_CHUNK = 1 << 16
 _EPS = 1e-7
 #: Coordinates of the fiber flow over the other conductances.
 COORDINATES = ("logit", "linear")
@@ -256,13 +258,20 @@ class BoxDICPosterior:
         if self.fiber_density is None:
             return self.cells_of(t, self.sample_others(t, x))
         M, m = self.fiber_proposals, t.shape[0]
-        g, lw = self._proposals(t, x, M)
-        lw = lw.reshape(m, M)
-        # Importance resampling, one of M per row, by the Gumbel-max trick on torch's generator (seeded by callers).
-        gumbel = -torch.log(-torch.log(torch.rand(m, M, dtype=torch.float64).clamp_min(1e-300))).numpy()
-        pick = np.argmax(lw + gumbel, axis=1)
-        inside = np.isfinite(lw).any(axis=1)
-        return g.reshape(m, M, -1)[np.arange(m), pick], inside
+        x = self._rows(x)
+        cells = np.full((m, self.model.n_conductances), np.nan)
+        inside = np.zeros(m, dtype=bool)
+        step = max(1, PROPOSAL_CHUNK // M)  # rows per chunk: sbi's run_sbc asks for 10⁵–10⁶ cells at once
+        for lo in range(0, m, step):
+            rows = slice(lo, min(m, lo + step))
+            g, lw = self._proposals(t[rows], x if x.shape[0] == 1 else x[rows], M)
+            n = g.shape[0] // M
+            lw = lw.reshape(n, M)
+            # Importance resampling, one of M per row, by the Gumbel-max trick on torch's generator (seeded by callers).
+            gumbel = -torch.log(-torch.log(torch.rand(n, M, dtype=torch.float64).clamp_min(1e-300))).numpy()
+            cells[rows] = g.reshape(n, M, -1)[np.arange(n), np.argmax(lw + gumbel, axis=1)]
+            inside[rows] = np.isfinite(lw).any(axis=1)
+        return cells, inside
 
     def log_prob(self, theta: Tensor, x: Tensor | None = None, *, proposals: int = 256, seed: Seed = None) -> Tensor:
         """Estimated ``log q(ḡ | x)`` of cells ``theta`` ``(N, n_conductances)`` for one observation (``-inf``
@@ -299,10 +308,12 @@ class BoxDICPosterior:
             n = max(int(proposals), 1000)
             out[inside] = lp - np.log(max(self.acceptance(x, n=n, seed=rng), 1.0 / n))
             return torch.as_tensor(out)
+        P = int(proposals)
+        step = max(1, PROPOSAL_CHUNK // P)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(rng.integers(0, 2**62)))
-            _, lw = self._proposals(t, x, int(proposals), defensive=LOG_PROB_DEFENSIVE)
-        lw = lw.reshape(t.shape[0], int(proposals))
+            lw = np.concatenate([self._proposals(t[lo : lo + step], x, P, defensive=LOG_PROB_DEFENSIVE)[1]
+                                 for lo in range(0, t.shape[0], step)]).reshape(t.shape[0], P)  # fmt: skip
         top = np.max(lw, axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):
             log_marginal = (top + np.log(np.mean(np.exp(lw - np.where(np.isfinite(top), top, 0.0)), axis=1, keepdims=True)))[:, 0]
