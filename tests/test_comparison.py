@@ -465,36 +465,22 @@ def test_members_make_every_method_an_ensemble(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_dic_box_runs_on_the_box_cells(tmp_path):
-    """dic_box: the DIC-space posterior trained on the conductance box's own cells (dic_sbi.sbi.box_dic), a method
-    of the harness like the others: rows on both observation sets, conductance-space SBC / TARP on box pairs,
-    kept in the checkpoint and calibrated again from it."""
+@pytest.mark.parametrize("method", ["dic_box", "dic_box_npe"])
+def test_dic_box_runs_on_the_box_cells(tmp_path, method):
+    """dic_box: the DIC-space posterior trained on the conductance box's own cells (dic_sbi.sbi.box_dic), and
+    dic_box_npe, whose fiber law is the NPE density trained on the same simulations restricted to the fiber: methods
+    of the harness like the others: rows on both observation sets, conductance-space SBC / TARP on box pairs, kept
+    in the checkpoint and calibrated again from it."""
     from dic_sbi.comparison import checkpoint_calibration
     from dic_sbi.sbi.box_dic import BoxDICPosterior
 
     ck = tmp_path / "ck"
-    r = compare("da", (150,), 2, seed=1, methods=("dic_box",), checkpoint=ck, **TINY)
+    r = compare("da", (150,), 2, seed=1, methods=(method,), checkpoint=ck, **TINY)
     for s in OBSERVATION_SETS:
-        row = r.row("dic_box", 150, s)
+        row = r.row(method, 150, s)
         assert 0 <= row["fidelity"] <= 1 and 0 <= row["sbc_ks_pval_min"] <= 1 and math.isfinite(row["dic_mae_g_s"])
-    post = torch.load(ck / "budget150_dic_box.posterior.pt", weights_only=False)["posterior"]
+    post = torch.load(ck / f"budget150_{method}.posterior.pt", weights_only=False)["posterior"]
     assert isinstance(post, BoxDICPosterior) and post.pair == ("ERG", "CaL")
-    cal = checkpoint_calibration(ck, "dic_box", 150, n_pairs=12, seed=1, num_posterior_samples=8)
+    assert (post.fiber_density is not None) == (method == "dic_box_npe")
+    cal = checkpoint_calibration(ck, method, 150, n_pairs=12, seed=1, num_posterior_samples=8)
     assert cal["parameters"] == list(get_model("da").conductance_names) and len(cal["sbc_ks_pvals"]) == 7
-
-
-def test_dic_box_npe_reweights_the_fiber_by_npe(tmp_path):
-    """dic_box_npe: dic_box whose fiber law is the NPE density trained on the same simulations, restricted to the
-    fiber; a harness method with rows, calibration and a checkpoint like the others."""
-    from dic_sbi.comparison import checkpoint_calibration
-    from dic_sbi.sbi.box_dic import BoxDICPosterior
-
-    ck = tmp_path / "ck"
-    r = compare("da", (150,), 2, seed=1, methods=("dic_box_npe",), checkpoint=ck, **TINY)
-    for s in OBSERVATION_SETS:
-        row = r.row("dic_box_npe", 150, s)
-        assert 0 <= row["fidelity"] <= 1 and 0 <= row["sbc_ks_pval_min"] <= 1 and math.isfinite(row["dic_mae_g_s"])
-    post = torch.load(ck / "budget150_dic_box_npe.posterior.pt", weights_only=False)["posterior"]
-    assert isinstance(post, BoxDICPosterior) and post.fiber_density is not None
-    cal = checkpoint_calibration(ck, "dic_box_npe", 150, n_pairs=12, seed=1, num_posterior_samples=8)
-    assert len(cal["sbc_ks_pvals"]) == 7

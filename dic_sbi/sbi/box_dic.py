@@ -181,14 +181,17 @@ class BoxDICPosterior:
         u = 1.0 / (1.0 + np.exp(-w)) if self.coordinates == "logit" else w
         return lo + (hi - lo) * u
 
+    def _condition(self, t: Array | Tensor, x: Tensor) -> Tensor:
+        """The fiber flow's condition ``(x_i, t_i)`` for each row of DICs ``t`` (``x``: one row, or one per row)."""
+        t = torch.as_tensor(t).to(torch.float32).reshape(-1, 2)
+        x = self._rows(x)
+        return torch.cat([x.expand(t.shape[0], -1) if x.shape[0] == 1 else x, t], dim=1)
+
     def sample_others(self, t: Array | Tensor, x: Tensor) -> Array:
         """The other conductances ``(N, n_others)``, one draw of ``q(g_other | t_i, x_i)`` per row of ``t``
         (``x``: one row, or one per row), from torch's global generator (callers seed or fork it)."""
-        t = torch.as_tensor(t).to(torch.float32).reshape(-1, 2)
-        x = self._rows(x)
-        cond = torch.cat([x.expand(t.shape[0], -1) if x.shape[0] == 1 else x, t], dim=1)
         with torch.no_grad():
-            return self.from_w(self.fiber_net.sample((1,), condition=cond)[0].to(torch.float64).numpy())
+            return self.from_w(self.fiber_net.sample((1,), condition=self._condition(t, x))[0].to(torch.float64).numpy())
 
     def cells_of(self, t: Array, others: Array) -> tuple[Array, NDArray[np.bool_]]:
         """Cells from DICs ``t`` ``(N, 2)`` and the other conductances ``(N, n_others)``, the pair solved, and
@@ -207,26 +210,28 @@ class BoxDICPosterior:
         others = np.asarray(others, dtype=float)
         lo, hi = self.low[self.others], self.high[self.others]
         u = (others - lo) / (hi - lo)
-        t = torch.as_tensor(t).to(torch.float32).reshape(-1, 2)
-        x = self._rows(x)
-        cond = torch.cat([x.expand(t.shape[0], -1) if x.shape[0] == 1 else x, t], dim=1)
         with torch.no_grad():
             w = torch.as_tensor(self.to_w(others), dtype=torch.float32)[None]
-            lq = self.fiber_net.log_prob(w, condition=cond)[0].to(torch.float64).numpy()
+            lq = self.fiber_net.log_prob(w, condition=self._condition(t, x))[0].to(torch.float64).numpy()
         if self.coordinates == "logit":
             u = np.clip(u, _EPS, 1.0 - _EPS)
             return lq - np.sum(np.log(u) + np.log1p(-u) + np.log(hi - lo), axis=1)
         return lq - np.sum(np.log(hi - lo))
+
+    def _density_log_prob(self, g: Array, x: Tensor) -> Array:
+        """``log q_density(g_i | x_i)`` of the fiber density, unnormalised (its leakage out of the box is a constant
+        per ``x`` that every ratio here cancels); ``x``: one row, or one per row of ``g``."""
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self.fiber_density.log_prob_batched(torch.as_tensor(g, dtype=torch.float32)[None], x=x,
+                                                       norm_posterior=False)[0].to(torch.float64).numpy()  # fmt: skip
 
     def _log_weights(self, g: Array, others: Array, t: Array, x: Tensor, defensive: float = 0.0) -> Array:
         """Importance log-weights of proposals ``g`` (in the box) for the fiber density:
         ``log q_density(g | x) - log |∂t / ∂pair| - log q_proposal(g_other | t, x)`` (:meth:`_proposals`)."""
         from ..core.fiber import pair_log_jacobian
 
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ld = self.fiber_density.log_prob_batched(torch.as_tensor(g, dtype=torch.float32)[None], x=x,
-                                                     norm_posterior=False)[0].to(torch.float64).numpy()  # fmt: skip
+        ld = self._density_log_prob(g, x)
         lq = self.fiber_log_prob(others, t, x)
         if defensive > 0:
             log_uniform = -np.sum(np.log(self.high[self.others] - self.low[self.others]))
@@ -252,24 +257,31 @@ class BoxDICPosterior:
             lw[ok] = self._log_weights(g[ok], others[ok], tt[ok], xx[torch.as_tensor(ok)], defensive)
         return g, lw
 
+    def _proposal_chunks(self, t: Array, x: Tensor, M: int, defensive: float = 0.0):
+        """:meth:`_proposals` over chunks of rows of ``t`` (at most :data:`PROPOSAL_CHUNK` proposals each: sbi's
+        ``run_sbc`` asks for 10⁵–10⁶ cells at once): yields each chunk's rows (a slice), cells ``(n, M, k)`` and
+        log-weights ``(n, M)``."""
+        x = self._rows(x)
+        step = max(1, PROPOSAL_CHUNK // M)
+        for lo in range(0, t.shape[0], step):
+            rows = slice(lo, min(t.shape[0], lo + step))
+            g, lw = self._proposals(t[rows], x if x.shape[0] == 1 else x[rows], M, defensive)
+            n = g.shape[0] // M
+            yield rows, g.reshape(n, M, -1), lw.reshape(n, M)
+
     def _fiber_cells(self, t: Array, x: Tensor) -> tuple[Array, NDArray[np.bool_]]:
         """One cell per row of DICs ``t`` ``(m, 2)`` and ``x`` (one row, or one per row): the fiber law's draw, the
         pair solved, and whether it lies in the box (torch's global generator: callers seed or fork it)."""
         if self.fiber_density is None:
             return self.cells_of(t, self.sample_others(t, x))
         M, m = self.fiber_proposals, t.shape[0]
-        x = self._rows(x)
         cells = np.full((m, self.model.n_conductances), np.nan)
         inside = np.zeros(m, dtype=bool)
-        step = max(1, PROPOSAL_CHUNK // M)  # rows per chunk: sbi's run_sbc asks for 10⁵–10⁶ cells at once
-        for lo in range(0, m, step):
-            rows = slice(lo, min(m, lo + step))
-            g, lw = self._proposals(t[rows], x if x.shape[0] == 1 else x[rows], M)
-            n = g.shape[0] // M
-            lw = lw.reshape(n, M)
+        for rows, g, lw in self._proposal_chunks(t, x, M):
+            n = lw.shape[0]
             # Importance resampling, one of M per row, by the Gumbel-max trick on torch's generator (seeded by callers).
             gumbel = -torch.log(-torch.log(torch.rand(n, M, dtype=torch.float64).clamp_min(1e-300))).numpy()
-            cells[rows] = g.reshape(n, M, -1)[np.arange(n), np.argmax(lw + gumbel, axis=1)]
+            cells[rows] = g[np.arange(n), np.argmax(lw + gumbel, axis=1)]
             inside[rows] = np.isfinite(lw).any(axis=1)
         return cells, inside
 
@@ -309,17 +321,12 @@ class BoxDICPosterior:
             out[inside] = lp - np.log(max(self.acceptance(x, n=n, seed=rng), 1.0 / n))
             return torch.as_tensor(out)
         P = int(proposals)
-        step = max(1, PROPOSAL_CHUNK // P)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(rng.integers(0, 2**62)))
-            lw = np.concatenate([self._proposals(t[lo : lo + step], x, P, defensive=LOG_PROB_DEFENSIVE)[1]
-                                 for lo in range(0, t.shape[0], step)]).reshape(t.shape[0], P)  # fmt: skip
-        top = np.max(lw, axis=1, keepdims=True)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            log_marginal = (top + np.log(np.mean(np.exp(lw - np.where(np.isfinite(top), top, 0.0)), axis=1, keepdims=True)))[:, 0]
-            ld = self.fiber_density.log_prob_batched(torch.as_tensor(gi, dtype=torch.float32)[None], x=x,
-                                                     norm_posterior=False)[0].to(torch.float64).numpy()  # fmt: skip
-        out[inside] = ld + lq_t - log_marginal
+            lw = np.concatenate([w for _, _, w in self._proposal_chunks(t, x, P, defensive=LOG_PROB_DEFENSIVE)])
+        # The density's mass on each fiber: the mean importance weight (-inf where no proposal fell in the box).
+        log_marginal = torch.logsumexp(torch.as_tensor(lw), dim=1).numpy() - np.log(P)
+        out[inside] = self._density_log_prob(gi, x) + lq_t - log_marginal
         return torch.as_tensor(out)
 
     def _draw(self, x: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
